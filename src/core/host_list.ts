@@ -1,0 +1,127 @@
+/**
+ * Host lists in Exim's sense: items matched in order, first match decides. An item is `"*"`, a CIDR or
+ * address, a host or domain name, `*.suffix`, or any of these after `!` (a match then means "not in list").
+ * A function may stand for the whole list (that is how a Redis lookup becomes a host list).
+ */
+
+import { type Cidr, cidrContains, parseCidr } from "./ip.ts";
+
+/** What a host list is matched against: an address, a name, or both. */
+export interface HostListSubject {
+  /** An IP address (for host lists) */
+  ip?: string;
+  /** A host name or mail domain */
+  name?: string;
+}
+
+/** The function form of a host list. */
+export type HostListFn = (subject: HostListSubject) => boolean | Promise<boolean>;
+
+/** A host list as written in config. */
+export type HostListSpec = string | readonly string[] | HostListFn;
+
+type Item =
+  | { kind: "any"; negate: boolean }
+  | { kind: "cidr"; negate: boolean; net: Cidr }
+  | { kind: "name"; negate: boolean; name: string }
+  | { kind: "suffix"; negate: boolean; suffix: string };
+
+/** Lowercases a name and strips one trailing dot. */
+export function normalizeName(name: string): string {
+  const n = name.toLowerCase();
+  return n.endsWith(".") ? n.slice(0, -1) : n;
+}
+
+/** Parses one item; returns an error message for an item that cannot be understood. */
+export function parseHostListItem(text: string): Item | string {
+  let s = text.trim();
+  let negate = false;
+  if (s.startsWith("!")) {
+    negate = true;
+    s = s.slice(1).trim();
+  }
+  if (s === "") return `empty host list item "${text}"`;
+  if (s === "*") return { kind: "any", negate };
+  if (/^[0-9.]+(\/\d+)?$/.test(s) || s.includes(":")) {
+    const net = parseCidr(s);
+    if (!net) return `invalid address or network "${s}"`;
+    return { kind: "cidr", negate, net };
+  }
+  if (s.startsWith("*.")) {
+    const suffix = normalizeName(s.slice(1));
+    if (!/^(\.[a-z0-9_-]+)+$/i.test(suffix)) return `invalid domain suffix "${s}"`;
+    return { kind: "suffix", negate, suffix };
+  }
+  const name = normalizeName(s);
+  if (!/^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/i.test(name) && !/^[^\s@]+$/u.test(name)) {
+    return `invalid host name "${s}"`;
+  }
+  return { kind: "name", negate, name };
+}
+
+/** A compiled host list. */
+export class HostList {
+  readonly #items: Item[];
+  readonly #fn?: HostListFn;
+
+  constructor(spec: HostListSpec) {
+    if (typeof spec === "function") {
+      this.#items = [];
+      this.#fn = spec;
+      return;
+    }
+    const texts = typeof spec === "string" ? spec.split(/[\s,]+/).filter(Boolean) : [...spec];
+    this.#items = texts.map((t) => {
+      const item = parseHostListItem(t);
+      if (typeof item === "string") throw new TypeError(item);
+      return item;
+    });
+  }
+
+  /** Validates a spec without building it; returns the problems found. */
+  static problems(spec: HostListSpec): string[] {
+    if (typeof spec === "function") return [];
+    const texts = typeof spec === "string" ? spec.split(/[\s,]+/).filter(Boolean) : [...spec];
+    return texts.map(parseHostListItem).filter((x): x is string => typeof x === "string");
+  }
+
+  /** True when the list is a fixed list with no items (matches nothing). */
+  get empty(): boolean {
+    return !this.#fn && this.#items.length === 0;
+  }
+
+  /** Matches synchronously; a function-form list is not allowed here. */
+  matchSync(subject: HostListSubject): boolean {
+    if (this.#fn) throw new TypeError("A function host list needs match()");
+    return this.#matchItems(subject);
+  }
+
+  /** Matches a subject: first matching item decides; no match means not in the list. */
+  async match(subject: HostListSubject): Promise<boolean> {
+    if (this.#fn) return Boolean(await this.#fn(subject));
+    return this.#matchItems(subject);
+  }
+
+  #matchItems(subject: HostListSubject): boolean {
+    const name = subject.name ? normalizeName(subject.name) : undefined;
+    for (const item of this.#items) {
+      let hit = false;
+      switch (item.kind) {
+        case "any":
+          hit = true;
+          break;
+        case "cidr":
+          hit = subject.ip !== undefined && cidrContains(item.net, subject.ip);
+          break;
+        case "name":
+          hit = name === item.name;
+          break;
+        case "suffix":
+          hit = name !== undefined && name.endsWith(item.suffix) && name.length > item.suffix.length;
+          break;
+      }
+      if (hit) return !item.negate;
+    }
+    return false;
+  }
+}
