@@ -1,0 +1,45 @@
+/**
+ * Ferry's public API: `defineConfig`, the policy and event types a config file uses, and the command line
+ * (`deno run … mod.ts [--config FILE] [--check-config]`).
+ */
+
+import type { ConfigInput } from "./src/config/schema.ts";
+import type { HostListFn, HostListSpec } from "./src/core/host_list.ts";
+import type { PolicyMiddleware, Stage } from "./src/policy/context.ts";
+import type { EventHandlers } from "./src/events/types.ts";
+import { main } from "./src/main.ts";
+
+export type {
+  BaseContext,
+  ConnectContext,
+  DataContext,
+  HeloContext,
+  MailContext,
+  PolicyMiddleware,
+  PolicyRecipient,
+  PrdrContext,
+  RcptContext,
+  Stage,
+} from "./src/policy/context.ts";
+export type { EventHandlers, FerryEvents, MsgReceivedEvent } from "./src/events/types.ts";
+export type { Envelope, Recipient } from "./src/core/envelope.ts";
+export type { HostListFn, HostListSpec };
+export { SmtpError } from "./src/core/reply.ts";
+export { relayControl } from "./src/policy/relay_control.ts";
+export { startFerry } from "./src/main.ts";
+
+/** A Ferry configuration as written in config.ts. */
+export type FerryConfig = Omit<ConfigInput, "policy" | "events"> & {
+  /** Policy chains per stage, run in order; built-in relay control runs before the rcpt chain */
+  policy?: { [S in Stage]?: PolicyMiddleware<S>[] };
+  /** Event handlers by event name */
+  events?: EventHandlers;
+};
+
+/** Declares a configuration; the identity function that gives config.ts its types. */
+export function defineConfig(config: FerryConfig): FerryConfig {
+  return config;
+}
+
+// Not awaited: config.ts imports this module, so its evaluation must finish before main() loads config.ts.
+if (import.meta.main) main(Deno.args).then((code) => Deno.exit(code));

@@ -1,0 +1,133 @@
+/**
+ * The configuration schema: every static field validated by Zod, functions checked to be functions.
+ * Durations and sizes are strings ("3s", "50MB"); host lists follow src/core/host_list.ts.
+ */
+
+import { z } from "zod";
+import { HostList, type HostListSpec } from "../core/host_list.ts";
+import { parseDuration, parseSize } from "../core/units.ts";
+
+const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", { error: "expected a function" });
+
+/** A host list: "*", CIDRs, names, "*.suffix", "!negation", as a string, an array, or a function. */
+export const hostList = z.union([z.string(), z.array(z.string()), fn]).superRefine((v, ctx) => {
+  for (const problem of HostList.problems(v as HostListSpec)) ctx.addIssue({ code: "custom", message: problem });
+}).transform((v) => v as HostListSpec);
+
+/** A duration string, turned into milliseconds. */
+export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch {
+    ctx.addIssue({ code: "custom", message: `expected a duration like "30s" or "5m", got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+});
+
+/** A size string, turned into octets. */
+export const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseSize(v);
+  } catch {
+    ctx.addIssue({ code: "custom", message: `expected a size like "10MB", got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+});
+
+const port = z.number({ error: "expected a number 1–65535" }).int({ error: "expected a number 1–65535" })
+  .min(1, { error: "expected a number 1–65535" }).max(65535, { error: "expected a number 1–65535" });
+
+const ipAddress = z.string().refine((s) => /^[0-9.]+$|:/.test(s) && HostList.problems([s]).length === 0, {
+  error: "expected an IP address",
+});
+
+/** One certificate set for the TLS server. */
+export const certificateSet = z.object({
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  serverNames: z.array(z.string()).optional(),
+  ocsp: z.object({
+    file: z.string().optional(),
+    fetch: z.boolean().default(false),
+  }).strict().refine((o) => o.file !== undefined || o.fetch, { error: "ocsp needs a file, fetch: true, or both" })
+    .optional(),
+}).strict();
+
+const listener = z.object({
+  address: ipAddress.default("127.0.0.1"),
+  port: port,
+  mode: z.enum(["smtp", "smtps"]).default("smtp"),
+}).strict();
+
+const policyChain = z.array(fn).default([]);
+
+/** The whole configuration as written in config.ts. */
+export const configSchema = z.object({
+  hostname: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, { error: "expected a host name" })
+    .optional(),
+  listen: z.array(listener).min(1, { error: "at least one listener" }).default([{
+    address: "127.0.0.1",
+    port: 2525,
+    mode: "smtp",
+  }]),
+  spool: z.object({ dir: z.string().min(1).default("./var/spool") }).strict().default({ dir: "./var/spool" }),
+  relay: z.object({
+    domains: hostList.default([]),
+    clients: hostList.default(["127.0.0.0/8", "::1"]),
+  }).strict().default({ domains: [], clients: ["127.0.0.0/8", "::1"] }),
+  limits: z.object({
+    commandLine: z.number().int().min(512).max(65536).default(512),
+    textLine: z.number().int().min(1000).max(1_000_000).default(1000),
+    messageSize: size.default(50 * 1024 * 1024),
+    recipients: z.number().int().min(1).max(100_000).default(100),
+    badCommands: z.number().int().min(1).max(1000).default(10),
+    greetingDelay: duration.default(0),
+    commandTimeout: duration.default(300_000),
+    dataTimeout: duration.default(300_000),
+    connections: z.number().int().min(1).default(1000),
+    connectionsPerIp: z.number().int().min(1).default(50),
+    policyTimeout: duration.default(30_000),
+    shutdownGrace: duration.default(30_000),
+  }).strict().prefault({}),
+  smtp: z.object({
+    banner: z.string().regex(/^[^\r\n]*$/, { error: "must be one line" }).default("ESMTP Ferry"),
+    bareLineEndings: z.enum(["reject", "normalize"]).default("reject"),
+    pipeliningAdvertiseHosts: hostList.default("*"),
+    chunkingAdvertiseHosts: hostList.default("*"),
+    smtputf8AdvertiseHosts: hostList.default("*"),
+  }).strict().prefault({}),
+  dsn: z.object({ advertiseHosts: hostList.default("*") }).strict().prefault({}),
+  prdr: z.object({ enable: z.boolean().default(false) }).strict().prefault({}),
+  proxyRequiredHosts: hostList.default([]),
+  proxyTimeout: duration.default(3000),
+  tls: z.object({
+    certificates: z.array(certificateSet).default([]),
+    advertiseHosts: hostList.default("*"),
+    protocols: z.array(z.enum(["TLSv1.2", "TLSv1.3"])).min(1).default(["TLSv1.2", "TLSv1.3"]),
+    ciphers: z.string().optional(),
+    ciphersuites: z.string().optional(),
+    groups: z.string().optional(),
+    requestClientCert: z.boolean().default(false),
+    clientCa: z.string().optional(),
+    handshakeTimeout: duration.default(30_000),
+    library: z.object({ ssl: z.string(), crypto: z.string() }).strict().optional(),
+  }).strict().prefault({}),
+  policy: z.object({
+    connect: policyChain,
+    helo: policyChain,
+    mail: policyChain,
+    rcpt: policyChain,
+    data: policyChain,
+    prdr: policyChain,
+  }).strict().prefault({}),
+  events: z.record(z.string(), fn).default({}),
+  log: z.object({
+    file: z.string().optional(),
+    format: z.enum(["exim", "json"]).default("exim"),
+  }).strict().prefault({}),
+}).strict();
+
+/** The configuration as the program uses it: defaults filled in, durations in ms, sizes in octets. */
+export type ResolvedConfig = z.output<typeof configSchema>;
+/** The configuration as written by the user. */
+export type ConfigInput = z.input<typeof configSchema>;

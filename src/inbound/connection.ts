@@ -1,0 +1,346 @@
+/**
+ * One inbound connection's SessionHandler: runs the policy chain of each stage, writes accepted messages
+ * to the spool (the 250 goes out only after store() resolved), logs in Exim's words and fires events.
+ */
+
+import type { ClientInfo, Envelope, ProxyInfo, Recipient, TlsInfo } from "../core/envelope.ts";
+import { parseHeaders } from "../core/headers.ts";
+import type { Logger } from "../core/log.ts";
+import { type Reply, reply, SmtpError } from "../core/reply.ts";
+import type { ByteStream } from "../core/stream.ts";
+import type { Middleware } from "../core/compose.ts";
+import type { ResolvedConfig } from "../config/schema.ts";
+import { SpoolWriteError } from "../spool/spool.ts";
+import type { Spool } from "../spool/spool.ts";
+import type { ContentInfo, MessageOutcome, RcptEntry, SessionHandler, Transaction } from "../smtp/session_types.ts";
+import {
+  type BaseContext,
+  type DataContext,
+  type PolicyRecipient,
+  type Stage,
+  type StageContexts,
+  verdicts,
+} from "../policy/context.ts";
+import { runStage } from "../policy/run_stage.ts";
+import type { EventBus } from "../events/bus.ts";
+import { receivedHeader } from "./received_header.ts";
+
+/** Performs a server-side TLS handshake over a connected stream. */
+export type TlsAcceptor = (stream: ByteStream, sni?: undefined) => Promise<{ stream: ByteStream; info: TlsInfo }>;
+
+/** What every connection shares. */
+export interface InboundDeps {
+  config: ResolvedConfig;
+  hostname: string;
+  spool: Spool;
+  log: Logger;
+  events: EventBus;
+  /** The built-in rcpt steps that run before the configured chain (relay control) */
+  builtinRcpt: Middleware<StageContexts["rcpt"]>[];
+  tls?: TlsAcceptor;
+}
+
+/** Per-connection facts known before the session starts. */
+export interface ConnectionFacts {
+  client: ClientInfo;
+  server: { ip: string; port: number };
+  proxy?: ProxyInfo;
+  tls?: TlsInfo;
+}
+
+const encoder = new TextEncoder();
+
+function toPolicyRecipient(r: RcptEntry): PolicyRecipient {
+  return {
+    address: r.address,
+    local: r.mailbox?.local ?? r.address,
+    domain: r.mailbox?.domain ?? "",
+    notify: r.notify,
+    orcpt: r.orcpt,
+  };
+}
+
+function jsonSafe(map: Map<string, unknown>): Record<string, unknown> | undefined {
+  if (map.size === 0) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of map) {
+    try {
+      JSON.stringify(v);
+      out[k] = v;
+    } catch { /* not serialisable: kept in memory only */ }
+  }
+  return out;
+}
+
+/** The SessionHandler for one connection. */
+export class InboundConnection implements SessionHandler {
+  #deps: InboundDeps;
+  #facts: ConnectionFacts;
+  #connVars = new Map<string, unknown>();
+  #msgVars = new Map<string, unknown>();
+  #helo?: string;
+  #esmtp = false;
+  #messages = 0;
+
+  constructor(deps: InboundDeps, facts: ConnectionFacts) {
+    this.#deps = deps;
+    this.#facts = facts;
+  }
+
+  /** `H=(helo) [ip]:port` as Exim writes it. */
+  get hostField(): string {
+    const c = this.#facts.client;
+    const name = c.name ? `${c.name} ` : "";
+    const helo = this.#helo ? `(${this.#helo}) ` : "";
+    return `H=${name}${helo}[${c.ip}]:${c.port}`;
+  }
+
+  get #prx(): string {
+    const p = this.#facts.proxy;
+    return p ? ` PRX=[${p.proxyIp}]:${p.proxyPort}` : "";
+  }
+
+  #logLine(text: string, fields: Record<string, string | number | undefined> = {}): void {
+    this.#deps.log.write(text, { client: this.#facts.client.ip, port: this.#facts.client.port, ...fields });
+  }
+
+  #base(stage: Stage): BaseContext {
+    const f = this.#facts;
+    return {
+      stage,
+      client: { ...f.client, helo: this.#helo },
+      server: f.server,
+      proxy: f.proxy,
+      tls: f.tls,
+      helo: this.#helo,
+      connVars: this.#connVars,
+      msgVars: this.#msgVars,
+      log: (text) => this.#logLine(`${this.hostField} ${stage}: ${text}`, { stage }),
+      ...verdicts(),
+    };
+  }
+
+  async #run<S extends Stage>(stage: S, ctx: StageContexts[S], builtin: Middleware<StageContexts[S]>[] = []) {
+    const configured = this.#deps.config.policy[stage] as unknown as Middleware<StageContexts[S]>[];
+    await runStage(stage, [...builtin, ...configured], ctx, {
+      timeoutMs: this.#deps.config.limits.policyTimeout,
+      log: (text) => this.#logLine(`${this.hostField} ${text}`, { stage }),
+    });
+  }
+
+  #rejected(what: string, err: unknown): never {
+    if (err instanceof SmtpError) {
+      this.#logLine(`${this.hostField}${this.#prx} rejected ${what}: ${err.code} ${err.enhanced} ${err.message}`, {
+        event: "rejected",
+        code: err.code,
+      });
+    }
+    throw err;
+  }
+
+  async connect(): Promise<void> {
+    this.#facts.tls = this.#facts.tls;
+    try {
+      await this.#run("connect", this.#base("connect"));
+    } catch (err) {
+      this.#rejected("connection", err);
+    }
+  }
+
+  async helo(name: string, esmtp: boolean): Promise<void> {
+    try {
+      await this.#run("helo", { ...this.#base("helo"), helo: name, esmtp });
+    } catch (err) {
+      this.#rejected(`${esmtp ? "EHLO" : "HELO"} ${name}`, err);
+    }
+    this.#helo = name;
+    this.#esmtp = esmtp;
+  }
+
+  #mailContext(stage: Stage, tx: Transaction) {
+    return {
+      ...this.#base(stage),
+      sender: tx.sender,
+      size: tx.params.size,
+      smtputf8: tx.params.smtputf8,
+    };
+  }
+
+  async mail(tx: Transaction): Promise<void> {
+    this.#msgVars = new Map();
+    try {
+      await this.#run("mail", this.#mailContext("mail", tx));
+    } catch (err) {
+      this.#rejected(`MAIL FROM:<${tx.sender}>`, err);
+    }
+  }
+
+  async rcpt(tx: Transaction, rcpt: RcptEntry): Promise<void> {
+    const ctx = {
+      ...this.#mailContext("rcpt", tx),
+      recipient: toPolicyRecipient(rcpt),
+      recipients: tx.recipients.map(toPolicyRecipient),
+    };
+    try {
+      await this.#run("rcpt", ctx, this.#deps.builtinRcpt);
+    } catch (err) {
+      this.#rejected(`RCPT <${rcpt.address}> F=<${tx.sender}>`, err);
+    }
+  }
+
+  reset(): void {
+    this.#msgVars = new Map();
+  }
+
+  async startTls(stream: ByteStream): Promise<{ stream: ByteStream; info: TlsInfo }> {
+    if (!this.#deps.tls) throw new Error("TLS is not configured");
+    const result = await this.#deps.tls(stream);
+    this.#facts.tls = result.info;
+    this.#helo = undefined;
+    this.#connVars.set("tls", true);
+    return result;
+  }
+
+  protocolError(r: Reply, detail: string): void {
+    this.#logLine(`SMTP protocol error: ${detail}${r.lines[0] ? ` (${r.code} ${r.lines[0]})` : ""} ${this.hostField}${this.#prx}`, {
+      event: "protocol_error",
+    });
+  }
+
+  closed(reason: string): void {
+    if (reason === "QUIT" && this.#messages > 0) return;
+    if (reason !== "QUIT") this.#logLine(`SMTP connection from ${this.hostField}${this.#prx} closed: ${reason}`, { event: "closed" });
+  }
+
+  #protocol(tx: Transaction): string {
+    const base = tx.params.smtputf8 ? "utf8smtp" : this.#esmtp ? "esmtp" : "smtp";
+    return this.#facts.tls ? base + "s" : base;
+  }
+
+  async message(tx: Transaction, content: Uint8Array, info: ContentInfo): Promise<MessageOutcome> {
+    const added: string[] = [];
+    let discarded = false;
+    const recipients = tx.recipients.map(toPolicyRecipient);
+    const dataCtx: DataContext = {
+      ...this.#mailContext("data", tx),
+      recipients,
+      headers: parseHeaders(content),
+      messageSize: info.size,
+      content,
+      addHeader: (name, value) => {
+        if (!/^[\x21-\x39\x3b-\x7e]+$/.test(name) || /[\r\n]/.test(value)) {
+          throw new TypeError(`Invalid header field ${JSON.stringify(name)}`);
+        }
+        added.push(`${name}: ${value}\r\n`);
+      },
+      discard: () => {
+        discarded = true;
+      },
+    };
+    try {
+      await this.#run("data", dataCtx);
+    } catch (err) {
+      this.#rejected(`after DATA F=<${tx.sender}>`, err);
+    }
+
+    // PRDR: the prdr stage decides per recipient.
+    let kept = tx.recipients;
+    let prdrReplies: Reply[] | undefined;
+    if (tx.params.prdr && this.#deps.config.prdr.enable) {
+      prdrReplies = [];
+      kept = [];
+      for (const r of tx.recipients) {
+        try {
+          await this.#run("prdr", { ...dataCtx, stage: "prdr", recipient: toPolicyRecipient(r) });
+          kept.push(r);
+          prdrReplies.push(reply(250, "2.1.5", `<${r.address}> OK`));
+        } catch (err) {
+          const e = err instanceof SmtpError ? err : new SmtpError(451, "4.3.0", "Temporary local problem");
+          this.#logLine(`${this.hostField} PRDR rejected <${r.address}>: ${e.code} ${e.enhanced} ${e.message}`, {
+            event: "rejected",
+          });
+          prdrReplies.push(reply(e.code, e.enhanced, `<${r.address}> ${e.message}`));
+        }
+      }
+      if (kept.length === 0) {
+        return { prdr: prdrReplies, final: reply(550, "5.7.1", "No recipients accepted the message") };
+      }
+    }
+
+    const id = this.#deps.spool.newId();
+    const final = (r: Reply): MessageOutcome => prdrReplies ? { prdr: prdrReplies, final: r } : { reply: r };
+    if (discarded) {
+      this.#logLine(`${this.hostField} F=<${tx.sender}> message discarded by policy`, { event: "discarded" });
+      return final(reply(250, "2.0.0", `OK id=${id}`));
+    }
+    const now = new Date();
+    const protocol = this.#protocol(tx);
+    const client = { ...this.#facts.client, helo: this.#helo };
+    const trace = receivedHeader({
+      client,
+      hostname: this.#deps.hostname,
+      protocol,
+      id,
+      tls: this.#facts.tls,
+      sender: tx.sender,
+      recipients: kept.map((r) => r.address),
+      date: now,
+    });
+    const prefix = encoder.encode(trace + added.join(""));
+    const stored = new Uint8Array(prefix.length + content.length);
+    stored.set(prefix);
+    stored.set(content, prefix.length);
+    const envelope: Envelope = {
+      id,
+      sender: tx.sender,
+      recipients: kept.map((r): Recipient => ({
+        address: r.address,
+        notify: r.notify,
+        orcpt: r.orcpt,
+        status: "pending",
+      })),
+      ret: tx.params.ret,
+      envid: tx.params.envid,
+      body: tx.params.body,
+      smtputf8: tx.params.smtputf8 || undefined,
+      size: stored.length,
+      receivedAt: now.getTime(),
+      protocol,
+      client,
+      proxy: this.#facts.proxy,
+      tls: this.#facts.tls,
+      receivedBy: this.#deps.hostname,
+      policy: jsonSafe(this.#msgVars),
+    };
+    try {
+      await this.#deps.spool.store(envelope, stored);
+    } catch (err) {
+      const detail = err instanceof Error ? err.message : String(err);
+      this.#logLine(`${this.hostField} F=<${tx.sender}> spool write failed: ${detail}`, { event: "spool_error" });
+      if (err instanceof SpoolWriteError) return final(reply(452, "4.3.1", "Insufficient system storage"));
+      return final(reply(451, "4.3.0", "Temporary local problem, please try again later"));
+    }
+    this.#messages++;
+    const msgId = dataCtx.headers.find((h) => h.name.toLowerCase() === "message-id")?.value;
+    const tls = this.#facts.tls;
+    this.#deps.log.write(
+      `<= ${tx.sender || "<>"} ${this.hostField} P=${protocol}` +
+        (tls ? ` X=${tls.version}:${tls.cipher}:${tls.bits}` : "") +
+        ` S=${stored.length}${msgId ? ` id=${msgId.replace(/^<|>$/g, "")}` : ""}${this.#prx}` +
+        ` for ${kept.map((r) => r.address).join(" ")}`,
+      {
+        id,
+        event: "<=",
+        sender: tx.sender,
+        client: client.ip,
+        port: client.port,
+        protocol,
+        size: stored.length,
+        recipients: kept.map((r) => r.address),
+        proxy: this.#facts.proxy ? `${this.#facts.proxy.proxyIp}:${this.#facts.proxy.proxyPort}` : undefined,
+      },
+    );
+    this.#deps.events.emit("msg:received", { id, envelope });
+    return final(reply(250, "2.0.0", `OK id=${id}`));
+  }
+}

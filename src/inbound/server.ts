@@ -1,0 +1,234 @@
+/**
+ * The inbound server: listeners, connection limits, the PROXY protocol layer (trusted hosts only),
+ * implicit TLS, and one SMTP session per connection. Graceful stop: stop accepting, let open
+ * transactions finish up to a deadline, answer 421 to the rest.
+ */
+
+import { HostList } from "../core/host_list.ts";
+import { formatReply, reply } from "../core/reply.ts";
+import type { ByteStream } from "../core/stream.ts";
+import type { ProxyInfo } from "../core/envelope.ts";
+import { ServerSession } from "../smtp/server_session.ts";
+import type { SessionExtensions } from "../smtp/session_types.ts";
+import { relayControl } from "../policy/relay_control.ts";
+import { type ConnectionFacts, InboundConnection, type InboundDeps } from "./connection.ts";
+import { readProxyHeader } from "./proxy_reader.ts";
+
+const encoder = new TextEncoder();
+
+/** What the server needs besides its config. */
+export type InboundServerDeps = Omit<InboundDeps, "builtinRcpt">;
+
+/** A bound listener's address. */
+export interface BoundAddress {
+  address: string;
+  port: number;
+  mode: "smtp" | "smtps";
+}
+
+/** Accepts SMTP connections on every configured listener. */
+export class InboundServer {
+  #deps: InboundDeps;
+  #listeners: Deno.Listener[] = [];
+  #sessions = new Set<ServerSession>();
+  #perIp = new Map<string, number>();
+  #open = 0;
+  #stopping = false;
+  #loops: Promise<void>[] = [];
+  #lists;
+
+  constructor(deps: InboundServerDeps) {
+    const r = deps.config.relay;
+    this.#deps = { ...deps, builtinRcpt: [relayControl({ domains: r.domains, clients: r.clients })] };
+    const c = deps.config;
+    this.#lists = {
+      proxy: new HostList(c.proxyRequiredHosts),
+      pipelining: new HostList(c.smtp.pipeliningAdvertiseHosts),
+      chunking: new HostList(c.smtp.chunkingAdvertiseHosts),
+      smtputf8: new HostList(c.smtp.smtputf8AdvertiseHosts),
+      dsn: new HostList(c.dsn.advertiseHosts),
+      tls: new HostList(c.tls.advertiseHosts),
+    };
+  }
+
+  /** Number of open connections. */
+  get connections(): number {
+    return this.#open;
+  }
+
+  /** Binds every listener and starts accepting; resolves to the bound addresses. */
+  start(): BoundAddress[] {
+    const bound: BoundAddress[] = [];
+    for (const l of this.#deps.config.listen) {
+      const listener = Deno.listen({ hostname: l.address, port: l.port, transport: "tcp" });
+      this.#listeners.push(listener);
+      const addr = listener.addr as Deno.NetAddr;
+      bound.push({ address: addr.hostname, port: addr.port, mode: l.mode });
+      this.#loops.push(this.#acceptLoop(listener, l.mode));
+      this.#deps.log.write(`listening on [${addr.hostname}]:${addr.port} (${l.mode})`);
+    }
+    return bound;
+  }
+
+  async #acceptLoop(listener: Deno.Listener, mode: "smtp" | "smtps"): Promise<void> {
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (this.#stopping || err instanceof Deno.errors.BadResource) return;
+        // A peer that reset before accept (NotConnected) must not stop the listener.
+        continue;
+      }
+      this.#handle(conn, mode).catch((err) => {
+        this.#deps.log.write(`connection handler failed: ${err instanceof Error ? err.message : err}`);
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      });
+    }
+  }
+
+  async #refuse(stream: ByteStream, code: number, enhanced: string, text: string): Promise<void> {
+    try {
+      await stream.write(encoder.encode(formatReply(reply(code, enhanced, text))));
+    } catch { /* peer gone */ }
+    try {
+      stream.close();
+    } catch { /* closed */ }
+  }
+
+  async #handle(conn: Deno.Conn, mode: "smtp" | "smtps"): Promise<void> {
+    const { config, log } = this.#deps;
+    const peer = conn.remoteAddr as Deno.NetAddr;
+    const local = conn.localAddr as Deno.NetAddr;
+    if (this.#stopping) return await this.#refuse(conn, 421, "4.3.2", `${this.#deps.hostname} Service shutting down`);
+    this.#open++;
+    let counted: string | undefined;
+    try {
+      if (this.#open > config.limits.connections) {
+        log.write(`SMTP connection from [${peer.hostname}]:${peer.port} refused: too many connections`);
+        return await this.#refuse(conn, 421, "4.7.0", `${this.#deps.hostname} Too many connections, try again later`);
+      }
+      let stream: ByteStream = conn;
+      let initialInput: Uint8Array | undefined;
+      let proxy: ProxyInfo | undefined;
+      let clientIp = peer.hostname;
+      let clientPort = peer.port;
+      let serverIp = local.hostname;
+      let serverPort = local.port;
+      let proxyFailed = false;
+      if (!this.#lists.proxy.empty && (await this.#lists.proxy.match({ ip: peer.hostname }))) {
+        const got = await readProxyHeader(conn, { timeoutMs: config.proxyTimeout });
+        stream = got.stream;
+        initialInput = got.rest.length ? got.rest : undefined;
+        if (got.header && got.header.command === "PROXY" && got.header.source && got.header.destination) {
+          proxy = {
+            proxyIp: peer.hostname,
+            proxyPort: peer.port,
+            targetIp: got.header.destination.ip,
+            targetPort: got.header.destination.port,
+            version: got.header.version,
+          };
+          clientIp = got.header.source.ip;
+          clientPort = got.header.source.port;
+          serverIp = got.header.destination.ip;
+          serverPort = got.header.destination.port;
+        } else if (!got.header) {
+          proxyFailed = true;
+          log.write(
+            `PROXY negotiation failed from [${peer.hostname}]:${peer.port}: ${got.error}${got.reason ? ` (${got.reason})` : ""}`,
+            { event: "proxy_failed", client: peer.hostname },
+          );
+          initialInput = undefined;
+        }
+      }
+      const perIp = (this.#perIp.get(clientIp) ?? 0) + 1;
+      this.#perIp.set(clientIp, perIp);
+      counted = clientIp;
+      if (perIp > config.limits.connectionsPerIp) {
+        log.write(`SMTP connection from [${clientIp}]:${clientPort} refused: too many connections from that IP`);
+        return await this.#refuse(stream, 421, "4.7.0", `${this.#deps.hostname} Too many connections from your host`);
+      }
+      const facts: ConnectionFacts = {
+        client: { ip: clientIp, port: clientPort },
+        server: { ip: serverIp, port: serverPort },
+        proxy,
+      };
+      if (mode === "smtps") {
+        if (!this.#deps.tls) return await this.#refuse(stream, 421, "4.3.0", "TLS not available");
+        try {
+          const upgraded = await this.#deps.tls(stream);
+          stream = upgraded.stream;
+          facts.tls = upgraded.info;
+        } catch (err) {
+          log.write(`TLS error on connection from [${clientIp}]:${clientPort}: ${err instanceof Error ? err.message : err}`);
+          try {
+            stream.close();
+          } catch { /* closed */ }
+          return;
+        }
+      }
+      const subject = { ip: clientIp };
+      const extensions: SessionExtensions = {
+        pipelining: await this.#lists.pipelining.match(subject),
+        chunking: await this.#lists.chunking.match(subject),
+        smtputf8: await this.#lists.smtputf8.match(subject),
+        dsn: await this.#lists.dsn.match(subject),
+        prdr: config.prdr.enable,
+        startTls: this.#deps.tls !== undefined && config.tls.certificates.length > 0 &&
+          (await this.#lists.tls.match(subject)),
+      };
+      const handler = new InboundConnection(this.#deps, facts);
+      const l = config.limits;
+      const session = new ServerSession(stream, handler, {
+        hostname: this.#deps.hostname,
+        banner: config.smtp.banner,
+        limits: {
+          commandLine: l.commandLine,
+          textLine: l.textLine,
+          messageSize: l.messageSize,
+          recipients: l.recipients,
+          badCommands: l.badCommands,
+          commandTimeoutMs: l.commandTimeout,
+          dataTimeoutMs: l.dataTimeout,
+          greetingDelayMs: l.greetingDelay,
+        },
+        extensions,
+        bareLineEndings: config.smtp.bareLineEndings,
+        clientIp,
+        initialInput,
+        refuseAll: proxyFailed ? reply(503, "5.7.0", "Command refused, required Proxy negotiation failed") : undefined,
+        tls: facts.tls,
+      });
+      this.#sessions.add(session);
+      try {
+        await session.run();
+      } finally {
+        this.#sessions.delete(session);
+      }
+    } finally {
+      this.#open--;
+      if (counted !== undefined) {
+        const n = (this.#perIp.get(counted) ?? 1) - 1;
+        if (n <= 0) this.#perIp.delete(counted);
+        else this.#perIp.set(counted, n);
+      }
+    }
+  }
+
+  /** Stops accepting, lets open transactions finish up to `graceMs`, then answers 421 to the rest. */
+  async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    for (const l of this.#listeners) {
+      try {
+        l.close();
+      } catch { /* closed */ }
+    }
+    await Promise.allSettled(this.#loops);
+    for (const s of this.#sessions) s.requestStop();
+    const deadline = Date.now() + graceMs;
+    while (this.#sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await Promise.allSettled([...this.#sessions].map((s) => s.forceStop()));
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * The composition root: validated config → log, spool, events, TLS, inbound server; signals; graceful stop.
+ */
+
+import { ConfigError, loadConfigFile } from "./config/load.ts";
+import type { ResolvedConfig } from "./config/schema.ts";
+import { type Logger, MainLog } from "./core/log.ts";
+import { EventBus } from "./events/bus.ts";
+import { type BoundAddress, InboundServer } from "./inbound/server.ts";
+import type { TlsAcceptor } from "./inbound/connection.ts";
+import { SqliteSpool } from "./spool/sqlite_spool.ts";
+import type { Spool } from "./spool/spool.ts";
+import { buildTlsAcceptor } from "./tls_setup.ts";
+
+/** A running Ferry. */
+export interface Ferry {
+  addresses: BoundAddress[];
+  spool: Spool;
+  log: Logger;
+  /** Graceful stop: no new connections, open transactions finish (up to the grace period), spool closed. */
+  stop(): Promise<void>;
+}
+
+/** Options for starting Ferry in-process (tests use these). */
+export interface StartOptions {
+  log?: Logger & { close?(): void; reopen?(): void };
+  spool?: Spool;
+}
+
+/** Starts every room from a validated config. Throws ConfigError for problems found only at start (key files). */
+export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}): Promise<Ferry> {
+  const hostname = config.hostname ?? Deno.hostname();
+  const log = opts.log ?? new MainLog({ file: config.log.file, format: config.log.format });
+  let tls: TlsAcceptor | undefined;
+  if (config.tls.certificates.length > 0) tls = await buildTlsAcceptor(config, log);
+  const spool = opts.spool ?? new SqliteSpool({ dir: config.spool.dir, log: (line) => log.write(line) });
+  const report = await spool.open();
+  for (const q of report.quarantined) log.write(`spool entry ${q.id} quarantined to ${q.path}: ${q.reason}`, { id: q.id });
+  log.write(`spool ${config.spool.dir}: ${report.recovered.length} message(s) queued`);
+  const events = new EventBus(config.events, { log });
+  const server = new InboundServer({ config, hostname, spool, log, events, tls });
+  const addresses = server.start();
+  log.write(`Ferry started as ${hostname}`);
+  let stopped: Promise<void> | undefined;
+  return {
+    addresses,
+    spool,
+    log,
+    stop() {
+      stopped ??= (async () => {
+        await server.stop(config.limits.shutdownGrace);
+        await spool.close();
+        log.write("Ferry stopped");
+      })();
+      return stopped;
+    },
+  };
+}
+
+const USAGE = "usage: ferry [--config FILE] [--check-config]";
+
+/** The command line: returns the exit code (78 for a configuration error, as in sysexits.h EX_CONFIG). */
+export async function main(args: string[]): Promise<number> {
+  let configPath = "./config.ts";
+  let checkOnly = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--config" || a === "-c") configPath = args[++i] ?? "";
+    else if (a.startsWith("--config=")) configPath = a.slice(9);
+    else if (a === "--check-config") checkOnly = true;
+    else if (a === "--help" || a === "-h") {
+      console.log(USAGE);
+      return 0;
+    } else {
+      console.error(`unknown argument "${a}"\n${USAGE}`);
+      return 64;
+    }
+  }
+  let ferry: Ferry;
+  try {
+    const config = await loadConfigFile(configPath);
+    if (checkOnly) {
+      if (config.tls.certificates.length > 0) await buildTlsAcceptor(config, { write() {} });
+      console.log(`${configPath}: configuration OK`);
+      return 0;
+    }
+    const log = new MainLog({ file: config.log.file, format: config.log.format });
+    ferry = await startFerry(config, { log });
+    const done = new Promise<void>((resolve) => {
+      const stop = () => {
+        log.write("SIGTERM received: stopping");
+        ferry.stop().then(resolve);
+      };
+      Deno.addSignalListener("SIGTERM", stop);
+      Deno.addSignalListener("SIGINT", stop);
+      Deno.addSignalListener("SIGHUP", () => {
+        log.reopen();
+        log.write("SIGHUP received: log file reopened");
+      });
+    });
+    await done;
+    log.close();
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) console.error(`config: ${p}`);
+      return 78;
+    }
+    console.error(`ferry: ${err instanceof Error ? err.message : String(err)}`);
+    return 70;
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * What a policy middleware sees at each stage (connect, helo, mail, rcpt, data, prdr) and the verdicts it
+ * can give. Rejections are thrown as SmtpError, so a verdict ends the chain wherever it is given.
+ */
+
+import type { ClientInfo, NotifyKeyword, OriginalRecipient, ProxyInfo, TlsInfo } from "../core/envelope.ts";
+import type { HeaderField } from "../core/headers.ts";
+import { SmtpError } from "../core/reply.ts";
+import type { Middleware } from "../core/compose.ts";
+
+/** The policy stages, in session order. */
+export type Stage = "connect" | "helo" | "mail" | "rcpt" | "data" | "prdr";
+
+/** A recipient as policy sees it. */
+export interface PolicyRecipient {
+  /** `local@domain` */
+  address: string;
+  local: string;
+  /** Domain as given (empty for a bare `postmaster`) */
+  domain: string;
+  notify?: NotifyKeyword[];
+  orcpt?: OriginalRecipient;
+}
+
+/** Facts and verdicts common to every stage. */
+export interface BaseContext {
+  readonly stage: Stage;
+  readonly client: ClientInfo;
+  /** Our own address and port for this connection */
+  readonly server: { ip: string; port: number };
+  readonly proxy?: ProxyInfo;
+  readonly tls?: TlsInfo;
+  readonly helo?: string;
+  /** Variables kept for the whole connection */
+  readonly connVars: Map<string, unknown>;
+  /** Variables kept for the current message (saved in the spool envelope when JSON-serialisable) */
+  readonly msgVars: Map<string, unknown>;
+  /** Writes a log line tagged with the client and stage */
+  log(text: string): void;
+  /** Rejects permanently (default 550 5.7.1) */
+  reject(text?: string, code?: number, enhanced?: string): never;
+  /** Rejects temporarily (default 451 4.7.1) */
+  defer(text?: string, code?: number, enhanced?: string): never;
+  /** Answers (default 421 4.7.0) and closes the connection */
+  drop(text?: string, code?: number, enhanced?: string): never;
+}
+
+/** The connect stage. */
+export type ConnectContext = BaseContext;
+/** The helo stage: `helo` is the name just given. */
+export type HeloContext = BaseContext & { readonly helo: string; readonly esmtp: boolean };
+
+/** The mail stage. */
+export interface MailContext extends BaseContext {
+  /** Reverse path, "" for the null sender */
+  readonly sender: string;
+  readonly size?: number;
+  readonly smtputf8: boolean;
+}
+
+/** The rcpt stage. */
+export interface RcptContext extends MailContext {
+  readonly recipient: PolicyRecipient;
+  /** Recipients accepted so far in this transaction */
+  readonly recipients: readonly PolicyRecipient[];
+}
+
+/** The data stage: the whole message is here. */
+export interface DataContext extends MailContext {
+  readonly recipients: readonly PolicyRecipient[];
+  readonly headers: readonly HeaderField[];
+  /** Octets as received */
+  readonly messageSize: number;
+  /** The message as received (CRLF line endings) */
+  readonly content: Uint8Array;
+  /** Adds a header field at the top of the stored message */
+  addHeader(name: string, value: string): void;
+  /** Accepts the message but throws it away */
+  discard(): void;
+}
+
+/** The prdr stage: runs once per recipient; a rejection here refuses this recipient only. */
+export interface PrdrContext extends DataContext {
+  readonly recipient: PolicyRecipient;
+}
+
+/** Context per stage. */
+export interface StageContexts {
+  connect: ConnectContext;
+  helo: HeloContext;
+  mail: MailContext;
+  rcpt: RcptContext;
+  data: DataContext;
+  prdr: PrdrContext;
+}
+
+/** A policy middleware for stage S. */
+export type PolicyMiddleware<S extends Stage> = Middleware<StageContexts[S]>;
+
+/** The verdict helpers every context carries. */
+export function verdicts(): Pick<BaseContext, "reject" | "defer" | "drop"> {
+  return {
+    reject(text = "Rejected by policy", code = 550, enhanced = "5.7.1"): never {
+      throw new SmtpError(code, enhanced, text);
+    },
+    defer(text = "Temporarily rejected by policy, try again later", code = 451, enhanced = "4.7.1"): never {
+      throw new SmtpError(code, enhanced, text);
+    },
+    drop(text = "Connection refused by policy", code = 421, enhanced = "4.7.0"): never {
+      throw new SmtpError(code, enhanced, text, { close: true });
+    },
+  };
+}

@@ -1,0 +1,167 @@
+/**
+ * Message content as it arrives after DATA (RFC 5321 4.1.4, 4.5.2 dot-stuffing) or in BDAT chunks (RFC 3030).
+ * End of data is only CRLF "." CRLF: a bare LF or bare CR never ends a message and never starts a line, so
+ * none of the SMTP-smuggling variants (LF.LF, LF.CRLF, CR.CR, CRLF.CR, CR.CRLF) can split one.
+ */
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+
+const LINE_START = 0, MID = 1, CR_SEEN = 2, DOT_SEEN = 3, DOT_CR = 4;
+
+/** What to do with a bare CR or bare LF in message content. */
+export type BareLineEndings = "reject" | "normalize";
+
+/** Options for a scanner. */
+export interface DataScannerOptions {
+  /** Largest message kept, in octets; more is counted but not kept */
+  maxSize: number;
+  /** Longest line allowed, CRLF included */
+  maxLine: number;
+  bareLineEndings: BareLineEndings;
+  /** "data": dot-stuffed with terminator; "bdat": raw chunks, no terminator */
+  mode: "data" | "bdat";
+}
+
+/** Scans content bytes, keeping the unstuffed message and noting what was wrong with it. */
+export class DataScanner {
+  #opts: DataScannerOptions;
+  #out = new Uint8Array(16 * 1024);
+  #len = 0;
+  #state = LINE_START;
+  #lineLen = 0;
+  /** Octets of content seen (after unstuffing), whether kept or not */
+  size = 0;
+  /** A bare CR or LF was seen */
+  bareLineEnding = false;
+  /** A line longer than maxLine was seen */
+  lineTooLong = false;
+  /** The content passed maxSize */
+  tooBig = false;
+
+  constructor(opts: DataScannerOptions) {
+    this.#opts = opts;
+    if (opts.mode === "bdat") this.#state = MID;
+  }
+
+  #emit(src: Uint8Array, from: number, to: number): void {
+    const n = to - from;
+    if (n <= 0) return;
+    this.size += n;
+    if (this.tooBig) return;
+    if (this.size > this.#opts.maxSize) {
+      this.tooBig = true;
+      return;
+    }
+    if (this.#len + n > this.#out.length) {
+      const next = new Uint8Array(Math.max(this.#out.length * 2, this.#len + n));
+      next.set(this.#out.subarray(0, this.#len));
+      this.#out = next;
+    }
+    this.#out.set(src.subarray(from, to), this.#len);
+    this.#len += n;
+  }
+
+  #byte(b: number): void {
+    const one = new Uint8Array([b]);
+    this.#emit(one, 0, 1);
+  }
+
+  #bare(kind: number): void {
+    this.bareLineEnding = true;
+    if (this.#opts.bareLineEndings === "normalize") {
+      this.#emit(CRLF, 0, 2);
+      this.#lineLen = 0;
+    } else {
+      this.#byte(kind);
+      this.#lineLen++;
+    }
+  }
+
+  #countLine(n: number): void {
+    this.#lineLen += n;
+    if (this.#lineLen > this.#opts.maxLine) this.lineTooLong = true;
+  }
+
+  /**
+   * Feeds bytes; returns how many were consumed and whether the terminator was seen (DATA mode only).
+   * After the terminator nothing more is consumed.
+   */
+  feed(bytes: Uint8Array): { consumed: number; ended: boolean } {
+    let i = 0;
+    const n = bytes.length;
+    while (i < n) {
+      const b = bytes[i];
+      switch (this.#state) {
+        case LINE_START:
+          if (b === DOT && this.#opts.mode === "data") {
+            this.#state = DOT_SEEN;
+            i++;
+            continue;
+          }
+          this.#state = MID;
+          continue;
+        case DOT_SEEN:
+          // A leading dot is removed (RFC 5321 4.5.2) unless it starts the terminator.
+          if (b === CR) {
+            this.#state = DOT_CR;
+            i++;
+            continue;
+          }
+          this.#countLine(1);
+          this.#state = MID;
+          continue;
+        case DOT_CR:
+          if (b === LF) return { consumed: i + 1, ended: true };
+          // ".<CR>x": the dot was stuffing, the CR is bare.
+          this.#countLine(1);
+          this.#bare(CR);
+          this.#state = MID;
+          continue;
+        case CR_SEEN:
+          if (b === LF) {
+            this.#emit(CRLF, 0, 2);
+            this.#countLine(2);
+            this.#lineLen = 0;
+            this.#state = LINE_START;
+            i++;
+            continue;
+          }
+          this.#bare(CR);
+          this.#state = MID;
+          continue;
+        default: {
+          // MID: copy a run of ordinary bytes at once.
+          let j = i;
+          while (j < n && bytes[j] !== CR && bytes[j] !== LF) j++;
+          if (j > i) {
+            this.#emit(bytes, i, j);
+            this.#countLine(j - i);
+            i = j;
+            if (i >= n) break;
+          }
+          if (bytes[i] === CR) this.#state = CR_SEEN;
+          else this.#bare(LF);
+          i++;
+        }
+      }
+    }
+    return { consumed: n, ended: false };
+  }
+
+  /** Ends a BDAT LAST body: a trailing CR with nothing after it is bare. */
+  finish(): void {
+    if (this.#state === CR_SEEN) {
+      this.#bare(CR);
+      this.#state = MID;
+    }
+  }
+
+  /** The content kept so far (unstuffed; CRLF line endings unless bare ones were kept). */
+  data(): Uint8Array {
+    return this.#out.subarray(0, this.#len);
+  }
+}
+
+const CRLF = new Uint8Array([CR, LF]);

@@ -1,0 +1,151 @@
+/**
+ * Buffered input for the SMTP server: command lines with a length limit, raw bytes for DATA and BDAT,
+ * reads under a deadline. The buffer can be emptied at the STARTTLS swap (RFC 3207, CVE-2011-0411 class).
+ */
+
+import type { ByteStream } from "../core/stream.ts";
+
+/** Thrown when a read does not complete within its deadline. */
+export class ReadTimeoutError extends Error {
+  constructor() {
+    super("Read timed out");
+    this.name = "ReadTimeoutError";
+  }
+}
+
+/** The result of taking one line from the buffer. */
+export type LineResult = { line: string } | { tooLong: true } | null;
+
+const LF = 0x0a;
+
+/** A growable input buffer over a byte stream. */
+export class Input {
+  #stream: ByteStream;
+  #buf = new Uint8Array(32 * 1024);
+  #start = 0;
+  #end = 0;
+  #eof = false;
+  #skipping = false;
+  #decoder = new TextDecoder();
+
+  constructor(stream: ByteStream) {
+    this.#stream = stream;
+  }
+
+  /** Replaces the stream (after STARTTLS); buffered bytes must have been discarded first. */
+  setStream(stream: ByteStream): void {
+    this.#stream = stream;
+    this.#eof = false;
+  }
+
+  /** Number of bytes buffered and not yet consumed. */
+  get pending(): number {
+    return this.#end - this.#start;
+  }
+
+  /** True once the peer closed its side. */
+  get eof(): boolean {
+    return this.#eof;
+  }
+
+  /** Drops everything buffered; returns how many bytes were dropped. */
+  discard(): number {
+    const n = this.pending;
+    this.#start = this.#end = 0;
+    return n;
+  }
+
+  /** Prepends bytes that were read before this buffer existed (e.g. after a PROXY header). */
+  unshift(bytes: Uint8Array): void {
+    this.#ensure(bytes.length);
+    this.#buf.copyWithin(bytes.length, this.#start, this.#end);
+    this.#buf.set(bytes, 0);
+    this.#end = this.#end - this.#start + bytes.length;
+    this.#start = 0;
+  }
+
+  /** The buffered bytes (a view, valid until the next fill). */
+  peek(): Uint8Array {
+    return this.#buf.subarray(this.#start, this.#end);
+  }
+
+  /** Consumes `n` buffered bytes. */
+  advance(n: number): void {
+    this.#start += n;
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+  }
+
+  #ensure(extra: number): void {
+    if (this.#end + extra <= this.#buf.length) return;
+    const live = this.#end - this.#start;
+    if (live + extra <= this.#buf.length && this.#start > 0) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+    } else {
+      const next = new Uint8Array(Math.max(this.#buf.length * 2, live + extra));
+      next.set(this.#buf.subarray(this.#start, this.#end));
+      this.#buf = next;
+    }
+    this.#start = 0;
+    this.#end = live;
+  }
+
+  /** Reads more bytes from the stream; false at end of stream. Throws ReadTimeoutError after `timeoutMs`. */
+  async fill(timeoutMs: number): Promise<boolean> {
+    if (this.#eof) return false;
+    if (this.#buf.length - this.#end < 4096) this.#ensure(16 * 1024);
+    const target = this.#buf.subarray(this.#end);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ReadTimeoutError()), timeoutMs);
+    });
+    try {
+      const n = await Promise.race([this.#stream.read(target), timeout]);
+      if (n === null) {
+        this.#eof = true;
+        return false;
+      }
+      this.#end += n;
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Takes one line (terminated by LF, an optional CR before it removed) from the buffer without I/O.
+   * A line longer than `max` octets (CRLF included) yields `{ tooLong: true }` once and the rest of it is skipped.
+   * Returns null when no complete line is buffered.
+   */
+  takeLine(max: number): LineResult {
+    for (;;) {
+      const view = this.peek();
+      const nl = view.indexOf(LF);
+      if (this.#skipping) {
+        if (nl < 0) {
+          this.advance(view.length);
+          return null;
+        }
+        this.advance(nl + 1);
+        this.#skipping = false;
+        continue;
+      }
+      if (nl < 0) {
+        if (view.length >= max) {
+          this.advance(view.length);
+          this.#skipping = true;
+          return { tooLong: true };
+        }
+        return null;
+      }
+      if (nl + 1 > max) {
+        this.advance(nl + 1);
+        return { tooLong: true };
+      }
+      let end = nl;
+      if (end > 0 && view[end - 1] === 0x0d) end--;
+      const line = this.#decoder.decode(view.subarray(0, end));
+      this.advance(nl + 1);
+      return { line };
+    }
+  }
+}

@@ -1,0 +1,542 @@
+/**
+ * The SMTP server session (RFC 5321) with PIPELINING (RFC 2920), SIZE (1870), 8BITMIME (6152), SMTPUTF8 (6531),
+ * ENHANCEDSTATUSCODES (2034, 3463), CHUNKING (3030), DSN (3461), PRDR (draft-hall-prdr-00) and STARTTLS (3207).
+ * It parses and answers; what a transaction means (policy, spool) is the SessionHandler's business.
+ * SECURITY: trusts nothing from the client. Input before the banner or unsynchronised pipelining ends the
+ * session (like Exim's smtp_enforce_sync); plaintext pipelined behind STARTTLS is discarded.
+ */
+
+import { formatReply, type Reply, reply, replyForError, SmtpError } from "../core/reply.ts";
+import { type ByteStream, writeAll } from "../core/stream.ts";
+import type { TlsInfo } from "../core/envelope.ts";
+import { parseCommand, parsePathArg } from "./command.ts";
+import { DataScanner } from "./data_scanner.ts";
+import { parseEnvid, parseNotify, parseOrcpt, parseRet } from "./dsn_params.ts";
+import { Input, ReadTimeoutError } from "./input.ts";
+import type { MailParams, RcptEntry, ServerSessionOptions, SessionHandler, Transaction } from "./session_types.ts";
+
+const encoder = new TextEncoder();
+
+/** Why a session ended. */
+class SessionEnd extends Error {}
+
+/** One SMTP server conversation over a byte stream. */
+export class ServerSession {
+  #opts: ServerSessionOptions;
+  #handler: SessionHandler;
+  #stream: ByteStream;
+  #input: Input;
+  #out: string[] = [];
+  #helo?: string;
+  #esmtp = false;
+  #tls?: TlsInfo;
+  #tx?: Transaction;
+  #scanner?: DataScanner;
+  #badCommands = 0;
+  #stopping = false;
+  #idle = false;
+  #closed = false;
+  #wake?: () => void;
+
+  constructor(stream: ByteStream, handler: SessionHandler, opts: ServerSessionOptions) {
+    this.#stream = stream;
+    this.#handler = handler;
+    this.#opts = opts;
+    this.#input = new Input(stream);
+    this.#tls = opts.tls;
+    if (opts.initialInput?.length) this.#input.unshift(opts.initialInput);
+  }
+
+  /** The HELO/EHLO name, once given. */
+  get helo(): string | undefined {
+    return this.#helo;
+  }
+
+  /** TLS facts once the session is encrypted. */
+  get tls(): TlsInfo | undefined {
+    return this.#tls;
+  }
+
+  /** True while a mail transaction is open. */
+  get inTransaction(): boolean {
+    return this.#tx !== undefined;
+  }
+
+  /** Asks the session to end: at once when idle, otherwise after the current transaction. */
+  requestStop(): void {
+    this.#stopping = true;
+    if (this.#idle && !this.#tx) this.#wake?.();
+  }
+
+  /** Ends the session now with a 421 (graceful-stop deadline passed). */
+  async forceStop(): Promise<void> {
+    if (this.#closed) return;
+    this.#out.push(formatReply(reply(421, "4.3.2", `${this.#opts.hostname} Service shutting down`)));
+    await this.#flush().catch(() => {});
+    this.#close("shutdown");
+  }
+
+  /** Runs the session to its end; never throws. */
+  async run(): Promise<void> {
+    let reason = "client closed connection";
+    try {
+      await this.#greet();
+      await this.#loop();
+    } catch (err) {
+      if (err instanceof SessionEnd) reason = err.message;
+      else if (err instanceof ReadTimeoutError) reason = "timeout";
+      else reason = `connection error: ${err instanceof Error ? err.message : String(err)}`;
+    } finally {
+      this.#close(reason);
+    }
+  }
+
+  #close(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#stream.close();
+    } catch { /* already closed */ }
+    try {
+      this.#handler.closed?.(reason);
+    } catch { /* a handler's problem is not the session's */ }
+  }
+
+  #send(r: Reply): void {
+    this.#out.push(formatReply(r));
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#out.length === 0) return;
+    const text = this.#out.join("");
+    this.#out = [];
+    await writeAll(this.#stream, encoder.encode(text));
+  }
+
+  async #fatal(r: Reply, why: string): Promise<never> {
+    this.#send(r);
+    await this.#flush().catch(() => {});
+    throw new SessionEnd(why);
+  }
+
+  async #greet(): Promise<void> {
+    const { limits } = this.#opts;
+    if (limits.greetingDelayMs > 0 && !this.#input.pending) {
+      await this.#input.fill(limits.greetingDelayMs).catch((e) => {
+        if (!(e instanceof ReadTimeoutError)) throw e;
+      });
+    }
+    if (this.#input.pending) {
+      this.#handler.protocolError?.(reply(554, "5.5.0", ""), "input before the greeting");
+      await this.#fatal(reply(554, "5.5.0", "SMTP synchronization error"), "synchronization error before greeting");
+    }
+    if (this.#input.eof) throw new SessionEnd("client closed before greeting");
+    try {
+      await this.#handler.connect?.();
+    } catch (err) {
+      const r = replyForError(err);
+      await this.#fatal(r.code >= 500 ? r : reply(421, r.enhanced ?? "4.3.0", r.lines), "refused at connect");
+    }
+    this.#send(reply(220, undefined, `${this.#opts.hostname} ${this.#opts.banner}`));
+    await this.#flush();
+  }
+
+  async #readLine(): Promise<string | undefined> {
+    const { limits } = this.#opts;
+    for (;;) {
+      const got = this.#input.takeLine(limits.commandLine);
+      if (got && "line" in got) return got.line;
+      if (got && "tooLong" in got) {
+        await this.#bad(reply(500, "5.5.2", "Line too long"), "command line too long");
+        continue;
+      }
+      await this.#flush();
+      if (this.#stopping && !this.#tx) {
+        await this.#fatal(reply(421, "4.3.2", `${this.#opts.hostname} Service shutting down`), "shutdown");
+      }
+      this.#idle = true;
+      const wake = new Promise<boolean>((resolve) => (this.#wake = () => resolve(true)));
+      try {
+        const more = await Promise.race([this.#input.fill(limits.commandTimeoutMs), wake]);
+        if (more === false) return undefined;
+      } catch (err) {
+        if (err instanceof ReadTimeoutError) {
+          await this.#fatal(
+            reply(421, "4.4.2", `${this.#opts.hostname} Timeout waiting for command, closing connection`),
+            "timeout waiting for command",
+          );
+        }
+        throw err;
+      } finally {
+        this.#idle = false;
+        this.#wake = undefined;
+      }
+    }
+  }
+
+  async #bad(r: Reply, detail: string): Promise<void> {
+    this.#send(r);
+    this.#handler.protocolError?.(r, detail);
+    if (++this.#badCommands >= this.#opts.limits.badCommands) {
+      await this.#fatal(reply(421, "4.7.0", `${this.#opts.hostname} Too many errors, closing connection`), "too many errors");
+    }
+  }
+
+  /** After a command that must end a pipelined group, more buffered input is a synchronisation error. */
+  async #requireSync(what: string): Promise<void> {
+    if (this.#input.pending === 0) return;
+    this.#handler.protocolError?.(reply(554, "5.5.0", ""), `pipelined input after ${what}`);
+    await this.#fatal(reply(554, "5.5.0", "SMTP synchronization error"), "synchronization error");
+  }
+
+  async #loop(): Promise<void> {
+    for (;;) {
+      const line = await this.#readLine();
+      if (line === undefined) return;
+      const { verb, arg } = parseCommand(line);
+      if (this.#opts.refuseAll && verb !== "QUIT") {
+        this.#send(this.#opts.refuseAll);
+        continue;
+      }
+      if (!(this.#esmtp && this.#opts.extensions.pipelining) && verb !== "QUIT") {
+        await this.#requireSync(verb || "command");
+      }
+      try {
+        await this.#dispatch(verb, arg);
+      } catch (err) {
+        if (err instanceof SessionEnd || err instanceof ReadTimeoutError) throw err;
+        const r = replyForError(err);
+        if (err instanceof SmtpError && err.close) await this.#fatal(r, "closed by policy");
+        if (!(err instanceof SmtpError)) this.#handler.protocolError?.(r, `internal error: ${String(err)}`);
+        this.#send(r);
+      }
+    }
+  }
+
+  async #dispatch(verb: string, arg: string): Promise<void> {
+    switch (verb) {
+      case "EHLO":
+      case "HELO":
+        return await this.#heloCmd(verb === "EHLO", arg);
+      case "MAIL":
+        return await this.#mailCmd(arg);
+      case "RCPT":
+        return await this.#rcptCmd(arg);
+      case "DATA":
+        return await this.#dataCmd(arg);
+      case "BDAT":
+        return await this.#bdatCmd(arg);
+      case "RSET":
+        if (arg) return await this.#bad(reply(501, "5.5.4", "RSET takes no argument"), "RSET with argument");
+        this.#resetTx();
+        return this.#send(reply(250, "2.0.0", "Reset OK"));
+      case "NOOP":
+        return this.#send(reply(250, "2.0.0", "OK"));
+      case "QUIT":
+        await this.#fatal(reply(221, "2.0.0", `${this.#opts.hostname} closing connection`), "QUIT");
+        return;
+      case "VRFY":
+        if (!arg) return await this.#bad(reply(501, "5.5.4", "VRFY needs an argument"), "VRFY without argument");
+        return this.#send(reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"));
+      case "EXPN":
+        if (!arg) return await this.#bad(reply(501, "5.5.4", "EXPN needs an argument"), "EXPN without argument");
+        return this.#send(reply(502, "5.5.1", "EXPN not available"));
+      case "HELP":
+        return this.#send(
+          reply(214, "2.0.0", [
+            "Commands supported:",
+            "EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY EXPN HELP" +
+            (this.#opts.extensions.startTls && !this.#tls ? " STARTTLS" : ""),
+          ]),
+        );
+      case "STARTTLS":
+        return await this.#startTlsCmd(arg);
+      case "GET":
+      case "POST":
+      case "PUT":
+      case "HEAD":
+      case "CONNECT":
+        this.#handler.protocolError?.(reply(554, "5.7.0", ""), `HTTP command "${verb}" on SMTP port`);
+        await this.#fatal(reply(554, "5.7.0", "This is an SMTP server"), "HTTP request on SMTP port");
+        return;
+      case "":
+        return await this.#bad(reply(500, "5.5.2", "Syntax error, empty command"), "empty command");
+      default:
+        return await this.#bad(reply(500, "5.5.1", "Command unrecognized"), `unknown command "${verb.slice(0, 32)}"`);
+    }
+  }
+
+  #resetTx(): void {
+    const had = this.#tx !== undefined;
+    this.#tx = undefined;
+    this.#scanner = undefined;
+    if (had) this.#handler.reset?.();
+  }
+
+  async #heloCmd(esmtp: boolean, arg: string): Promise<void> {
+    if (!arg || /\s/.test(arg)) {
+      return await this.#bad(reply(501, "5.5.4", `Syntax: ${esmtp ? "EHLO" : "HELO"} hostname`), "bad HELO/EHLO");
+    }
+    this.#resetTx();
+    await this.#handler.helo?.(arg, esmtp);
+    this.#helo = arg;
+    this.#esmtp = esmtp;
+    const greeting = `${this.#opts.hostname} Hello ${arg} [${this.#opts.clientIp}]`;
+    if (!esmtp) return this.#send(reply(250, undefined, greeting));
+    const x = this.#opts.extensions;
+    const lines = [greeting, `SIZE ${this.#opts.limits.messageSize}`, "8BITMIME"];
+    if (x.pipelining) lines.push("PIPELINING");
+    if (x.chunking) lines.push("CHUNKING");
+    if (x.dsn) lines.push("DSN");
+    if (x.smtputf8) lines.push("SMTPUTF8");
+    if (x.prdr) lines.push("PRDR");
+    if (x.startTls && !this.#tls) lines.push("STARTTLS");
+    lines.push("ENHANCEDSTATUSCODES", "HELP");
+    this.#send(reply(250, undefined, lines));
+    if (x.pipelining) await this.#requireSync("EHLO");
+  }
+
+  #mailParams(params: Map<string, string | undefined>): MailParams {
+    const x = this.#opts.extensions;
+    const out: MailParams = { smtputf8: false, prdr: false };
+    if (params.size > 0 && !this.#esmtp) throw new SmtpError(555, "5.5.4", "Parameters need EHLO");
+    for (const [key, value] of params) {
+      switch (key) {
+        case "SIZE": {
+          if (!value || !/^\d{1,15}$/.test(value)) throw new SmtpError(501, "5.5.4", "Bad SIZE value");
+          out.size = Number(value);
+          if (out.size > this.#opts.limits.messageSize) {
+            throw new SmtpError(552, "5.3.4", "Message size exceeds fixed maximum message size");
+          }
+          break;
+        }
+        case "BODY": {
+          const v = value?.toUpperCase();
+          if (v !== "7BIT" && v !== "8BITMIME") throw new SmtpError(501, "5.5.4", "BODY must be 7BIT or 8BITMIME");
+          out.body = v;
+          break;
+        }
+        case "SMTPUTF8":
+          if (!x.smtputf8 || value !== undefined) throw new SmtpError(555, "5.5.4", "SMTPUTF8 not accepted");
+          out.smtputf8 = true;
+          break;
+        case "RET":
+          if (!x.dsn) throw new SmtpError(555, "5.5.4", "RET not recognised");
+          out.ret = parseRet(value);
+          break;
+        case "ENVID":
+          if (!x.dsn) throw new SmtpError(555, "5.5.4", "ENVID not recognised");
+          out.envid = parseEnvid(value);
+          break;
+        case "PRDR":
+          if (!x.prdr || value !== undefined) throw new SmtpError(555, "5.5.4", "PRDR not recognised");
+          out.prdr = true;
+          break;
+        default:
+          throw new SmtpError(555, "5.5.4", `Parameter ${key} not recognised`);
+      }
+    }
+    return out;
+  }
+
+  async #mailCmd(arg: string): Promise<void> {
+    if (!this.#helo) return await this.#bad(reply(503, "5.5.1", "EHLO or HELO first"), "MAIL before HELO");
+    if (this.#tx) return await this.#bad(reply(503, "5.5.1", "Nested MAIL command"), "nested MAIL");
+    if (this.#stopping) throw new SmtpError(421, "4.3.2", `${this.#opts.hostname} Service shutting down`, { close: true });
+    let tx: Transaction;
+    try {
+      const path = parsePathArg(arg, "MAIL", this.#opts.extensions.smtputf8);
+      const params = this.#mailParams(path.params);
+      tx = { sender: path.address, senderMailbox: path.mailbox, params, recipients: [] };
+    } catch (err) {
+      if (err instanceof SmtpError && err.code >= 500 && err.code !== 552) {
+        return await this.#bad(err.toReply(), `bad MAIL: ${arg.slice(0, 100)}`);
+      }
+      throw err;
+    }
+    await this.#handler.mail?.(tx);
+    this.#tx = tx;
+    this.#send(reply(250, "2.1.0", "Sender OK"));
+  }
+
+  async #rcptCmd(arg: string): Promise<void> {
+    const tx = this.#tx;
+    if (!tx) return await this.#bad(reply(503, "5.5.1", "MAIL first"), "RCPT before MAIL");
+    if (tx.via) return await this.#bad(reply(503, "5.5.1", "RCPT after data"), "RCPT after BDAT");
+    let entry: RcptEntry;
+    try {
+      const path = parsePathArg(arg, "RCPT", tx.params.smtputf8);
+      entry = { address: path.address, mailbox: path.mailbox };
+      for (const [key, value] of path.params) {
+        if (key === "NOTIFY" && this.#opts.extensions.dsn) entry.notify = parseNotify(value);
+        else if (key === "ORCPT" && this.#opts.extensions.dsn) entry.orcpt = parseOrcpt(value);
+        else throw new SmtpError(555, "5.5.4", `Parameter ${key} not recognised`);
+      }
+    } catch (err) {
+      if (err instanceof SmtpError && err.code >= 500) return await this.#bad(err.toReply(), `bad RCPT: ${arg.slice(0, 100)}`);
+      throw err;
+    }
+    if (tx.recipients.length >= this.#opts.limits.recipients) {
+      throw new SmtpError(452, "4.5.3", "Too many recipients");
+    }
+    await this.#handler.rcpt?.(tx, entry);
+    tx.recipients.push(entry);
+    this.#send(reply(250, "2.1.5", "Recipient OK"));
+  }
+
+  #newScanner(mode: "data" | "bdat"): DataScanner {
+    const { limits } = this.#opts;
+    return new DataScanner({
+      maxSize: limits.messageSize,
+      maxLine: limits.textLine,
+      bareLineEndings: this.#opts.bareLineEndings,
+      mode,
+    });
+  }
+
+  async #dataCmd(arg: string): Promise<void> {
+    if (arg) return await this.#bad(reply(501, "5.5.4", "DATA takes no argument"), "DATA with argument");
+    const tx = this.#tx;
+    if (!tx) return await this.#bad(reply(503, "5.5.1", "MAIL first"), "DATA before MAIL");
+    if (tx.via === "BDAT") return await this.#bad(reply(503, "5.5.1", "DATA after BDAT"), "DATA after BDAT");
+    if (tx.recipients.length === 0) {
+      this.#resetTx();
+      return this.#send(reply(554, "5.5.1", "No valid recipients"));
+    }
+    await this.#requireSync("DATA");
+    await this.#handler.data?.(tx);
+    tx.via = "DATA";
+    const scanner = this.#newScanner("data");
+    this.#send(reply(354, undefined, 'Enter message, ending with "." on a line by itself'));
+    await this.#flush();
+    for (;;) {
+      const view = this.#input.peek();
+      const { consumed, ended } = scanner.feed(view);
+      this.#input.advance(consumed);
+      if (ended) break;
+      if (!(await this.#fillData())) throw new SessionEnd("connection lost during DATA");
+    }
+    await this.#endOfMessage(tx, scanner);
+  }
+
+  async #fillData(): Promise<boolean> {
+    try {
+      return await this.#input.fill(this.#opts.limits.dataTimeoutMs);
+    } catch (err) {
+      if (err instanceof ReadTimeoutError) {
+        await this.#fatal(
+          reply(421, "4.4.2", `${this.#opts.hostname} Timeout waiting for data, closing connection`),
+          "timeout waiting for data",
+        );
+      }
+      throw err;
+    }
+  }
+
+  async #bdatCmd(arg: string): Promise<void> {
+    const m = /^(\d{1,15})(?: +(LAST))?$/i.exec(arg);
+    if (!this.#opts.extensions.chunking || !this.#esmtp) {
+      return await this.#bad(reply(500, "5.5.1", "Command unrecognized"), "BDAT without CHUNKING");
+    }
+    if (!m) return await this.#bad(reply(501, "5.5.4", "Syntax: BDAT size [LAST]"), "bad BDAT");
+    const size = Number(m[1]);
+    const last = m[2] !== undefined;
+    const tx = this.#tx;
+    // The chunk is always read, even when the command is refused (RFC 3030 2).
+    let scanner = this.#scanner;
+    let refusal: Reply | undefined;
+    if (!tx) refusal = reply(503, "5.5.1", "MAIL first");
+    else if (tx.via === "DATA") refusal = reply(503, "5.5.1", "BDAT after DATA");
+    else if (tx.recipients.length === 0) refusal = reply(554, "5.5.1", "No valid recipients");
+    if (!refusal && tx && !tx.via) {
+      try {
+        await this.#handler.data?.(tx);
+      } catch (err) {
+        refusal = replyForError(err);
+      }
+      if (!refusal) {
+        tx.via = "BDAT";
+        scanner = this.#scanner = this.#newScanner("bdat");
+      }
+    }
+    let remaining = size;
+    const sink = refusal ? undefined : scanner;
+    while (remaining > 0) {
+      if (this.#input.pending === 0 && !(await this.#fillData())) throw new SessionEnd("connection lost during BDAT");
+      const view = this.#input.peek();
+      const take = Math.min(remaining, view.length);
+      sink?.feed(view.subarray(0, take));
+      this.#input.advance(take);
+      remaining -= take;
+    }
+    if (refusal) {
+      if (tx && refusal.code >= 500 && tx.via !== "DATA") this.#resetTx();
+      this.#send(refusal);
+      this.#handler.protocolError?.(refusal, "BDAT refused");
+      return;
+    }
+    if (!last) return this.#send(reply(250, "2.0.0", `${size} octets received`));
+    scanner!.finish();
+    await this.#endOfMessage(tx!, scanner!);
+  }
+
+  async #endOfMessage(tx: Transaction, scanner: DataScanner): Promise<void> {
+    try {
+      let problem: Reply | undefined;
+      if (scanner.tooBig) problem = reply(552, "5.3.4", "Message size exceeds fixed maximum message size");
+      else if (scanner.bareLineEnding && this.#opts.bareLineEndings === "reject") {
+        problem = reply(550, "5.6.0", "Message contains bare CR or LF characters, which are not allowed");
+      } else if (scanner.lineTooLong) {
+        problem = reply(550, "5.6.0", `Message has a line longer than ${this.#opts.limits.textLine} octets`);
+      }
+      if (problem) {
+        this.#send(problem);
+        this.#handler.protocolError?.(problem, "message content refused");
+        return;
+      }
+      const outcome = await this.#handler.message(tx, scanner.data(), {
+        size: scanner.data().length,
+        normalized: scanner.bareLineEnding,
+      });
+      if ("prdr" in outcome) {
+        this.#send(reply(353, undefined, "PRDR content analysis beginning"));
+        for (const r of outcome.prdr) this.#send(r);
+        this.#send(outcome.final);
+      } else {
+        this.#send(outcome.reply);
+      }
+    } catch (err) {
+      if (err instanceof SmtpError && err.close) await this.#fatal(err.toReply(), "closed by policy");
+      this.#send(replyForError(err));
+    } finally {
+      this.#resetTx();
+    }
+  }
+
+  async #startTlsCmd(arg: string): Promise<void> {
+    if (!this.#opts.extensions.startTls || !this.#handler.startTls) {
+      return await this.#bad(reply(502, "5.5.1", "STARTTLS not available"), "STARTTLS not offered");
+    }
+    if (this.#tls) return await this.#bad(reply(503, "5.5.1", "TLS already active"), "STARTTLS twice");
+    if (arg) return await this.#bad(reply(501, "5.5.4", "STARTTLS takes no argument"), "STARTTLS with argument");
+    if (!this.#esmtp) return await this.#bad(reply(503, "5.5.1", "EHLO first"), "STARTTLS before EHLO");
+    this.#send(reply(220, "2.0.0", "Ready to start TLS"));
+    await this.#flush();
+    // Anything the client pipelined behind STARTTLS was sent in clear: it must not be obeyed (CVE-2011-0411).
+    const dropped = this.#input.discard();
+    if (dropped > 0) this.#handler.protocolError?.(reply(220, "2.0.0", ""), `discarded ${dropped} octets pipelined after STARTTLS`);
+    let upgraded: { stream: ByteStream; info: TlsInfo };
+    try {
+      upgraded = await this.#handler.startTls(this.#stream);
+    } catch (err) {
+      throw new SessionEnd(`TLS handshake failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    this.#stream = upgraded.stream;
+    this.#input.setStream(upgraded.stream);
+    this.#tls = upgraded.info;
+    // RFC 3207 4.2: forget everything learnt before TLS; the client must EHLO again.
+    this.#resetTx();
+    this.#helo = undefined;
+    this.#esmtp = false;
+  }
+}

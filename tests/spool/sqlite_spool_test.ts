@@ -1,0 +1,284 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
+import { SpoolWriteError } from "../../src/spool/spool.ts";
+import { testEnvelope } from "./_helpers.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-spool-test-" });
+  try {
+    await fn(`${dir}/spool`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+for (const thread of ["worker", "main"] as const) {
+  Deno.test(`SqliteSpool (${thread}) keeps stored messages across close and reopen`, () =>
+    withDir(async (dir) => {
+      const spool = new SqliteSpool({ dir, thread });
+      assert.deepEqual(await spool.open(), { recovered: [], quarantined: [] });
+      const id = spool.newId();
+      const data = bytes("Subject: hi\r\n\r\nbody\r\n");
+      await spool.store(testEnvelope(id, { size: data.length }), data);
+      assert.equal(await spool.count(), 1);
+      assert.deepEqual((await spool.get(id))?.recipients, [{
+        address: "rcpt@example.com",
+        status: "pending",
+      }]);
+      await spool.close();
+
+      const again = new SqliteSpool({ dir, thread });
+      const report = await again.open();
+      try {
+        assert.deepEqual(report, { recovered: [id], quarantined: [] });
+        assert.deepEqual(await again.readData(id), data);
+        assert.deepEqual((await again.list()).map((e) => e.envelope.id), [id]);
+        assert.equal(await again.get("nope"), undefined);
+        await assert.rejects(() => again.readData("nope"), Deno.errors.NotFound);
+      } finally {
+        await again.close();
+      }
+      assert.ok((await Deno.stat(`${dir}/spool.db`)).isFile);
+    }));
+}
+
+Deno.test("SqliteSpool commits concurrent stores in a few shared transactions", () =>
+  withDir(async (dir) => {
+    const spool = new SqliteSpool({ dir });
+    await spool.open();
+    try {
+      const ids = Array.from({ length: 50 }, () => spool.newId());
+      await Promise.all(ids.map((id, i) => spool.store(testEnvelope(id), bytes(`message ${i}`))));
+      const { commits, writes } = spool.stats;
+      assert.equal(writes, 50);
+      assert.ok(commits <= 2, `expected group commit, got ${commits} commits`);
+      assert.equal(await spool.count(), 50);
+      assert.deepEqual(await spool.readData(ids[17]), bytes("message 17"));
+    } finally {
+      await spool.close();
+    }
+  }));
+
+Deno.test("SqliteSpool batches no more than maxBatch writes into one commit", () =>
+  withDir(async (dir) => {
+    const spool = new SqliteSpool({ dir, maxBatch: 8 });
+    await spool.open();
+    try {
+      await Promise.all(
+        Array.from({ length: 40 }, () => spool.store(testEnvelope(spool.newId()), bytes("x"))),
+      );
+      assert.ok(spool.stats.commits >= 5, `commits ${spool.stats.commits}`);
+    } finally {
+      await spool.close();
+    }
+  }));
+
+Deno.test("SqliteSpool update() durably replaces the envelope and rejects an unknown id", () =>
+  withDir(async (dir) => {
+    const spool = new SqliteSpool({ dir });
+    await spool.open();
+    const id = spool.newId();
+    await spool.store(testEnvelope(id), bytes("data"));
+    const changed = testEnvelope(id, {
+      recipients: [{ address: "rcpt@example.com", status: "delivered", attempts: 1 }],
+      delivery: { dsnSent: true },
+    });
+    await spool.update(changed);
+    await assert.rejects(() => spool.update(testEnvelope("no-such-id")), SpoolWriteError);
+    await spool.close();
+
+    const again = new SqliteSpool({ dir });
+    await again.open();
+    try {
+      assert.deepEqual(await again.get(id), changed);
+      assert.deepEqual(await again.readData(id), bytes("data"));
+      assert.equal(await again.count(), 1);
+    } finally {
+      await again.close();
+    }
+  }));
+
+Deno.test("SqliteSpool remove() deletes for good and ignores unknown ids", () =>
+  withDir(async (dir) => {
+    const spool = new SqliteSpool({ dir });
+    await spool.open();
+    const keep = spool.newId();
+    const gone = spool.newId();
+    await Promise.all([
+      spool.store(testEnvelope(keep), bytes("k")),
+      spool.store(testEnvelope(gone), bytes("g")),
+    ]);
+    await Promise.all([spool.remove(gone), spool.remove("never-existed")]);
+    await spool.close();
+    const again = new SqliteSpool({ dir });
+    assert.deepEqual((await again.open()).recovered, [keep]);
+    try {
+      assert.equal(await again.get(gone), undefined);
+      await assert.rejects(() => again.readData(gone), Deno.errors.NotFound);
+    } finally {
+      await again.close();
+    }
+  }));
+
+Deno.test("SqliteSpool refuses a duplicate id without failing the rest of its batch", () =>
+  withDir(async (dir) => {
+    const spool = new SqliteSpool({ dir });
+    await spool.open();
+    try {
+      const id = spool.newId();
+      const other = spool.newId();
+      const results = await Promise.allSettled([
+        spool.store(testEnvelope(id), bytes("first")),
+        spool.store(testEnvelope(id), bytes("second")),
+        spool.store(testEnvelope(other), bytes("other")),
+      ]);
+      assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "fulfilled"]);
+      assert.ok((results[1] as PromiseRejectedResult).reason instanceof SpoolWriteError);
+      assert.deepEqual(await spool.readData(id), bytes("first"));
+      assert.equal(await spool.count(), 2);
+    } finally {
+      await spool.close();
+    }
+  }));
+
+Deno.test("SqliteSpool rejects envelopes without an id and writes after close", () =>
+  withDir(async (dir) => {
+    const spool = new SqliteSpool({ dir });
+    await assert.rejects(() => spool.store(testEnvelope("x"), bytes("x")), SpoolWriteError); // not open yet
+    await spool.open();
+    await assert.rejects(() => spool.store(testEnvelope(""), bytes("x")), TypeError);
+    await assert.rejects(
+      () => spool.store(testEnvelope("y"), "text" as unknown as Uint8Array),
+      TypeError,
+    );
+    await spool.close();
+    await assert.rejects(() => spool.store(testEnvelope("z"), bytes("z")), SpoolWriteError);
+    await assert.rejects(() => spool.count(), /not open/);
+  }));
+
+Deno.test("SqliteSpool close() commits writes still waiting for their batch", () =>
+  withDir(async (dir) => {
+    const spool = new SqliteSpool({ dir, batchWindowMs: 50 });
+    await spool.open();
+    const ids = Array.from({ length: 5 }, () => spool.newId());
+    const pending = ids.map((id) => spool.store(testEnvelope(id), bytes(id)));
+    await spool.close();
+    await Promise.all(pending);
+    const again = new SqliteSpool({ dir });
+    assert.deepEqual((await again.open()).recovered.sort(), [...ids].sort());
+    await again.close();
+  }));
+
+Deno.test("SqliteSpool recovery quarantines every kind of corrupt row and keeps the sound ones", () =>
+  withDir(async (dir) => {
+    const spool = new SqliteSpool({ dir });
+    await spool.open();
+    const good = spool.newId();
+    const ids = {
+      badJson: spool.newId(),
+      badDigest: spool.newId(),
+      badLength: spool.newId(),
+      wrongId: spool.newId(),
+      noRecipients: spool.newId(),
+      noEnvelope: spool.newId(),
+      noData: spool.newId(),
+    };
+    await spool.store(testEnvelope(good), bytes("good message"));
+    for (const id of Object.values(ids)) await spool.store(testEnvelope(id), bytes(`data of ${id}`));
+    await spool.close();
+
+    const db = new DatabaseSync(`${dir}/spool.db`);
+    db.prepare("UPDATE envelopes SET envelope = ? WHERE id = ?").run("{not json", ids.badJson);
+    db.prepare("UPDATE data SET bytes = ? WHERE id = ?").run(
+      bytes(`data of ${ids.badDigest}`.toUpperCase()),
+      ids.badDigest,
+    );
+    db.prepare("UPDATE data SET bytes = ? WHERE id = ?").run(bytes("short"), ids.badLength);
+    db.prepare("UPDATE envelopes SET envelope = ? WHERE id = ?").run(
+      JSON.stringify(testEnvelope(good)),
+      ids.wrongId,
+    );
+    db.prepare("UPDATE envelopes SET envelope = ? WHERE id = ?").run(
+      JSON.stringify({ id: ids.noRecipients, sender: "" }),
+      ids.noRecipients,
+    );
+    db.prepare("DELETE FROM envelopes WHERE id = ?").run(ids.noEnvelope);
+    db.prepare("DELETE FROM data WHERE id = ?").run(ids.noData);
+    // A row whose id would escape the quarantine folder if used as a file name.
+    db.prepare("INSERT INTO envelopes VALUES (?, ?, 1, 'x', 0)").run("../../escape", "{}");
+    db.close();
+
+    const logged: string[] = [];
+    const again = new SqliteSpool({ dir, log: (line) => logged.push(line) });
+    const report = await again.open();
+    try {
+      assert.deepEqual(report.recovered, [good]);
+      const byId = new Map(report.quarantined.map((q) => [q.id, q]));
+      assert.equal(byId.size, 8);
+      assert.match(byId.get(ids.badJson)!.reason, /not JSON/);
+      assert.match(byId.get(ids.badDigest)!.reason, /digest/);
+      assert.match(byId.get(ids.badLength)!.reason, /length/);
+      assert.match(byId.get(ids.wrongId)!.reason, /does not match row id/);
+      assert.match(byId.get(ids.noRecipients)!.reason, /recipients/);
+      assert.match(byId.get(ids.noEnvelope)!.reason, /without an envelope/);
+      assert.match(byId.get(ids.noData)!.reason, /without a data row/);
+      assert.equal(logged.length, 8);
+
+      const q = `${dir}/quarantine`;
+      assert.equal(await Deno.readTextFile(`${q}/${ids.badJson}.envelope`), "{not json");
+      assert.equal(await Deno.readTextFile(`${q}/${ids.badJson}.data`), `data of ${ids.badJson}`);
+      assert.match(await Deno.readTextFile(`${q}/${ids.badJson}.reason`), /not JSON/);
+      assert.equal(await Deno.readTextFile(`${q}/${ids.badLength}.data`), "short");
+      assert.equal(byId.get(ids.badJson)!.path, `${q}/${ids.badJson}`);
+      const escape = byId.get("../../escape")!;
+      assert.ok(escape.path.startsWith(`${q}/bad-`), escape.path);
+      assert.ok((await Deno.stat(`${escape.path}.reason`)).isFile);
+
+      assert.equal(await again.count(), 1);
+      assert.deepEqual(await again.readData(good), bytes("good message"));
+    } finally {
+      await again.close();
+    }
+    // Quarantined rows are gone from the database: a third start finds nothing more to do.
+    const third = new SqliteSpool({ dir });
+    assert.deepEqual(await third.open(), { recovered: [good], quarantined: [] });
+    await third.close();
+  }));
+
+Deno.test("SqliteSpool moves an unreadable spool.db to quarantine and starts empty", () =>
+  withDir(async (dir) => {
+    await Deno.mkdir(dir, { recursive: true });
+    const garbage = bytes("this is not an SQLite database\n".repeat(300));
+    await Deno.writeFile(`${dir}/spool.db`, garbage);
+    const logged: string[] = [];
+    const spool = new SqliteSpool({ dir, log: (line) => logged.push(line) });
+    const report = await spool.open();
+    try {
+      assert.deepEqual(report.recovered, []);
+      assert.equal(report.quarantined.length, 1);
+      const [entry] = report.quarantined;
+      assert.equal(entry.id, "spool.db");
+      assert.match(entry.reason, /not a database/);
+      assert.match(entry.path, /\/quarantine\/spool\.db\.\d{4}-/);
+      assert.deepEqual(await Deno.readFile(entry.path), garbage);
+      assert.match(logged.join("\n"), /starting with an empty spool/);
+      const id = spool.newId();
+      await spool.store(testEnvelope(id), bytes("after"));
+      assert.equal(await spool.count(), 1);
+    } finally {
+      await spool.close();
+    }
+  }));
+
+Deno.test("SqliteSpool open() fails loudly (without moving anything) when the directory is unusable", () =>
+  withDir(async (dir) => {
+    await Deno.mkdir(dir.replace(/\/spool$/, ""), { recursive: true });
+    await Deno.writeTextFile(dir, "a file where the spool directory should be");
+    const spool = new SqliteSpool({ dir });
+    await assert.rejects(() => spool.open());
+    assert.equal(await Deno.readTextFile(dir), "a file where the spool directory should be");
+    await spool.close();
+  }));
