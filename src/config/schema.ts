@@ -34,8 +34,9 @@ export const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
   }
 });
 
-const port = z.number({ error: "expected a number 1–65535" }).int({ error: "expected a number 1–65535" })
-  .min(1, { error: "expected a number 1–65535" }).max(65535, { error: "expected a number 1–65535" });
+// Port 0 asks the OS for a free port (tests, ephemeral instances).
+const port = z.number({ error: "expected a number 0–65535" }).int({ error: "expected a number 0–65535" })
+  .min(0, { error: "expected a number 0–65535" }).max(65535, { error: "expected a number 0–65535" });
 
 const ipAddress = z.string().refine((s) => /^[0-9.]+$|:/.test(s) && HostList.problems([s]).length === 0, {
   error: "expected an IP address",

@@ -1,0 +1,21 @@
+/** Domain name checks and normal form (RFC 1035 2.3.4 limits). Private to the dns room. */
+
+import { DnsError } from "./dns_error.ts";
+
+/**
+ * Lower-cases a name and drops the trailing dot; throws DnsError BADNAME (not temporary) when a label is
+ * empty or over 63 octets, or the name is over 253 characters.
+ */
+export function normalizeName(name: string, qtype = ""): string {
+  let n = name.toLowerCase();
+  if (n.endsWith(".")) n = n.slice(0, -1);
+  const bad = (why: string) =>
+    new DnsError("BADNAME", `Cannot query "${name}": ${why}`, { qname: name, qtype });
+  if (n === "") throw bad("empty name");
+  if (new TextEncoder().encode(n).length > 253) throw bad("name too long");
+  for (const label of n.split(".")) {
+    if (label === "") throw bad("empty label");
+    if (new TextEncoder().encode(label).length > 63) throw bad("label too long");
+  }
+  return n;
+}
