@@ -35,7 +35,9 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   if (config.tls.certificates.length > 0) tls = await buildTlsAcceptor(config, log);
   const spool = opts.spool ?? new SqliteSpool({ dir: config.spool.dir, log: (line) => log.write(line) });
   const report = await spool.open();
-  for (const q of report.quarantined) log.write(`spool entry ${q.id} quarantined to ${q.path}: ${q.reason}`, { id: q.id });
+  for (const q of report.quarantined) {
+    log.write(`spool entry ${q.id} quarantined to ${q.path}: ${q.reason}`, { id: q.id });
+  }
   log.write(`spool ${config.spool.dir}: ${report.recovered.length} message(s) queued`);
   const events = new EventBus(config.events, { log });
   const server = new InboundServer({ config, hostname, spool, log, events, tls });

@@ -59,6 +59,8 @@ export async function loadConfigFile(path: string): Promise<ResolvedConfig> {
     const msg = err instanceof Error ? err.message.split("\n")[0] : String(err);
     throw new ConfigError([`${path}: cannot load: ${msg}`]);
   }
-  if (mod.default === undefined) throw new ConfigError([`${path}: no default export (use export default defineConfig({...}))`]);
+  if (mod.default === undefined) {
+    throw new ConfigError([`${path}: no default export (use export default defineConfig({...}))`]);
+  }
   return validateConfig(mod.default);
 }

@@ -7,11 +7,15 @@ import { z } from "zod";
 import { HostList, type HostListSpec } from "../core/host_list.ts";
 import { parseDuration, parseSize } from "../core/units.ts";
 
-const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", { error: "expected a function" });
+const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", {
+  error: "expected a function",
+});
 
 /** A host list: "*", CIDRs, names, "*.suffix", "!negation", as a string, an array, or a function. */
 export const hostList = z.union([z.string(), z.array(z.string()), fn]).superRefine((v, ctx) => {
-  for (const problem of HostList.problems(v as HostListSpec)) ctx.addIssue({ code: "custom", message: problem });
+  for (const problem of HostList.problems(v as HostListSpec)) {
+    ctx.addIssue({ code: "custom", message: problem });
+  }
 }).transform((v) => v as HostListSpec);
 
 /** A duration string, turned into milliseconds. */
@@ -19,7 +23,10 @@ export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => 
   try {
     return parseDuration(v);
   } catch {
-    ctx.addIssue({ code: "custom", message: `expected a duration like "30s" or "5m", got ${JSON.stringify(v)}` });
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a duration like "30s" or "5m", got ${JSON.stringify(v)}`,
+    });
     return z.NEVER;
   }
 });
@@ -50,7 +57,9 @@ export const certificateSet = z.object({
   ocsp: z.object({
     file: z.string().optional(),
     fetch: z.boolean().default(false),
-  }).strict().refine((o) => o.file !== undefined || o.fetch, { error: "ocsp needs a file, fetch: true, or both" })
+  }).strict().refine((o) => o.file !== undefined || o.fetch, {
+    error: "ocsp needs a file, fetch: true, or both",
+  })
     .optional(),
 }).strict();
 

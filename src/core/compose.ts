@@ -7,7 +7,9 @@
 export type Middleware<C> = (ctx: C, next: () => Promise<void>) => Promise<void> | void;
 
 /** Composes middleware into one function that runs them in order, ending with `final` if all call next(). */
-export function compose<C>(chain: readonly Middleware<C>[]): (ctx: C, final?: () => Promise<void>) => Promise<void> {
+export function compose<C>(
+  chain: readonly Middleware<C>[],
+): (ctx: C, final?: () => Promise<void>) => Promise<void> {
   return function run(ctx, final) {
     let index = -1;
     function dispatch(i: number): Promise<void> {

@@ -33,7 +33,12 @@ export class SmtpError extends Error {
   readonly enhanced: string;
   /** Close the connection after sending this reply. */
   readonly close: boolean;
-  constructor(code: number, enhanced: string, message: string, options?: { cause?: unknown; close?: boolean }) {
+  constructor(
+    code: number,
+    enhanced: string,
+    message: string,
+    options?: { cause?: unknown; close?: boolean },
+  ) {
     super(message, { cause: options?.cause });
     this.name = "SmtpError";
     this.code = code;

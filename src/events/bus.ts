@@ -60,15 +60,23 @@ export class EventBus {
         const result = await Promise.race([
           Promise.resolve().then(() => h(payload)),
           new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`handler took longer than ${this.#timeoutMs} ms`)), this.#timeoutMs);
+            timer = setTimeout(
+              () => reject(new Error(`handler took longer than ${this.#timeoutMs} ms`)),
+              this.#timeoutMs,
+            );
           }),
         ]);
         if (veto === undefined && typeof result === "string" && result !== "") veto = result;
       } catch (err) {
-        this.#log.write(`event ${name}: handler ${h.name || "(anonymous)"} failed: ${err instanceof Error ? err.message : err}`, {
-          event: name,
-          error: String(err),
-        });
+        this.#log.write(
+          `event ${name}: handler ${h.name || "(anonymous)"} failed: ${
+            err instanceof Error ? err.message : err
+          }`,
+          {
+            event: name,
+            error: String(err),
+          },
+        );
       } finally {
         clearTimeout(timer);
       }

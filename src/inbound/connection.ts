@@ -12,7 +12,13 @@ import type { Middleware } from "../core/compose.ts";
 import type { ResolvedConfig } from "../config/schema.ts";
 import { SpoolWriteError } from "../spool/spool.ts";
 import type { Spool } from "../spool/spool.ts";
-import type { ContentInfo, MessageOutcome, RcptEntry, SessionHandler, Transaction } from "../smtp/session_types.ts";
+import type {
+  ContentInfo,
+  MessageOutcome,
+  RcptEntry,
+  SessionHandler,
+  Transaction,
+} from "../smtp/session_types.ts";
 import {
   type BaseContext,
   type DataContext,
@@ -26,7 +32,10 @@ import type { EventBus } from "../events/bus.ts";
 import { receivedHeader } from "./received_header.ts";
 
 /** Performs a server-side TLS handshake over a connected stream. */
-export type TlsAcceptor = (stream: ByteStream, sni?: undefined) => Promise<{ stream: ByteStream; info: TlsInfo }>;
+export type TlsAcceptor = (
+  stream: ByteStream,
+  sni?: undefined,
+) => Promise<{ stream: ByteStream; info: TlsInfo }>;
 
 /** What every connection shares. */
 export interface InboundDeps {
@@ -130,16 +139,18 @@ export class InboundConnection implements SessionHandler {
 
   #rejected(what: string, err: unknown): never {
     if (err instanceof SmtpError) {
-      this.#logLine(`${this.hostField}${this.#prx} rejected ${what}: ${err.code} ${err.enhanced} ${err.message}`, {
-        event: "rejected",
-        code: err.code,
-      });
+      this.#logLine(
+        `${this.hostField}${this.#prx} rejected ${what}: ${err.code} ${err.enhanced} ${err.message}`,
+        {
+          event: "rejected",
+          code: err.code,
+        },
+      );
     }
     throw err;
   }
 
   async connect(): Promise<void> {
-    this.#facts.tls = this.#facts.tls;
     try {
       await this.#run("connect", this.#base("connect"));
     } catch (err) {
@@ -202,14 +213,23 @@ export class InboundConnection implements SessionHandler {
   }
 
   protocolError(r: Reply, detail: string): void {
-    this.#logLine(`SMTP protocol error: ${detail}${r.lines[0] ? ` (${r.code} ${r.lines[0]})` : ""} ${this.hostField}${this.#prx}`, {
-      event: "protocol_error",
-    });
+    this.#logLine(
+      `SMTP protocol error: ${detail}${
+        r.lines[0] ? ` (${r.code} ${r.lines[0]})` : ""
+      } ${this.hostField}${this.#prx}`,
+      {
+        event: "protocol_error",
+      },
+    );
   }
 
   closed(reason: string): void {
     if (reason === "QUIT" && this.#messages > 0) return;
-    if (reason !== "QUIT") this.#logLine(`SMTP connection from ${this.hostField}${this.#prx} closed: ${reason}`, { event: "closed" });
+    if (reason !== "QUIT") {
+      this.#logLine(`SMTP connection from ${this.hostField}${this.#prx} closed: ${reason}`, {
+        event: "closed",
+      });
+    }
   }
 
   #protocol(tx: Transaction): string {
@@ -256,9 +276,12 @@ export class InboundConnection implements SessionHandler {
           prdrReplies.push(reply(250, "2.1.5", `<${r.address}> OK`));
         } catch (err) {
           const e = err instanceof SmtpError ? err : new SmtpError(451, "4.3.0", "Temporary local problem");
-          this.#logLine(`${this.hostField} PRDR rejected <${r.address}>: ${e.code} ${e.enhanced} ${e.message}`, {
-            event: "rejected",
-          });
+          this.#logLine(
+            `${this.hostField} PRDR rejected <${r.address}>: ${e.code} ${e.enhanced} ${e.message}`,
+            {
+              event: "rejected",
+            },
+          );
           prdrReplies.push(reply(e.code, e.enhanced, `<${r.address}> ${e.message}`));
         }
       }
@@ -316,7 +339,9 @@ export class InboundConnection implements SessionHandler {
       await this.#deps.spool.store(envelope, stored);
     } catch (err) {
       const detail = err instanceof Error ? err.message : String(err);
-      this.#logLine(`${this.hostField} F=<${tx.sender}> spool write failed: ${detail}`, { event: "spool_error" });
+      this.#logLine(`${this.hostField} F=<${tx.sender}> spool write failed: ${detail}`, {
+        event: "spool_error",
+      });
       if (err instanceof SpoolWriteError) return final(reply(452, "4.3.1", "Insufficient system storage"));
       return final(reply(451, "4.3.0", "Temporary local problem, please try again later"));
     }

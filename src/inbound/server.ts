@@ -102,13 +102,20 @@ export class InboundServer {
     const { config, log } = this.#deps;
     const peer = conn.remoteAddr as Deno.NetAddr;
     const local = conn.localAddr as Deno.NetAddr;
-    if (this.#stopping) return await this.#refuse(conn, 421, "4.3.2", `${this.#deps.hostname} Service shutting down`);
+    if (this.#stopping) {
+      return await this.#refuse(conn, 421, "4.3.2", `${this.#deps.hostname} Service shutting down`);
+    }
     this.#open++;
     let counted: string | undefined;
     try {
       if (this.#open > config.limits.connections) {
         log.write(`SMTP connection from [${peer.hostname}]:${peer.port} refused: too many connections`);
-        return await this.#refuse(conn, 421, "4.7.0", `${this.#deps.hostname} Too many connections, try again later`);
+        return await this.#refuse(
+          conn,
+          421,
+          "4.7.0",
+          `${this.#deps.hostname} Too many connections, try again later`,
+        );
       }
       let stream: ByteStream = conn;
       let initialInput: Uint8Array | undefined;
@@ -137,7 +144,9 @@ export class InboundServer {
         } else if (!got.header) {
           proxyFailed = true;
           log.write(
-            `PROXY negotiation failed from [${peer.hostname}]:${peer.port}: ${got.error}${got.reason ? ` (${got.reason})` : ""}`,
+            `PROXY negotiation failed from [${peer.hostname}]:${peer.port}: ${got.error}${
+              got.reason ? ` (${got.reason})` : ""
+            }`,
             { event: "proxy_failed", client: peer.hostname },
           );
           initialInput = undefined;
@@ -147,8 +156,15 @@ export class InboundServer {
       this.#perIp.set(clientIp, perIp);
       counted = clientIp;
       if (perIp > config.limits.connectionsPerIp) {
-        log.write(`SMTP connection from [${clientIp}]:${clientPort} refused: too many connections from that IP`);
-        return await this.#refuse(stream, 421, "4.7.0", `${this.#deps.hostname} Too many connections from your host`);
+        log.write(
+          `SMTP connection from [${clientIp}]:${clientPort} refused: too many connections from that IP`,
+        );
+        return await this.#refuse(
+          stream,
+          421,
+          "4.7.0",
+          `${this.#deps.hostname} Too many connections from your host`,
+        );
       }
       const facts: ConnectionFacts = {
         client: { ip: clientIp, port: clientPort },
@@ -162,7 +178,11 @@ export class InboundServer {
           stream = upgraded.stream;
           facts.tls = upgraded.info;
         } catch (err) {
-          log.write(`TLS error on connection from [${clientIp}]:${clientPort}: ${err instanceof Error ? err.message : err}`);
+          log.write(
+            `TLS error on connection from [${clientIp}]:${clientPort}: ${
+              err instanceof Error ? err.message : err
+            }`,
+          );
           try {
             stream.close();
           } catch { /* closed */ }
@@ -198,7 +218,9 @@ export class InboundServer {
         bareLineEndings: config.smtp.bareLineEndings,
         clientIp,
         initialInput,
-        refuseAll: proxyFailed ? reply(503, "5.7.0", "Command refused, required Proxy negotiation failed") : undefined,
+        refuseAll: proxyFailed
+          ? reply(503, "5.7.0", "Command refused, required Proxy negotiation failed")
+          : undefined,
         tls: facts.tls,
       });
       this.#sessions.add(session);

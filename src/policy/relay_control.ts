@@ -25,7 +25,9 @@ export function relayControl(opts: RelayControlOptions): PolicyMiddleware<"rcpt"
     if (domain === "" && local.toLowerCase() === "postmaster") return await next();
     const routed = /[%!@]/.test(local);
     const literal = domain.startsWith("[");
-    if (!routed && !literal && domain && (await domains.match({ name: normalizeName(domain) }))) return await next();
+    if (!routed && !literal && domain && (await domains.match({ name: normalizeName(domain) }))) {
+      return await next();
+    }
     c.log(`relay not permitted for <${c.recipient.address}>`);
     c.reject("Relay access denied", 550, "5.7.1");
   };

@@ -16,7 +16,12 @@ export interface RunStageOptions {
 }
 
 /** Runs a chain; resolves when accepted, throws SmtpError when rejected. */
-export async function runStage<C>(stage: string, chain: readonly Middleware<C>[], ctx: C, opts: RunStageOptions): Promise<void> {
+export async function runStage<C>(
+  stage: string,
+  chain: readonly Middleware<C>[],
+  ctx: C,
+  opts: RunStageOptions,
+): Promise<void> {
   if (chain.length === 0 && !opts.final) return;
   let current = "(chain)";
   const named = chain.map((m) => {
@@ -35,9 +40,14 @@ export async function runStage<C>(stage: string, chain: readonly Middleware<C>[]
       compose(named)(ctx, opts.final),
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", {
-            cause: new Error(`policy step "${current}" at ${stage} took longer than ${opts.timeoutMs} ms`),
-          })),
+          () =>
+            reject(
+              new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", {
+                cause: new Error(
+                  `policy step "${current}" at ${stage} took longer than ${opts.timeoutMs} ms`,
+                ),
+              }),
+            ),
           opts.timeoutMs,
         );
       }),

@@ -50,7 +50,9 @@ export function checkDomain(domain: string): string | undefined {
   if (domain.startsWith("[")) {
     if (!domain.endsWith("]")) return "bad address literal";
     const inner = domain.slice(1, -1);
-    if (/^IPv6:/i.test(inner)) return isIp(inner.slice(5)) && inner.includes(":") ? undefined : "bad IPv6 literal";
+    if (/^IPv6:/i.test(inner)) {
+      return isIp(inner.slice(5)) && inner.includes(":") ? undefined : "bad IPv6 literal";
+    }
     return /^\d+\.\d+\.\d+\.\d+$/.test(inner) && isIp(inner) ? undefined : "bad address literal";
   }
   const name = domain.endsWith(".") ? domain.slice(0, -1) : domain;
@@ -113,7 +115,13 @@ export function formatMailbox(m: Mailbox): string {
 export function parsePathArg(arg: string, kind: "MAIL" | "RCPT", utf8Hint = true): PathArg {
   const prefix = kind === "MAIL" ? /^FROM:\s*/i : /^TO:\s*/i;
   const p = prefix.exec(arg);
-  if (!p) throw new SmtpError(501, "5.5.4", kind === "MAIL" ? "Syntax: MAIL FROM:<address>" : "Syntax: RCPT TO:<address>");
+  if (!p) {
+    throw new SmtpError(
+      501,
+      "5.5.4",
+      kind === "MAIL" ? "Syntax: MAIL FROM:<address>" : "Syntax: RCPT TO:<address>",
+    );
+  }
   const rest = arg.slice(p[0].length);
   if (!rest.startsWith("<")) throw new SmtpError(501, "5.5.4", "Address must be in angle brackets");
   // Find the closing bracket outside a quoted string.
@@ -160,7 +168,9 @@ export function parseParams(text: string): Map<string, string | undefined> {
   const params = new Map<string, string | undefined>();
   const trimmed = text.trim();
   if (trimmed === "") return params;
-  if (!/^\s/.test(text)) throw new SmtpError(501, "5.5.4", "Parameters must follow the address after a space");
+  if (!/^\s/.test(text)) {
+    throw new SmtpError(501, "5.5.4", "Parameters must follow the address after a space");
+  }
   for (const item of trimmed.split(/ +/)) {
     const eq = item.indexOf("=");
     const key = (eq < 0 ? item : item.slice(0, eq)).toUpperCase();

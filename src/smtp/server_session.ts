@@ -13,7 +13,13 @@ import { parseCommand, parsePathArg } from "./command.ts";
 import { DataScanner } from "./data_scanner.ts";
 import { parseEnvid, parseNotify, parseOrcpt, parseRet } from "./dsn_params.ts";
 import { Input, ReadTimeoutError } from "./input.ts";
-import type { MailParams, RcptEntry, ServerSessionOptions, SessionHandler, Transaction } from "./session_types.ts";
+import type {
+  MailParams,
+  RcptEntry,
+  ServerSessionOptions,
+  SessionHandler,
+  Transaction,
+} from "./session_types.ts";
 
 const encoder = new TextEncoder();
 
@@ -128,7 +134,10 @@ export class ServerSession {
     }
     if (this.#input.pending) {
       this.#handler.protocolError?.(reply(554, "5.5.0", ""), "input before the greeting");
-      await this.#fatal(reply(554, "5.5.0", "SMTP synchronization error"), "synchronization error before greeting");
+      await this.#fatal(
+        reply(554, "5.5.0", "SMTP synchronization error"),
+        "synchronization error before greeting",
+      );
     }
     if (this.#input.eof) throw new SessionEnd("client closed before greeting");
     try {
@@ -178,7 +187,10 @@ export class ServerSession {
     this.#send(r);
     this.#handler.protocolError?.(r, detail);
     if (++this.#badCommands >= this.#opts.limits.badCommands) {
-      await this.#fatal(reply(421, "4.7.0", `${this.#opts.hostname} Too many errors, closing connection`), "too many errors");
+      await this.#fatal(
+        reply(421, "4.7.0", `${this.#opts.hostname} Too many errors, closing connection`),
+        "too many errors",
+      );
     }
   }
 
@@ -236,10 +248,16 @@ export class ServerSession {
         await this.#fatal(reply(221, "2.0.0", `${this.#opts.hostname} closing connection`), "QUIT");
         return;
       case "VRFY":
-        if (!arg) return await this.#bad(reply(501, "5.5.4", "VRFY needs an argument"), "VRFY without argument");
-        return this.#send(reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"));
+        if (!arg) {
+          return await this.#bad(reply(501, "5.5.4", "VRFY needs an argument"), "VRFY without argument");
+        }
+        return this.#send(
+          reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"),
+        );
       case "EXPN":
-        if (!arg) return await this.#bad(reply(501, "5.5.4", "EXPN needs an argument"), "EXPN without argument");
+        if (!arg) {
+          return await this.#bad(reply(501, "5.5.4", "EXPN needs an argument"), "EXPN without argument");
+        }
         return this.#send(reply(502, "5.5.1", "EXPN not available"));
       case "HELP":
         return this.#send(
@@ -262,7 +280,10 @@ export class ServerSession {
       case "":
         return await this.#bad(reply(500, "5.5.2", "Syntax error, empty command"), "empty command");
       default:
-        return await this.#bad(reply(500, "5.5.1", "Command unrecognized"), `unknown command "${verb.slice(0, 32)}"`);
+        return await this.#bad(
+          reply(500, "5.5.1", "Command unrecognized"),
+          `unknown command "${verb.slice(0, 32)}"`,
+        );
     }
   }
 
@@ -275,7 +296,10 @@ export class ServerSession {
 
   async #heloCmd(esmtp: boolean, arg: string): Promise<void> {
     if (!arg || /\s/.test(arg)) {
-      return await this.#bad(reply(501, "5.5.4", `Syntax: ${esmtp ? "EHLO" : "HELO"} hostname`), "bad HELO/EHLO");
+      return await this.#bad(
+        reply(501, "5.5.4", `Syntax: ${esmtp ? "EHLO" : "HELO"} hostname`),
+        "bad HELO/EHLO",
+      );
     }
     this.#resetTx();
     await this.#handler.helo?.(arg, esmtp);
@@ -312,7 +336,9 @@ export class ServerSession {
         }
         case "BODY": {
           const v = value?.toUpperCase();
-          if (v !== "7BIT" && v !== "8BITMIME") throw new SmtpError(501, "5.5.4", "BODY must be 7BIT or 8BITMIME");
+          if (v !== "7BIT" && v !== "8BITMIME") {
+            throw new SmtpError(501, "5.5.4", "BODY must be 7BIT or 8BITMIME");
+          }
           out.body = v;
           break;
         }
@@ -342,7 +368,9 @@ export class ServerSession {
   async #mailCmd(arg: string): Promise<void> {
     if (!this.#helo) return await this.#bad(reply(503, "5.5.1", "EHLO or HELO first"), "MAIL before HELO");
     if (this.#tx) return await this.#bad(reply(503, "5.5.1", "Nested MAIL command"), "nested MAIL");
-    if (this.#stopping) throw new SmtpError(421, "4.3.2", `${this.#opts.hostname} Service shutting down`, { close: true });
+    if (this.#stopping) {
+      throw new SmtpError(421, "4.3.2", `${this.#opts.hostname} Service shutting down`, { close: true });
+    }
     let tx: Transaction;
     try {
       const path = parsePathArg(arg, "MAIL", this.#opts.extensions.smtputf8);
@@ -373,7 +401,9 @@ export class ServerSession {
         else throw new SmtpError(555, "5.5.4", `Parameter ${key} not recognised`);
       }
     } catch (err) {
-      if (err instanceof SmtpError && err.code >= 500) return await this.#bad(err.toReply(), `bad RCPT: ${arg.slice(0, 100)}`);
+      if (err instanceof SmtpError && err.code >= 500) {
+        return await this.#bad(err.toReply(), `bad RCPT: ${arg.slice(0, 100)}`);
+      }
       throw err;
     }
     if (tx.recipients.length >= this.#opts.limits.recipients) {
@@ -462,7 +492,9 @@ export class ServerSession {
     let remaining = size;
     const sink = refusal ? undefined : scanner;
     while (remaining > 0) {
-      if (this.#input.pending === 0 && !(await this.#fillData())) throw new SessionEnd("connection lost during BDAT");
+      if (this.#input.pending === 0 && !(await this.#fillData())) {
+        throw new SessionEnd("connection lost during BDAT");
+      }
       const view = this.#input.peek();
       const take = Math.min(remaining, view.length);
       sink?.feed(view.subarray(0, take));
@@ -518,13 +550,20 @@ export class ServerSession {
       return await this.#bad(reply(502, "5.5.1", "STARTTLS not available"), "STARTTLS not offered");
     }
     if (this.#tls) return await this.#bad(reply(503, "5.5.1", "TLS already active"), "STARTTLS twice");
-    if (arg) return await this.#bad(reply(501, "5.5.4", "STARTTLS takes no argument"), "STARTTLS with argument");
+    if (arg) {
+      return await this.#bad(reply(501, "5.5.4", "STARTTLS takes no argument"), "STARTTLS with argument");
+    }
     if (!this.#esmtp) return await this.#bad(reply(503, "5.5.1", "EHLO first"), "STARTTLS before EHLO");
     this.#send(reply(220, "2.0.0", "Ready to start TLS"));
     await this.#flush();
     // Anything the client pipelined behind STARTTLS was sent in clear: it must not be obeyed (CVE-2011-0411).
     const dropped = this.#input.discard();
-    if (dropped > 0) this.#handler.protocolError?.(reply(220, "2.0.0", ""), `discarded ${dropped} octets pipelined after STARTTLS`);
+    if (dropped > 0) {
+      this.#handler.protocolError?.(
+        reply(220, "2.0.0", ""),
+        `discarded ${dropped} octets pipelined after STARTTLS`,
+      );
+    }
     let upgraded: { stream: ByteStream; info: TlsInfo };
     try {
       upgraded = await this.#handler.startTls(this.#stream);

@@ -17,7 +17,10 @@ Deno.test("a message to a relay domain is accepted, spooled with its envelope, a
       assert.equal(env?.sender, "a@sender.test");
       assert.deepEqual(env?.recipients.map((x) => x.address), ["b@example.test"]);
       const data = new TextDecoder().decode(await f.spool.readData(id));
-      assert.match(data, /^Received: from client\.test \(\[127\.0\.0\.1\]:\d+\)\r\n\tby ferry\.test \(Ferry\) with ESMTP/);
+      assert.match(
+        data,
+        /^Received: from client\.test \(\[127\.0\.0\.1\]:\d+\)\r\n\tby ferry\.test \(Ferry\) with ESMTP/,
+      );
       assert.ok(data.endsWith("Subject: hi\r\n\r\nbody\r\n"));
       assert.ok(f.memlog.has(`<= a@sender.test H=(client.test) [127.0.0.1]`));
     } finally {

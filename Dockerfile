@@ -1,0 +1,17 @@
+# Ferry: Deno 2.9.6 (from npm) on Debian 12 with OpenSSL 3 for the TLS engine.
+FROM node:20-bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && npm install -g deno@2.9.6 \
+ && useradd --system --home-dir /srv/ferry --create-home ferry
+WORKDIR /srv/ferry/app
+COPY --chown=ferry:ferry . .
+USER ferry
+ENV DENO_DIR=/srv/ferry/.deno
+# Fetch and type-check every dependency at build time so the container starts without the network.
+RUN deno cache mod.ts config.ts src/spool/_spool_worker.ts
+VOLUME ["/srv/ferry/app/var/spool"]
+EXPOSE 2525 25 465 587
+STOPSIGNAL SIGTERM
+CMD ["deno", "run", "--allow-net", "--allow-read", "--allow-write", "--allow-env", "--allow-sys", "--allow-ffi", "--allow-run", "mod.ts", "--config", "config.ts"]
