@@ -1,0 +1,52 @@
+/**
+ * Dot-stuffing for the DATA command (RFC 5321 4.5.2) and the end-of-data marker (4.1.1.4).
+ * Trusts nothing about the message's line endings: bare CR and bare LF are sent as CRLF (RFC 5321 2.3.8
+ * forbids sending them bare), so no byte sequence in a message can end the data early at a peer that is
+ * lenient about line endings ("SMTP smuggling").
+ */
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+
+/** The end-of-data marker that follows a dot-stuffed message. */
+export const DATA_TERMINATOR: Uint8Array = new Uint8Array([DOT, CR, LF]);
+
+/**
+ * Returns the message as it goes on the wire after DATA, without the terminator: every line that starts
+ * with "." gets one more, line endings become CRLF, and a final CRLF is added when missing.
+ * An empty message stays empty.
+ */
+export function dotStuff(data: Uint8Array): Uint8Array {
+  // Worst case: every byte a "." at a line start or a bare line end, plus the final CRLF.
+  const out = new Uint8Array(data.length * 2 + 2);
+  let o = 0;
+  let lineStart = true;
+  for (let i = 0; i < data.length; i++) {
+    const b = data[i];
+    if (b === CR || b === LF) {
+      out[o++] = CR;
+      out[o++] = LF;
+      if (b === CR && data[i + 1] === LF) i++;
+      lineStart = true;
+      continue;
+    }
+    if (lineStart && b === DOT) out[o++] = DOT;
+    out[o++] = b;
+    lineStart = false;
+  }
+  if (!lineStart) {
+    out[o++] = CR;
+    out[o++] = LF;
+  }
+  return out.slice(0, o);
+}
+
+/** Returns the complete DATA payload: the dot-stuffed message followed by `.CRLF`. */
+export function encodeData(data: Uint8Array): Uint8Array {
+  const body = dotStuff(data);
+  const out = new Uint8Array(body.length + DATA_TERMINATOR.length);
+  out.set(body);
+  out.set(DATA_TERMINATOR, body.length);
+  return out;
+}

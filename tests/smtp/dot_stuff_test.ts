@@ -1,0 +1,44 @@
+import assert from "node:assert/strict";
+import { dotStuff, encodeData } from "../../src/smtp/dot_stuff.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+Deno.test("dotStuff() doubles a dot at the start of every line, not elsewhere", () => {
+  assert.equal(
+    dec(dotStuff(enc(".first\r\nmid.dle\r\n.\r\n..two\r\n"))),
+    "..first\r\nmid.dle\r\n..\r\n...two\r\n",
+  );
+});
+
+Deno.test("dotStuff() adds a final CRLF when missing and leaves an empty message empty", () => {
+  assert.equal(dec(dotStuff(enc("a\r\nb"))), "a\r\nb\r\n");
+  assert.equal(dec(dotStuff(enc("a\r\n"))), "a\r\n");
+  assert.equal(dotStuff(new Uint8Array(0)).length, 0);
+});
+
+Deno.test("dotStuff() sends bare LF and bare CR as CRLF so no smuggled end-of-data survives", () => {
+  assert.equal(dec(dotStuff(enc("a\n.\nb\r.\rc\r\n"))), "a\r\n..\r\nb\r\n..\r\nc\r\n");
+  const wire = dec(encodeData(enc("x\n.\r\nMAIL FROM:<evil>\r\n")));
+  assert.equal(wire.indexOf("\r\n.\r\n"), wire.length - 5);
+});
+
+Deno.test("encodeData() ends with the terminator and keeps 8-bit bytes untouched", () => {
+  const data = new Uint8Array([0xc3, 0xa9, 0x2e, 0x0d, 0x0a, 0x2e, 0xff]);
+  assert.deepEqual([...encodeData(data)], [
+    0xc3,
+    0xa9,
+    0x2e,
+    0x0d,
+    0x0a,
+    0x2e,
+    0x2e,
+    0xff,
+    0x0d,
+    0x0a,
+    0x2e,
+    0x0d,
+    0x0a,
+  ]);
+  assert.equal(dec(encodeData(new Uint8Array(0))), ".\r\n");
+});
