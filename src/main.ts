@@ -7,14 +7,20 @@ import type { ResolvedConfig } from "./config/schema.ts";
 import { type Logger, MainLog } from "./core/log.ts";
 import { EventBus } from "./events/bus.ts";
 import { type BoundAddress, InboundServer } from "./inbound/server.ts";
-import type { TlsAcceptor } from "./inbound/connection.ts";
 import { SqliteSpool } from "./spool/sqlite_spool.ts";
 import type { Spool } from "./spool/spool.ts";
 import { buildTlsAcceptor } from "./tls_setup.ts";
+import { DnsClient } from "./dns/client.ts";
+import type { Resolver } from "./dns/resolver.ts";
+import { Scheduler } from "./outbound/scheduler.ts";
+import { TlsClientContext } from "./tls/client.ts";
+import { TlsConfigError } from "./tls/errors.ts";
 
 /** A running Ferry. */
 export interface Ferry {
   addresses: BoundAddress[];
+  /** The delivery side, when `delivery.enable` */
+  scheduler?: Scheduler;
   spool: Spool;
   log: Logger;
   /** Graceful stop: no new connections, open transactions finish (up to the grace period), spool closed. */
@@ -25,14 +31,16 @@ export interface Ferry {
 export interface StartOptions {
   log?: Logger & { close?(): void; reopen?(): void };
   spool?: Spool;
+  /** DNS resolver for delivery (default: Ferry's DNS client per `dns`) */
+  resolver?: Resolver;
 }
 
 /** Starts every room from a validated config. Throws ConfigError for problems found only at start (key files). */
 export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}): Promise<Ferry> {
   const hostname = config.hostname ?? Deno.hostname();
   const log = opts.log ?? new MainLog({ file: config.log.file, format: config.log.format });
-  let tls: TlsAcceptor | undefined;
-  if (config.tls.certificates.length > 0) tls = await buildTlsAcceptor(config, log);
+  const tlsSetup = config.tls.certificates.length > 0 ? await buildTlsAcceptor(config, log) : undefined;
+  const tls = tlsSetup?.accept;
   const spool = opts.spool ?? new SqliteSpool({ dir: config.spool.dir, log: (line) => log.write(line) });
   const report = await spool.open();
   for (const q of report.quarantined) {
@@ -42,16 +50,49 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   const events = new EventBus(config.events, { log });
   const server = new InboundServer({ config, hostname, spool, log, events, tls });
   const addresses = server.start();
+  let scheduler: Scheduler | undefined;
+  if (config.delivery.enable) {
+    let tlsContext: TlsClientContext | undefined;
+    const ca = config.delivery.tlsVerifyCertificates;
+    if (ca) {
+      try {
+        const isDir = (await Deno.stat(ca).catch(() => undefined))?.isDirectory;
+        tlsContext = new TlsClientContext(isDir ? { caDir: ca } : { caFile: ca });
+      } catch (err) {
+        if (err instanceof TlsConfigError) throw new ConfigError([`delivery.tlsVerifyCertificates: ${err.message}`]);
+        throw err;
+      }
+    }
+    const resolver = opts.resolver ?? new DnsClient({
+      nameservers: config.dns.nameservers,
+      timeout: config.dns.timeout,
+    });
+    scheduler = new Scheduler({
+      config,
+      hostname,
+      spool,
+      resolver,
+      log,
+      events,
+      tlsContext,
+      endpoints: addresses.map((a) => `${a.address}:${a.port}`),
+    });
+    events.on("msg:received", (e) => scheduler!.enqueue(e.id));
+    await scheduler.start();
+  }
   log.write(`Ferry started as ${hostname}`);
   let stopped: Promise<void> | undefined;
   return {
     addresses,
+    scheduler,
     spool,
     log,
     stop() {
       stopped ??= (async () => {
         await server.stop(config.limits.shutdownGrace);
+        await scheduler?.stop(config.limits.shutdownGrace);
         await spool.close();
+        tlsSetup?.close();
         log.write("Ferry stopped");
       })();
       return stopped;
@@ -82,7 +123,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     const config = await loadConfigFile(configPath);
     if (checkOnly) {
-      if (config.tls.certificates.length > 0) await buildTlsAcceptor(config, { write() {} });
+      if (config.tls.certificates.length > 0) (await buildTlsAcceptor(config, { write() {} })).close();
       console.log(`${configPath}: configuration OK`);
       return 0;
     }

@@ -1,10 +1,74 @@
-/** Builds the server-side TLS acceptor from the config (certificate sets, SNI, OCSP stapling). */
+/**
+ * Builds the server-side TLS acceptor from the config: one TlsServerContext (certificate sets chosen by SNI)
+ * and an OCSP stapler per set that asks for one. Unusable files become ConfigErrors naming the file.
+ */
 
+import { ConfigError } from "./config/load.ts";
 import type { ResolvedConfig } from "./config/schema.ts";
 import type { Logger } from "./core/log.ts";
 import type { TlsAcceptor } from "./inbound/connection.ts";
+import { setOpenSslPaths } from "./tls/_ffi.ts";
+import { TlsConfigError } from "./tls/errors.ts";
+import { OcspStapler } from "./tls/ocsp_stapler.ts";
+import { type TlsCertificateSet, tlsAccept, TlsServerContext } from "./tls/server_context.ts";
+
+/** The acceptor and what must be stopped with it. */
+export interface TlsSetup {
+  accept: TlsAcceptor;
+  /** Stops OCSP refreshing and frees the contexts */
+  close(): void;
+}
 
 /** Creates the acceptor; throws ConfigError naming the file for unusable certificates or keys. */
-export function buildTlsAcceptor(_config: ResolvedConfig, _log: Logger): Promise<TlsAcceptor> {
-  throw new Error("TLS is not wired yet");
+export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Promise<TlsSetup> {
+  const t = config.tls;
+  if (t.library) setOpenSslPaths(t.library);
+  const staplers: OcspStapler[] = [];
+  const sets: TlsCertificateSet[] = [];
+  try {
+    for (const [i, c] of t.certificates.entries()) {
+      let ocsp: (() => Uint8Array | undefined) | undefined;
+      if (c.ocsp) {
+        const stapler = new OcspStapler({
+          certFile: c.cert,
+          file: c.ocsp.file,
+          fetch: c.ocsp.fetch,
+          log: (line) => log.write(`OCSP ${c.cert}: ${line}`),
+        });
+        try {
+          await stapler.start();
+        } catch (err) {
+          throw new ConfigError([`tls.certificates[${i}].ocsp: ${err instanceof Error ? err.message : err}`]);
+        }
+        staplers.push(stapler);
+        ocsp = () => stapler.current();
+      }
+      sets.push({ certFile: c.cert, keyFile: c.key, serverNames: c.serverNames, ocsp });
+    }
+    const sorted = [...t.protocols].sort();
+    const ctx = new TlsServerContext({
+      certificates: sets,
+      minVersion: sorted[0],
+      maxVersion: sorted[sorted.length - 1],
+      ciphers: t.ciphers,
+      ciphersuites: t.ciphersuites,
+      groups: t.groups,
+      clientCertificates: t.requestClientCert && t.clientCa ? { caFile: t.clientCa } : undefined,
+      handshakeTimeout: t.handshakeTimeout,
+    });
+    return {
+      accept: async (stream) => {
+        const tls = await tlsAccept(stream, ctx);
+        return { stream: tls, info: tls.info };
+      },
+      close() {
+        for (const s of staplers) s.stop();
+        ctx.close();
+      },
+    };
+  } catch (err) {
+    for (const s of staplers) s.stop();
+    if (err instanceof TlsConfigError) throw new ConfigError([`tls.certificates: ${err.message}`]);
+    throw err;
+  }
 }

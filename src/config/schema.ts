@@ -71,6 +71,35 @@ const listener = z.object({
 
 const policyChain = z.array(fn).default([]);
 
+const retryRule = z.object({
+  every: duration,
+  factor: z.number().min(1, { error: "factor must be 1 or more" }).optional(),
+  until: duration,
+}).strict();
+
+/** Outbound TLS and protocol choices, per host lists (Exim's option names). Also settable per route. */
+const transportOptions = {
+  hostsRequireTls: hostList.optional(),
+  tlsVerifyHosts: hostList.optional(),
+  tlsTryVerifyHosts: hostList.optional(),
+  tlsVerifyCertHostnames: hostList.optional(),
+  hostsRequestOcsp: hostList.optional(),
+  hostsRequireOcsp: hostList.optional(),
+  hostsTryPrdr: hostList.optional(),
+};
+
+const route = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, { error: "letters, digits, _ . - only" }).optional(),
+  domains: hostList,
+  hosts: z.union([z.array(z.string().min(1)).min(1), fn]).optional(),
+  mx: z.boolean().optional(),
+  port: port.default(25),
+  dsnLasthop: z.boolean().default(false),
+  ...transportOptions,
+}).strict().refine((r) => (r.hosts !== undefined) !== (r.mx === true), {
+  error: "a route needs either hosts or mx: true",
+});
+
 /** The whole configuration as written in config.ts. */
 export const configSchema = z.object({
   hostname: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, { error: "expected a host name" })
@@ -113,7 +142,7 @@ export const configSchema = z.object({
   tls: z.object({
     certificates: z.array(certificateSet).default([]),
     advertiseHosts: hostList.default("*"),
-    protocols: z.array(z.enum(["TLSv1.2", "TLSv1.3"])).min(1).default(["TLSv1.2", "TLSv1.3"]),
+    protocols: z.array(z.enum(["TLS1.2", "TLS1.3"])).min(1).default(["TLS1.2", "TLS1.3"]),
     ciphers: z.string().optional(),
     ciphersuites: z.string().optional(),
     groups: z.string().optional(),
@@ -131,6 +160,45 @@ export const configSchema = z.object({
     prdr: policyChain,
   }).strict().prefault({}),
   events: z.record(z.string(), fn).default({}),
+  routes: z.array(route).default([{ domains: "*", mx: true, port: 25, dsnLasthop: false }]),
+  retry: z.array(z.object({ domains: hostList, rules: z.array(retryRule) }).strict()).default([{
+    domains: "*",
+    rules: [
+      { every: 900_000, until: 7_200_000 },
+      { every: 3_600_000, factor: 1.5, until: 57_600_000 },
+      { every: 21_600_000, until: 345_600_000 },
+    ],
+  }]),
+  delivery: z.object({
+    enable: z.boolean().default(true),
+    heloName: z.string().optional(),
+    queueInterval: duration.default(60_000),
+    concurrency: z.number().int().min(1).max(10_000).default(50),
+    connectionsPerHost: z.number().int().min(1).max(1000).default(10),
+    connectTimeout: duration.default(30_000),
+    commandTimeout: duration.default(300_000),
+    dataTimeout: duration.default(600_000),
+    idleTimeout: duration.default(5_000),
+    hostRetryBase: duration.default(60_000),
+    hostRetryMax: duration.default(3_600_000),
+    delayWarning: duration.default(14_400_000),
+    tlsVerifyCertificates: z.string().optional(),
+    hostsRequireTls: hostList.default([]),
+    tlsVerifyHosts: hostList.default([]),
+    tlsTryVerifyHosts: hostList.default("*"),
+    tlsVerifyCertHostnames: hostList.default("*"),
+    hostsRequestOcsp: hostList.default("*"),
+    hostsRequireOcsp: hostList.default([]),
+    hostsTryPrdr: hostList.default("*"),
+  }).strict().prefault({}),
+  dns: z.object({
+    nameservers: z.array(z.object({
+      address: ipAddress,
+      port: port.default(53),
+      trusted: z.boolean().default(false),
+    }).strict()).optional(),
+    timeout: duration.default(2000),
+  }).strict().prefault({}),
   log: z.object({
     file: z.string().optional(),
     format: z.enum(["exim", "json"]).default("exim"),

@@ -1,6 +1,9 @@
-/** Event names and payloads (Exim's event names where Exim has them). */
+/**
+ * Event names and payloads, with Exim's names and semantics (see ../shared/reference: "Event actions").
+ * `tcp:connect`, `smtp:connect` and `tls:cert` are vetoable: a handler returning a non-empty string refuses.
+ */
 
-import type { Envelope } from "../core/envelope.ts";
+import type { Envelope, TlsInfo } from "../core/envelope.ts";
 
 /** `msg:received`: a message was accepted and is durable in the spool. */
 export interface MsgReceivedEvent {
@@ -8,9 +11,61 @@ export interface MsgReceivedEvent {
   envelope: Envelope;
 }
 
+/** The outbound connection an event is about. */
+export interface HostFacts {
+  /** Host name (from the MX or route), or the address literal */
+  host: string;
+  address: string;
+  port: number;
+}
+
+/** TLS facts of an outbound connection. */
+export interface OutboundTlsFacts extends TlsInfo {
+  /** The peer's leaf certificate, DER (Exim's tls_out_peercert) */
+  peerCertificate?: Uint8Array;
+  /** Certificate verification: "yes", "no", or "dane" (Exim's CV=) */
+  cv: "yes" | "no" | "dane";
+}
+
+/** What every delivery event carries. */
+export interface DeliveryFacts {
+  /** Message id */
+  id: string;
+  sender: string;
+  /** The recipient this event is about (absent for per-message events) */
+  recipient?: string;
+  /** Name of the route (Exim's router) */
+  router: string;
+  /** Transport name ("smtp") */
+  transport: string;
+  host?: HostFacts;
+  tls?: OutboundTlsFacts;
+  /** Our address and port for the connection */
+  sendingIp?: string;
+  sendingPort?: number;
+}
+
 /** Every event Ferry fires, by name. */
 export interface FerryEvents {
   "msg:received": MsgReceivedEvent;
+  /** A recipient was delivered; `confirmation` is the peer's reply */
+  "msg:delivery": DeliveryFacts & { confirmation: string };
+  /** A host failed temporarily; `errno` is a short code (ECONNREFUSED, ETIMEDOUT, TLS, SMTP_4XX, …) */
+  "msg:host:defer": DeliveryFacts & { error: string; errno: string };
+  /** A recipient failed permanently */
+  "msg:fail:delivery": DeliveryFacts & { error: string };
+  /** A recipient failed for a local reason (routing, loop, spool) */
+  "msg:fail:internal": DeliveryFacts & { error: string };
+  /** All recipients are done and the message left the spool */
+  "msg:complete": { id: string; sender: string };
+  /** About to connect; a non-empty result means: do not connect */
+  "tcp:connect": HostFacts & { id?: string };
+  /** An outbound connection closed */
+  "tcp:close": HostFacts & { id?: string };
+  /** The peer's banner arrived; a non-empty result closes the connection */
+  "smtp:connect": HostFacts & { banner: string; id?: string };
+  /** One certificate of the peer's chain (depth 0 is the leaf); a non-empty result refuses verification */
+  "tls:cert": HostFacts & { depth: number; certificate: Uint8Array; id?: string };
 }
 
 /** The name of an event. */

@@ -4,6 +4,7 @@ import { validateConfig } from "../../src/config/load.ts";
 import { MemoryLog } from "../../src/core/log.ts";
 import { type Ferry, startFerry } from "../../src/main.ts";
 import type { FerryConfig } from "../../mod.ts";
+import type { Resolver } from "../../src/dns/resolver.ts";
 
 /** A running test instance. */
 export interface TestFerry extends Ferry {
@@ -13,17 +14,22 @@ export interface TestFerry extends Ferry {
 }
 
 /** Starts Ferry with `overrides` on top of test defaults (port 0 → a free port, spool in a temp dir). */
-export async function startTestFerry(overrides: FerryConfig = {}): Promise<TestFerry> {
+export async function startTestFerry(
+  overrides: FerryConfig = {},
+  opts: { resolver?: Resolver } = {},
+): Promise<TestFerry> {
   const dir = await Deno.makeTempDir({ prefix: "ferry-test-" });
   const config = validateConfig({
     hostname: "ferry.test",
     listen: [{ address: "127.0.0.1", port: 0 }],
     spool: { dir: `${dir}/spool` },
     relay: { domains: ["example.test"], clients: ["192.0.2.0/24"] },
+    // Tests never reach a real resolver: delivery is off unless a test turns it on with its own resolver.
+    delivery: { enable: false },
     ...overrides,
   });
   const memlog = new MemoryLog();
-  const ferry = await startFerry(config, { log: memlog });
+  const ferry = await startFerry(config, { log: memlog, resolver: opts.resolver });
   return { ...ferry, port: ferry.addresses[0].port, dir, memlog };
 }
 

@@ -1,0 +1,160 @@
+/**
+ * One delivery attempt for a group of recipients that share a route and a destination: try the hosts in
+ * order (skipping those in back-off), send one transaction, and classify every recipient (RFC 5321 4.2.1):
+ * a host error (connect, greeting, TLS, 4xx MAIL, dropped connection) moves on to the next host; a 5xx MAIL
+ * fails the message for the group; per-recipient 4xx/5xx decide only that recipient.
+ */
+
+import type { Envelope, Recipient } from "../core/envelope.ts";
+import type { Reply } from "../core/reply.ts";
+import type { Resolver } from "../dns/resolver.ts";
+import type { EventBus } from "../events/bus.ts";
+import type { HostFacts, OutboundTlsFacts } from "../events/types.ts";
+import { replyText } from "../smtp/reply_parser.ts";
+import { SmtpClientError } from "../smtp/client.ts";
+import type { ConnectionPool } from "./connection_pool.ts";
+import type { HostRetry } from "./host_retry.ts";
+import { resolveTargets, type Route, RoutingError, type SelfInfo, type TargetHost } from "./routing.ts";
+import { HostError, openSession, type OpenSession, type TransportPolicy } from "./transport.ts";
+
+/** How one recipient fared. */
+export interface RecipientOutcome {
+  recipient: Recipient;
+  kind: "delivered" | "failed" | "deferred";
+  /** RFC 3463 status */
+  status: string;
+  /** Human text: the peer's reply or our reason */
+  text: string;
+  /** The reply when the peer gave one (for DSN Diagnostic-Code and logs) */
+  reply?: Reply;
+  /** Not the peer's doing: routing, loop, local refusal */
+  internal?: boolean;
+  host?: HostFacts;
+  tls?: OutboundTlsFacts;
+  sendingIp?: string;
+  sendingPort?: number;
+  /** DSN parameters were passed on (the next hop will report) */
+  dsnPassed?: boolean;
+  /** The stage the deciding reply came at */
+  stage?: string;
+}
+
+/** Everything a delivery attempt needs. */
+export interface DeliverDeps {
+  resolver: Resolver;
+  pool: ConnectionPool;
+  hostRetry: HostRetry;
+  events: EventBus;
+  self: SelfInfo;
+  /** Called for each host that failed (msg:host:defer is fired by the caller's logging) */
+  onHostError(target: TargetHost, err: HostError): void;
+}
+
+function statusOf(r: Reply, fallback: string): string {
+  return r.enhanced ?? fallback;
+}
+
+function hostFacts(t: TargetHost): HostFacts {
+  return { host: t.name, address: t.ip, port: t.port };
+}
+
+/** Delivers `recipients` of `envelope` for `domain` over `route`; never throws. */
+export async function deliverGroup(
+  envelope: Envelope,
+  data: Uint8Array,
+  recipients: Recipient[],
+  route: Route,
+  domain: string,
+  policy: TransportPolicy,
+  deps: DeliverDeps,
+): Promise<RecipientOutcome[]> {
+  const all = (kind: RecipientOutcome["kind"], status: string, text: string, extra: Partial<RecipientOutcome> = {}) =>
+    recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, ...extra }));
+
+  let targets: TargetHost[];
+  try {
+    targets = await resolveTargets(route, domain, deps.resolver, deps.self);
+  } catch (err) {
+    if (err instanceof RoutingError) {
+      return all(err.temporary ? "deferred" : "failed", err.status, err.message, { internal: !err.temporary });
+    }
+    return all("deferred", "4.3.0", `routing failed: ${err instanceof Error ? err.message : err}`, { internal: true });
+  }
+
+  let lastError = "all hosts are in retry back-off";
+  let lastStatus = "4.4.1";
+  let tried = 0;
+  for (const target of targets) {
+    const hostKey = `${target.ip}:${target.port}`;
+    if (deps.hostRetry.inBackoff(hostKey)) continue;
+    tried++;
+    const poolKey = `${route.name}|${hostKey}|${target.name}`;
+    let session: OpenSession;
+    try {
+      session = await deps.pool.acquire(poolKey, () => openSession(target, policy, deps.events, envelope.id));
+    } catch (err) {
+      const he = err instanceof HostError ? err : new HostError(String(err), "EIO");
+      deps.hostRetry.failed(hostKey);
+      deps.onHostError(target, he);
+      lastError = `${target.name} [${target.ip}]:${target.port}: ${he.message}`;
+      lastStatus = he.errno === "TLS" ? "4.7.5" : "4.4.1";
+      continue;
+    }
+    const facts = {
+      host: hostFacts(target),
+      tls: session.tls,
+      sendingIp: session.sendingIp,
+      sendingPort: session.sendingPort,
+    };
+    try {
+      const result = await session.client.send({
+        from: envelope.sender,
+        recipients: recipients.map((r) => ({ address: r.address, notify: r.notify, orcpt: r.orcpt })),
+        ret: envelope.ret,
+        envid: envelope.envid,
+        body: envelope.body,
+        smtputf8: envelope.smtputf8,
+        size: data.length,
+        prdr: session.tryPrdr,
+      }, data);
+      const reusable = !session.client.closed;
+      deps.pool.release(poolKey, session, reusable);
+      deps.hostRetry.succeeded(hostKey);
+      if (result.mail.code >= 400 && result.mail.code < 500) {
+        // A temporary MAIL refusal is this host's problem: try the next one.
+        const he = new HostError(`MAIL FROM refused: ${replyText(result.mail)}`, "SMTP_4XX");
+        deps.onHostError(target, he);
+        lastError = `${target.name} [${target.ip}]:${target.port}: ${he.message}`;
+        lastStatus = statusOf(result.mail, "4.0.0");
+        continue;
+      }
+      return recipients.map((recipient, i): RecipientOutcome => {
+        const r = result.recipients[i];
+        const reply = r.reply;
+        const kind = r.delivered ? "delivered" : reply.code >= 500 ? "failed" : "deferred";
+        return {
+          recipient,
+          kind,
+          status: statusOf(reply, kind === "delivered" ? "2.0.0" : kind === "failed" ? "5.0.0" : "4.0.0"),
+          text: replyText(reply),
+          reply,
+          stage: r.stage,
+          dsnPassed: result.dsnPassed,
+          ...facts,
+        };
+      });
+    } catch (err) {
+      deps.pool.release(poolKey, session, false);
+      if (err instanceof SmtpClientError && err.kind === "local") {
+        // Ferry refused before sending (too big, extension missing): permanent for this message.
+        return all("failed", statusOf(err.reply, "5.3.0"), err.text, { internal: false, ...facts });
+      }
+      const he = new HostError(err instanceof Error ? err.message : String(err), "EIO", { cause: err });
+      deps.hostRetry.failed(hostKey);
+      deps.onHostError(target, he);
+      lastError = `${target.name} [${target.ip}]:${target.port}: ${he.message}`;
+      lastStatus = "4.4.2";
+    }
+  }
+  return all("deferred", lastStatus, tried === 0 ? "retry time not reached for any host" : lastError);
+}

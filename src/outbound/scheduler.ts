@@ -1,0 +1,391 @@
+/**
+ * The queue runner: picks due messages from the spool, groups pending recipients by route and destination,
+ * delivers each group in one transaction, and writes every recipient's new state to the spool before moving
+ * on, so a recipient that got 250 is never sent again after a restart. Deferrals follow the retry rules;
+ * past the last rule a recipient fails. Failure, delay and success reports (RFC 3464) go to the sender as new
+ * messages from the null sender.
+ */
+
+import type { Envelope, Recipient } from "../core/envelope.ts";
+import type { Logger } from "../core/log.ts";
+import { normalizeName } from "../core/host_list.ts";
+import type { ResolvedConfig } from "../config/schema.ts";
+import type { Resolver } from "../dns/resolver.ts";
+import type { EventBus } from "../events/bus.ts";
+import type { DeliveryFacts } from "../events/types.ts";
+import type { Spool } from "../spool/spool.ts";
+import type { TlsClientContext } from "../tls/client.ts";
+import { ConnectionPool } from "./connection_pool.ts";
+import { deliverGroup, type RecipientOutcome } from "./deliver.ts";
+import { buildDsn, type DsnRecipient, shouldSendDsn } from "./dsn_report.ts";
+import { HostRetry } from "./host_retry.ts";
+import { nextRetry, retryRulesFor } from "./retry_rules.ts";
+import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } from "./routing.ts";
+import { type TransportPolicy, transportPolicy } from "./transport.ts";
+
+/** What the scheduler needs. */
+export interface SchedulerDeps {
+  config: ResolvedConfig;
+  hostname: string;
+  spool: Spool;
+  resolver: Resolver;
+  log: Logger;
+  events: EventBus;
+  tlsContext?: TlsClientContext;
+  /** Our own listening endpoints ("ip:port"), for loop detection */
+  endpoints: string[];
+}
+
+interface Extra {
+  firstFailure?: number;
+  lastInterval?: number;
+}
+
+function domainOf(address: string): string {
+  const at = address.lastIndexOf("@");
+  return at < 0 ? "" : normalizeName(address.slice(at + 1));
+}
+
+/** Runs deliveries from the spool. */
+export class Scheduler {
+  #deps: SchedulerDeps;
+  #routes: Route[];
+  #policies = new Map<string, TransportPolicy>();
+  #pool: ConnectionPool;
+  #hostRetry: HostRetry;
+  #self: SelfInfo;
+  /** Message id → when it is next due */
+  #due = new Map<string, number>();
+  #active = new Set<string>();
+  #running = new Set<Promise<void>>();
+  #timer?: ReturnType<typeof setTimeout>;
+  #stopped = false;
+
+  constructor(deps: SchedulerDeps) {
+    this.#deps = deps;
+    const d = deps.config.delivery;
+    this.#routes = compileRoutes(deps.config.routes as RouteSpec[]);
+    this.#pool = new ConnectionPool({ perHost: d.connectionsPerHost, idleTimeoutMs: d.idleTimeout });
+    this.#hostRetry = new HostRetry({ baseMs: d.hostRetryBase, maxMs: d.hostRetryMax });
+    this.#self = { names: [normalizeName(deps.hostname)], endpoints: deps.endpoints };
+  }
+
+  /** Number of messages waiting or in progress. */
+  get size(): number {
+    return this.#due.size;
+  }
+
+  /** Loads the queue from the spool and starts the queue runner. */
+  async start(): Promise<void> {
+    for (const { envelope } of await this.#deps.spool.list()) this.#schedule(envelope);
+    this.#tick();
+  }
+
+  /** Queues a message now (called when one was received). */
+  enqueue(id: string): void {
+    if (this.#stopped) return;
+    this.#due.set(id, 0);
+    this.#pump();
+  }
+
+  #schedule(env: Envelope): void {
+    const pending = env.recipients.filter((r) => r.status === "pending");
+    if (pending.length === 0) {
+      this.#due.set(env.id, 0);
+      return;
+    }
+    this.#due.set(env.id, Math.min(...pending.map((r) => r.nextAttempt ?? 0)));
+  }
+
+  #tick(): void {
+    if (this.#stopped) return;
+    this.#pump();
+    const next = Math.min(this.#deps.config.delivery.queueInterval, this.#nextDueIn());
+    this.#timer = setTimeout(() => this.#tick(), Math.max(50, next));
+    this.#timer.unref?.();
+  }
+
+  #nextDueIn(): number {
+    let min = Infinity;
+    const now = Date.now();
+    for (const [id, at] of this.#due) if (!this.#active.has(id)) min = Math.min(min, at - now);
+    return min;
+  }
+
+  #pump(): void {
+    if (this.#stopped) return;
+    const now = Date.now();
+    const limit = this.#deps.config.delivery.concurrency;
+    for (const [id, at] of this.#due) {
+      if (this.#active.size >= limit) break;
+      if (at > now || this.#active.has(id)) continue;
+      this.#active.add(id);
+      const p = this.#run(id).catch((err) => {
+        this.#deps.log.write(`delivery of ${id} failed internally: ${err instanceof Error ? err.message : err}`, { id });
+        this.#due.set(id, Date.now() + 60_000);
+      }).finally(() => {
+        this.#active.delete(id);
+        this.#running.delete(p);
+        this.#pump();
+      });
+      this.#running.add(p);
+    }
+  }
+
+  #policy(route: Route): TransportPolicy {
+    let p = this.#policies.get(route.name);
+    if (!p) {
+      p = transportPolicy(this.#deps.config.delivery, route.spec, this.#deps.hostname, this.#deps.tlsContext);
+      this.#policies.set(route.name, p);
+    }
+    return p;
+  }
+
+  async #run(id: string): Promise<void> {
+    const { spool, log } = this.#deps;
+    const env = await spool.get(id);
+    if (!env) {
+      this.#due.delete(id);
+      return;
+    }
+    const now = Date.now();
+    const due = env.recipients.filter((r) => r.status === "pending" && (r.nextAttempt ?? 0) <= now);
+    const data = due.length ? await spool.readData(id) : new Uint8Array();
+    // Group by route, then by domain (MX routes) or by route (host routes: one destination).
+    const groups = new Map<string, { route?: Route; domain: string; recipients: Recipient[] }>();
+    for (const r of due) {
+      const domain = domainOf(r.address);
+      const route = await findRoute(this.#routes, domain);
+      const key = route ? (route.spec.mx ? `${route.name}|${domain}` : route.name) : `none|${domain}`;
+      const g = groups.get(key) ?? { route, domain, recipients: [] };
+      g.recipients.push(r);
+      groups.set(key, g);
+    }
+    const reports: { kind: "failure" | "success"; entries: DsnRecipient[] } [] = [
+      { kind: "failure", entries: [] },
+      { kind: "success", entries: [] },
+    ];
+    for (const g of groups.values()) {
+      let outcomes: RecipientOutcome[];
+      if (!g.route) {
+        outcomes = g.recipients.map((recipient) => ({
+          recipient,
+          kind: "failed",
+          status: "5.4.4",
+          text: `no route for domain "${g.domain}"`,
+          internal: true,
+        }));
+      } else {
+        const route = g.route;
+        outcomes = await deliverGroup(env, data, g.recipients, route, g.domain, this.#policy(route), {
+          resolver: this.#deps.resolver,
+          pool: this.#pool,
+          hostRetry: this.#hostRetry,
+          events: this.#deps.events,
+          self: this.#self,
+          onHostError: (target, err) => {
+            log.write(
+              `H=${target.name} [${target.ip}]:${target.port} ${err.message}` + ` (errno ${err.errno})`,
+              { id, event: "host_error", host: target.name, errno: err.errno },
+            );
+            this.#deps.events.emit("msg:host:defer", {
+              ...this.#facts(env, route.name),
+              host: { host: target.name, address: target.ip, port: target.port },
+              error: err.message,
+              errno: err.errno,
+            });
+          },
+        });
+      }
+      for (const o of outcomes) await this.#apply(env, g.route, o, reports);
+      // Durable before the next group: a delivered recipient is never delivered again.
+      await spool.update(env);
+    }
+    await this.#reports(env, data, reports);
+    await this.#delayWarning(env, data);
+    if (env.recipients.every((r) => r.status !== "pending")) {
+      await spool.remove(id);
+      this.#due.delete(id);
+      log.write("Completed", { id, event: "Completed" });
+      this.#deps.events.emit("msg:complete", { id, sender: env.sender });
+    } else {
+      this.#schedule(env);
+    }
+  }
+
+  #facts(env: Envelope, router: string, o?: RecipientOutcome): DeliveryFacts {
+    return {
+      id: env.id,
+      sender: env.sender,
+      recipient: o?.recipient.address,
+      router,
+      transport: "smtp",
+      host: o?.host,
+      tls: o?.tls,
+      sendingIp: o?.sendingIp,
+      sendingPort: o?.sendingPort,
+    };
+  }
+
+  async #apply(
+    env: Envelope,
+    route: Route | undefined,
+    o: RecipientOutcome,
+    reports: { kind: "failure" | "success"; entries: DsnRecipient[] }[],
+  ): Promise<void> {
+    const { log, events } = this.#deps;
+    const r = o.recipient;
+    const now = Date.now();
+    const router = route?.name ?? "none";
+    const where = o.host ? ` H=${o.host.host} [${o.host.address}]:${o.host.port}` : "";
+    const x = o.tls ? ` X=${o.tls.version}:${o.tls.cipher}:${o.tls.bits} CV=${o.tls.cv}` : "";
+    const remoteMta = o.host ? `dns; ${o.host.host}` : undefined;
+    const diagnostic = o.reply ? `smtp; ${o.reply.code} ${o.text}` : undefined;
+    r.attempts = (r.attempts ?? 0) + 1;
+    r.lastError = o.kind === "delivered" ? undefined : o.text;
+    if (o.kind === "delivered") {
+      r.status = "delivered";
+      log.write(`=> ${r.address} R=${router} T=smtp${where}${x} C="${o.text.replace(/"/g, "'")}"`, {
+        id: env.id,
+        event: "=>",
+        recipient: r.address,
+        host: o.host?.host,
+      });
+      events.emit("msg:delivery", { ...this.#facts(env, router, o), confirmation: o.text });
+      const lasthop = route?.spec.dsnLasthop === true;
+      if ((!o.dsnPassed || lasthop) && shouldSendDsn(env, r, "success")) {
+        reports[1].entries.push({
+          recipient: r,
+          action: o.dsnPassed ? "delivered" : "relayed",
+          status: o.status.startsWith("2.") ? o.status : "2.0.0",
+          remoteMta,
+          diagnostic,
+          lastAttempt: new Date(now),
+        });
+      }
+      return;
+    }
+    let failed = o.kind === "failed";
+    let text = o.text;
+    if (!failed) {
+      const extra = (r.extra ??= {}) as Extra;
+      extra.firstFailure ??= now;
+      const rules = await retryRulesFor(this.#deps.config.retry, domainOf(r.address)) ?? [];
+      const decision = nextRetry(rules, extra.firstFailure, now, extra.lastInterval);
+      if ("giveUp" in decision) {
+        failed = true;
+        text = `retry timeout exceeded (last error: ${o.text})`;
+      } else {
+        extra.lastInterval = decision.at - now;
+        r.nextAttempt = decision.at;
+        log.write(`== ${r.address} R=${router} T=smtp defer${where}: ${o.text}`, {
+          id: env.id,
+          event: "==",
+          recipient: r.address,
+        });
+        return;
+      }
+    }
+    r.status = "failed";
+    log.write(`** ${r.address} R=${router} T=smtp${where}: ${text}`, { id: env.id, event: "**", recipient: r.address });
+    events.emit(o.internal ? "msg:fail:internal" : "msg:fail:delivery", { ...this.#facts(env, router, o), error: text });
+    if (shouldSendDsn(env, r, "failure")) {
+      reports[0].entries.push({
+        recipient: r,
+        action: "failed",
+        status: /^5\./.test(o.status) ? o.status : "5.4.7",
+        remoteMta,
+        diagnostic: diagnostic ?? `x-ferry; ${text}`,
+        lastAttempt: new Date(now),
+      });
+    }
+  }
+
+  async #queueReport(env: Envelope, report: Uint8Array, kind: string): Promise<void> {
+    const { spool, log } = this.#deps;
+    const id = spool.newId();
+    const now = Date.now();
+    const dsnEnv: Envelope = {
+      id,
+      sender: "",
+      recipients: [{ address: env.sender, status: "pending" }],
+      size: report.length,
+      receivedAt: now,
+      protocol: "local",
+      client: { ip: "127.0.0.1", port: 0 },
+      receivedBy: this.#deps.hostname,
+      delivery: { reportFor: env.id, kind },
+    };
+    await spool.store(dsnEnv, report);
+    log.write(`<= <> R=${env.id} U=ferry P=local S=${report.length} for ${env.sender} (${kind} report)`, { id, event: "<=" });
+    this.enqueue(id);
+  }
+
+  async #reports(
+    env: Envelope,
+    data: Uint8Array,
+    reports: { kind: "failure" | "success"; entries: DsnRecipient[] }[],
+  ): Promise<void> {
+    for (const r of reports) {
+      if (r.entries.length === 0) continue;
+      const report = buildDsn({
+        kind: r.kind,
+        reportingMta: this.#deps.hostname,
+        envelope: env,
+        recipients: r.entries,
+        original: data,
+      });
+      await this.#queueReport(env, report, r.kind);
+    }
+  }
+
+  /** A delay report once per `delivery.delayWarning` interval while recipients are still pending. */
+  async #delayWarning(env: Envelope, data: Uint8Array): Promise<void> {
+    const every = this.#deps.config.delivery.delayWarning;
+    const pending = env.recipients.filter((r) => r.status === "pending");
+    if (pending.length === 0 || every <= 0) return;
+    const intervals = Math.floor((Date.now() - env.receivedAt) / every);
+    const delivery = (env.delivery ??= {});
+    const sent = typeof delivery.delayWarnings === "number" ? delivery.delayWarnings : 0;
+    if (intervals <= sent) return;
+    delivery.delayWarnings = intervals;
+    const entries: DsnRecipient[] = [];
+    for (const r of pending) {
+      if (!shouldSendDsn(env, r, "delay")) continue;
+      const rules = await retryRulesFor(this.#deps.config.retry, domainOf(r.address)) ?? [];
+      const first = ((r.extra ?? {}) as Extra).firstFailure ?? env.receivedAt;
+      const last = rules.length ? rules[rules.length - 1].until : 0;
+      entries.push({
+        recipient: r,
+        action: "delayed",
+        status: "4.4.7",
+        diagnostic: r.lastError ? `x-ferry; ${r.lastError}` : undefined,
+        lastAttempt: new Date(),
+        willRetryUntil: new Date(first + last),
+      });
+    }
+    await this.#deps.spool.update(env);
+    if (entries.length === 0) return;
+    const report = buildDsn({
+      kind: "delay",
+      reportingMta: this.#deps.hostname,
+      envelope: env,
+      recipients: entries,
+      original: data,
+    });
+    await this.#queueReport(env, report, "delay");
+  }
+
+  /** Stops picking messages, waits for deliveries in progress (up to `graceMs`), closes idle connections. */
+  async stop(graceMs: number): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#running]),
+      new Promise((r) => (timer = setTimeout(r, graceMs))),
+    ]);
+    clearTimeout(timer);
+    await this.#pool.close();
+  }
+}

@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { startUnbound } from "../helpers/unbound.ts";
+import { RawClient, startTestFerry, type TestFerry } from "../helpers/ferry.ts";
+import { freePort, startSink } from "../helpers/sink.ts";
+
+async function waitFor(pred: () => boolean | Promise<boolean>, ms = 8000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await pred()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("condition not met in time");
+}
+
+async function send(f: TestFerry, rcpts: string[], extra = ""): Promise<string> {
+  const c = await RawClient.connect(f.port);
+  try {
+    await c.reply();
+    await c.cmd("EHLO client.test");
+    assert.equal((await c.cmd(`MAIL FROM:<sender@client.test>${extra}`))?.code, 250);
+    for (const r of rcpts) assert.equal((await c.cmd(`RCPT TO:<${r}>`))?.code, 250);
+    await c.cmd("DATA");
+    const r = await c.cmd("Subject: relay\r\nMessage-ID: <m1@client.test>\r\n\r\nrelay body\r\n.");
+    assert.equal(r?.code, 250);
+    await c.cmd("QUIT");
+    return /id=(\S+)/.exec(r!.text)![1];
+  } finally {
+    c.close();
+  }
+}
+
+Deno.test("a message is relayed through MX from a real resolver to Postfix's smtp-sink and leaves the spool", async () => {
+  const sinkPort = await freePort();
+  const sink = await startSink(sinkPort);
+  const unbound = await startUnbound({
+    zones: [{ name: "example.test", records: "@ IN MX 10 mx\nmx IN A 127.0.0.1\n" }],
+  });
+  const f = await startTestFerry({
+    relay: { domains: [], clients: ["127.0.0.0/8"] },
+    routes: [{ domains: "*", mx: true, port: sinkPort }],
+    delivery: { enable: true },
+    dns: { nameservers: [{ address: "127.0.0.1", port: unbound.port }] },
+  });
+  try {
+    const id = await send(f, ["a@example.test", "b@example.test"]);
+    await waitFor(() => f.memlog.has("Completed"));
+    assert.equal(await f.spool.get(id), undefined);
+    const delivered = f.memlog.lines.filter((l) => l.text.startsWith("=> ")).map((l) => l.text);
+    assert.equal(delivered.length, 2);
+    assert.match(delivered[0], /^=> [ab]@example\.test R=mx0 T=smtp H=mx\.example\.test \[127\.0\.0\.1\]:\d+ C="250/);
+    await waitFor(async () => (await sink.messages()).length === 1);
+    const [msg] = await sink.messages();
+    assert.match(msg, /relay body/);
+    assert.match(msg, /Received: from client\.test/);
+  } finally {
+    await f.stop();
+    await unbound.stop();
+    await sink.stop();
+    await Deno.remove(f.dir, { recursive: true }).catch(() => {});
+  }
+});
