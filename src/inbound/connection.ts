@@ -350,7 +350,7 @@ export class InboundConnection implements SessionHandler {
     const tls = this.#facts.tls;
     this.#deps.log.write(
       `<= ${tx.sender || "<>"} ${this.hostField} P=${protocol}` +
-        (tls ? ` X=${tls.version}:${tls.cipher}:${tls.bits}` : "") +
+        (tls ? ` X=${tls.version}:${tls.cipher}:${tls.bits}${tls.sni ? ` SNI=${tls.sni}` : ""}` : "") +
         ` S=${stored.length}${msgId ? ` id=${msgId.replace(/^<|>$/g, "")}` : ""}${this.#prx}` +
         ` for ${kept.map((r) => r.address).join(" ")}`,
       {
