@@ -294,7 +294,6 @@ export class NativeContext {
     this.#p = p;
     ssl.SSL_CTX_set_options(p, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     ssl.SSL_CTX_ctrl(p, SSL_CTRL_MODE, BigInt(SSL_MODE_RELEASE_BUFFERS), null);
-    if (Deno.env.get("XOFF")) ssl.SSL_CTX_ctrl(p, 44, 0n, null);
   }
 
   static {

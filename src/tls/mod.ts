@@ -18,9 +18,9 @@ export {
   type TlsVerification,
 } from "./tls_stream.ts";
 export {
+  type TlsaRecord,
   TlsClientContext,
   type TlsClientOptions,
-  type TlsaRecord,
   tlsConnect,
   type TlsConnectOptions,
 } from "./client.ts";

@@ -1,0 +1,46 @@
+import assert from "node:assert/strict";
+import { canonicalHostname, checkHostname, matchesPresented } from "../../src/tls/hostname.ts";
+
+Deno.test("checkHostname() matches DNS SANs case-insensitively and ignores a trailing dot", () => {
+  const names = { dns: ["MX.Example.com", "mx2.example.com."], cn: ["ignored.example"] };
+  assert.equal(checkHostname(names, ["mx.example.COM."]), true);
+  assert.equal(checkHostname(names, ["mx2.example.com"]), true);
+  assert.equal(checkHostname(names, ["mx3.example.com"]), false);
+});
+
+Deno.test("checkHostname() uses the CN only when there is no DNS SAN", () => {
+  assert.equal(checkHostname({ dns: ["a.example"], cn: ["b.example"] }, ["b.example"]), false);
+  assert.equal(checkHostname({ dns: [], cn: ["b.example"] }, ["b.example"]), true);
+  assert.equal(checkHostname({ dns: [], cn: [] }, ["b.example"]), false);
+});
+
+Deno.test("a wildcard covers exactly one whole left-most label", () => {
+  assert.equal(matchesPresented("*.example.com", "mx.example.com"), true);
+  assert.equal(matchesPresented("*.Example.com.", "mx.example.com"), true);
+  assert.equal(matchesPresented("*.example.com", "a.b.example.com"), false);
+  assert.equal(matchesPresented("*.example.com", "example.com"), false);
+});
+
+Deno.test("bad wildcards never match: partial labels, *.tld, several stars, non-left-most", () => {
+  assert.equal(matchesPresented("f*.example.com", "foo.example.com"), false);
+  assert.equal(matchesPresented("*oo.example.com", "foo.example.com"), false);
+  assert.equal(matchesPresented("*.com", "example.com"), false);
+  assert.equal(matchesPresented("*.*.example.com", "a.b.example.com"), false);
+  assert.equal(matchesPresented("mx.*.example.com", "mx.a.example.com"), false);
+  assert.equal(matchesPresented("*", "localhost"), false);
+});
+
+Deno.test("IDNA: U-label reference names are compared as A-labels; U-labels in certificates never match", () => {
+  assert.equal(canonicalHostname("Bücher.example"), "xn--bcher-kva.example");
+  assert.equal(checkHostname({ dns: ["xn--bcher-kva.example"], cn: [] }, ["bücher.example"]), true);
+  assert.equal(checkHostname({ dns: ["*.xn--bcher-kva.example"], cn: [] }, ["mx.BÜCHER.example."]), true);
+  assert.equal(checkHostname({ dns: ["bücher.example"], cn: [] }, ["bücher.example"]), false);
+});
+
+Deno.test("canonicalHostname() refuses what is not a host name", () => {
+  for (const bad of ["", ".", "a..b", "*.example.com", "a b.example", "user@example.com", "ex:25", "a/b"]) {
+    assert.equal(canonicalHostname(bad), undefined, bad);
+  }
+  assert.equal(canonicalHostname("MX.Example.com."), "mx.example.com");
+  assert.equal(checkHostname({ dns: ["a..b"], cn: [] }, ["a..b"]), false);
+});
