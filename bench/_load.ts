@@ -1,0 +1,287 @@
+/**
+ * SMTP load generator for the benchmark (RFC 5321 client side, RFC 2920 PIPELINING).
+ *
+ * Opens N concurrent sessions over Deno.connect, each sending M transactions back to back
+ * on one connection, and measures per-transaction latency (MAIL sent → 250 after DATA) and
+ * overall throughput. Trusts nothing from the server: every reply is checked and every
+ * transaction that does not end in 250 is counted as a failure. Loopback only.
+ *
+ * @module
+ */
+
+/** What to send and how hard. */
+export interface LoadOptions {
+  /** Target host (loopback). */
+  host: string;
+  /** Target port. */
+  port: number;
+  /** Concurrent SMTP sessions. */
+  sessions: number;
+  /** Transactions sent over each session. */
+  messagesPerSession: number;
+  /** Body size in bytes (headers excluded). */
+  bodyBytes: number;
+  /** Envelope sender. */
+  from: string;
+  /** Envelope recipient. */
+  to: string;
+  /** Per-reply deadline in milliseconds. */
+  replyTimeoutMs?: number;
+}
+
+/** Outcome of one load run. */
+export interface LoadResult {
+  /** Transactions that ended in 250. */
+  ok: number;
+  /** Transactions or sessions that failed. */
+  failed: number;
+  /** Up to 10 distinct failure descriptions. */
+  failures: string[];
+  /** Wall-clock duration in milliseconds (first connect to last QUIT). */
+  elapsedMs: number;
+  /** Successful transactions per second. */
+  msgsPerSec: number;
+  /** Median transaction latency, ms. */
+  p50Ms: number;
+  /** 99th-percentile transaction latency, ms. */
+  p99Ms: number;
+  /** Whether the server advertised PIPELINING (first session). */
+  pipelining: boolean;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** One parsed SMTP reply. */
+interface Reply {
+  code: number;
+  lines: string[];
+}
+
+/** Buffered reader of SMTP replies over a Deno.Conn, with a deadline per reply. */
+class ReplyReader {
+  #conn: Deno.Conn;
+  #buf = new Uint8Array(0);
+  #chunk = new Uint8Array(16 * 1024);
+  #timeoutMs: number;
+
+  constructor(conn: Deno.Conn, timeoutMs: number) {
+    this.#conn = conn;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  async #readLine(): Promise<string> {
+    for (;;) {
+      const nl = this.#buf.indexOf(10);
+      if (nl >= 0) {
+        const line = decoder.decode(this.#buf.subarray(0, nl)).replace(/\r$/, "");
+        this.#buf = this.#buf.slice(nl + 1);
+        return line;
+      }
+      const timer = setTimeout(() => {
+        try {
+          this.#conn.close();
+        } catch { /* already closed */ }
+      }, this.#timeoutMs);
+      let n: number | null;
+      try {
+        n = await this.#conn.read(this.#chunk);
+      } catch (e) {
+        throw new Error(`Read failed or timed out after ${this.#timeoutMs} ms: ${(e as Error).message}`);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (n === null) throw new Error("Connection closed by server");
+      const next = new Uint8Array(this.#buf.length + n);
+      next.set(this.#buf);
+      next.set(this.#chunk.subarray(0, n), this.#buf.length);
+      this.#buf = next;
+    }
+  }
+
+  /** Reads one (possibly multi-line) reply. */
+  async read(): Promise<Reply> {
+    const lines: string[] = [];
+    for (;;) {
+      const line = await this.#readLine();
+      if (!/^\d{3}([ -]|$)/.test(line)) throw new Error(`Malformed reply line "${line}"`);
+      lines.push(line.slice(4));
+      if (line[3] !== "-") return { code: Number(line.slice(0, 3)), lines };
+    }
+  }
+}
+
+/** Builds a dot-safe message of `bodyBytes` body bytes plus a few headers, ending in CRLF.CRLF. */
+export function buildMessage(bodyBytes: number, from: string, to: string): Uint8Array {
+  const head = `From: <${from}>\r\nTo: <${to}>\r\nSubject: ferry bench\r\n` +
+    `Message-ID: <bench.${crypto.randomUUID()}@bench.test>\r\n\r\n`;
+  const line = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef";
+  let body = "";
+  while (body.length + line.length + 2 <= bodyBytes) body += line + "\r\n";
+  body += "x".repeat(Math.max(0, bodyBytes - body.length - 2)) + "\r\n";
+  return encoder.encode(head + body + ".\r\n");
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+function expect(reply: Reply, code: number, what: string): void {
+  if (reply.code !== code) {
+    throw new Error(`${what}: expected ${code}, got ${reply.code} ${reply.lines.join(" | ")}`);
+  }
+}
+
+interface SessionTally {
+  ok: number;
+  failed: number;
+  latencies: number[];
+  failures: string[];
+  pipelining: boolean;
+}
+
+async function runSession(opts: LoadOptions, message: Uint8Array, tally: SessionTally): Promise<void> {
+  const timeout = opts.replyTimeoutMs ?? 30_000;
+  let conn: Deno.TcpConn | undefined;
+  let done = 0;
+  try {
+    conn = await Deno.connect({ hostname: opts.host, port: opts.port });
+    conn.setNoDelay(true);
+    const rd = new ReplyReader(conn, timeout);
+    expect(await rd.read(), 220, "banner");
+    await writeAll(conn, encoder.encode("EHLO load.bench.test\r\n"));
+    const ehlo = await rd.read();
+    expect(ehlo, 250, "EHLO");
+    const pipelining = ehlo.lines.some((l) => /^PIPELINING\b/i.test(l));
+    tally.pipelining ||= pipelining;
+    const mail = encoder.encode(`MAIL FROM:<${opts.from}>\r\n`);
+    const rcpt = encoder.encode(`RCPT TO:<${opts.to}>\r\n`);
+    const data = encoder.encode("DATA\r\n");
+    const envelope = new Uint8Array(mail.length + rcpt.length + data.length);
+    envelope.set(mail);
+    envelope.set(rcpt, mail.length);
+    envelope.set(data, mail.length + rcpt.length);
+    for (let i = 0; i < opts.messagesPerSession; i++) {
+      const t0 = performance.now();
+      if (pipelining) {
+        await writeAll(conn, envelope);
+        expect(await rd.read(), 250, "MAIL");
+        expect(await rd.read(), 250, "RCPT");
+        expect(await rd.read(), 354, "DATA");
+      } else {
+        await writeAll(conn, mail);
+        expect(await rd.read(), 250, "MAIL");
+        await writeAll(conn, rcpt);
+        expect(await rd.read(), 250, "RCPT");
+        await writeAll(conn, data);
+        expect(await rd.read(), 354, "DATA");
+      }
+      await writeAll(conn, message);
+      expect(await rd.read(), 250, "end of data");
+      tally.latencies.push(performance.now() - t0);
+      tally.ok++;
+      done++;
+    }
+    await writeAll(conn, encoder.encode("QUIT\r\n"));
+    await rd.read().catch(() => undefined);
+  } catch (e) {
+    // The failing transaction and every one this session did not get to send count as failures.
+    tally.failed += opts.messagesPerSession - done;
+    const msg = (e as Error).message;
+    if (tally.failures.length < 10 && !tally.failures.includes(msg)) tally.failures.push(msg);
+  } finally {
+    try {
+      conn?.close();
+    } catch { /* already closed */ }
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx];
+}
+
+/** Runs `sessions` concurrent sessions of `messagesPerSession` transactions each against one target. */
+export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
+  const message = buildMessage(opts.bodyBytes, opts.from, opts.to);
+  const tally: SessionTally = { ok: 0, failed: 0, latencies: [], failures: [], pipelining: false };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: opts.sessions }, () => runSession(opts, message, tally)));
+  const elapsedMs = performance.now() - t0;
+  const sorted = tally.latencies.sort((a, b) => a - b);
+  return {
+    ok: tally.ok,
+    failed: tally.failed,
+    failures: tally.failures,
+    elapsedMs,
+    msgsPerSec: tally.ok / (elapsedMs / 1000),
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    pipelining: tally.pipelining,
+  };
+}
+
+/** Result of a cross-check run with Postfix's smtp-source. */
+export interface SmtpSourceResult {
+  /** Messages sent (as asked; smtp-source aborts on errors). */
+  messages: number;
+  /** Wall-clock duration in milliseconds. */
+  elapsedMs: number;
+  /** Messages per second. */
+  msgsPerSec: number;
+  /** smtp-source exit code (0 on success). */
+  code: number;
+  /** Last lines of stderr when it failed. */
+  stderr: string;
+}
+
+/**
+ * Runs `smtp-source -d -s SESSIONS -l BYTES -m TOTAL` against a target and times it.
+ * `-d` keeps each connection open for the next message, like {@link runLoad}.
+ */
+export async function runSmtpSource(
+  target: { host: string; port: number },
+  options: {
+    sessions: number;
+    messages: number;
+    bodyBytes: number;
+    from: string;
+    to: string;
+    timeoutMs?: number;
+  },
+): Promise<SmtpSourceResult> {
+  const args = [
+    "-d",
+    "-s",
+    String(options.sessions),
+    "-l",
+    String(options.bodyBytes),
+    "-m",
+    String(options.messages),
+    "-f",
+    options.from,
+    "-t",
+    options.to,
+    "-M",
+    "source.bench.test",
+    `${target.host}:${target.port}`,
+  ];
+  const t0 = performance.now();
+  const child = new Deno.Command("/usr/sbin/smtp-source", {
+    args,
+    stdout: "null",
+    stderr: "piped",
+    signal: AbortSignal.timeout(options.timeoutMs ?? 120_000),
+  }).spawn();
+  const out = await child.output();
+  const elapsedMs = performance.now() - t0;
+  return {
+    messages: options.messages,
+    elapsedMs,
+    msgsPerSec: options.messages / (elapsedMs / 1000),
+    code: out.code,
+    stderr: decoder.decode(out.stderr).trim().split("\n").slice(-3).join(" | "),
+  };
+}

@@ -1,0 +1,234 @@
+/**
+ * A throwaway Postfix instance for the benchmark, isolated from the system one.
+ *
+ * Own config_directory, queue_directory and data_directory in a temp dir (`postfix -c DIR`),
+ * listening on 127.0.0.1:<free port>, relaying for bench.test from 127.0.0.0/8 and putting
+ * every accepted message on HOLD, so it measures accept-to-queue only (cleanup fsyncs the
+ * queue file before smtpd answers 250: the same durability rule as Ferry). Trusts the local
+ * Postfix binaries; runs them as root (the master drops to the postfix user).
+ *
+ * @module
+ */
+
+const decoder = new TextDecoder();
+
+/** A running throwaway Postfix. */
+export interface PostfixInstance {
+  /** Listening address. */
+  host: string;
+  /** Listening port. */
+  port: number;
+  /** Root of the instance (config, queue, data, log). */
+  dir: string;
+  /** Postfix version, from `postconf -h mail_version`. */
+  version: string;
+  /** Number of queue files in the hold queue (accepted messages). */
+  heldCount(): Promise<number>;
+  /** Last lines of the instance's mail log. */
+  logTail(lines?: number): Promise<string>;
+  /** Stops the instance, waits for its master to exit, removes the temp dir. */
+  stop(): Promise<void>;
+}
+
+/** Options for {@link startPostfix}. */
+export interface PostfixOptions {
+  /** Parent directory for the instance (default: system temp dir). Same disk as Ferry's spool. */
+  parent?: string;
+  /** Domain accepted for relay (default "bench.test"). */
+  domain?: string;
+  /** Postfix in_flow_delay (default "0s": no inbound flow throttling, Postfix's best case). */
+  inFlowDelay?: string;
+}
+
+async function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; out: string }> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(timeoutMs),
+  }).output();
+  return { code: out.code, out: (decoder.decode(out.stdout) + decoder.decode(out.stderr)).trim() };
+}
+
+/** Returns a free loopback TCP port (bind to 0, read the port, release it). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** True while the process exists and is not a zombie (PID 1 here may reap late). */
+function pidAlive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+async function readPid(queueDir: string): Promise<number | undefined> {
+  try {
+    const n = Number((await Deno.readTextFile(`${queueDir}/pid/master.pid`)).trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function countFiles(dir: string): Promise<number> {
+  let n = 0;
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile) n++;
+    else if (e.isDirectory) n += await countFiles(`${dir}/${e.name}`);
+  }
+  return n;
+}
+
+/** Waits until something on host:port answers with a 220 banner. */
+export async function waitForBanner(host: string, port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    try {
+      const conn = await Deno.connect({ hostname: host, port });
+      try {
+        const buf = new Uint8Array(512);
+        const timer = setTimeout(() => conn.close(), 2000);
+        const n = await conn.read(buf).finally(() => clearTimeout(timer));
+        const banner = n ? decoder.decode(buf.subarray(0, n)) : "";
+        if (banner.startsWith("220")) {
+          await conn.write(new TextEncoder().encode("QUIT\r\n")).catch(() => 0);
+          return;
+        }
+        last = `banner "${banner.trim()}"`;
+      } finally {
+        try {
+          conn.close();
+        } catch { /* closed by timer */ }
+      }
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`No 220 banner on ${host}:${port} within ${timeoutMs} ms (${last})`);
+}
+
+/** Creates, checks and starts an isolated Postfix instance; throws if any step fails. */
+export async function startPostfix(options: PostfixOptions = {}): Promise<PostfixInstance> {
+  const domain = options.domain ?? "bench.test";
+  const dir = await Deno.makeTempDir({ dir: options.parent, prefix: "ferry-bench-postfix-" });
+  await Deno.chmod(dir, 0o755);
+  const etc = `${dir}/etc`, queue = `${dir}/queue`, data = `${dir}/data`, log = `${dir}/maillog`;
+  for (const d of [etc, queue, data]) await Deno.mkdir(d);
+  const port = freePort();
+  const deadPort = freePort(); // nothing listens here: a safety net should a message ever leave hold
+  await Deno.writeTextFile(
+    `${etc}/main.cf`,
+    [
+      "compatibility_level = 3.6",
+      `config_directory = ${etc}`,
+      `queue_directory = ${queue}`,
+      `data_directory = ${data}`,
+      `maillog_file_prefixes = ${dir}`,
+      `maillog_file = ${log}`,
+      "myhostname = postfix.bench.test",
+      `mydomain = ${domain}`,
+      "myorigin = $myhostname",
+      "inet_protocols = ipv4",
+      "inet_interfaces = 127.0.0.1",
+      "mynetworks = 127.0.0.0/8",
+      "mydestination =",
+      "local_recipient_maps =",
+      `relay_domains = ${domain}`,
+      "relay_recipient_maps =",
+      `relayhost = [127.0.0.1]:${deadPort}`,
+      "defer_transports = smtp",
+      "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
+      "smtpd_recipient_restrictions = permit_mynetworks, reject",
+      // Every accepted message goes to the hold queue: accept-to-queue only, no delivery work.
+      "smtpd_data_restrictions = check_client_access static:HOLD",
+      `in_flow_delay = ${options.inFlowDelay ?? "0s"}`,
+      "smtpd_client_connection_count_limit = 0",
+      "default_process_limit = 200",
+      "biff = no",
+      "",
+    ].join("\n"),
+  );
+  await Deno.writeTextFile(
+    `${etc}/master.cf`,
+    [
+      `127.0.0.1:${port} inet n - n - - smtpd`,
+      "cleanup unix n - n - 0 cleanup",
+      "qmgr unix n - n 300 1 qmgr",
+      "rewrite unix - - n - - trivial-rewrite",
+      "bounce unix - - n - 0 bounce",
+      "defer unix - - n - 0 bounce",
+      "trace unix - - n - 0 bounce",
+      "verify unix - - n - 1 verify",
+      "proxymap unix - - n - - proxymap",
+      "anvil unix - - n - 1 anvil",
+      "scache unix - - n - 1 scache",
+      "error unix - - n - - error",
+      "retry unix - - n - - error",
+      "smtp unix - - n - - smtp",
+      "relay unix - - n - - smtp",
+      "postlog unix-dgram n - n - 1 postlogd",
+      "",
+    ].join("\n"),
+  );
+  await run("chown", ["postfix:postfix", data]);
+  const cleanup = async () => {
+    const pid = await readPid(queue);
+    if (pid && pidAlive(pid)) {
+      await run("postfix", ["-c", etc, "stop"]).catch(() => undefined);
+      if (pidAlive(pid)) {
+        await new Promise((r) => setTimeout(r, 2000));
+        if (pidAlive(pid)) {
+          try {
+            Deno.kill(pid, "SIGTERM");
+          } catch { /* gone */ }
+        }
+      }
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => undefined);
+  };
+  try {
+    const check = await run("postfix", ["-c", etc, "check"]);
+    if (check.code !== 0) throw new Error(`postfix check failed: ${check.out}`);
+    const version = (await run("postconf", ["-c", etc, "-h", "mail_version"])).out;
+    const start = await run("postfix", ["-c", etc, "start"]);
+    if (start.code !== 0) throw new Error(`postfix start failed: ${start.out}`);
+    await waitForBanner("127.0.0.1", port, 15_000);
+    return {
+      host: "127.0.0.1",
+      port,
+      dir,
+      version,
+      heldCount: () => countFiles(`${queue}/hold`),
+      logTail: async (lines = 10) => {
+        const text = await Deno.readTextFile(log).catch(() => "");
+        return text.trimEnd().split("\n").slice(-lines).join("\n");
+      },
+      stop: async () => {
+        const pid = await readPid(queue);
+        const r = await run("postfix", ["-c", etc, "stop"]);
+        const deadline = Date.now() + 15_000;
+        while (pid && pidAlive(pid) && Date.now() < deadline) {
+          await new Promise((res) => setTimeout(res, 100));
+        }
+        if (pid && pidAlive(pid)) {
+          await cleanup();
+          throw new Error(`Postfix master ${pid} did not stop: ${r.out}`);
+        }
+        await Deno.remove(dir, { recursive: true });
+      },
+    };
+  } catch (e) {
+    const tail = await Deno.readTextFile(log).catch(() => "");
+    await cleanup();
+    throw new Error(`${(e as Error).message}\n${tail.trimEnd().split("\n").slice(-5).join("\n")}`);
+  }
+}
