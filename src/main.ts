@@ -35,12 +35,35 @@ export interface StartOptions {
   resolver?: Resolver;
 }
 
+/** The delivery side's CA store (`delivery.tlsVerifyCertificates`), when delivery is on and one is set. */
+async function deliveryTlsContext(config: ResolvedConfig): Promise<TlsClientContext | undefined> {
+  const ca = config.delivery.tlsVerifyCertificates;
+  if (!config.delivery.enable || !ca) return undefined;
+  try {
+    const isDir = (await Deno.stat(ca).catch(() => undefined))?.isDirectory;
+    return new TlsClientContext(isDir ? { caDir: ca } : { caFile: ca });
+  } catch (err) {
+    if (err instanceof TlsConfigError) {
+      throw new ConfigError([`delivery.tlsVerifyCertificates: ${err.message}`]);
+    }
+    throw err;
+  }
+}
+
 /** Starts every room from a validated config. Throws ConfigError for problems found only at start (key files). */
 export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}): Promise<Ferry> {
   const hostname = config.hostname ?? Deno.hostname();
   const log = opts.log ?? new MainLog({ file: config.log.file, format: config.log.format });
   const tlsSetup = config.tls.certificates.length > 0 ? await buildTlsAcceptor(config, log) : undefined;
   const tls = tlsSetup?.accept;
+  // Every file the config names is read before the spool is opened and ports are bound.
+  let tlsContext: TlsClientContext | undefined;
+  try {
+    tlsContext = await deliveryTlsContext(config);
+  } catch (err) {
+    tlsSetup?.close();
+    throw err;
+  }
   const spool = opts.spool ?? new SqliteSpool({ dir: config.spool.dir, log: (line) => log.write(line) });
   const report = await spool.open();
   for (const q of report.quarantined) {
@@ -52,17 +75,6 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   const addresses = server.start();
   let scheduler: Scheduler | undefined;
   if (config.delivery.enable) {
-    let tlsContext: TlsClientContext | undefined;
-    const ca = config.delivery.tlsVerifyCertificates;
-    if (ca) {
-      try {
-        const isDir = (await Deno.stat(ca).catch(() => undefined))?.isDirectory;
-        tlsContext = new TlsClientContext(isDir ? { caDir: ca } : { caFile: ca });
-      } catch (err) {
-        if (err instanceof TlsConfigError) throw new ConfigError([`delivery.tlsVerifyCertificates: ${err.message}`]);
-        throw err;
-      }
-    }
     const resolver = opts.resolver ?? new DnsClient({
       nameservers: config.dns.nameservers,
       timeout: config.dns.timeout,
@@ -100,6 +112,10 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   };
 }
 
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 const USAGE = "usage: ferry [--config FILE] [--check-config]";
 
 /** The command line: returns the exit code (78 for a configuration error, as in sysexits.h EX_CONFIG). */
@@ -119,28 +135,49 @@ export async function main(args: string[]): Promise<number> {
       return 64;
     }
   }
-  let ferry: Ferry;
+  const signals: [Deno.Signal, () => void][] = [];
   try {
     const config = await loadConfigFile(configPath);
     if (checkOnly) {
       if (config.tls.certificates.length > 0) (await buildTlsAcceptor(config, { write() {} })).close();
+      (await deliveryTlsContext(config))?.close();
       console.log(`${configPath}: configuration OK`);
       return 0;
     }
-    const log = new MainLog({ file: config.log.file, format: config.log.format });
-    ferry = await startFerry(config, { log });
-    const done = new Promise<void>((resolve) => {
-      const stop = () => {
-        log.write("SIGTERM received: stopping");
-        ferry.stop().then(resolve);
-      };
-      Deno.addSignalListener("SIGTERM", stop);
-      Deno.addSignalListener("SIGINT", stop);
-      Deno.addSignalListener("SIGHUP", () => {
+    let log: MainLog;
+    try {
+      log = new MainLog({ file: config.log.file, format: config.log.format });
+    } catch (err) {
+      throw new ConfigError([`log.file: cannot open "${config.log.file}": ${errorText(err)}`]);
+    }
+    // Handlers go in before start-up: listeners accept mail while recovery and the scheduler still start,
+    // and a SIGTERM then must be a graceful stop, not the default kill.
+    const running: { ferry?: Ferry } = {};
+    let stopRequested = false;
+    let resolveDone!: () => void;
+    const done = new Promise<void>((resolve) => (resolveDone = resolve));
+    const stop = () => {
+      if (stopRequested) return;
+      stopRequested = true;
+      log.write("SIGTERM received: stopping");
+      running.ferry?.stop().then(resolveDone);
+    };
+    signals.push(["SIGTERM", stop], ["SIGINT", stop], ["SIGHUP", () => {
+      // A log path that cannot be opened now (directory gone, permissions) must not stop mail.
+      try {
         log.reopen();
         log.write("SIGHUP received: log file reopened");
-      });
-    });
+      } catch (err) {
+        log.write(
+          `SIGHUP received: cannot reopen "${config.log.file}", still writing to the old file: ${
+            errorText(err)
+          }`,
+        );
+      }
+    }]);
+    for (const [sig, fn] of signals) Deno.addSignalListener(sig, fn);
+    running.ferry = await startFerry(config, { log });
+    if (stopRequested) running.ferry.stop().then(resolveDone);
     await done;
     log.close();
     return 0;
@@ -149,7 +186,9 @@ export async function main(args: string[]): Promise<number> {
       for (const p of err.problems) console.error(`config: ${p}`);
       return 78;
     }
-    console.error(`ferry: ${err instanceof Error ? err.message : String(err)}`);
+    console.error(`ferry: ${errorText(err)}`);
     return 70;
+  } finally {
+    for (const [sig, fn] of signals) Deno.removeSignalListener(sig, fn);
   }
 }

@@ -11,6 +11,9 @@ const decoder = new TextDecoder();
 
 /** Finds the offset where the body starts (after the blank line), or the content length if none. */
 export function headerEnd(content: Uint8Array): number {
+  // No header section at all: the body starts after the leading blank line.
+  if (content[0] === 0x0a) return 1;
+  if (content[0] === 0x0d && content[1] === 0x0a) return 2;
   for (let i = 0; i < content.length; i++) {
     if (content[i] !== 0x0a) continue;
     if (content[i + 1] === 0x0a) return i + 2;

@@ -49,11 +49,12 @@ export function parseHostListItem(text: string): Item | string {
   }
   if (s.startsWith("*.")) {
     const suffix = normalizeName(s.slice(1));
-    if (!/^(\.[a-z0-9_-]+)+$/i.test(suffix)) return `invalid domain suffix "${s}"`;
+    if (!/^(\.[\p{L}\p{N}_-]+)+$/u.test(suffix)) return `invalid domain suffix "${s}"`;
     return { kind: "suffix", negate, suffix };
   }
   const name = normalizeName(s);
-  if (!/^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/i.test(name) && !/^[^\s@]+$/u.test(name)) {
+  // Letters of any script (IDN U-labels), digits, "_" and "-": a stray "*" or "@" is a mistake, not a name.
+  if (!/^[\p{L}\p{N}_-]+(\.[\p{L}\p{N}_-]+)*$/u.test(name)) {
     return `invalid host name "${s}"`;
   }
   return { kind: "name", negate, name };

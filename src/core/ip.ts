@@ -23,13 +23,14 @@ function parseIpv6(text: string): Uint8Array | undefined {
   if (text.includes("%")) return undefined;
   const halves = text.split("::");
   if (halves.length > 2) return undefined;
-  const groups = (s: string): number[] | undefined => {
+  // An embedded IPv4 address may only end the whole address (RFC 4291 2.2), never precede "::".
+  const groups = (s: string, last: boolean): number[] | undefined => {
     if (s === "") return [];
     const out: number[] = [];
     const parts = s.split(":");
     for (let i = 0; i < parts.length; i++) {
       const p = parts[i];
-      if (i === parts.length - 1 && p.includes(".")) {
+      if (last && i === parts.length - 1 && p.includes(".")) {
         const v4 = parseIpv4(p);
         if (!v4) return undefined;
         out.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
@@ -40,8 +41,8 @@ function parseIpv6(text: string): Uint8Array | undefined {
     }
     return out;
   };
-  const head = groups(halves[0]);
-  const tail = halves.length === 2 ? groups(halves[1]) : [];
+  const head = groups(halves[0], halves.length === 1);
+  const tail = halves.length === 2 ? groups(halves[1], true) : [];
   if (!head || !tail) return undefined;
   const missing = 8 - head.length - tail.length;
   if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;

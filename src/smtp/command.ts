@@ -51,7 +51,7 @@ export function checkDomain(domain: string): string | undefined {
     if (!domain.endsWith("]")) return "bad address literal";
     const inner = domain.slice(1, -1);
     if (/^IPv6:/i.test(inner)) {
-      return isIp(inner.slice(5)) && inner.includes(":") ? undefined : "bad IPv6 literal";
+      return isIp(inner.slice(5)) && inner.slice(5).includes(":") ? undefined : "bad IPv6 literal";
     }
     return /^\d+\.\d+\.\d+\.\d+$/.test(inner) && isIp(inner) ? undefined : "bad address literal";
   }
@@ -77,7 +77,8 @@ export function parseMailbox(text: string, utf8: boolean): Mailbox {
         out += n;
         i++;
       } else if (c === '"') break;
-      else if (c < " " || c === "\x7f" || (!utf8 && c > "~")) throw syntax("Bad character in local part");
+      // Non-ASCII is checked below with the rest of the address (553 5.6.7 without SMTPUTF8).
+      else if (c < " " || c === "\x7f") throw syntax("Bad character in local part");
       else out += c;
     }
     if (text[i] !== '"') throw syntax("Unterminated quoted local part");

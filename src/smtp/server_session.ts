@@ -43,6 +43,8 @@ export class ServerSession {
   #idle = false;
   #closed = false;
   #wake?: () => void;
+  /** The read started during the greeting delay, still waiting for the client's first command */
+  #firstFill?: Promise<boolean>;
 
   constructor(stream: ByteStream, handler: SessionHandler, opts: ServerSessionOptions) {
     this.#stream = stream;
@@ -128,9 +130,15 @@ export class ServerSession {
   async #greet(): Promise<void> {
     const { limits } = this.#opts;
     if (limits.greetingDelayMs > 0 && !this.#input.pending) {
-      await this.#input.fill(limits.greetingDelayMs).catch((e) => {
-        if (!(e instanceof ReadTimeoutError)) throw e;
-      });
+      // The read outlives the delay: a read abandoned at the delay would swallow a polite client's EHLO.
+      const first = this.#input.fill(limits.greetingDelayMs + limits.commandTimeoutMs);
+      first.catch(() => {});
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const quiet = await Promise.race([
+        first.then(() => false),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), limits.greetingDelayMs))),
+      ]).finally(() => clearTimeout(timer));
+      if (quiet) this.#firstFill = first;
     }
     if (this.#input.pending) {
       this.#handler.protocolError?.(reply(554, "5.5.0", ""), "input before the greeting");
@@ -166,7 +174,9 @@ export class ServerSession {
       this.#idle = true;
       const wake = new Promise<boolean>((resolve) => (this.#wake = () => resolve(true)));
       try {
-        const more = await Promise.race([this.#input.fill(limits.commandTimeoutMs), wake]);
+        const fill = this.#firstFill ?? this.#input.fill(limits.commandTimeoutMs);
+        this.#firstFill = undefined;
+        const more = await Promise.race([fill, wake]);
         if (more === false) return undefined;
       } catch (err) {
         if (err instanceof ReadTimeoutError) {
@@ -210,7 +220,9 @@ export class ServerSession {
         this.#send(this.#opts.refuseAll);
         continue;
       }
-      if (!(this.#esmtp && this.#opts.extensions.pipelining) && verb !== "QUIT") {
+      // A BDAT chunk follows its command at once (RFC 3030 2), so BDAT checks sync after its chunk.
+      const chunk = verb === "BDAT" && this.#esmtp && this.#opts.extensions.chunking;
+      if (!(this.#esmtp && this.#opts.extensions.pipelining) && verb !== "QUIT" && !chunk) {
         await this.#requireSync(verb || "command");
       }
       try {
@@ -373,7 +385,8 @@ export class ServerSession {
     }
     let tx: Transaction;
     try {
-      const path = parsePathArg(arg, "MAIL", this.#opts.extensions.smtputf8);
+      // A UTF-8 reverse path needs the SMTPUTF8 parameter on this very command (RFC 6531 3.4).
+      const path = parsePathArg(arg, "MAIL", false);
       const params = this.#mailParams(path.params);
       tx = { sender: path.address, senderMailbox: path.mailbox, params, recipients: [] };
     } catch (err) {
@@ -501,6 +514,7 @@ export class ServerSession {
       this.#input.advance(take);
       remaining -= take;
     }
+    if (!this.#opts.extensions.pipelining) await this.#requireSync("BDAT chunk");
     if (refusal) {
       if (tx && refusal.code >= 500 && tx.via !== "DATA") this.#resetTx();
       this.#send(refusal);

@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import { ConfigError, formatPath, validateConfig } from "../../src/config/load.ts";
+
+/** Validates and returns the problem lines (fails the test when the config is accepted). */
+function problems(input: unknown): string[] {
+  try {
+    validateConfig(input);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
+    assert.equal(err.message, err.problems.join("\n"));
+    return err.problems;
+  }
+  assert.fail(`config was accepted: ${JSON.stringify(input)}`);
+}
+
+/** Asserts exactly one problem line and that it starts with `path: `. */
+function onlyProblemAt(input: unknown, path: string, detail?: RegExp): string {
+  const lines = problems(input);
+  assert.equal(lines.length, 1, `expected one problem, got ${JSON.stringify(lines)}`);
+  assert.ok(lines[0].startsWith(`${path}: `), `"${lines[0]}" should start with "${path}: "`);
+  if (detail) assert.match(lines[0].slice(path.length + 2), detail);
+  return lines[0];
+}
+
+Deno.test("validateConfig() fills defaults for an empty config", () => {
+  for (const input of [{}, undefined, null]) {
+    const c = validateConfig(input);
+    assert.deepEqual(c.listen, [{ address: "127.0.0.1", port: 2525, mode: "smtp" }]);
+    assert.equal(c.spool.dir, "./var/spool");
+    assert.deepEqual(c.relay.clients, ["127.0.0.0/8", "::1"]);
+    assert.deepEqual(c.relay.domains, []);
+    assert.equal(c.limits.commandLine, 512);
+    assert.equal(c.limits.messageSize, 50 * 1024 * 1024);
+    assert.equal(c.limits.commandTimeout, 300_000);
+    assert.equal(c.limits.greetingDelay, 0);
+    assert.equal(c.smtp.bareLineEndings, "reject");
+    assert.equal(c.prdr.enable, false);
+    assert.deepEqual(c.policy.rcpt, []);
+    assert.equal(c.routes.length, 1);
+    assert.equal(c.routes[0].mx, true);
+  }
+});
+
+Deno.test("validateConfig() turns durations and sizes into numbers and keeps functions", () => {
+  const step = () => {};
+  const c = validateConfig({
+    listen: [{ port: 0 }, { address: "::1", port: 465, mode: "smtps" }],
+    limits: { messageSize: "10MB", commandTimeout: "1m30s", greetingDelay: 250 },
+    relay: { domains: "example.test, *.example.test", clients: () => true },
+    policy: { rcpt: [step] },
+  });
+  assert.equal(c.limits.messageSize, 10 * 1024 * 1024);
+  assert.equal(c.limits.commandTimeout, 90_000);
+  assert.equal(c.limits.greetingDelay, 250);
+  assert.equal(c.listen[0].address, "127.0.0.1");
+  assert.equal(c.listen[1].mode, "smtps");
+  assert.equal(c.policy.rcpt[0], step);
+  assert.equal(typeof c.relay.clients, "function");
+});
+
+Deno.test("validateConfig() names the listener index of a bad port", () => {
+  onlyProblemAt({ listen: [{ port: 25 }, { port: 70000 }] }, "listen[1].port", /0–65535/);
+  onlyProblemAt({ listen: [{ port: 25 }, { port: "25" }] }, "listen[1].port");
+  onlyProblemAt({ listen: [{ port: 2.5 }] }, "listen[0].port");
+  onlyProblemAt({ listen: [{ port: -1 }] }, "listen[0].port");
+  onlyProblemAt({ listen: [{ port: 25, address: "localhost" }] }, "listen[0].address", /IP address/);
+  onlyProblemAt({ listen: [{ port: 25, mode: "lmtp" }] }, "listen[0].mode");
+  onlyProblemAt({ listen: [] }, "listen", /at least one/);
+});
+
+Deno.test("validateConfig() reports bad sizes and durations with the value given", () => {
+  onlyProblemAt({ limits: { messageSize: "lots" } }, "limits.messageSize", /size.*"lots"/);
+  onlyProblemAt({ limits: { messageSize: -5 } }, "limits.messageSize");
+  onlyProblemAt(
+    { limits: { commandTimeout: "5 minutes" } },
+    "limits.commandTimeout",
+    /duration.*"5 minutes"/,
+  );
+  onlyProblemAt({ delivery: { retryEvery: "1h" } }, "delivery.retryEvery", /unknown option/);
+  onlyProblemAt(
+    { retry: [{ domains: "*", rules: [{ every: "15x", until: "2h" }] }] },
+    "retry[0].rules[0].every",
+  );
+  onlyProblemAt({ limits: { commandLine: 100 } }, "limits.commandLine");
+});
+
+Deno.test("validateConfig() reports host list items it cannot understand under their path", () => {
+  onlyProblemAt(
+    { relay: { clients: ["10.0.0.0/33"] } },
+    "relay.clients",
+    /invalid address or network "10.0.0.0\/33"/,
+  );
+  onlyProblemAt({ relay: { domains: "*.ok.test *example.test" } }, "relay.domains", /invalid host name/);
+  onlyProblemAt({ smtp: { pipeliningAdvertiseHosts: "!300.0.0.1" } }, "smtp.pipeliningAdvertiseHosts");
+  onlyProblemAt({ relay: { clients: 5 } }, "relay.clients");
+  // Two bad items in one list give two lines, same path.
+  const lines = problems({ relay: { clients: "10.0.0.0/33 ::1 bad$name" } });
+  assert.equal(lines.length, 2);
+  assert.ok(lines.every((l) => l.startsWith("relay.clients: ")));
+});
+
+Deno.test("validateConfig() reports every unknown key, nested or not", () => {
+  const lines = problems({ bogus: 1, smtp: { banner: "x", colour: "red" }, limits: { messageSise: "1MB" } });
+  assert.deepEqual(lines.sort(), [
+    "bogus: unknown option",
+    "limits.messageSise: unknown option",
+    "smtp.colour: unknown option",
+  ]);
+  onlyProblemAt({ listen: [{ port: 25, host: "x" }] }, "listen[0].host", /unknown option/);
+});
+
+Deno.test("validateConfig() wants functions in policy chains and events", () => {
+  onlyProblemAt({ policy: { rcpt: [() => {}, "nope"] } }, "policy.rcpt[1]", /function/);
+  onlyProblemAt({ policy: { mail: "notalist" } }, "policy.mail");
+  onlyProblemAt({ policy: { quit: [] } }, "policy.quit", /unknown option/);
+  onlyProblemAt({ events: { "msg:delivered": 1 } }, "events.msg:delivered", /function/);
+});
+
+Deno.test("validateConfig() checks TLS certificate sets", () => {
+  onlyProblemAt({ tls: { certificates: [{ cert: "/a.pem" }] } }, "tls.certificates[0].key");
+  onlyProblemAt({ tls: { certificates: [{ cert: "a", key: "" }] } }, "tls.certificates[0].key");
+  onlyProblemAt(
+    { tls: { certificates: [{ cert: "a", key: "b" }, { cert: "c", key: "d", ocsp: {} }] } },
+    "tls.certificates[1].ocsp",
+    /ocsp needs/,
+  );
+  onlyProblemAt({ tls: { protocols: ["SSLv3"] } }, "tls.protocols[0]");
+});
+
+Deno.test("validateConfig() checks routes, hostname and banner", () => {
+  onlyProblemAt({ routes: [{ domains: "*" }] }, "routes[0]", /hosts or mx/);
+  onlyProblemAt({ routes: [{ domains: "*", mx: true, hosts: ["a"] }] }, "routes[0]");
+  onlyProblemAt({ hostname: "bad host" }, "hostname", /host name/);
+  onlyProblemAt({ smtp: { banner: "two\r\nlines" } }, "smtp.banner", /one line/);
+  onlyProblemAt({ smtp: { bareLineEndings: "fix" } }, "smtp.bareLineEndings");
+});
+
+Deno.test("validateConfig() lists several problems, one line each, each naming its path", () => {
+  const lines = problems({
+    listen: [{ port: 25 }, { port: 99999 }],
+    limits: { messageSize: "big", dataTimeout: "soon" },
+    relay: { clients: ["1.2.3.4/40"] },
+    unknownThing: true,
+    policy: { rcpt: [42] },
+    tls: { certificates: [{ cert: "c.pem" }] },
+  });
+  const prefixes = [
+    "listen[1].port: ",
+    "limits.messageSize: ",
+    "limits.dataTimeout: ",
+    "relay.clients: invalid ",
+    "unknownThing: unknown option",
+    "policy.rcpt[0]: ",
+    "tls.certificates[0].key: ",
+  ];
+  assert.equal(lines.length, prefixes.length, JSON.stringify(lines));
+  for (const p of prefixes) {
+    assert.equal(
+      lines.filter((l) => l.startsWith(p)).length,
+      1,
+      `one line starting "${p}" in ${JSON.stringify(lines)}`,
+    );
+  }
+  for (const l of lines) assert.doesNotMatch(l, /\n/);
+});
+
+Deno.test("validateConfig() refuses a config that is not an object", () => {
+  onlyProblemAt("string", "(config)");
+  onlyProblemAt([1], "(config)");
+});
+
+Deno.test("formatPath() writes dotted keys and bracketed indexes", () => {
+  assert.equal(formatPath(["listen", 1, "port"]), "listen[1].port");
+  assert.equal(formatPath(["a", "b", 0, 2, "c"]), "a.b[0][2].c");
+  assert.equal(formatPath([]), "(config)");
+  assert.equal(formatPath([0, "x"]), "[0].x");
+});
