@@ -65,7 +65,15 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     throw err;
   }
   const spool = opts.spool ?? new SqliteSpool({ dir: config.spool.dir, log: (line) => log.write(line) });
-  const report = await spool.open();
+  let report;
+  try {
+    report = await spool.open();
+  } catch (err) {
+    if (opts.spool) throw err;
+    throw new ConfigError([
+      `spool.dir: cannot open "${config.spool.dir}": ${err instanceof Error ? err.message : err}`,
+    ]);
+  }
   for (const q of report.quarantined) {
     log.write(`spool entry ${q.id} quarantined to ${q.path}: ${q.reason}`, { id: q.id });
   }

@@ -7,10 +7,10 @@ import { ConfigError } from "./config/load.ts";
 import type { ResolvedConfig } from "./config/schema.ts";
 import type { Logger } from "./core/log.ts";
 import type { TlsAcceptor } from "./inbound/connection.ts";
-import { setOpenSslPaths } from "./tls/_ffi.ts";
+import { loadOpenSsl, setOpenSslPaths } from "./tls/_ffi.ts";
 import { TlsConfigError } from "./tls/errors.ts";
 import { OcspStapler } from "./tls/ocsp_stapler.ts";
-import { type TlsCertificateSet, tlsAccept, TlsServerContext } from "./tls/server_context.ts";
+import { tlsAccept, type TlsCertificateSet, TlsServerContext } from "./tls/server_context.ts";
 
 /** The acceptor and what must be stopped with it. */
 export interface TlsSetup {
@@ -23,6 +23,14 @@ export interface TlsSetup {
 export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Promise<TlsSetup> {
   const t = config.tls;
   if (t.library) setOpenSslPaths(t.library);
+  try {
+    loadOpenSsl();
+  } catch (err) {
+    const what = t.library
+      ? `tls.library: cannot load "${t.library.ssl}"/"${t.library.crypto}"`
+      : "tls: cannot load libssl.so.3";
+    throw new ConfigError([`${what}: ${err instanceof Error ? err.message : err}`]);
+  }
   const staplers: OcspStapler[] = [];
   const sets: TlsCertificateSet[] = [];
   try {

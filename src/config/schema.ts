@@ -51,8 +51,8 @@ const ipAddress = z.string().refine((s) => /^[0-9.]+$|:/.test(s) && HostList.pro
 
 /** One certificate set for the TLS server. */
 export const certificateSet = z.object({
-  cert: z.string().min(1),
-  key: z.string().min(1),
+  cert: z.string({ error: "expected the path of a PEM certificate file" }).min(1),
+  key: z.string({ error: "expected the path of a PEM private key file" }).min(1),
   serverNames: z.array(z.string()).optional(),
   ocsp: z.object({
     file: z.string().optional(),
@@ -192,11 +192,13 @@ export const configSchema = z.object({
     hostsTryPrdr: hostList.default("*"),
   }).strict().prefault({}),
   dns: z.object({
-    nameservers: z.array(z.object({
-      address: ipAddress,
-      port: port.default(53),
-      trusted: z.boolean().default(false),
-    }).strict()).optional(),
+    nameservers: z.array(
+      z.object({
+        address: ipAddress,
+        port: port.default(53),
+        trusted: z.boolean().default(false),
+      }).strict(),
+    ).optional(),
     timeout: duration.default(2000),
   }).strict().prefault({}),
   log: z.object({
