@@ -48,13 +48,7 @@ for (const [what, literal, expected] of cases) {
         stderr: "null",
       }).output();
       assert.equal(gen.code, 0);
-      const path = await writeConfig(
-        dir,
-        literal.replace("CERT", cert).replace("KEY", key).replace(
-          `spool: { dir: "/proc`,
-          `spool: { dir: "/proc`,
-        ),
-      );
+      const path = await writeConfig(dir, literal.replace("CERT", cert).replace("KEY", key));
       const r = await runFerryCli(["--config", path]);
       assert.equal(r.code, 78, r.stderr);
       assert.match(r.stderr, expected);
