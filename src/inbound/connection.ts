@@ -286,7 +286,14 @@ export class InboundConnection implements SessionHandler {
         }
       }
       if (kept.length === 0) {
-        return { prdr: prdrReplies, final: reply(550, "5.7.1", "No recipients accepted the message") };
+        // Temporary only if every refusal was temporary: the client may then try them all again.
+        const allTemporary = prdrReplies.every((r) => r.code < 500);
+        return {
+          prdr: prdrReplies,
+          final: allTemporary
+            ? reply(451, "4.7.1", "No recipients accepted the message, try again later")
+            : reply(550, "5.7.1", "No recipients accepted the message"),
+        };
       }
     }
 

@@ -31,7 +31,7 @@ export function rfc5322Date(d: Date): string {
 
 /** Strips characters that could break a header line out of client-supplied text. */
 function clean(s: string): string {
-  return s.replace(/[\x00-\x1f\x7f()\\]/g, "?");
+  return s.replace(/[\x00-\x1f\x7f()\\;]/g, "?");
 }
 
 /** Builds the field, folded, ending in CRLF. */
