@@ -11,10 +11,9 @@ import { type ByteStream, writeAll } from "../core/stream.ts";
 import type { TlsInfo } from "../core/envelope.ts";
 import { parseCommand, parsePathArg } from "./command.ts";
 import { DataScanner } from "./data_scanner.ts";
-import { parseEnvid, parseNotify, parseOrcpt, parseRet } from "./dsn_params.ts";
+import { parseMailParams, parseRcptParams } from "./transaction_params.ts";
 import { Input, ReadTimeoutError } from "./input.ts";
 import type {
-  MailParams,
   RcptEntry,
   ServerSessionOptions,
   SessionHandler,
@@ -332,51 +331,6 @@ export class ServerSession {
     if (x.pipelining) await this.#requireSync("EHLO");
   }
 
-  #mailParams(params: Map<string, string | undefined>): MailParams {
-    const x = this.#opts.extensions;
-    const out: MailParams = { smtputf8: false, prdr: false };
-    if (params.size > 0 && !this.#esmtp) throw new SmtpError(555, "5.5.4", "Parameters need EHLO");
-    for (const [key, value] of params) {
-      switch (key) {
-        case "SIZE": {
-          if (!value || !/^\d{1,15}$/.test(value)) throw new SmtpError(501, "5.5.4", "Bad SIZE value");
-          out.size = Number(value);
-          if (out.size > this.#opts.limits.messageSize) {
-            throw new SmtpError(552, "5.3.4", "Message size exceeds fixed maximum message size");
-          }
-          break;
-        }
-        case "BODY": {
-          const v = value?.toUpperCase();
-          if (v !== "7BIT" && v !== "8BITMIME") {
-            throw new SmtpError(501, "5.5.4", "BODY must be 7BIT or 8BITMIME");
-          }
-          out.body = v;
-          break;
-        }
-        case "SMTPUTF8":
-          if (!x.smtputf8 || value !== undefined) throw new SmtpError(555, "5.5.4", "SMTPUTF8 not accepted");
-          out.smtputf8 = true;
-          break;
-        case "RET":
-          if (!x.dsn) throw new SmtpError(555, "5.5.4", "RET not recognised");
-          out.ret = parseRet(value);
-          break;
-        case "ENVID":
-          if (!x.dsn) throw new SmtpError(555, "5.5.4", "ENVID not recognised");
-          out.envid = parseEnvid(value);
-          break;
-        case "PRDR":
-          if (!x.prdr || value !== undefined) throw new SmtpError(555, "5.5.4", "PRDR not recognised");
-          out.prdr = true;
-          break;
-        default:
-          throw new SmtpError(555, "5.5.4", `Parameter ${key} not recognised`);
-      }
-    }
-    return out;
-  }
-
   async #mailCmd(arg: string): Promise<void> {
     if (!this.#helo) return await this.#bad(reply(503, "5.5.1", "EHLO or HELO first"), "MAIL before HELO");
     if (this.#tx) return await this.#bad(reply(503, "5.5.1", "Nested MAIL command"), "nested MAIL");
@@ -387,7 +341,11 @@ export class ServerSession {
     try {
       // A UTF-8 reverse path needs the SMTPUTF8 parameter on this very command (RFC 6531 3.4).
       const path = parsePathArg(arg, "MAIL", false);
-      const params = this.#mailParams(path.params);
+      const params = parseMailParams(path.params, {
+        extensions: this.#opts.extensions,
+        esmtp: this.#esmtp,
+        maxSize: this.#opts.limits.messageSize,
+      });
       tx = { sender: path.address, senderMailbox: path.mailbox, params, recipients: [] };
     } catch (err) {
       if (err instanceof SmtpError && err.code >= 500 && err.code !== 552) {
@@ -407,12 +365,11 @@ export class ServerSession {
     let entry: RcptEntry;
     try {
       const path = parsePathArg(arg, "RCPT", tx.params.smtputf8);
-      entry = { address: path.address, mailbox: path.mailbox };
-      for (const [key, value] of path.params) {
-        if (key === "NOTIFY" && this.#opts.extensions.dsn) entry.notify = parseNotify(value);
-        else if (key === "ORCPT" && this.#opts.extensions.dsn) entry.orcpt = parseOrcpt(value);
-        else throw new SmtpError(555, "5.5.4", `Parameter ${key} not recognised`);
-      }
+      entry = {
+        address: path.address,
+        mailbox: path.mailbox,
+        ...parseRcptParams(path.params, this.#opts.extensions),
+      };
     } catch (err) {
       if (err instanceof SmtpError && err.code >= 500) {
         return await this.#bad(err.toReply(), `bad RCPT: ${arg.slice(0, 100)}`);
