@@ -15,7 +15,7 @@ import { SmtpClientError } from "../smtp/client.ts";
 import type { ConnectionPool } from "./connection_pool.ts";
 import type { HostRetry } from "./host_retry.ts";
 import { resolveTargets, type Route, RoutingError, type SelfInfo, type TargetHost } from "./routing.ts";
-import { HostError, openSession, type OpenSession, type TransportPolicy } from "./transport.ts";
+import { HostError, type OpenSession, openSession, type TransportPolicy } from "./transport.ts";
 
 /** How one recipient fared. */
 export interface RecipientOutcome {
@@ -68,30 +68,51 @@ export async function deliverGroup(
   policy: TransportPolicy,
   deps: DeliverDeps,
 ): Promise<RecipientOutcome[]> {
-  const all = (kind: RecipientOutcome["kind"], status: string, text: string, extra: Partial<RecipientOutcome> = {}) =>
-    recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, ...extra }));
+  const all = (
+    kind: RecipientOutcome["kind"],
+    status: string,
+    text: string,
+    extra: Partial<RecipientOutcome> = {},
+  ) => recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, ...extra }));
 
   let targets: TargetHost[];
   try {
     targets = await resolveTargets(route, domain, deps.resolver, deps.self);
   } catch (err) {
     if (err instanceof RoutingError) {
-      return all(err.temporary ? "deferred" : "failed", err.status, err.message, { internal: !err.temporary });
+      return all(err.temporary ? "deferred" : "failed", err.status, err.message, {
+        internal: !err.temporary,
+      });
     }
-    return all("deferred", "4.3.0", `routing failed: ${err instanceof Error ? err.message : err}`, { internal: true });
+    return all("deferred", "4.3.0", `routing failed: ${err instanceof Error ? err.message : err}`, {
+      internal: true,
+    });
   }
 
   let lastError = "all hosts are in retry back-off";
   let lastStatus = "4.4.1";
   let tried = 0;
-  for (const target of targets) {
+  // A cached connection the server has meanwhile closed (idle timeout: EOF or 421 at MAIL) says nothing
+  // about the host: such a target is tried once more on a fresh connection.
+  const queue = targets.map((target) => ({ target, retry: false }));
+  for (let qi = 0; qi < queue.length; qi++) {
+    const { target, retry } = queue[qi];
     const hostKey = `${target.ip}:${target.port}`;
-    if (deps.hostRetry.inBackoff(hostKey)) continue;
-    tried++;
+    if (!retry && deps.hostRetry.inBackoff(hostKey)) continue;
+    if (!retry) tried++;
     const poolKey = `${route.name}|${hostKey}|${target.name}`;
     let session: OpenSession;
+    let fresh = false;
+    const staleAgain = () => {
+      if (fresh || retry) return false;
+      queue.splice(qi + 1, 0, { target, retry: true });
+      return true;
+    };
     try {
-      session = await deps.pool.acquire(poolKey, () => openSession(target, policy, deps.events, envelope.id));
+      session = await deps.pool.acquire(poolKey, () => {
+        fresh = true;
+        return openSession(target, policy, deps.events, envelope.id);
+      });
     } catch (err) {
       const he = err instanceof HostError ? err : new HostError(String(err), "EIO");
       deps.hostRetry.failed(hostKey);
@@ -119,6 +140,7 @@ export async function deliverGroup(
       }, data);
       const reusable = !session.client.closed;
       deps.pool.release(poolKey, session, reusable);
+      if (result.mail.code === 421 && staleAgain()) continue;
       deps.hostRetry.succeeded(hostKey);
       if (result.mail.code >= 400 && result.mail.code < 500) {
         // A temporary MAIL refusal is this host's problem: try the next one.
@@ -148,6 +170,11 @@ export async function deliverGroup(
       if (err instanceof SmtpClientError && err.kind === "local") {
         // Ferry refused before sending (too big, extension missing): permanent for this message.
         return all("failed", statusOf(err.reply, "5.3.0"), err.text, { internal: false, ...facts });
+      }
+      if (
+        err instanceof SmtpClientError && err.stage === "mail" && err.kind === "connection" && staleAgain()
+      ) {
+        continue;
       }
       const he = new HostError(err instanceof Error ? err.message : String(err), "EIO", { cause: err });
       deps.hostRetry.failed(hostKey);

@@ -1,0 +1,206 @@
+import assert from "node:assert/strict";
+import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
+import type { FerryConfig } from "../../mod.ts";
+import { freePort, startSink } from "../helpers/sink.ts";
+import {
+  type DirFerry,
+  type Downstream,
+  linesOf,
+  parseReport,
+  startDownstream,
+  startFerryIn,
+  submit,
+  waitFor,
+} from "../helpers/downstream.ts";
+
+// dead.test goes to a loopback port nobody listens on; reports to the sender (client.test) go to a
+// scripted downstream that records them; ok.test goes to Postfix's smtp-sink or a scripted server.
+
+interface Rig {
+  up: DirFerry;
+  reports: Downstream;
+  stop(): Promise<void>;
+}
+
+async function rig(okPort: number, extra: FerryConfig = {}): Promise<Rig> {
+  const reports = startDownstream();
+  const dead = await freePort();
+  const up = await startFerryIn({
+    routes: [
+      { name: "reports", domains: "client.test", hosts: [`127.0.0.1:${reports.port}`] },
+      { name: "dead", domains: "dead.test", hosts: [`127.0.0.1:${dead}`] },
+      { name: "ok", domains: "ok.test", hosts: [`127.0.0.1:${okPort}`] },
+    ],
+    retry: [{ domains: "*", rules: [{ every: "200ms", until: "1s" }] }],
+    ...extra,
+    delivery: { enable: true, hostRetryBase: "50ms", queueInterval: "100ms", ...extra.delivery },
+  }, { resolver: new MemoryResolver() });
+  return {
+    up,
+    reports,
+    async stop() {
+      await up.dispose();
+      await reports.stop();
+    },
+  };
+}
+
+Deno.test("a dead destination is retried per the rules, then fails with a full RFC 3464 report to the sender", async () => {
+  const r = await rig(1);
+  try {
+    const id = await submit(r.up.port, ["user@dead.test"], {
+      mailParams: " RET=FULL ENVID=env+2D42",
+      rcptParams: { "user@dead.test": " ORCPT=rfc822;Orig+2Buser@dead.test" },
+    });
+    await waitFor(() => r.reports.messages.length > 0, 6000, "a failure report");
+    const defers = linesOf(r.up.memlog, "==");
+    assert.ok(defers.length >= 2, `expected several deferrals, got ${defers.length}`);
+    assert.match(defers[0], /^== user@dead\.test R=dead T=smtp defer: .*(refused|Connection)/i);
+    const fails = linesOf(r.up.memlog, "**");
+    assert.equal(fails.length, 1);
+    assert.match(fails[0], /^\*\* user@dead\.test R=dead T=smtp.*retry timeout exceeded/);
+    assert.ok(r.up.memlog.has(/host_error|errno ECONNREFUSED/));
+    await waitFor(async () => (await r.up.spool.get(id)) === undefined, 3000, "message removed");
+
+    const [report] = r.reports.messages;
+    assert.equal(report.from, "");
+    assert.deepEqual(report.rcpts, ["sender@client.test"]);
+    const p = await parseReport(report.data);
+    assert.equal(p.contentType, "multipart/report");
+    assert.equal(p.reportType, "delivery-status");
+    assert.deepEqual(p.parts, ["text/plain", "message/delivery-status", "message/rfc822"]);
+    assert.equal(p.perMessage["reporting-mta"], "dns; ferry.test");
+    assert.equal(p.perMessage["original-envelope-id"], "env-42");
+    assert.equal(p.recipients.length, 1);
+    const rcpt = p.recipients[0];
+    assert.equal(rcpt["final-recipient"], "rfc822; user@dead.test");
+    assert.equal(rcpt["original-recipient"], "rfc822; Orig+user@dead.test");
+    assert.equal(rcpt["action"], "failed");
+    assert.match(rcpt["status"], /^(5\.\d{1,3}\.\d{1,3}|4\.4\.7)$/);
+    assert.equal(p.returned.type, "message/rfc822");
+    assert.match(p.returned.text, /Subject: test/);
+    assert.match(p.returned.text, /test body/);
+    assert.match(p.to ?? "", /sender@client\.test/);
+  } finally {
+    await r.stop();
+  }
+});
+
+Deno.test("RET=HDRS returns only the original header (text/rfc822-headers)", async () => {
+  const r = await rig(1);
+  try {
+    await submit(r.up.port, ["user@dead.test"], { mailParams: " RET=HDRS" });
+    await waitFor(() => r.reports.messages.length > 0, 6000, "a failure report");
+    const p = await parseReport(r.reports.messages[0].data);
+    assert.equal(p.returned.type, "text/rfc822-headers");
+    assert.match(p.returned.text, /Subject: test/);
+    assert.doesNotMatch(p.returned.text, /test body/);
+    assert.equal(p.recipients[0]["action"], "failed");
+    assert.equal(p.recipients[0]["original-recipient"], undefined);
+  } finally {
+    await r.stop();
+  }
+});
+
+Deno.test("NOTIFY=SUCCESS to a host without DSN (smtp-sink -N) brings a 'relayed' success report", async () => {
+  const sinkPort = await freePort();
+  // smtp-sink announces DSN unless told not to (-N).
+  const sink = await startSink(sinkPort, ["-N"]);
+  const r = await rig(sinkPort);
+  try {
+    await submit(r.up.port, ["a@ok.test", "b@ok.test"], {
+      rcptParams: { "a@ok.test": " NOTIFY=SUCCESS" },
+    });
+    await waitFor(() => r.reports.messages.length > 0, 6000, "a success report");
+    assert.equal(linesOf(r.up.memlog, "=>").filter((l) => l.includes("@ok.test")).length, 2);
+    const p = await parseReport(r.reports.messages[0].data);
+    assert.equal(p.reportType, "delivery-status");
+    assert.equal(p.recipients.length, 1, "only the recipient that asked for SUCCESS");
+    assert.equal(p.recipients[0]["final-recipient"], "rfc822; a@ok.test");
+    assert.equal(p.recipients[0]["action"], "relayed");
+    assert.match(p.recipients[0]["status"], /^2\./);
+    assert.equal(p.returned.type, "text/rfc822-headers");
+    // Nothing more comes: b@ok.test did not ask for a success notice.
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(r.reports.messages.length, 1);
+    assert.equal((await sink.messages()).length, 1);
+  } finally {
+    await r.stop();
+    await sink.stop();
+  }
+});
+
+Deno.test("NOTIFY=SUCCESS to a DSN-aware host passes the request on and sends no report", async () => {
+  const aware = startDownstream({ dsn: true });
+  const r = await rig(aware.port);
+  try {
+    await submit(r.up.port, ["a@ok.test"], {
+      rcptParams: { "a@ok.test": " NOTIFY=SUCCESS ORCPT=rfc822;a@ok.test" },
+    });
+    await waitFor(() => r.up.memlog.has("Completed"), 6000, "delivery");
+    assert.match(aware.messages[0].rcptLines[0], /NOTIFY=SUCCESS/);
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(r.reports.messages.length, 0);
+    assert.ok(!r.up.memlog.has(/^<= <>/));
+  } finally {
+    await r.stop();
+    await aware.stop();
+  }
+});
+
+Deno.test("NOTIFY=NEVER: a failed recipient brings no report", async () => {
+  const r = await rig(1);
+  try {
+    await submit(r.up.port, ["user@dead.test"], { rcptParams: { "user@dead.test": " NOTIFY=NEVER" } });
+    await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 6000, "the failure");
+    await waitFor(() => r.up.memlog.has("Completed"), 3000, "Completed");
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(r.reports.messages.length, 0);
+    assert.ok(!r.up.memlog.has(/^<= <>/));
+    assert.equal(await r.up.spool.count(), 0);
+  } finally {
+    await r.stop();
+  }
+});
+
+Deno.test("a message from the null sender that fails brings no report", async () => {
+  const r = await rig(1);
+  try {
+    await submit(r.up.port, ["user@dead.test"], { from: "" });
+    await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 6000, "the failure");
+    await waitFor(() => r.up.memlog.has("Completed"), 3000, "Completed");
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(r.reports.messages.length, 0);
+    assert.ok(!r.up.memlog.has(/^<= <>.*report/));
+    assert.equal(await r.up.spool.count(), 0);
+  } finally {
+    await r.stop();
+  }
+});
+
+Deno.test("delayWarning sends 'delayed' reports with Will-Retry-Until while retrying, then the failure", async () => {
+  const r = await rig(1, { delivery: { delayWarning: "300ms" } });
+  try {
+    await submit(r.up.port, ["user@dead.test"]);
+    await waitFor(
+      () => r.reports.messages.some((m) => m.data.includes("Action: failed")),
+      6000,
+      "the failure report",
+    );
+    const parsed = await Promise.all(r.reports.messages.map((m) => parseReport(m.data)));
+    const delays = parsed.filter((p) => p.recipients[0]?.["action"] === "delayed");
+    assert.ok(delays.length >= 1, "at least one delay report");
+    const d = delays[0];
+    assert.equal(d.reportType, "delivery-status");
+    assert.match(d.recipients[0]["status"], /^4\./);
+    assert.ok(d.recipients[0]["will-retry-until"], "Will-Retry-Until is given");
+    const until = Date.parse(d.recipients[0]["will-retry-until"]);
+    assert.ok(Number.isFinite(until));
+    assert.match(d.subject ?? "", /Delayed/i);
+    assert.equal(parsed.filter((p) => p.recipients[0]?.["action"] === "failed").length, 1);
+    // Delay reports are spaced by the warning interval, not one per attempt.
+    assert.ok(delays.length <= 4, `too many delay reports: ${delays.length}`);
+  } finally {
+    await r.stop();
+  }
+});

@@ -1,0 +1,280 @@
+import assert from "node:assert/strict";
+import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
+import type { EventHandlers, FerryConfig, FerryEvents } from "../../mod.ts";
+import { freePort } from "../helpers/sink.ts";
+import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
+import { createPki, type Issued, type TestPki } from "../helpers/pki.ts";
+import {
+  type DirFerry,
+  linesOf,
+  startDownstream,
+  startFerryIn,
+  submit,
+  waitFor,
+} from "../helpers/downstream.ts";
+
+// Downstream: a Ferry with STARTTLS (certificate for mx.example.test) reached by MX from an in-memory
+// resolver, so tls:cert fires; scripted servers and a dead port for failures.
+
+type Recorded = { [K in keyof FerryEvents]?: FerryEvents[K][] };
+
+function recorder(overrides: EventHandlers = {}): { events: EventHandlers; seen: Recorded } {
+  const seen: Recorded = {};
+  const names: (keyof FerryEvents)[] = [
+    "msg:delivery",
+    "msg:complete",
+    "msg:host:defer",
+    "msg:fail:delivery",
+    "msg:fail:internal",
+    "tcp:connect",
+    "tcp:close",
+    "smtp:connect",
+    "tls:cert",
+  ];
+  const events: Record<string, (p: unknown) => unknown> = {};
+  for (const name of names) {
+    const own = (overrides as Record<string, ((p: unknown) => unknown) | undefined>)[name];
+    events[name] = (p: unknown) => {
+      ((seen as Record<string, unknown[]>)[name] ??= []).push(p);
+      return own?.(p);
+    };
+  }
+  return { events: events as EventHandlers, seen };
+}
+
+interface TlsRig {
+  pki: TestPki;
+  leaf: Issued;
+  down: TestFerry;
+}
+
+async function withTlsDownstream(fn: (rig: TlsRig) => Promise<void>): Promise<void> {
+  const pki = await createPki();
+  let down: TestFerry | undefined;
+  try {
+    const leaf = await pki.issue({ cn: "mx.example.test", dns: ["mx.example.test"] });
+    down = await startTestFerry({ tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] } });
+    await fn({ pki, leaf, down });
+  } finally {
+    await down?.stop();
+    if (down) await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+    await pki.cleanup();
+  }
+}
+
+function resolver(): MemoryResolver {
+  return new MemoryResolver({
+    records: {
+      "example.test": { MX: [{ preference: 10, exchange: "mx.example.test" }] },
+      "mx.example.test": { A: ["127.0.0.1"] },
+    },
+  });
+}
+
+async function upstream(port: number, events: EventHandlers, extra: FerryConfig = {}): Promise<DirFerry> {
+  return await startFerryIn({
+    routes: [{ name: "out", domains: "*", mx: true, port }],
+    retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+    events,
+    ...extra,
+    delivery: { enable: true, idleTimeout: "50ms", ...extra.delivery },
+  }, { resolver: resolver() });
+}
+
+Deno.test("delivery events carry the facts: tcp:connect, smtp:connect, tls:cert, msg:delivery, msg:complete, tcp:close", async () => {
+  await withTlsDownstream(async ({ leaf, down }) => {
+    const { events, seen } = recorder();
+    const up = await upstream(down.port, events);
+    try {
+      const id = await submit(up.port, ["user@example.test"]);
+      await waitFor(
+        () => (seen["tcp:close"]?.length ?? 0) > 0 && (seen["msg:complete"]?.length ?? 0) > 0,
+        8000,
+        "events",
+      );
+      const host = { host: "mx.example.test", address: "127.0.0.1", port: down.port };
+
+      assert.equal(seen["tcp:connect"]?.length, 1);
+      assert.deepEqual(seen["tcp:connect"]![0], { ...host, id });
+      assert.equal(seen["smtp:connect"]?.length, 1);
+      assert.match(seen["smtp:connect"]![0].banner, /^ferry\.test ESMTP Ferry/);
+      assert.deepEqual({ ...seen["smtp:connect"]![0], banner: "" }, { ...host, banner: "", id });
+
+      const certs = seen["tls:cert"] ?? [];
+      assert.ok(certs.length >= 1);
+      assert.deepEqual(certs.map((c) => c.depth), certs.map((_, i) => i));
+      assert.deepEqual(certs[0].certificate, leaf.der);
+      assert.equal(certs[0].host, "mx.example.test");
+
+      assert.equal(seen["msg:delivery"]?.length, 1);
+      const d = seen["msg:delivery"]![0];
+      assert.equal(d.id, id);
+      assert.equal(d.sender, "sender@client.test");
+      assert.equal(d.recipient, "user@example.test");
+      assert.equal(d.router, "out");
+      assert.equal(d.transport, "smtp");
+      assert.deepEqual(d.host, host);
+      assert.match(d.confirmation, /^250 /);
+      assert.equal(d.tls?.version, "TLS1.3");
+      assert.equal(d.tls?.cv, "no");
+      assert.deepEqual(d.tls?.peerCertificate, leaf.der);
+      assert.equal(d.sendingIp, "127.0.0.1");
+      assert.ok((d.sendingPort ?? 0) > 0);
+
+      assert.deepEqual(seen["msg:complete"], [{ id, sender: "sender@client.test" }]);
+      assert.deepEqual(seen["tcp:close"]![0], { ...host, id });
+      assert.equal(seen["msg:host:defer"], undefined);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+Deno.test("msg:host:defer names ECONNREFUSED for a dead host; msg:fail:delivery comes for a 550", async () => {
+  const dead = await freePort();
+  const rejecting = startDownstream({ rcpt: () => "550 5.1.1 No such user" });
+  const { events, seen } = recorder();
+  const up = await startFerryIn({
+    routes: [
+      { name: "deadroute", domains: "dead.test", hosts: [`127.0.0.1:${dead}`] },
+      { name: "rejroute", domains: "rej.test", hosts: [`127.0.0.1:${rejecting.port}`] },
+    ],
+    retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+    events,
+    delivery: { enable: true },
+  }, { resolver: new MemoryResolver() });
+  try {
+    const id = await submit(up.port, ["a@dead.test", "b@rej.test"], {
+      rcptParams: { "a@dead.test": " NOTIFY=NEVER", "b@rej.test": " NOTIFY=NEVER" },
+    });
+    await waitFor(
+      () => linesOf(up.memlog, "==").length > 0 && linesOf(up.memlog, "**").length > 0,
+      8000,
+      "outcomes",
+    );
+    await waitFor(() => (seen["msg:fail:delivery"]?.length ?? 0) > 0, 2000, "msg:fail:delivery");
+    const defer = seen["msg:host:defer"] ?? [];
+    assert.equal(defer.length, 1);
+    assert.equal(defer[0].errno, "ECONNREFUSED");
+    assert.equal(defer[0].id, id);
+    assert.equal(defer[0].router, "deadroute");
+    assert.deepEqual(defer[0].host, { host: "127.0.0.1", address: "127.0.0.1", port: dead });
+    assert.ok(defer[0].error.length > 0);
+    const fail = seen["msg:fail:delivery"]!;
+    assert.equal(fail.length, 1);
+    assert.equal(fail[0].recipient, "b@rej.test");
+    assert.equal(fail[0].router, "rejroute");
+    assert.match(fail[0].error, /No such user/);
+    assert.equal(seen["msg:delivery"], undefined);
+    assert.equal(seen["msg:complete"], undefined, "a@dead.test is still pending");
+  } finally {
+    await up.dispose();
+    await rejecting.stop();
+  }
+});
+
+Deno.test("tcp:connect returning a string vetoes the connection: nothing is connected and the recipient defers", async () => {
+  const target = startDownstream();
+  const { events, seen } = recorder({ "tcp:connect": () => "no" });
+  const up = await startFerryIn({
+    routes: [{ domains: "*", hosts: [`127.0.0.1:${target.port}`] }],
+    retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+    events,
+    delivery: { enable: true },
+  }, { resolver: new MemoryResolver() });
+  try {
+    const id = await submit(up.port, ["x@example.test"]);
+    await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, "deferral");
+    assert.match(linesOf(up.memlog, "==")[0], /vetoed by tcp:connect: no/);
+    assert.equal(target.connections, 0);
+    assert.equal(seen["msg:host:defer"]?.[0].errno, "VETO");
+    assert.equal((await up.spool.get(id))?.recipients[0].status, "pending");
+  } finally {
+    await up.dispose();
+    await target.stop();
+  }
+});
+
+Deno.test("smtp:connect returning a string closes the connection after the banner and defers", async () => {
+  const target = startDownstream();
+  const { events } = recorder({
+    "smtp:connect": (p: { banner: string }) => p.banner.includes("scripted") ? "not this one" : undefined,
+  });
+  const up = await startFerryIn({
+    routes: [{ domains: "*", hosts: [`127.0.0.1:${target.port}`] }],
+    retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+    events,
+    delivery: { enable: true },
+  }, { resolver: new MemoryResolver() });
+  try {
+    await submit(up.port, ["x@example.test"]);
+    await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, "deferral");
+    assert.match(linesOf(up.memlog, "==")[0], /smtp:connect: not this one/);
+    assert.equal(target.connections, 1);
+    assert.equal(target.messages.length, 0);
+  } finally {
+    await up.dispose();
+    await target.stop();
+  }
+});
+
+Deno.test("tls:cert returning a string makes CV=no even with a trusted CA, and defers under tlsVerifyHosts", async () => {
+  await withTlsDownstream(async ({ pki, down }) => {
+    const veto = { "tls:cert": (p: { depth: number }) => p.depth === 0 ? "leaf not pinned" : undefined };
+    const a = recorder(veto);
+    const up = await upstream(down.port, a.events, { delivery: { tlsVerifyCertificates: pki.certFile } });
+    try {
+      await submit(up.port, ["user@example.test"]);
+      await waitFor(() => linesOf(up.memlog, "=>").length > 0, 8000, "delivery");
+      assert.match(linesOf(up.memlog, "=>")[0], / X=TLS1\.3:\S+ CV=no /);
+    } finally {
+      await up.dispose();
+    }
+    const b = recorder(veto);
+    const strict = await upstream(down.port, b.events, {
+      delivery: { tlsVerifyCertificates: pki.certFile, tlsVerifyHosts: "*" },
+    });
+    try {
+      await submit(strict.port, ["user@example.test"]);
+      await waitFor(() => linesOf(strict.memlog, "==").length > 0, 8000, "deferral");
+      assert.match(linesOf(strict.memlog, "==")[0], /refused by tls:cert at depth 0: leaf not pinned/);
+      assert.equal(b.seen["msg:host:defer"]?.[0].errno, "TLS");
+      assert.equal(await down.spool.count(), 1, "only the first upstream's message arrived");
+    } finally {
+      await strict.dispose();
+    }
+  });
+});
+
+Deno.test("handlers that throw never lose or duplicate mail: exactly one copy arrives", async () => {
+  await withTlsDownstream(async ({ pki, down }) => {
+    const boom = () => {
+      throw new Error("handler bug");
+    };
+    const events: EventHandlers = {
+      "tcp:connect": boom,
+      "smtp:connect": boom,
+      "tls:cert": boom,
+      "msg:delivery": boom,
+      "msg:complete": boom,
+      "tcp:close": boom,
+    };
+    const up = await upstream(down.port, events, {
+      delivery: { tlsVerifyCertificates: pki.certFile, tlsVerifyHosts: "*" },
+    });
+    try {
+      const id = await submit(up.port, ["user@example.test"]);
+      await waitFor(() => up.memlog.has("Completed"), 8000, "completion");
+      assert.match(linesOf(up.memlog, "=>")[0], / CV=yes /);
+      assert.ok(up.memlog.has(/event tls:cert: handler .* failed: handler bug/));
+      assert.ok(up.memlog.has(/event msg:delivery: handler .* failed: handler bug/));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await down.spool.count(), 1);
+      assert.equal(await up.spool.get(id), undefined);
+      assert.equal(linesOf(up.memlog, "=>").length, 1);
+      assert.equal(linesOf(up.memlog, "==").length, 0);
+    } finally {
+      await up.dispose();
+    }
+  });
+});

@@ -1,0 +1,175 @@
+import assert from "node:assert/strict";
+import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
+import type { FerryConfig } from "../../mod.ts";
+import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
+import { createPki, type TestPki } from "../helpers/pki.ts";
+import { type DirFerry, linesOf, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
+
+// Downstream: a second Ferry with STARTTLS and a certificate for mx.example.test from the test CA.
+// Upstream: a Ferry routing example.test to it, by MX from an in-memory resolver or by a host route.
+
+async function withPki(fn: (pki: TestPki, down: TestFerry) => Promise<void>): Promise<void> {
+  const pki = await createPki();
+  let down: TestFerry | undefined;
+  try {
+    const leaf = await pki.issue({ cn: "mx.example.test", dns: ["mx.example.test"] });
+    down = await startTestFerry({ tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] } });
+    await fn(pki, down);
+  } finally {
+    await down?.stop();
+    if (down) await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+    await pki.cleanup();
+  }
+}
+
+function resolver(): MemoryResolver {
+  return new MemoryResolver({
+    records: {
+      "example.test": { MX: [{ preference: 10, exchange: "mx.example.test" }] },
+      "mx.example.test": { A: ["127.0.0.1"] },
+      "alias.test": { A: ["127.0.0.1"] },
+    },
+  });
+}
+
+async function upstream(port: number, extra: FerryConfig = {}): Promise<DirFerry> {
+  return await startFerryIn({
+    routes: [{ domains: "*", mx: true, port }],
+    retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+    ...extra,
+    delivery: { enable: true, ...extra.delivery },
+  }, { resolver: resolver() });
+}
+
+async function deliveredLine(up: DirFerry): Promise<string> {
+  await waitFor(
+    () => linesOf(up.memlog, "=>").length > 0 || linesOf(up.memlog, "==").length > 0,
+    8000,
+    "an outcome",
+  );
+  const [line] = linesOf(up.memlog, "=>");
+  assert.ok(line, `not delivered: ${linesOf(up.memlog, "==").join("\n")}`);
+  return line;
+}
+
+Deno.test("STARTTLS to a downstream Ferry: TLS 1.3, CV=no without a trusted CA, received there as esmtps", async () => {
+  await withPki(async (_pki, down) => {
+    const up = await upstream(down.port);
+    try {
+      const id = await submit(up.port, ["user@example.test"]);
+      const line = await deliveredLine(up);
+      assert.match(
+        line,
+        /^=> user@example\.test R=mx0 T=smtp H=mx\.example\.test \[127\.0\.0\.1\]:\d+ X=TLS1\.3:/,
+      );
+      assert.match(line, / CV=no /);
+      await waitFor(() => up.memlog.has("Completed"), 5000, "Completed");
+      assert.equal(await up.spool.get(id), undefined);
+      const queued = await down.spool.list();
+      assert.equal(queued.length, 1);
+      assert.equal(queued[0].envelope.protocol, "esmtps");
+      assert.equal(queued[0].envelope.sender, "sender@client.test");
+      assert.deepEqual(queued[0].envelope.recipients.map((r) => r.address), ["user@example.test"]);
+      assert.ok(down.memlog.has(/^<= sender@client\.test .* P=esmtps X=TLS1\.3:/));
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+Deno.test("CV=yes when the CA is trusted (delivery.tlsVerifyCertificates) and the MX name matches", async () => {
+  await withPki(async (pki, down) => {
+    const up = await upstream(down.port, { delivery: { tlsVerifyCertificates: pki.certFile } });
+    try {
+      await submit(up.port, ["user@example.test"]);
+      assert.match(await deliveredLine(up), / X=TLS1\.3:\S+ CV=yes /);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+Deno.test("CV=no when the CA is trusted but the host name does not match the certificate", async () => {
+  await withPki(async (pki, down) => {
+    const up = await startFerryIn({
+      routes: [{ domains: "example.test", hosts: [`alias.test:${down.port}`] }],
+      delivery: { enable: true, tlsVerifyCertificates: pki.certFile },
+    }, { resolver: resolver() });
+    try {
+      await submit(up.port, ["user@example.test"]);
+      assert.match(await deliveredLine(up), / H=alias\.test \[127\.0\.0\.1\]:\d+ X=TLS1\.3:\S+ CV=no /);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+Deno.test("tlsVerifyHosts with a CA that did not sign the server's certificate defers and sends nothing", async () => {
+  await withPki(async (pki, down) => {
+    const other = await pki.newRoot("Unrelated CA");
+    const up = await upstream(down.port, {
+      delivery: { tlsVerifyCertificates: other.certFile, tlsVerifyHosts: "*" },
+    });
+    try {
+      const id = await submit(up.port, ["user@example.test"]);
+      await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, "a deferral");
+      assert.match(linesOf(up.memlog, "==")[0], /certificate verification failed/);
+      assert.equal(linesOf(up.memlog, "=>").length, 0);
+      assert.ok(up.memlog.has(/H=mx\.example\.test \[127\.0\.0\.1\]:\d+ .*\(errno TLS\)/));
+      const env = await up.spool.get(id);
+      assert.equal(env?.recipients[0].status, "pending");
+      assert.equal(await down.spool.count(), 0);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+Deno.test("tlsVerifyHosts with the right CA and name delivers (CV=yes)", async () => {
+  await withPki(async (pki, down) => {
+    const up = await upstream(down.port, {
+      delivery: { tlsVerifyCertificates: pki.certFile, tlsVerifyHosts: "*" },
+    });
+    try {
+      await submit(up.port, ["user@example.test"]);
+      assert.match(await deliveredLine(up), / CV=yes /);
+      assert.equal(await down.spool.count(), 1);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+Deno.test("hostsRequireTls against a downstream without STARTTLS defers with a TLS host error", async () => {
+  const down = await startTestFerry({});
+  const up = await upstream(down.port, { delivery: { hostsRequireTls: ["127.0.0.1"] } });
+  try {
+    const id = await submit(up.port, ["user@example.test"]);
+    await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, "a deferral");
+    assert.match(linesOf(up.memlog, "==")[0], /^== user@example\.test R=mx0 T=smtp defer: .*TLS required/);
+    assert.ok(up.memlog.has(/H=mx\.example\.test \[127\.0\.0\.1\]:\d+ TLS required .*\(errno TLS\)/));
+    assert.equal((await up.spool.get(id))?.recipients[0].status, "pending");
+    assert.equal(await down.spool.count(), 0);
+  } finally {
+    await up.dispose();
+    await down.stop();
+    await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("a route's hostsRequireTls overrides the delivery default", async () => {
+  const down = await startTestFerry({});
+  const up = await startFerryIn({
+    routes: [{ domains: "*", mx: true, port: down.port, hostsRequireTls: "*" }],
+    delivery: { enable: true },
+  }, { resolver: resolver() });
+  try {
+    await submit(up.port, ["user@example.test"]);
+    await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, "a deferral");
+    assert.match(linesOf(up.memlog, "==")[0], /TLS required/);
+  } finally {
+    await up.dispose();
+    await down.stop();
+    await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+  }
+});
