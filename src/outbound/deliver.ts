@@ -109,9 +109,15 @@ export async function deliverGroup(
       return true;
     };
     try {
-      session = await deps.pool.acquire(poolKey, () => {
+      session = await deps.pool.acquire(poolKey, async () => {
         fresh = true;
-        return openSession(target, policy, deps.events, envelope.id);
+        try {
+          return await openSession(target, policy, deps.events, envelope.id);
+        } catch (err) {
+          if (!(err instanceof HostError && err.tryClear)) throw err;
+          deps.onHostError(target, err);
+          return await openSession(target, policy, deps.events, envelope.id, { noTls: true });
+        }
       });
     } catch (err) {
       const he = err instanceof HostError ? err : new HostError(String(err), "EIO");

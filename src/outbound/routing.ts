@@ -58,7 +58,11 @@ export class RoutingError extends Error {
 
 /** Compiles the configured routes. */
 export function compileRoutes(specs: readonly RouteSpec[]): Route[] {
-  return specs.map((spec, i) => ({ name: spec.name ?? (spec.mx ? `mx${i}` : `route${i}`), spec, domains: new HostList(spec.domains) }));
+  return specs.map((spec, i) => ({
+    name: spec.name ?? (spec.mx ? `mx${i}` : `route${i}`),
+    spec,
+    domains: new HostList(spec.domains),
+  }));
 }
 
 /** The first route whose domain list matches, or undefined. */
@@ -94,13 +98,20 @@ function shuffleEqual<T extends { preference: number }>(list: T[]): T[] {
 
 function dnsTrouble(err: unknown, what: string): never {
   if (err instanceof DnsError) {
-    throw new RoutingError(`DNS lookup of ${what} failed: ${err.message}`, err.temporary ? "4.4.3" : "5.1.2", err.temporary);
+    throw new RoutingError(
+      `DNS lookup of ${what} failed: ${err.message}`,
+      err.temporary ? "4.4.3" : "5.1.2",
+      err.temporary,
+    );
   }
   throw err;
 }
 
 /** Looks up the addresses of a host name (A, then AAAA); an IP literal is its own address. */
-export async function addressesOf(resolver: Resolver, name: string): Promise<{ ips: string[]; nxdomain: boolean }> {
+export async function addressesOf(
+  resolver: Resolver,
+  name: string,
+): Promise<{ ips: string[]; nxdomain: boolean }> {
   if (isIp(name)) return { ips: [name], nxdomain: false };
   const [a, aaaa] = await Promise.all([
     resolver.a(name).catch((e) => dnsTrouble(e, `${name} (A)`)),
@@ -134,7 +145,9 @@ export async function resolveTargets(
       const { ips } = await addressesOf(resolver, name);
       for (const ip of ips) out.push({ name, ip, port, preference: i });
     }
-    if (out.length === 0) throw new RoutingError(`No address for the hosts of route ${route.name}`, "4.4.3", true);
+    if (out.length === 0) {
+      throw new RoutingError(`No address for the hosts of route ${route.name}`, "4.4.3", true);
+    }
   } else if (d.startsWith("[")) {
     const ip = d.slice(1, -1).replace(/^ipv6:/i, "");
     if (!isIp(ip)) throw new RoutingError(`Bad address literal ${domain}`, "5.1.2", false);
@@ -149,14 +162,18 @@ export async function resolveTargets(
       const { ips, nxdomain } = await addressesOf(resolver, d);
       if (ips.length === 0) {
         throw new RoutingError(
-          nxdomain || mx.rcode === "NXDOMAIN" ? `Domain ${d} does not exist` : `Domain ${d} has no MX and no address`,
+          nxdomain || mx.rcode === "NXDOMAIN"
+            ? `Domain ${d} does not exist`
+            : `Domain ${d} has no MX and no address`,
           "5.1.2",
           false,
         );
       }
       out = ips.map((ip) => ({ name: d, ip, port: spec.port, preference: 0 }));
     } else {
-      let hosts = shuffleEqual(records.map((r) => ({ name: normalizeName(r.exchange), preference: r.preference })));
+      let hosts = shuffleEqual(
+        records.map((r) => ({ name: normalizeName(r.exchange), preference: r.preference })),
+      );
       // RFC 5321 5.1: when we are in the list, only hosts more preferred than us may be used.
       const ours = hosts.filter((h) => self.names.includes(h.name));
       if (ours.length) {
@@ -184,7 +201,9 @@ export async function resolveTargets(
   const looped = out.filter((t) => self.endpoints.includes(`${t.ip}:${t.port}`));
   if (looped.length) {
     out = out.filter((t) => !looped.includes(t));
-    if (out.length === 0) throw new RoutingError(`Route for ${d} leads back to this host (mail loop)`, "5.4.6", false);
+    if (out.length === 0) {
+      throw new RoutingError(`Route for ${d} leads back to this host (mail loop)`, "5.4.6", false);
+    }
   }
   return out;
 }

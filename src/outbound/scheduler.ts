@@ -121,7 +121,10 @@ export class Scheduler {
       if (at > now || this.#active.has(id)) continue;
       this.#active.add(id);
       const p = this.#run(id).catch((err) => {
-        this.#deps.log.write(`delivery of ${id} failed internally: ${err instanceof Error ? err.message : err}`, { id });
+        this.#deps.log.write(
+          `delivery of ${id} failed internally: ${err instanceof Error ? err.message : err}`,
+          { id },
+        );
         this.#due.set(id, Date.now() + 60_000);
       }).finally(() => {
         this.#active.delete(id);
@@ -161,11 +164,13 @@ export class Scheduler {
       g.recipients.push(r);
       groups.set(key, g);
     }
-    const reports: { kind: "failure" | "success"; entries: DsnRecipient[] } [] = [
+    const reports: { kind: "failure" | "success"; entries: DsnRecipient[] }[] = [
       { kind: "failure", entries: [] },
       { kind: "success", entries: [] },
     ];
     for (const g of groups.values()) {
+      // Stopping: leave the remaining groups queued rather than start them.
+      if (this.#stopped) break;
       let outcomes: RecipientOutcome[];
       if (!g.route) {
         outcomes = g.recipients.map((recipient) => ({
@@ -287,8 +292,15 @@ export class Scheduler {
       }
     }
     r.status = "failed";
-    log.write(`** ${r.address} R=${router} T=smtp${where}: ${text}`, { id: env.id, event: "**", recipient: r.address });
-    events.emit(o.internal ? "msg:fail:internal" : "msg:fail:delivery", { ...this.#facts(env, router, o), error: text });
+    log.write(`** ${r.address} R=${router} T=smtp${where}: ${text}`, {
+      id: env.id,
+      event: "**",
+      recipient: r.address,
+    });
+    events.emit(o.internal ? "msg:fail:internal" : "msg:fail:delivery", {
+      ...this.#facts(env, router, o),
+      error: text,
+    });
     if (shouldSendDsn(env, r, "failure")) {
       reports[0].entries.push({
         recipient: r,
@@ -317,7 +329,10 @@ export class Scheduler {
       delivery: { reportFor: env.id, kind },
     };
     await spool.store(dsnEnv, report);
-    log.write(`<= <> R=${env.id} U=ferry P=local S=${report.length} for ${env.sender} (${kind} report)`, { id, event: "<=" });
+    log.write(`<= <> R=${env.id} U=ferry P=local S=${report.length} for ${env.sender} (${kind} report)`, {
+      id,
+      event: "<=",
+    });
     this.enqueue(id);
   }
 

@@ -17,11 +17,13 @@ import type { RouteSpec, TargetHost } from "./routing.ts";
 export class HostError extends Error {
   /** Short code for msg:host:defer (ECONNREFUSED, ETIMEDOUT, TLS, SMTP_4XX, VETO, …) */
   readonly errno: string;
-  /** True for a 5xx greeting/EHLO or a veto: still a host problem, but logged as such */
-  constructor(message: string, errno: string, options?: { cause?: unknown }) {
+  /** The TLS handshake failed where TLS was optional: the host may be tried again in clear */
+  readonly tryClear: boolean;
+  constructor(message: string, errno: string, options?: { cause?: unknown; tryClear?: boolean }) {
     super(message, options);
     this.name = "HostError";
     this.errno = errno;
+    this.tryClear = options?.tryClear ?? false;
   }
 }
 
@@ -103,7 +105,10 @@ async function connectTcp(target: TargetHost, timeoutMs: number): Promise<Deno.T
     return await Promise.race([
       attempt,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Deno.errors.TimedOut(`connect timed out after ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(
+          () => reject(new Deno.errors.TimedOut(`connect timed out after ${timeoutMs} ms`)),
+          timeoutMs,
+        );
       }),
     ]);
   } catch (err) {
@@ -120,6 +125,7 @@ export async function openSession(
   policy: TransportPolicy,
   events: EventBus,
   id?: string,
+  opts: { noTls?: boolean } = {},
 ): Promise<OpenSession> {
   const facts: HostFacts = { host: target.name, address: target.ip, port: target.port };
   const subject = { ip: target.ip, name: target.name };
@@ -158,7 +164,7 @@ export async function openSession(
     let caps = await client.ehlo(policy.heloName);
     const requireTls = await policy.hostsRequireTls.match(subject);
     let tls: OutboundTlsFacts | undefined;
-    if (caps.startTls) {
+    if (caps.startTls && !(opts.noTls && !requireTls)) {
       const requireVerify = await policy.tlsVerifyHosts.match(subject);
       const tryVerify = requireVerify || (await policy.tlsTryVerifyHosts.match(subject));
       const checkNames = await policy.tlsVerifyCertHostnames.match(subject);
@@ -179,13 +185,18 @@ export async function openSession(
           return tlsStream;
         });
       } catch (err) {
-        throw new HostError(`TLS session failed: ${err instanceof Error ? err.message : err}`, "TLS", { cause: err });
+        // Like Exim's tls_tempfail_tryclear: a failed handshake may be retried in clear unless TLS is required.
+        throw new HostError(`TLS session failed: ${err instanceof Error ? err.message : err}`, "TLS", {
+          cause: err,
+          tryClear: !requireTls && !requireVerify && !requireOcsp,
+        });
       }
       const t = tlsStream!;
       const v = t.verification;
       const chain = t.peerCertificates;
       let verified = v?.verified === true && v.nameMatched !== false;
-      let why = v?.verifyError ?? (v?.nameMatched === false ? `certificate does not match ${target.name}` : undefined);
+      let why = v?.verifyError ??
+        (v?.nameMatched === false ? `certificate does not match ${target.name}` : undefined);
       for (const [depth, certificate] of chain.entries()) {
         const veto = await events.dispatch("tls:cert", { ...facts, depth, certificate, id });
         if (veto) {
