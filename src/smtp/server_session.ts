@@ -13,12 +13,7 @@ import { parseCommand, parsePathArg } from "./command.ts";
 import { DataScanner } from "./data_scanner.ts";
 import { parseMailParams, parseRcptParams } from "./transaction_params.ts";
 import { Input, ReadTimeoutError } from "./input.ts";
-import type {
-  RcptEntry,
-  ServerSessionOptions,
-  SessionHandler,
-  Transaction,
-} from "./session_types.ts";
+import type { RcptEntry, ServerSessionOptions, SessionHandler, Transaction } from "./session_types.ts";
 
 const encoder = new TextEncoder();
 

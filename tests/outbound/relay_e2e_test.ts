@@ -47,7 +47,10 @@ Deno.test("a message is relayed through MX from a real resolver to Postfix's smt
     assert.equal(await f.spool.get(id), undefined);
     const delivered = f.memlog.lines.filter((l) => l.text.startsWith("=> ")).map((l) => l.text);
     assert.equal(delivered.length, 2);
-    assert.match(delivered[0], /^=> [ab]@example\.test R=mx0 T=smtp H=mx\.example\.test \[127\.0\.0\.1\]:\d+ C="250/);
+    assert.match(
+      delivered[0],
+      /^=> [ab]@example\.test R=mx0 T=smtp H=mx\.example\.test \[127\.0\.0\.1\]:\d+ C="250/,
+    );
     await waitFor(async () => (await sink.messages()).length === 1);
     const [msg] = await sink.messages();
     assert.match(msg, /relay body/);
