@@ -17,6 +17,8 @@ export interface ChildTarget {
   host: string;
   /** Listening port. */
   port: number;
+  /** Ferry's main log file. */
+  logFile: string;
   /** Last lines the child wrote to stdout/stderr. */
   output(): string;
   /** True once the child has exited. */
@@ -33,13 +35,24 @@ export async function ferryAvailable(): Promise<boolean> {
   return (await Deno.stat(`${repoRoot}/mod.ts`).catch(() => undefined))?.isFile === true;
 }
 
+/** Options for {@link startFerryChild}. */
+export interface FerryChildOptions {
+  /** Run the stand-in acceptor instead of Ferry. */
+  standin?: boolean;
+  /** Deadline for the first 220 banner (30 s). */
+  readyTimeoutMs?: number;
+  /** Names this instance's spool and log (`ferry-TAG-spool`, `ferry-TAG.log`); default: none. */
+  tag?: string;
+  /** Extra environment for bench/ferry.config.ts (FERRY_DELIVER_TO, FERRY_TLS_CERT, FERRY_TLS_KEY). */
+  env?: Record<string, string>;
+}
+
 /** Starts Ferry (or the stand-in acceptor) with a fresh spool under `parent`. */
-export async function startFerryChild(
-  parent: string,
-  options: { standin?: boolean; readyTimeoutMs?: number } = {},
-): Promise<ChildTarget> {
+export async function startFerryChild(parent: string, options: FerryChildOptions = {}): Promise<ChildTarget> {
   const port = freePort();
-  const spool = `${parent}/ferry-spool`;
+  const suffix = options.tag ? `-${options.tag}` : "";
+  const spool = `${parent}/ferry${suffix}-spool`;
+  const logFile = `${parent}/ferry${suffix}.log`;
   await Deno.mkdir(spool, { recursive: true });
   const args = options.standin
     ? ["run", "--allow-all", "bench/_standin_acceptor.ts"]
@@ -47,7 +60,7 @@ export async function startFerryChild(
   const child = new Deno.Command(Deno.execPath(), {
     args,
     cwd: repoRoot,
-    env: { FERRY_PORT: String(port), FERRY_SPOOL: spool, FERRY_LOG: `${parent}/ferry.log` },
+    env: { ...options.env, FERRY_PORT: String(port), FERRY_SPOOL: spool, FERRY_LOG: logFile },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -97,6 +110,7 @@ export async function startFerryChild(
     name: options.standin ? "stand-in" : "ferry",
     host: "127.0.0.1",
     port,
+    logFile,
     output: () => lines.join("\n"),
     exited: () => exited,
     stop,

@@ -1,10 +1,12 @@
 /**
- * SMTP load generator for the benchmark (RFC 5321 client side, RFC 2920 PIPELINING).
+ * SMTP load generator for the benchmark (RFC 5321 client side, RFC 2920 PIPELINING, RFC 3207 STARTTLS).
  *
- * Opens N concurrent sessions over Deno.connect, each sending M transactions back to back
- * on one connection, and measures per-transaction latency (MAIL sent → 250 after DATA) and
- * overall throughput. Trusts nothing from the server: every reply is checked and every
- * transaction that does not end in 250 is counted as a failure. Loopback only.
+ * Runs N concurrent clients over Deno.connect; each opens one or more SMTP sessions one after another
+ * and sends M transactions back to back on each, optionally after STARTTLS (Deno.startTls, rustls, the
+ * same client for every target; the server must present a chain to the given CA). Measures
+ * per-transaction latency (MAIL sent → 250 after DATA), session set-up time (connect → ready for MAIL,
+ * including STARTTLS and the second EHLO) and throughput. Trusts nothing from the server: every reply is
+ * checked and every transaction that does not end in 250 is counted as a failure. Loopback only.
  *
  * @module
  */
@@ -25,6 +27,12 @@ export interface LoadOptions {
   from: string;
   /** Envelope recipient. */
   to: string;
+  /** Envelope recipients of every message (default `[to]`); one RCPT each. */
+  recipients?: string[];
+  /** SMTP sessions each client opens one after another (default 1); `messagesPerSession` on each. */
+  sessionsPerClient?: number;
+  /** Do STARTTLS after the first EHLO, then EHLO again; the server's chain must lead to `caCerts`. */
+  starttls?: { caCerts: string[]; hostname: string };
   /** Per-reply deadline in milliseconds. */
   replyTimeoutMs?: number;
 }
@@ -47,6 +55,16 @@ export interface LoadResult {
   p99Ms: number;
   /** Whether the server advertised PIPELINING (first session). */
   pipelining: boolean;
+  /** performance.now() when the run started. */
+  startedAt: number;
+  /** performance.now() of every 250 after the final dot, in the order they arrived. */
+  acceptedAt: number[];
+  /** SMTP sessions that got ready for MAIL. */
+  sessions: number;
+  /** Median session set-up time (connect → ready for MAIL, STARTTLS included), ms. */
+  setupP50Ms: number;
+  /** 99th-percentile session set-up time, ms. */
+  setupP99Ms: number;
 }
 
 const encoder = new TextEncoder();
@@ -137,49 +155,65 @@ interface SessionTally {
   ok: number;
   failed: number;
   latencies: number[];
+  setups: number[];
+  acceptedAt: number[];
   failures: string[];
   pipelining: boolean;
 }
 
 async function runSession(opts: LoadOptions, message: Uint8Array, tally: SessionTally): Promise<void> {
   const timeout = opts.replyTimeoutMs ?? 30_000;
-  let conn: Deno.TcpConn | undefined;
+  let conn: Deno.Conn | undefined;
   let done = 0;
   try {
-    conn = await Deno.connect({ hostname: opts.host, port: opts.port });
-    conn.setNoDelay(true);
-    const rd = new ReplyReader(conn, timeout);
+    const tConnect = performance.now();
+    const tcp = await Deno.connect({ hostname: opts.host, port: opts.port });
+    conn = tcp;
+    tcp.setNoDelay(true);
+    let rd = new ReplyReader(conn, timeout);
     expect(await rd.read(), 220, "banner");
     await writeAll(conn, encoder.encode("EHLO load.bench.test\r\n"));
-    const ehlo = await rd.read();
+    let ehlo = await rd.read();
     expect(ehlo, 250, "EHLO");
+    if (opts.starttls) {
+      if (!ehlo.lines.some((l) => /^STARTTLS\b/i.test(l))) throw new Error("EHLO: no STARTTLS offered");
+      await writeAll(conn, encoder.encode("STARTTLS\r\n"));
+      expect(await rd.read(), 220, "STARTTLS");
+      conn = await Deno.startTls(tcp, { caCerts: opts.starttls.caCerts, hostname: opts.starttls.hostname });
+      rd = new ReplyReader(conn, timeout);
+      await writeAll(conn, encoder.encode("EHLO load.bench.test\r\n"));
+      ehlo = await rd.read();
+      expect(ehlo, 250, "EHLO after STARTTLS");
+    }
+    tally.setups.push(performance.now() - tConnect);
     const pipelining = ehlo.lines.some((l) => /^PIPELINING\b/i.test(l));
     tally.pipelining ||= pipelining;
     const mail = encoder.encode(`MAIL FROM:<${opts.from}>\r\n`);
-    const rcpt = encoder.encode(`RCPT TO:<${opts.to}>\r\n`);
+    const rcpts = (opts.recipients ?? [opts.to]).map((r) => encoder.encode(`RCPT TO:<${r}>\r\n`));
     const data = encoder.encode("DATA\r\n");
-    const envelope = new Uint8Array(mail.length + rcpt.length + data.length);
-    envelope.set(mail);
-    envelope.set(rcpt, mail.length);
-    envelope.set(data, mail.length + rcpt.length);
+    const envelope = concat([mail, ...rcpts, data]);
     for (let i = 0; i < opts.messagesPerSession; i++) {
       const t0 = performance.now();
       if (pipelining) {
         await writeAll(conn, envelope);
         expect(await rd.read(), 250, "MAIL");
-        expect(await rd.read(), 250, "RCPT");
+        for (let r = 0; r < rcpts.length; r++) expect(await rd.read(), 250, "RCPT");
         expect(await rd.read(), 354, "DATA");
       } else {
         await writeAll(conn, mail);
         expect(await rd.read(), 250, "MAIL");
-        await writeAll(conn, rcpt);
-        expect(await rd.read(), 250, "RCPT");
+        for (const rcpt of rcpts) {
+          await writeAll(conn, rcpt);
+          expect(await rd.read(), 250, "RCPT");
+        }
         await writeAll(conn, data);
         expect(await rd.read(), 354, "DATA");
       }
       await writeAll(conn, message);
       expect(await rd.read(), 250, "end of data");
-      tally.latencies.push(performance.now() - t0);
+      const t1 = performance.now();
+      tally.latencies.push(t1 - t0);
+      tally.acceptedAt.push(t1);
       tally.ok++;
       done++;
     }
@@ -197,20 +231,47 @@ async function runSession(opts: LoadOptions, message: Uint8Array, tally: Session
   }
 }
 
-function percentile(sorted: number[], p: number): number {
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/** The p-th percentile (nearest rank) of an ascending array; NaN when empty. */
+export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[idx];
 }
 
-/** Runs `sessions` concurrent sessions of `messagesPerSession` transactions each against one target. */
+/**
+ * Runs `sessions` concurrent clients against one target; each opens `sessionsPerClient` SMTP sessions
+ * one after another and sends `messagesPerSession` transactions on each.
+ */
 export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const message = buildMessage(opts.bodyBytes, opts.from, opts.to);
-  const tally: SessionTally = { ok: 0, failed: 0, latencies: [], failures: [], pipelining: false };
+  const tally: SessionTally = {
+    ok: 0,
+    failed: 0,
+    latencies: [],
+    setups: [],
+    acceptedAt: [],
+    failures: [],
+    pipelining: false,
+  };
+  const rounds = opts.sessionsPerClient ?? 1;
+  const client = async () => {
+    for (let i = 0; i < rounds; i++) await runSession(opts, message, tally);
+  };
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: opts.sessions }, () => runSession(opts, message, tally)));
+  await Promise.all(Array.from({ length: opts.sessions }, client));
   const elapsedMs = performance.now() - t0;
   const sorted = tally.latencies.sort((a, b) => a - b);
+  const setups = tally.setups.sort((a, b) => a - b);
   return {
     ok: tally.ok,
     failed: tally.failed,
@@ -220,6 +281,11 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     p50Ms: percentile(sorted, 50),
     p99Ms: percentile(sorted, 99),
     pipelining: tally.pipelining,
+    startedAt: t0,
+    acceptedAt: tally.acceptedAt,
+    sessions: setups.length,
+    setupP50Ms: percentile(setups, 50),
+    setupP99Ms: percentile(setups, 99),
   };
 }
 

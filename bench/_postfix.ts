@@ -2,10 +2,12 @@
  * A throwaway Postfix instance for the benchmark, isolated from the system one.
  *
  * Own config_directory, queue_directory and data_directory in a temp dir (`postfix -c DIR`),
- * listening on 127.0.0.1:<free port>, relaying for bench.test from 127.0.0.0/8 and putting
- * every accepted message on HOLD, so it measures accept-to-queue only (cleanup fsyncs the
- * queue file before smtpd answers 250: the same durability rule as Ferry). Trusts the local
- * Postfix binaries; runs them as root (the master drops to the postfix user).
+ * listening on 127.0.0.1:<free port>, relaying for bench.test from 127.0.0.0/8. By default every
+ * accepted message is put on HOLD, so it measures accept-to-queue only (cleanup fsyncs the queue
+ * file before smtpd answers 250: the same durability rule as Ferry). With `relayTo` nothing is held
+ * and every message is delivered by the smtp client to that one host (relayhost, no DNS); with `tls`
+ * smtpd offers STARTTLS (RFC 3207) with that certificate. Trusts the local Postfix binaries; runs
+ * them as root (the master drops to the postfix user).
  *
  * @module
  */
@@ -24,6 +26,10 @@ export interface PostfixInstance {
   version: string;
   /** Number of queue files in the hold queue (accepted messages). */
   heldCount(): Promise<number>;
+  /** Number of queue files not yet delivered (maildrop, incoming, active, deferred, hold). */
+  queuedCount(): Promise<number>;
+  /** Number of lines of the instance's mail log containing `needle`. */
+  logCount(needle: string): Promise<number>;
   /** Last lines of the instance's mail log. */
   logTail(lines?: number): Promise<string>;
   /** Stops the instance, waits for its master to exit, removes the temp dir. */
@@ -38,6 +44,14 @@ export interface PostfixOptions {
   domain?: string;
   /** Postfix in_flow_delay (default "0s": no inbound flow throttling, Postfix's best case). */
   inFlowDelay?: string;
+  /** Deliver every message to this host (relayhost) instead of holding it. */
+  relayTo?: { host: string; port: number };
+  /** Concurrent deliveries to the relay host (default 50): the smtp destination concurrency limit. */
+  concurrency?: number;
+  /** Postfix initial_destination_concurrency (default: Postfix's own, 5). */
+  initialConcurrency?: number;
+  /** Offer STARTTLS with this certificate chain and key (smtpd_tls_security_level = may). */
+  tls?: { certFile: string; keyFile: string };
 }
 
 async function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; out: string }> {
@@ -124,39 +138,65 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
   const etc = `${dir}/etc`, queue = `${dir}/queue`, data = `${dir}/data`, log = `${dir}/maillog`;
   for (const d of [etc, queue, data]) await Deno.mkdir(d);
   const port = freePort();
-  const deadPort = freePort(); // nothing listens here: a safety net should a message ever leave hold
-  await Deno.writeTextFile(
-    `${etc}/main.cf`,
-    [
-      "compatibility_level = 3.6",
-      `config_directory = ${etc}`,
-      `queue_directory = ${queue}`,
-      `data_directory = ${data}`,
-      `maillog_file_prefixes = ${dir}`,
-      `maillog_file = ${log}`,
-      "myhostname = postfix.bench.test",
-      `mydomain = ${domain}`,
-      "myorigin = $myhostname",
-      "inet_protocols = ipv4",
-      "inet_interfaces = 127.0.0.1",
-      "mynetworks = 127.0.0.0/8",
-      "mydestination =",
-      "local_recipient_maps =",
-      `relay_domains = ${domain}`,
-      "relay_recipient_maps =",
+  const deadPort = freePort();
+  const relay = options.relayTo;
+  const concurrency = options.concurrency ?? 50;
+  const mainCf = [
+    "compatibility_level = 3.6",
+    `config_directory = ${etc}`,
+    `queue_directory = ${queue}`,
+    `data_directory = ${data}`,
+    `maillog_file_prefixes = ${dir}`,
+    `maillog_file = ${log}`,
+    "myhostname = postfix.bench.test",
+    `mydomain = ${domain}`,
+    "myorigin = $myhostname",
+    "inet_protocols = ipv4",
+    "inet_interfaces = 127.0.0.1",
+    "mynetworks = 127.0.0.0/8",
+    "mydestination =",
+    "local_recipient_maps =",
+    `relay_domains = ${domain}`,
+    "relay_recipient_maps =",
+    "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
+    "smtpd_recipient_restrictions = permit_mynetworks, reject",
+    `in_flow_delay = ${options.inFlowDelay ?? "0s"}`,
+    "smtpd_client_connection_count_limit = 0",
+    "default_process_limit = 200",
+    "biff = no",
+  ];
+  if (relay) {
+    // Every message goes to the one sink; the relayhost is an IP literal in brackets: no DNS at all.
+    mainCf.push(
+      `relayhost = [${relay.host}]:${relay.port}`,
+      `relay_transport = relay:[${relay.host}]:${relay.port}`,
+      "smtp_dns_support_level = disabled",
+      "smtp_tls_security_level = none",
+      `default_destination_concurrency_limit = ${concurrency}`,
+      `smtp_destination_concurrency_limit = ${concurrency}`,
+      `relay_destination_concurrency_limit = ${concurrency}`,
+      "smtp_connection_cache_on_demand = yes",
+      ...(options.initialConcurrency
+        ? [`initial_destination_concurrency = ${options.initialConcurrency}`]
+        : []),
+    );
+  } else {
+    mainCf.push(
+      // A safety net should a message ever leave hold: nothing listens on that port.
       `relayhost = [127.0.0.1]:${deadPort}`,
       "defer_transports = smtp",
-      "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
-      "smtpd_recipient_restrictions = permit_mynetworks, reject",
       // Every accepted message goes to the hold queue: accept-to-queue only, no delivery work.
       "smtpd_data_restrictions = check_client_access static:HOLD",
-      `in_flow_delay = ${options.inFlowDelay ?? "0s"}`,
-      "smtpd_client_connection_count_limit = 0",
-      "default_process_limit = 200",
-      "biff = no",
-      "",
-    ].join("\n"),
-  );
+    );
+  }
+  if (options.tls) {
+    mainCf.push(
+      `smtpd_tls_cert_file = ${options.tls.certFile}`,
+      `smtpd_tls_key_file = ${options.tls.keyFile}`,
+      "smtpd_tls_security_level = may",
+    );
+  }
+  await Deno.writeTextFile(`${etc}/main.cf`, mainCf.join("\n") + "\n");
   await Deno.writeTextFile(
     `${etc}/master.cf`,
     [
@@ -176,6 +216,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
       "smtp unix - - n - - smtp",
       "relay unix - - n - - smtp",
       "postlog unix-dgram n - n - 1 postlogd",
+      "tlsmgr unix - - n 1000? 1 tlsmgr",
       "",
     ].join("\n"),
   );
@@ -208,6 +249,17 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
       dir,
       version,
       heldCount: () => countFiles(`${queue}/hold`),
+      queuedCount: async () => {
+        let n = 0;
+        for (const q of ["maildrop", "incoming", "active", "deferred", "hold"]) {
+          n += await countFiles(`${queue}/${q}`).catch(() => 0);
+        }
+        return n;
+      },
+      logCount: async (needle) => {
+        const text = await Deno.readTextFile(log).catch(() => "");
+        return text.split("\n").filter((l) => l.includes(needle)).length;
+      },
       logTail: async (lines = 10) => {
         const text = await Deno.readTextFile(log).catch(() => "");
         return text.trimEnd().split("\n").slice(-lines).join("\n");

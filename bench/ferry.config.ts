@@ -1,11 +1,21 @@
 /**
- * Ferry configuration used by the inbound-accept benchmark (bench/main.ts).
- * Port, spool and log paths come from the environment the harness sets: FERRY_PORT, FERRY_SPOOL,
- * FERRY_LOG. Relays for bench.test from loopback only; the spool is durable (fsync before 250).
- * Delivery is off, as the Postfix peer holds its queue: the bench measures accept-to-queue only,
- * and no DNS query leaves the machine.
+ * Ferry configuration used by the benchmark (bench/main.ts). Port, spool and log paths come from the
+ * environment the harness sets: FERRY_PORT, FERRY_SPOOL, FERRY_LOG. Relays for bench.test from loopback
+ * only; the spool is durable (fsync before 250).
+ *
+ * - Default (inbound-accept): delivery off, as the Postfix peer holds its queue: accept-to-queue only.
+ * - FERRY_DELIVER_TO=127.0.0.1:PORT (relay): delivery on, bench.test routed to that one host (a host
+ *   route with an IP literal: no DNS query at all).
+ * - FERRY_TLS_CERT / FERRY_TLS_KEY (starttls): one certificate set, STARTTLS offered to every client.
+ *
+ * Whatever the mode, the DNS client is pointed at 127.0.0.1:9 (discard), so no query can ever leave the
+ * machine through /etc/resolv.conf.
  */
 import { defineConfig } from "../mod.ts";
+
+const deliverTo = Deno.env.get("FERRY_DELIVER_TO");
+const cert = Deno.env.get("FERRY_TLS_CERT");
+const key = Deno.env.get("FERRY_TLS_KEY");
 
 export default defineConfig({
   hostname: "ferry.bench.test",
@@ -14,6 +24,9 @@ export default defineConfig({
   relay: { domains: ["bench.test"], clients: ["127.0.0.0/8"] },
   // 50 load sessions plus the readiness probe all come from 127.0.0.1.
   limits: { connectionsPerIp: 500 },
-  delivery: { enable: false },
+  delivery: deliverTo ? { enable: true, concurrency: 100, connectionsPerHost: 50 } : { enable: false },
+  routes: deliverTo ? [{ domains: "bench.test", hosts: [deliverTo] }] : [],
+  dns: { nameservers: [{ address: "127.0.0.1", port: 9 }] },
+  ...(cert && key ? { tls: { certificates: [{ cert, key }] } } : {}),
   log: { file: Deno.env.get("FERRY_LOG") ?? `${Deno.env.get("FERRY_SPOOL")}.log` },
 });
