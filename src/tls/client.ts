@@ -9,6 +9,7 @@ import type { ByteStream } from "../core/stream.ts";
 import {
   NativeContext,
   NativeSsl,
+  SSL_SESS_CACHE_OFF,
   SSL_VERIFY_PEER,
   takeErrors,
   verifyErrorString,
@@ -20,7 +21,6 @@ import {
   loadKeyPair,
   type TlsProtocolOptions,
 } from "./_protocol_options.ts";
-import { presentedNames } from "./cert_names.ts";
 import { TlsConfigError, TlsError } from "./errors.ts";
 import { checkHostname } from "./hostname.ts";
 import { checkOcspResponse } from "./ocsp.ts";
@@ -65,6 +65,9 @@ export class TlsClientContext {
       }
       if (opts.certificate) loadKeyPair(ctx, opts.certificate.certFile, opts.certificate.keyFile);
       if (!ctx.daneEnable()) throw new TlsConfigError(`Cannot enable DANE: ${takeErrors()}`);
+      // Sessions are never resumed by tlsConnect, so none are kept (OpenSSL's client default already
+      // caches none; this pins it).
+      ctx.setSessionCache(SSL_SESS_CACHE_OFF);
       // Verify always, continue always: tlsConnect decides from the recorded result.
       ctx.setVerify(SSL_VERIFY_PEER, true);
     } catch (e) {
@@ -203,7 +206,9 @@ async function judge(
   const names = opts.names ?? (opts.serverName ? [opts.serverName] : []);
   if (v.method !== "dane" && names.length > 0 && chain.length > 0) {
     v.nameChecked = true;
-    v.nameMatched = checkHostname(presentedNames(chain[0]), names);
+    // OpenSSL has parsed the leaf already; re-parsing its DER in JS (pkijs) cost ~1 MB of garbage per
+    // handshake, which grew V8's young generation to its maximum (+48 MB RSS in bench/tls_handshakes.ts).
+    v.nameMatched = checkHostname(ssl.peerNames(), names);
   }
 
   if (opts.requireOcsp) {

@@ -8,6 +8,7 @@ import type { ByteStream } from "../core/stream.ts";
 import {
   NativeContext,
   NativeSsl,
+  SSL_SESS_CACHE_SERVER,
   SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
   SSL_VERIFY_PEER,
   takeErrors,
@@ -62,6 +63,13 @@ interface Group {
   sets: Map<bigint, TlsCertificateSet>;
 }
 
+/**
+ * Most TLS ≤ 1.2 sessions kept for resumption by session id. OpenSSL's default (20480) lets clients
+ * without session tickets pin tens of MB (each cached session holds its peer certificate); resumption
+ * saves SMTP little, so a small cache is enough. TLS 1.3 and ticket-using clients are not cached here.
+ */
+const SESSION_CACHE_SIZE = 1024;
+
 function normName(n: string): string {
   return n.toLowerCase().replace(/\.$/, "");
 }
@@ -107,6 +115,7 @@ export class TlsServerContext {
     try {
       applyProtocolOptions(ctx, opts);
       ctx.setSessionIdContext("ferry-smtp");
+      ctx.setSessionCache(SSL_SESS_CACHE_SERVER, SESSION_CACHE_SIZE);
       const cc = opts.clientCertificates;
       if (cc) {
         assertReadable(cc.caFile, "client CA");

@@ -48,6 +48,7 @@ export interface TlsVerification {
 }
 
 const MAX_RECORD_PLAINTEXT = 16384;
+const NO_BUFFER = new Uint8Array(0);
 
 function errorName(code: number): string {
   switch (code) {
@@ -268,6 +269,7 @@ export class TlsStream implements ByteStream {
     this.#closed = true;
     this.#ssl?.free();
     this.#ssl = null;
+    this.#rbuf = NO_BUFFER; // a stream kept for its info/certificates then holds no 18 KB buffer
     try {
       this.#conn.close();
     } catch { /* already closed */ }
@@ -280,6 +282,7 @@ export class TlsStream implements ByteStream {
     this.#closed = true;
     const ssl = this.#ssl;
     this.#ssl = null;
+    this.#rbuf = NO_BUFFER; // a read in progress keeps its own reference and returns null (no #ssl)
     let bye: Uint8Array | undefined;
     if (ssl) {
       try {
