@@ -75,6 +75,8 @@ export class InboundServer {
       let conn: Deno.Conn;
       try {
         conn = await listener.accept();
+        // Replies are small and answer a whole pipelined batch: send them at once, not after a delayed ACK.
+        (conn as Deno.TcpConn).setNoDelay(true);
       } catch (err) {
         if (this.#stopping || err instanceof Deno.errors.BadResource) return;
         // A peer that reset before accept (NotConnected) must not stop the listener.

@@ -102,7 +102,7 @@ async function connectTcp(target: TargetHost, timeoutMs: number): Promise<Deno.T
   let timer: ReturnType<typeof setTimeout> | undefined;
   const attempt = Deno.connect({ hostname: target.ip, port: target.port, transport: "tcp" });
   try {
-    return await Promise.race([
+    const conn = await Promise.race([
       attempt,
       new Promise<never>((_, reject) => {
         timer = setTimeout(
@@ -111,6 +111,9 @@ async function connectTcp(target: TargetHost, timeoutMs: number): Promise<Deno.T
         );
       }),
     ]);
+    // Commands go out in small pipelined batches: no Nagle delay waiting for an ACK.
+    conn.setNoDelay(true);
+    return conn;
   } catch (err) {
     attempt.then((c) => c.close()).catch(() => {});
     throw err;
