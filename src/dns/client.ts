@@ -19,6 +19,7 @@ import type {
   TlsaRecord,
 } from "./resolver.ts";
 import { reverseName } from "./reverse_name.ts";
+import { TypedLookups } from "./_typed_lookups.ts";
 import { normalizeName } from "./_name.ts";
 import { canonicalName, extractAnswer } from "./_extract.ts";
 import { encodeQuery, type WireMessage } from "./_wire.ts";
@@ -75,7 +76,7 @@ const HARD_RCODES: Record<string, DnsErrorCode> = {
 const TYPES = new Set<string>(["A", "AAAA", "MX", "TXT", "PTR", "CNAME", "TLSA"]);
 
 /** A Resolver that talks to recursive resolvers over UDP/TCP and caches answers. */
-export class DnsClient implements Resolver {
+export class DnsClient extends TypedLookups {
   #options: DnsClientOptions;
   #settings: Promise<Settings> | undefined;
   #cache: DnsCache | undefined;
@@ -85,6 +86,7 @@ export class DnsClient implements Resolver {
 
   /** Creates a client; resolv.conf is read on the first query. */
   constructor(options: DnsClientOptions = {}) {
+    super();
     this.#options = options;
     const size = options.cacheSize ?? 10000;
     if (size > 0) this.#cache = new DnsCache({ maxEntries: size, now: options.now });
@@ -131,47 +133,6 @@ export class DnsClient implements Resolver {
       this.#inflight.set(key, shared);
     }
     return shared.then((a) => ({ ...a, records: [...a.records] }));
-  }
-
-  /** MX records sorted by preference, then exchange. */
-  mx(name: string, options?: QueryOptions): Promise<DnsAnswer<MxRecord>> {
-    return this.query(name, "MX", options);
-  }
-
-  /** IPv4 addresses. */
-  a(name: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    return this.query(name, "A", options);
-  }
-
-  /** IPv6 addresses. */
-  aaaa(name: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    return this.query(name, "AAAA", options);
-  }
-
-  /** TXT records, strings of each record joined. */
-  txt(name: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    return this.query(name, "TXT", options);
-  }
-
-  /** PTR names of an address; DnsError BADNAME when `ip` is not an address. */
-  ptr(ip: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    const name = reverseName(ip);
-    if (!name) {
-      return Promise.reject(
-        new DnsError("BADNAME", `Not an IP address: "${ip}"`, { qname: ip, qtype: "PTR" }),
-      );
-    }
-    return this.query(name, "PTR", options);
-  }
-
-  /** The CNAME target of a name. */
-  cname(name: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    return this.query(name, "CNAME", options);
-  }
-
-  /** TLSA records. */
-  tlsa(name: string, options?: QueryOptions): Promise<DnsAnswer<TlsaRecord>> {
-    return this.query(name, "TLSA", options);
   }
 
   #config(): Promise<Settings> {

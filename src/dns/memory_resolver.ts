@@ -15,6 +15,7 @@ import type {
   TlsaRecord,
 } from "./resolver.ts";
 import { reverseName } from "./reverse_name.ts";
+import { TypedLookups } from "./_typed_lookups.ts";
 import { normalizeName } from "./_name.ts";
 
 /** Records by owner name, then type. An owner written as an IP address means its reverse name (for PTR). */
@@ -45,7 +46,7 @@ function byPreference(x: MxRecord, y: MxRecord): number {
 }
 
 /** A Resolver over a table, with settable AD bit and failures, that records every question. */
-export class MemoryResolver implements Resolver {
+export class MemoryResolver extends TypedLookups {
   /** AD bit for answers without their own */
   ad: boolean;
   /** TTL for answers without their own */
@@ -57,6 +58,7 @@ export class MemoryResolver implements Resolver {
 
   /** Creates a resolver holding `options.records`. */
   constructor(options: MemoryResolverOptions = {}) {
+    super();
     this.ad = options.ad ?? false;
     this.ttl = options.ttl ?? 300;
     for (const [name, types] of Object.entries(options.records ?? {})) {
@@ -148,46 +150,5 @@ export class MemoryResolver implements Resolver {
       seen.add(current);
       current = normalizeName(alias.records[0] as string, type);
     }
-  }
-
-  /** MX records sorted by preference. */
-  mx(name: string, options?: QueryOptions): Promise<DnsAnswer<MxRecord>> {
-    return this.query(name, "MX", options);
-  }
-
-  /** A records. */
-  a(name: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    return this.query(name, "A", options);
-  }
-
-  /** AAAA records. */
-  aaaa(name: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    return this.query(name, "AAAA", options);
-  }
-
-  /** TXT records. */
-  txt(name: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    return this.query(name, "TXT", options);
-  }
-
-  /** PTR records of an address. */
-  ptr(ip: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    const name = reverseName(ip);
-    if (!name) {
-      return Promise.reject(
-        new DnsError("BADNAME", `Not an IP address: "${ip}"`, { qname: ip, qtype: "PTR" }),
-      );
-    }
-    return this.query(name, "PTR", options);
-  }
-
-  /** CNAME target. */
-  cname(name: string, options?: QueryOptions): Promise<DnsAnswer<string>> {
-    return this.query(name, "CNAME", options);
-  }
-
-  /** TLSA records. */
-  tlsa(name: string, options?: QueryOptions): Promise<DnsAnswer<TlsaRecord>> {
-    return this.query(name, "TLSA", options);
   }
 }
