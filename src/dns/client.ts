@@ -9,16 +9,7 @@ import { DnsCache } from "./cache.ts";
 import { DnsError, type DnsErrorCode } from "./dns_error.ts";
 import { type Nameserver, type TrustAd, trustsAd } from "./nameserver.ts";
 import { readResolvConf } from "./resolv_conf.ts";
-import type {
-  DnsAnswer,
-  MxRecord,
-  QueryOptions,
-  RecordData,
-  RecordType,
-  Resolver,
-  TlsaRecord,
-} from "./resolver.ts";
-import { reverseName } from "./reverse_name.ts";
+import type { DnsAnswer, QueryOptions, RecordData, RecordType } from "./resolver.ts";
 import { TypedLookups } from "./_typed_lookups.ts";
 import { normalizeName } from "./_name.ts";
 import { canonicalName, extractAnswer } from "./_extract.ts";
