@@ -5,7 +5,7 @@
  */
 
 import { DnsError, type DnsErrorCode } from "./dns_error.ts";
-import type { DnsAnswer, QueryOptions, RecordData, RecordType } from "./resolver.ts";
+import type { DnsAnswer, MxRecord, QueryOptions, RecordData, RecordType } from "./resolver.ts";
 import { reverseName } from "./reverse_name.ts";
 import { TypedLookups } from "./_typed_lookups.ts";
 import { normalizeName } from "./_name.ts";
