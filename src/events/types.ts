@@ -23,6 +23,8 @@ export interface HostFacts {
 export interface OutboundTlsFacts extends TlsInfo {
   /** The peer's leaf certificate, DER (Exim's tls_out_peercert) */
   peerCertificate?: Uint8Array;
+  /** The whole chain the peer sent, DER, leaf first */
+  peerChain: Uint8Array[];
   /** Certificate verification: "yes", "no", or "dane" (Exim's CV=) */
   cv: "yes" | "no" | "dane";
 }

@@ -215,6 +215,7 @@ export async function openSession(
       tls = {
         ...t.info,
         peerCertificate: chain[0],
+        peerChain: chain,
         cv: verified ? (v?.method === "dane" ? "dane" : "yes") : "no",
       };
       if (!tryVerify) tls.cv = "no";

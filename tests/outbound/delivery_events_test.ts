@@ -118,6 +118,7 @@ Deno.test("delivery events carry the facts: tcp:connect, smtp:connect, tls:cert,
       assert.equal(d.tls?.version, "TLS1.3");
       assert.equal(d.tls?.cv, "no");
       assert.deepEqual(d.tls?.peerCertificate, leaf.der);
+      assert.deepEqual(d.tls?.peerChain[0], leaf.der, "the chain starts with the leaf");
       assert.equal(d.sendingIp, "127.0.0.1");
       assert.ok((d.sendingPort ?? 0) > 0);
 
