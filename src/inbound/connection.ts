@@ -117,6 +117,7 @@ export class InboundConnection implements SessionHandler {
     const f = this.#facts;
     return {
       stage,
+      signal: new AbortController().signal,
       client: { ...f.client, helo: this.#helo },
       server: f.server,
       proxy: f.proxy,
@@ -131,7 +132,10 @@ export class InboundConnection implements SessionHandler {
 
   async #run<S extends Stage>(stage: S, ctx: StageContexts[S], builtin: Middleware<StageContexts[S]>[] = []) {
     const configured = this.#deps.config.policy[stage] as unknown as Middleware<StageContexts[S]>[];
+    const abort = new AbortController();
+    (ctx as { signal: AbortSignal }).signal = abort.signal;
     await runStage(stage, [...builtin, ...configured], ctx, {
+      abort,
       timeoutMs: this.#deps.config.limits.policyTimeout,
       log: (text) => this.#logLine(`${this.hostField} ${text}`, { stage }),
     });

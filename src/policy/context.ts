@@ -35,6 +35,8 @@ export interface BaseContext {
   readonly connVars: Map<string, unknown>;
   /** Variables kept for the current message (saved in the spool envelope when JSON-serialisable) */
   readonly msgVars: Map<string, unknown>;
+  /** Aborted when this stage's deadline (`limits.policyTimeout`) passes: hand it to fetches and lookups */
+  readonly signal: AbortSignal;
   /** Writes a log line tagged with the client and stage */
   log(text: string): void;
   /** Rejects permanently (default 550 5.7.1) */

@@ -13,6 +13,8 @@ export interface RunStageOptions {
   log: (text: string) => void;
   /** Runs after the whole chain called next() (built-in final step) */
   final?: () => Promise<void>;
+  /** Aborted when the deadline passes, so a step still running (the context's `signal`) can stop its work */
+  abort?: AbortController;
 }
 
 /** Runs a chain; resolves when accepted, throws SmtpError when rejected. */
@@ -40,14 +42,15 @@ export async function runStage<C>(
       compose(named)(ctx, opts.final),
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () =>
+          () => {
+            const why = new Error(
+              `policy step "${current}" at ${stage} took longer than ${opts.timeoutMs} ms`,
+            );
+            opts.abort?.abort(why);
             reject(
-              new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", {
-                cause: new Error(
-                  `policy step "${current}" at ${stage} took longer than ${opts.timeoutMs} ms`,
-                ),
-              }),
-            ),
+              new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", { cause: why }),
+            );
+          },
           opts.timeoutMs,
         );
       }),

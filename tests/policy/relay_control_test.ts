@@ -20,6 +20,7 @@ function rcptContext(clientIp: string, rcptArg: string, logs: string[]): RcptCon
     server: { ip: "127.0.0.1", port: 25 },
     connVars: new Map(),
     msgVars: new Map(),
+    signal: new AbortController().signal,
     log: (text) => logs.push(text),
     ...verdicts(),
     sender: "sender@elsewhere.test",

@@ -188,3 +188,20 @@ Deno.test("runStage() a step that does not call next() accepts without running f
   assert.equal(r.err, undefined);
   assert.equal(finalRan, false);
 });
+
+Deno.test("runStage() aborts the context's signal when the deadline passes, so a slow step can stop", async () => {
+  const abort = new AbortController();
+  let sawAbort = false;
+  const slow = async function slow_lookup(c: { signal: AbortSignal }) {
+    await new Promise<void>((resolve) => c.signal.addEventListener("abort", () => resolve()));
+    sawAbort = c.signal.aborted;
+  };
+  const logs: string[] = [];
+  await assert.rejects(
+    runStage("rcpt", [slow], { signal: abort.signal }, { timeoutMs: 50, log: (t) => logs.push(t), abort }),
+    (e: unknown) => e instanceof SmtpError && e.code === 451,
+  );
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(sawAbort, true);
+  assert.match(String(abort.signal.reason), /slow_lookup/);
+});
