@@ -80,8 +80,17 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   log.write(`spool ${config.spool.dir}: ${report.recovered.length} message(s) queued`);
   const events = new EventBus(config.events, { log });
   const server = new InboundServer({ config, hostname, spool, log, events, tls });
-  const addresses = server.start();
   let scheduler: Scheduler | undefined;
+  let addresses;
+  try {
+    addresses = server.start();
+  } catch (err) {
+    // A listener that cannot bind: release what is already open before the error reaches the caller.
+    await server.stop(0);
+    await spool.close();
+    tlsSetup?.close();
+    throw err;
+  }
   if (config.delivery.enable) {
     const resolver = opts.resolver ?? new DnsClient({
       nameservers: config.dns.nameservers,
@@ -164,13 +173,15 @@ export async function main(args: string[]): Promise<number> {
     let stopRequested = false;
     let resolveDone!: () => void;
     const done = new Promise<void>((resolve) => (resolveDone = resolve));
-    const stop = () => {
+    const finish = (ferry: Ferry) =>
+      ferry.stop().catch((err) => log.write(`error while stopping: ${errorText(err)}`)).finally(resolveDone);
+    const stop = (signal: Deno.Signal) => () => {
       if (stopRequested) return;
       stopRequested = true;
-      log.write("SIGTERM received: stopping");
-      running.ferry?.stop().then(resolveDone);
+      log.write(`${signal} received: stopping`);
+      if (running.ferry) finish(running.ferry);
     };
-    signals.push(["SIGTERM", stop], ["SIGINT", stop], ["SIGHUP", () => {
+    signals.push(["SIGTERM", stop("SIGTERM")], ["SIGINT", stop("SIGINT")], ["SIGHUP", () => {
       // A log path that cannot be opened now (directory gone, permissions) must not stop mail.
       try {
         log.reopen();
@@ -185,7 +196,7 @@ export async function main(args: string[]): Promise<number> {
     }]);
     for (const [sig, fn] of signals) Deno.addSignalListener(sig, fn);
     running.ferry = await startFerry(config, { log });
-    if (stopRequested) running.ferry.stop().then(resolveDone);
+    if (stopRequested) finish(running.ferry);
     await done;
     log.close();
     return 0;

@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { HostList, type HostListSpec } from "../core/host_list.ts";
 import { parseDuration, parseSize } from "../core/units.ts";
+import { EVENT_NAMES } from "../core/event_names.ts";
 
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", {
   error: "expected a function",
@@ -72,10 +73,19 @@ const listener = z.object({
 const policyChain = z.array(fn).default([]);
 
 const retryRule = z.object({
-  every: duration,
+  every: duration.refine((ms) => ms > 0, { error: "every must be more than zero" }),
   factor: z.number().min(1, { error: "factor must be 1 or more" }).optional(),
   until: duration,
 }).strict();
+
+/** Rules whose `until` cutoffs grow strictly, as the retry schedule needs. */
+const retryRules = z.array(retryRule).superRefine((rules, ctx) => {
+  for (let i = 1; i < rules.length; i++) {
+    if (rules[i].until <= rules[i - 1].until) {
+      ctx.addIssue({ code: "custom", path: [i, "until"], message: "must be later than the rule before" });
+    }
+  }
+});
 
 /** Outbound TLS and protocol choices, per host lists (Exim's option names). Also settable per route. */
 const transportOptions = {
@@ -150,7 +160,9 @@ export const configSchema = z.object({
     clientCa: z.string().optional(),
     handshakeTimeout: duration.default(30_000),
     library: z.object({ ssl: z.string(), crypto: z.string() }).strict().optional(),
-  }).strict().prefault({}),
+  }).strict().refine((t) => t.requestClientCert === (t.clientCa !== undefined), {
+    error: "requestClientCert and clientCa go together: client certificates are verified against clientCa",
+  }).prefault({}),
   policy: z.object({
     connect: policyChain,
     helo: policyChain,
@@ -159,9 +171,18 @@ export const configSchema = z.object({
     data: policyChain,
     prdr: policyChain,
   }).strict().prefault({}),
-  events: z.record(z.string(), fn).default({}),
-  routes: z.array(route).default([{ domains: "*", mx: true, port: 25, dsnLasthop: false }]),
-  retry: z.array(z.object({ domains: hostList, rules: z.array(retryRule) }).strict()).default([{
+  events: z.partialRecord(z.enum(EVENT_NAMES), fn).default({}),
+  routes: z.array(route).superRefine((routes, ctx) => {
+    const seen = new Set<string>();
+    routes.forEach((r, i) => {
+      if (r.name === undefined) return;
+      if (seen.has(r.name)) {
+        ctx.addIssue({ code: "custom", path: [i, "name"], message: `duplicate route name "${r.name}"` });
+      }
+      seen.add(r.name);
+    });
+  }).default([{ domains: "*", mx: true, port: 25, dsnLasthop: false }]),
+  retry: z.array(z.object({ domains: hostList, rules: retryRules }).strict()).default([{
     domains: "*",
     rules: [
       { every: 900_000, until: 7_200_000 },

@@ -4,6 +4,7 @@
  */
 
 import type { Envelope, TlsInfo } from "../core/envelope.ts";
+import type { EVENT_NAMES } from "../core/event_names.ts";
 
 /** `msg:received`: a message was accepted and is durable in the spool. */
 export interface MsgReceivedEvent {
@@ -72,6 +73,11 @@ export interface FerryEvents {
 
 /** The name of an event. */
 export type EventName = keyof FerryEvents;
+
+// The config's list of names and this interface must name the same events.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : never;
+const _sameNames: Same<(typeof EVENT_NAMES)[number], EventName> = true;
+void _sameNames;
 
 /** A handler for one event; a returned non-empty string is a veto where the event allows one. */
 export type EventHandler<K extends EventName> = (payload: FerryEvents[K]) => unknown;

@@ -60,7 +60,19 @@ export class InboundServer {
   start(): BoundAddress[] {
     const bound: BoundAddress[] = [];
     for (const l of this.#deps.config.listen) {
-      const listener = Deno.listen({ hostname: l.address, port: l.port, transport: "tcp" });
+      let listener: Deno.Listener;
+      try {
+        listener = Deno.listen({ hostname: l.address, port: l.port, transport: "tcp" });
+      } catch (err) {
+        for (const open of this.#listeners) open.close();
+        this.#listeners = [];
+        throw new Error(
+          `cannot listen on [${l.address}]:${l.port}: ${err instanceof Error ? err.message : err}`,
+          {
+            cause: err,
+          },
+        );
+      }
       this.#listeners.push(listener);
       const addr = listener.addr as Deno.NetAddr;
       bound.push({ address: addr.hostname, port: addr.port, mode: l.mode });
@@ -71,15 +83,24 @@ export class InboundServer {
   }
 
   async #acceptLoop(listener: Deno.Listener, mode: "smtp" | "smtps"): Promise<void> {
+    let pause = 0;
     for (;;) {
       let conn: Deno.Conn;
       try {
         conn = await listener.accept();
+        pause = 0;
         // Replies are small and answer a whole pipelined batch: send them at once, not after a delayed ACK.
         (conn as Deno.TcpConn).setNoDelay(true);
       } catch (err) {
         if (this.#stopping || err instanceof Deno.errors.BadResource) return;
-        // A peer that reset before accept (NotConnected) must not stop the listener.
+        // A peer that reset before accept (NotConnected) must not stop the listener. Anything else (out of
+        // file descriptors) would fail again at once: wait, growing the pause, instead of spinning.
+        if (err instanceof Deno.errors.NotConnected) continue;
+        pause = Math.min(1000, pause ? pause * 2 : 100);
+        this.#deps.log.write(
+          `accept failed: ${err instanceof Error ? err.message : err}; retrying in ${pause} ms`,
+        );
+        await new Promise((r) => setTimeout(r, pause));
         continue;
       }
       this.#handle(conn, mode).catch((err) => {

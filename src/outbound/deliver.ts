@@ -100,7 +100,7 @@ export async function deliverGroup(
     const hostKey = `${target.ip}:${target.port}`;
     if (!retry && deps.hostRetry.inBackoff(hostKey)) continue;
     if (!retry) tried++;
-    const poolKey = `${route.name}|${hostKey}|${target.name}`;
+    const poolKey = `${route.index}|${hostKey}|${target.name}`;
     let session: OpenSession;
     let fresh = false;
     const staleAgain = () => {

@@ -28,6 +28,8 @@ export interface RouteSpec {
 
 /** A compiled route. */
 export interface Route {
+  /** Position in the config: the route's identity (names are for logs) */
+  index: number;
   name: string;
   spec: RouteSpec;
   domains: HostList;
@@ -58,8 +60,9 @@ export class RoutingError extends Error {
 
 /** Compiles the configured routes. */
 export function compileRoutes(specs: readonly RouteSpec[]): Route[] {
-  return specs.map((spec, i) => ({
-    name: spec.name ?? (spec.mx ? `mx${i}` : `route${i}`),
+  return specs.map((spec, index) => ({
+    index,
+    name: spec.name ?? `${spec.mx ? "mx" : "route"}${index}`,
     spec,
     domains: new HostList(spec.domains),
   }));

@@ -36,6 +36,18 @@ export interface SchedulerDeps {
   endpoints: string[];
 }
 
+/** Recipients that go to one destination together. */
+interface Group {
+  route?: Route;
+  /** Set when finding the route failed */
+  routeError?: string;
+  domain: string;
+  recipients: Recipient[];
+}
+
+/** Report entries collected while applying outcomes, by kind. */
+type Reports = Record<"failure" | "success", DsnRecipient[]>;
+
 interface Extra {
   firstFailure?: number;
   lastInterval?: number;
@@ -50,7 +62,7 @@ function domainOf(address: string): string {
 export class Scheduler {
   #deps: SchedulerDeps;
   #routes: Route[];
-  #policies = new Map<string, TransportPolicy>();
+  #policies = new Map<Route, TransportPolicy>();
   #pool: ConnectionPool;
   #hostRetry: HostRetry;
   #self: SelfInfo;
@@ -136,10 +148,10 @@ export class Scheduler {
   }
 
   #policy(route: Route): TransportPolicy {
-    let p = this.#policies.get(route.name);
+    let p = this.#policies.get(route);
     if (!p) {
       p = transportPolicy(this.#deps.config.delivery, route.spec, this.#deps.hostname, this.#deps.tlsContext);
-      this.#policies.set(route.name, p);
+      this.#policies.set(route, p);
     }
     return p;
   }
@@ -155,24 +167,39 @@ export class Scheduler {
     const due = env.recipients.filter((r) => r.status === "pending" && (r.nextAttempt ?? 0) <= now);
     const data = due.length ? await spool.readData(id) : new Uint8Array();
     // Group by route, then by domain (MX routes) or by route (host routes: one destination).
-    const groups = new Map<string, { route?: Route; domain: string; recipients: Recipient[] }>();
+    const groups = new Map<string, Group>();
     for (const r of due) {
       const domain = domainOf(r.address);
-      const route = await findRoute(this.#routes, domain);
-      const key = route ? (route.spec.mx ? `${route.name}|${domain}` : route.name) : `none|${domain}`;
-      const g = groups.get(key) ?? { route, domain, recipients: [] };
+      let route: Route | undefined;
+      let routeError: string | undefined;
+      try {
+        route = await findRoute(this.#routes, domain);
+      } catch (err) {
+        // A host-list function that throws: retry later under the retry rules, like any temporary failure.
+        routeError = `routing failed: ${err instanceof Error ? err.message : err}`;
+      }
+      const key = routeError
+        ? `error|${domain}`
+        : route
+        ? (route.spec.mx ? `${route.index}|${domain}` : `${route.index}`)
+        : `none|${domain}`;
+      const g = groups.get(key) ?? { route, routeError, domain, recipients: [] };
       g.recipients.push(r);
       groups.set(key, g);
     }
-    const reports: { kind: "failure" | "success"; entries: DsnRecipient[] }[] = [
-      { kind: "failure", entries: [] },
-      { kind: "success", entries: [] },
-    ];
     for (const g of groups.values()) {
       // Stopping: leave the remaining groups queued rather than start them.
       if (this.#stopped) break;
       let outcomes: RecipientOutcome[];
-      if (!g.route) {
+      if (g.routeError) {
+        outcomes = g.recipients.map((recipient) => ({
+          recipient,
+          kind: "deferred",
+          status: "4.3.0",
+          text: g.routeError!,
+          internal: true,
+        }));
+      } else if (!g.route) {
         outcomes = g.recipients.map((recipient) => ({
           recipient,
           kind: "failed",
@@ -202,11 +229,16 @@ export class Scheduler {
           },
         });
       }
-      for (const o of outcomes) await this.#apply(env, g.route, o, reports);
-      // Durable before the next group: a delivered recipient is never delivered again.
-      await spool.update(env);
+      const reports: Reports = { failure: [], success: [] };
+      try {
+        for (const o of outcomes) await this.#apply(env, g.route, o, reports);
+        // Reports are queued before the new states are saved: a crash in between repeats a report, never loses one.
+        await this.#reports(env, data, reports);
+      } finally {
+        // Durable before the next group: a delivered recipient is never delivered again.
+        await spool.update(env);
+      }
     }
-    await this.#reports(env, data, reports);
     await this.#delayWarning(env, data);
     if (env.recipients.every((r) => r.status !== "pending")) {
       await spool.remove(id);
@@ -236,7 +268,7 @@ export class Scheduler {
     env: Envelope,
     route: Route | undefined,
     o: RecipientOutcome,
-    reports: { kind: "failure" | "success"; entries: DsnRecipient[] }[],
+    reports: Reports,
   ): Promise<void> {
     const { log, events } = this.#deps;
     const r = o.recipient;
@@ -259,7 +291,7 @@ export class Scheduler {
       events.emit("msg:delivery", { ...this.#facts(env, router, o), confirmation: o.text });
       const lasthop = route?.spec.dsnLasthop === true;
       if ((!o.dsnPassed || lasthop) && shouldSendDsn(env, r, "success")) {
-        reports[1].entries.push({
+        reports.success.push({
           recipient: r,
           action: o.dsnPassed ? "delivered" : "relayed",
           status: o.status.startsWith("2.") ? o.status : "2.0.0",
@@ -302,7 +334,7 @@ export class Scheduler {
       error: text,
     });
     if (shouldSendDsn(env, r, "failure")) {
-      reports[0].entries.push({
+      reports.failure.push({
         recipient: r,
         action: "failed",
         status: /^5\./.test(o.status) ? o.status : "5.4.7",
@@ -336,21 +368,17 @@ export class Scheduler {
     this.enqueue(id);
   }
 
-  async #reports(
-    env: Envelope,
-    data: Uint8Array,
-    reports: { kind: "failure" | "success"; entries: DsnRecipient[] }[],
-  ): Promise<void> {
-    for (const r of reports) {
-      if (r.entries.length === 0) continue;
+  async #reports(env: Envelope, data: Uint8Array, reports: Reports): Promise<void> {
+    for (const kind of ["failure", "success"] as const) {
+      if (reports[kind].length === 0) continue;
       const report = buildDsn({
-        kind: r.kind,
+        kind,
         reportingMta: this.#deps.hostname,
         envelope: env,
-        recipients: r.entries,
+        recipients: reports[kind],
         original: data,
       });
-      await this.#queueReport(env, report, r.kind);
+      await this.#queueReport(env, report, kind);
     }
   }
 
@@ -396,11 +424,17 @@ export class Scheduler {
     this.#stopped = true;
     clearTimeout(this.#timer);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.allSettled([...this.#running]),
-      new Promise((r) => (timer = setTimeout(r, graceMs))),
+    const finished = await Promise.race([
+      Promise.allSettled([...this.#running]).then(() => true),
+      new Promise<false>((r) => (timer = setTimeout(() => r(false), graceMs))),
     ]);
     clearTimeout(timer);
+    if (!finished) {
+      this.#deps.log.write(
+        `${this.#running.size} delivery run(s) still in progress at shutdown: their recipients stay queued and ` +
+          `may be delivered again after restart`,
+      );
+    }
     await this.#pool.close();
   }
 }

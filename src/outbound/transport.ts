@@ -6,7 +6,6 @@
  */
 
 import { HostList } from "../core/host_list.ts";
-import type { ByteStream } from "../core/stream.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { HostFacts, OutboundTlsFacts } from "../events/types.ts";
 import { SmtpClient, SmtpClientError } from "../smtp/client.ts";
@@ -141,7 +140,6 @@ export async function openSession(
     throw new HostError(err instanceof Error ? err.message : String(err), errnoOf(err), { cause: err });
   }
   const local = conn.localAddr as Deno.NetAddr;
-  let stream: ByteStream = conn;
   let closed = false;
   const timeouts = {
     greeting: policy.commandTimeoutMs,
@@ -164,7 +162,7 @@ export async function openSession(
     const banner = await client.greeting();
     const refuse = await events.dispatch("smtp:connect", { ...facts, banner: banner.lines.join(" "), id });
     if (refuse) throw new HostError(`connection closed by smtp:connect: ${refuse}`, "VETO");
-    let caps = await client.ehlo(policy.heloName);
+    const caps = await client.ehlo(policy.heloName);
     const requireTls = await policy.hostsRequireTls.match(subject);
     let tls: OutboundTlsFacts | undefined;
     if (caps.startTls && !(opts.noTls && !requireTls)) {
@@ -216,16 +214,13 @@ export async function openSession(
         ...t.info,
         peerCertificate: chain[0],
         peerChain: chain,
-        cv: verified ? (v?.method === "dane" ? "dane" : "yes") : "no",
+        cv: verified ? "yes" : "no",
       };
       if (!tryVerify) tls.cv = "no";
-      stream = t;
-      caps = await client.ehlo(policy.heloName);
+      await client.ehlo(policy.heloName);
     } else if (requireTls) {
       throw new HostError("TLS required but not offered by the server", "TLS");
     }
-    void stream;
-    void caps;
     return {
       client,
       target,

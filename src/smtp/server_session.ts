@@ -371,6 +371,10 @@ export class ServerSession {
       }
       throw err;
     }
+    // The same recipient twice would be delivered twice: accept the repeat, keep one.
+    if (tx.recipients.some((r) => r.address === entry.address)) {
+      return this.#send(reply(250, "2.1.5", "Recipient OK (duplicate ignored)"));
+    }
     if (tx.recipients.length >= this.#opts.limits.recipients) {
       throw new SmtpError(452, "4.5.3", "Too many recipients");
     }

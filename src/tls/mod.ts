@@ -25,4 +25,3 @@ export {
   type TlsConnectOptions,
 } from "./client.ts";
 export { canonicalHostname, checkHostname, matchesPresented, type PresentedNames } from "./hostname.ts";
-export { presentedNames } from "./cert_names.ts";

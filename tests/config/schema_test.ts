@@ -113,7 +113,8 @@ Deno.test("validateConfig() wants functions in policy chains and events", () => 
   onlyProblemAt({ policy: { rcpt: [() => {}, "nope"] } }, "policy.rcpt[1]", /function/);
   onlyProblemAt({ policy: { mail: "notalist" } }, "policy.mail");
   onlyProblemAt({ policy: { quit: [] } }, "policy.quit", /unknown option/);
-  onlyProblemAt({ events: { "msg:delivered": 1 } }, "events.msg:delivered", /function/);
+  onlyProblemAt({ events: { "msg:delivery": 1 } }, "events.msg:delivery", /function/);
+  onlyProblemAt({ events: { "msg:delivered": () => {} } }, "events.msg:delivered", /unknown event/);
 });
 
 Deno.test("validateConfig() checks TLS certificate sets", () => {
@@ -174,4 +175,33 @@ Deno.test("formatPath() writes dotted keys and bracketed indexes", () => {
   assert.equal(formatPath(["a", "b", 0, 2, "c"]), "a.b[0][2].c");
   assert.equal(formatPath([]), "(config)");
   assert.equal(formatPath([0, "x"]), "[0].x");
+});
+
+Deno.test("validateConfig() names what the runtime would otherwise ignore or trip on", () => {
+  const cases: [unknown, RegExp][] = [
+    [
+      { events: { "msg:recieved": () => {} } },
+      /^events\.msg:recieved: unknown event \(known: msg:received, /,
+    ],
+    [{ tls: { requestClientCert: true } }, /^tls: requestClientCert and clientCa go together/],
+    [{ tls: { clientCa: "ca.pem" } }, /^tls: requestClientCert and clientCa go together/],
+    [
+      { retry: [{ domains: "*", rules: [{ every: "0s", until: "1h" }] }] },
+      /^retry\[0\]\.rules\[0\]\.every: /,
+    ],
+    [
+      { retry: [{ domains: "*", rules: [{ every: "1m", until: "1h" }, { every: "1m", until: "30m" }] }] },
+      /^retry\[0\]\.rules\[1\]\.until: must be later than the rule before$/,
+    ],
+    [
+      { routes: [{ name: "a", domains: "*", mx: true }, { name: "a", domains: "x.test", mx: true }] },
+      /^routes\[1\]\.name: duplicate route name "a"$/,
+    ],
+  ];
+  for (const [input, expected] of cases) {
+    assert.throws(
+      () => validateConfig(input),
+      (e: unknown) => e instanceof ConfigError && expected.test(e.problems[0]),
+    );
+  }
 });

@@ -195,3 +195,24 @@ Deno.test("a source route in MAIL and RCPT is accepted and stripped (RFC 5321 C)
     }
   });
 });
+
+Deno.test("a recipient given twice is kept once of a recipient given twice, so it is not delivered twice", async () => {
+  await withFerry({}, async (f) => {
+    const c = await RawClient.connect(f.port);
+    try {
+      await c.reply();
+      await c.cmd("EHLO client.test");
+      await c.cmd("MAIL FROM:<a@x.test>");
+      assert.equal((await c.cmd("RCPT TO:<b@example.test>"))?.code, 250);
+      const again = await c.cmd("RCPT TO:<b@example.test>");
+      assert.equal(again?.code, 250);
+      assert.match(again!.text, /duplicate/);
+      await c.cmd("DATA");
+      const r = await c.cmd("Subject: x\r\n\r\nbody\r\n.");
+      const id = /id=(\S+)/.exec(r!.text)![1];
+      assert.deepEqual((await f.spool.get(id))?.recipients.map((x) => x.address), ["b@example.test"]);
+    } finally {
+      c.close();
+    }
+  });
+});

@@ -100,6 +100,12 @@ Deno.test("per-recipient replies decide only that recipient: 550 fails, 450 defe
       assert.equal(mx1!.messages.length, 1);
       assert.deepEqual(mx1!.messages[0].rcpts, ["good@mx.test"]);
       assert.equal(mx2.connections, 0, "the second MX must not be tried for per-recipient refusals");
+      // The log line comes as each outcome is applied; the group's state is saved just after.
+      await waitFor(
+        async () => (await up.spool.get(id))?.recipients.some((r) => r.status !== "pending") ?? false,
+        8000,
+        "saved state",
+      );
       const env = await up.spool.get(id);
       const state = Object.fromEntries(env!.recipients.map((r) => [r.address, r.status]));
       assert.deepEqual(state, {
