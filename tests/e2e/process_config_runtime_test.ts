@@ -15,6 +15,11 @@ const cases: [string, string, RegExp][] = [
     /^config: tls\.library: cannot load /m,
   ],
   [
+    "a key file that does not exist",
+    `{ listen: [{ port: 0 }], delivery: { enable: false }, tls: { certificates: [{ cert: "CERT", key: "/nonexistent/ferry.key" }] } }`,
+    /^config: tls\.certificates: .*\/nonexistent\/ferry\.key/m,
+  ],
+  [
     "a certificate set without its key",
     `{ listen: [{ port: 0 }], delivery: { enable: false }, tls: { certificates: [{ cert: "CERT" }] } }`,
     /^config: tls\.certificates\[0\]\.key: expected the path of a PEM private key file$/m,
