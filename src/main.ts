@@ -13,6 +13,7 @@ import { buildTlsAcceptor } from "./tls_setup.ts";
 import { DnsClient } from "./dns/client.ts";
 import type { Resolver } from "./dns/resolver.ts";
 import { Scheduler } from "./outbound/scheduler.ts";
+import { HostList } from "./core/host_list.ts";
 import { TlsClientContext } from "./tls/client.ts";
 import { TlsConfigError } from "./tls/errors.ts";
 
@@ -79,7 +80,11 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   }
   log.write(`spool ${config.spool.dir}: ${report.recovered.length} message(s) queued`);
   const events = new EventBus(config.events, { log });
-  const server = new InboundServer({ config, hostname, spool, log, events, tls });
+  const needsDns = config.delivery.enable || !new HostList(config.smtp.hostLookup).empty;
+  const resolver = needsDns
+    ? opts.resolver ?? new DnsClient({ nameservers: config.dns.nameservers, timeout: config.dns.timeout })
+    : undefined;
+  const server = new InboundServer({ config, hostname, spool, log, events, tls, resolver });
   let scheduler: Scheduler | undefined;
   let addresses;
   try {
@@ -91,11 +96,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     tlsSetup?.close();
     throw err;
   }
-  if (config.delivery.enable) {
-    const resolver = opts.resolver ?? new DnsClient({
-      nameservers: config.dns.nameservers,
-      timeout: config.dns.timeout,
-    });
+  if (config.delivery.enable && resolver) {
     scheduler = new Scheduler({
       config,
       hostname,

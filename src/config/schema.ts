@@ -144,6 +144,7 @@ export const configSchema = z.object({
     pipeliningAdvertiseHosts: hostList.default("*"),
     chunkingAdvertiseHosts: hostList.default("*"),
     smtputf8AdvertiseHosts: hostList.default("*"),
+    hostLookup: hostList.default([]),
   }).strict().prefault({}),
   dsn: z.object({ advertiseHosts: hostList.default("*") }).strict().prefault({}),
   prdr: z.object({ enable: z.boolean().default(false) }).strict().prefault({}),

@@ -29,6 +29,7 @@ import {
 } from "../policy/context.ts";
 import { runStage } from "../policy/run_stage.ts";
 import type { EventBus } from "../events/bus.ts";
+import type { Resolver } from "../dns/resolver.ts";
 import { receivedHeader } from "./received_header.ts";
 
 /** Performs a server-side TLS handshake over a connected stream. */
@@ -47,6 +48,8 @@ export interface InboundDeps {
   /** The built-in rcpt steps that run before the configured chain (relay control) */
   builtinRcpt: Middleware<StageContexts["rcpt"]>[];
   tls?: TlsAcceptor;
+  /** For the client's host name (smtp.hostLookup) */
+  resolver?: Resolver;
 }
 
 /** Per-connection facts known before the session starts. */

@@ -13,6 +13,7 @@ import type { SessionExtensions } from "../smtp/session_types.ts";
 import { relayControl } from "../policy/relay_control.ts";
 import { type ConnectionFacts, InboundConnection, type InboundDeps } from "./connection.ts";
 import { readProxyHeader } from "./proxy_reader.ts";
+import { lookupClientName } from "./host_lookup.ts";
 
 const encoder = new TextEncoder();
 
@@ -43,6 +44,7 @@ export class InboundServer {
     const c = deps.config;
     this.#lists = {
       proxy: new HostList(c.proxyRequiredHosts),
+      hostLookup: new HostList(c.smtp.hostLookup),
       pipelining: new HostList(c.smtp.pipeliningAdvertiseHosts),
       chunking: new HostList(c.smtp.chunkingAdvertiseHosts),
       smtputf8: new HostList(c.smtp.smtputf8AdvertiseHosts),
@@ -189,8 +191,19 @@ export class InboundServer {
           `${this.#deps.hostname} Too many connections from your host`,
         );
       }
+      let clientName: string | undefined;
+      if (
+        this.#deps.resolver && !this.#lists.hostLookup.empty &&
+        (await this.#lists.hostLookup.match({ ip: clientIp }))
+      ) {
+        const found = await lookupClientName(this.#deps.resolver, clientIp, {
+          signal: AbortSignal.timeout(config.dns.timeout * 3),
+        });
+        clientName = found.name;
+        if (!found.name) log.write(`no host name found for IP address ${clientIp}: ${found.reason}`);
+      }
       const facts: ConnectionFacts = {
-        client: { ip: clientIp, port: clientPort },
+        client: { ip: clientIp, port: clientPort, name: clientName },
         server: { ip: serverIp, port: serverPort },
         proxy,
       };
