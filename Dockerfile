@@ -9,6 +9,8 @@ WORKDIR /srv/ferry/app
 COPY --chown=ferry:ferry . .
 USER ferry
 ENV DENO_DIR=/srv/ferry/.deno
+# The volume's mount point must exist, owned by ferry, before VOLUME, or Docker creates it owned by root.
+RUN mkdir -p /srv/ferry/app/var/spool
 # Fetch and type-check every dependency at build time so the container starts without the network.
 RUN deno cache mod.ts config.ts src/spool/_spool_worker.ts
 VOLUME ["/srv/ferry/app/var/spool"]
