@@ -4,15 +4,16 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && npm install -g deno@2.9.6 \
- && useradd --system --home-dir /srv/ferry --create-home ferry
+ && useradd --system --home-dir /srv/ferry --create-home ferry \
+ && mkdir -p /srv/ferry/app/var/spool \
+ && chown -R ferry:ferry /srv/ferry
 WORKDIR /srv/ferry/app
 COPY --chown=ferry:ferry . .
 USER ferry
 ENV DENO_DIR=/srv/ferry/.deno
-# The volume's mount point must exist, owned by ferry, before VOLUME, or Docker creates it owned by root.
-RUN mkdir -p /srv/ferry/app/var/spool
-# Fetch and type-check every dependency at build time so the container starts without the network.
+# Download every dependency at build time so the container starts without the network.
 RUN deno cache mod.ts config.ts src/spool/_spool_worker.ts
+# The mount point exists and belongs to ferry before VOLUME, so the volume is writable by the relay.
 VOLUME ["/srv/ferry/app/var/spool"]
 EXPOSE 2525 25 465 587
 STOPSIGNAL SIGTERM
