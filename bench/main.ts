@@ -21,241 +21,31 @@
  * Ferry (harness development only; accept phase only).
  */
 
-import { type LoadOptions, type LoadResult, percentile, runLoad, runSmtpSource } from "./_load.ts";
 import { type PostfixInstance, startPostfix } from "./_postfix.ts";
 import { type ChildTarget, ferryAvailable, startFerryChild } from "./_ferry.ts";
-import { type CountingSink, startCountingSink } from "./_sink.ts";
+import { startCountingSink } from "./_sink.ts";
 import { makeCertificates } from "./_certs.ts";
-
-const num = (name: string, dflt: number) => Number(Deno.env.get(name) ?? dflt);
-const SESSIONS = num("BENCH_SESSIONS", 50);
-const PER_SESSION = num("BENCH_MESSAGES", 100);
-const BODY = num("BENCH_BODY", 10240);
-const RELAY_MESSAGES = num("BENCH_RELAY_MESSAGES", 100);
-const RELAY10_MESSAGES = num("BENCH_RELAY10_MESSAGES", 40);
-const RELAY_DRAIN_MS = num("BENCH_RELAY_DRAIN_SECONDS", 120) * 1000;
-const TLS_MESSAGES = num("BENCH_TLS_MESSAGES", 50);
-const TLS_CONNECTIONS = num("BENCH_TLS_CONNECTIONS", 20);
-const TLS_KEY = Deno.env.get("BENCH_TLS_KEY") ?? "rsa:2048";
-const POSTFIX_INITIAL_CONCURRENCY = Deno.env.get("BENCH_POSTFIX_INITIAL_CONCURRENCY");
-const IN_FLOW_DELAY = Deno.env.get("BENCH_POSTFIX_IN_FLOW_DELAY");
-const ONLY = (Deno.env.get("BENCH_ONLY") ?? "accept,relay,starttls").split(",").map((s) => s.trim());
-const WARMUP_PER_SESSION = 5;
-const FROM = "sender@client.test";
-const TO = "rcpt@bench.test";
-const GOAL = 3;
-const RELAY_GOAL = 2;
-
-/** An SMTP endpoint being measured, with ways to see what it did with the mail. */
-interface Target {
-  name: string;
-  host: string;
-  port: number;
-  /** Messages it reports as stored so far (undefined when it cannot tell). */
-  stored(): Promise<number | undefined>;
-  /** Relay phase: the sink this target delivers to. */
-  sink?: CountingSink;
-  /** Relay phase: recipients it logged as delivered so far. */
-  deliveredRecipients?(): Promise<number>;
-  /** Relay phase: true once nothing is left in its queue. */
-  queueEmpty?(): Promise<boolean>;
-  /** TLS phase: the CA the load generator must trust. */
-  caPem?: string;
-}
-
-/** One measured figure for one target. */
-interface Figure {
-  /** The rate compared across targets. */
-  msgsPerSec: number;
-  /** What the rate counts, printed before it ("delivered ", or nothing). */
-  what?: string;
-  /** Unit printed after the rate. */
-  unit?: string;
-  /** Details printed in parentheses after the rate. */
-  detail?: string;
-  failed: number;
-  failures: string[];
-  note?: string;
-}
-
-/** A benchmark scenario: runs its own warm-up, then one measured run against a target. */
-interface Scenario {
-  name: string;
-  measure(target: Target): Promise<Figure>;
-}
-
-/** A set of scenarios sharing one freshly started pair of targets. */
-interface Phase {
-  name: string;
-  scenarios: Scenario[];
-  /** Starts the targets; `stop` is registered before anything can fail half way. */
-  start(ctx: PhaseContext): Promise<Target[]>;
-}
-
-interface PhaseContext {
-  parent: string;
-  standin: boolean;
-  /** Registers something to stop when the phase ends (or the bench is interrupted). */
-  onStop(stop: () => Promise<void>): void;
-  /** Registers the Ferry child, so an exit during a scenario is caught. */
-  setFerry(f: ChildTarget): void;
-}
-
-const ms = (n: number) => Number.isFinite(n) ? `${n.toFixed(1)} ms` : "n/a";
-
-const load = (t: Target, perSession: number, extra: Partial<LoadOptions> = {}): Promise<LoadResult> =>
-  runLoad({
-    host: t.host,
-    port: t.port,
-    sessions: SESSIONS,
-    messagesPerSession: perSession,
-    bodyBytes: BODY,
-    from: FROM,
-    to: TO,
-    replyTimeoutMs: 30_000,
-    ...extra,
-  });
-
-const failedFigure = (r: LoadResult, note: string): Figure => ({
-  msgsPerSec: 0,
-  failed: r.failed,
-  failures: r.failures,
-  note,
-});
-
-async function storedNote(t: Target, before: number | undefined, ok: number): Promise<string | undefined> {
-  const after = await t.stored();
-  return before !== undefined && after !== undefined && after - before !== ok
-    ? `stored ${after - before} but ${ok} got 250`
-    : undefined;
-}
-
-async function poll(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-// ---------------------------------------------------------------- accept
-
-const acceptScenarios: Scenario[] = [
-  {
-    name: "inbound-accept",
-    async measure(t) {
-      const warm = await load(t, WARMUP_PER_SESSION);
-      if (warm.failed) return failedFigure(warm, "warm-up");
-      const before = await t.stored();
-      const r = await load(t, PER_SESSION);
-      return {
-        msgsPerSec: r.msgsPerSec,
-        detail: `p50 ${ms(r.p50Ms)}, p99 ${ms(r.p99Ms)}`,
-        failed: r.failed,
-        failures: r.failures,
-        note: await storedNote(t, before, r.ok),
-      };
-    },
-  },
-  {
-    name: "inbound-accept (smtp-source cross-check)",
-    async measure(t) {
-      const opts = { sessions: SESSIONS, bodyBytes: BODY, from: FROM, to: TO };
-      await runSmtpSource(t, { ...opts, messages: SESSIONS * WARMUP_PER_SESSION });
-      const before = await t.stored();
-      const messages = SESSIONS * PER_SESSION;
-      const r = await runSmtpSource(t, { ...opts, messages });
-      const after = await t.stored();
-      const stored = before !== undefined && after !== undefined ? after - before : undefined;
-      const failed = r.code !== 0 ? messages - (stored ?? 0) : stored !== undefined ? messages - stored : 0;
-      return {
-        msgsPerSec: r.msgsPerSec,
-        failed: Math.max(0, failed),
-        failures: r.code !== 0 ? [`smtp-source exit ${r.code}: ${r.stderr}`] : [],
-        note: stored !== undefined && stored !== messages ? `stored ${stored} of ${messages}` : undefined,
-      };
-    },
-  },
-];
-
-// ---------------------------------------------------------------- relay
-
-/**
- * End to end: load → target → smtp-sink. The k-th arrival at the sink is paired with the k-th 250 seen by
- * the load generator (both in time order): exact for the mean, and the true per-message time when the
- * target delivers in arrival order. smtp-sink counts one per transaction, whatever the recipients.
- */
-function relayScenario(rcptCount: number, perSession: number): Scenario {
-  const recipients = Array.from({ length: rcptCount }, (_, i) => `rcpt${i + 1}@bench.test`);
-  return {
-    name: `relay (${rcptCount} rcpt${rcptCount > 1 ? "s" : ""})`,
-    async measure(t) {
-      const sink = t.sink!;
-      const warmBase = sink.count();
-      const warm = await load(t, 2, { recipients });
-      if (warm.failed) return failedFigure(warm, "warm-up");
-      if (!await sink.waitFor(warmBase + warm.ok, RELAY_DRAIN_MS)) {
-        return { msgsPerSec: 0, failed: warm.ok, failures: [], note: "warm-up mail did not all arrive" };
-      }
-      await poll(() => t.queueEmpty!(), 30_000);
-      const base = sink.count();
-      const rcptBase = await t.deliveredRecipients!();
-      const r = await load(t, perSession, { recipients });
-      const arrived = await sink.waitFor(base + r.ok, RELAY_DRAIN_MS);
-      const arrivals = sink.arrivalsAfter(base).slice(0, r.ok);
-      const lastArrival = arrivals.at(-1) ?? NaN;
-      const deliveredPerSec = arrivals.length / ((lastArrival - r.startedAt) / 1000);
-      const accepted = [...r.acceptedAt].sort((a, b) => a - b);
-      const waits = arrivals.map((a, k) => a - accepted[k]).sort((a, b) => a - b);
-      const emptied = await poll(() => t.queueEmpty!(), 30_000);
-      const rcptDelivered = (await t.deliveredRecipients!()) - rcptBase;
-      const notes: string[] = [];
-      if (!arrived) {
-        notes.push(`only ${arrivals.length} of ${r.ok} arrived within ${RELAY_DRAIN_MS / 1000} s`);
-      }
-      if (!emptied) notes.push("queue not empty 30 s after the last arrival");
-      if (sink.count() - base !== r.ok) {
-        notes.push(`sink got ${sink.count() - base} transactions for ${r.ok}`);
-      }
-      if (rcptDelivered !== r.ok * rcptCount) {
-        notes.push(`logged ${rcptDelivered} recipient deliveries, expected ${r.ok * rcptCount}`);
-      }
-      return {
-        msgsPerSec: Number.isFinite(deliveredPerSec) ? deliveredPerSec : 0,
-        what: "delivered ",
-        detail: `250→sink p50 ${ms(percentile(waits, 50))}, p99 ${ms(percentile(waits, 99))}; accepted ` +
-          `${Math.round(r.msgsPerSec)} msg/s, p50 ${ms(r.p50Ms)}, p99 ${ms(r.p99Ms)}`,
-        failed: r.failed + (arrived ? 0 : r.ok - arrivals.length),
-        failures: r.failures,
-        note: notes.length ? notes.join("; ") : undefined,
-      };
-    },
-  };
-}
-
-// ---------------------------------------------------------------- starttls
-
-function starttlsScenario(name: string, sessionsPerClient: number, perSession: number): Scenario {
-  return {
-    name,
-    async measure(t) {
-      const tls = { starttls: { caCerts: [t.caPem!], hostname: "localhost" } };
-      const warm = await load(t, 2, tls);
-      if (warm.failed) return failedFigure(warm, "warm-up");
-      const before = await t.stored();
-      const r = await load(t, perSession, { ...tls, sessionsPerClient });
-      return {
-        msgsPerSec: r.msgsPerSec,
-        detail: `connect+STARTTLS+EHLO p50 ${ms(r.setupP50Ms)}, p99 ${ms(r.setupP99Ms)}; ` +
-          `transaction p50 ${ms(r.p50Ms)}, p99 ${ms(r.p99Ms)}; ${r.sessions} TLS sessions`,
-        failed: r.failed,
-        failures: r.failures,
-        note: await storedNote(t, before, r.ok),
-      };
-    },
-  };
-}
+import {
+  BODY,
+  Figure,
+  GOAL,
+  IN_FLOW_DELAY,
+  ONLY,
+  PER_SESSION,
+  Phase,
+  PhaseContext,
+  POSTFIX_INITIAL_CONCURRENCY,
+  RELAY10_MESSAGES,
+  RELAY_GOAL,
+  RELAY_MESSAGES,
+  SESSIONS,
+  Target,
+  TLS_CONNECTIONS,
+  TLS_KEY,
+  TLS_MESSAGES,
+  WARMUP_PER_SESSION,
+} from "./_common.ts";
+import { acceptScenarios, relayScenario, starttlsScenario } from "./_scenarios.ts";
 
 // ---------------------------------------------------------------- phases
 
