@@ -299,7 +299,8 @@ export class SmtpClient {
   async quit(): Promise<Reply | undefined> {
     if (this.#conn.closed) return undefined;
     try {
-      return await this.#command("QUIT", "quit");
+      // A peer that never answers QUIT must not hold the delivery slot for a whole command timeout.
+      return await this.#command("QUIT", "quit", Math.min(this.#t.command, 10_000));
     } catch {
       return undefined;
     } finally {

@@ -9,6 +9,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { createHash } from "node:crypto";
 import type { RecoveryReport } from "./spool.ts";
 import { MESSAGE_ID_PATTERN } from "./message_id.ts";
+import { dirname, resolve } from "node:path";
 
 /** One write in a group commit. */
 export type BatchOp =
@@ -164,6 +165,10 @@ export class SpoolDb {
       report.quarantined.push(this.#quarantineDatabase(err));
       this.#openDatabase();
     }
+    // A newly created spool.db (and directory) must survive a crash too: SQLite syncs the WAL, not the
+    // directory entries of the database file or of the spool directory itself.
+    syncDir(this.#dir);
+    syncDir(dirname(resolve(this.#dir)));
     this.#recoverRows(report);
     return report;
   }

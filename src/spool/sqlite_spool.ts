@@ -50,6 +50,7 @@ export class SqliteSpool implements Spool {
   #engine: SpoolEngine;
   #maxBatch: number;
   #windowMs: number;
+  #closing?: Promise<void>;
   #state: "new" | "open" | "closing" | "closed" = "new";
   #queue: Queued[] = [];
   #scheduled = false;
@@ -150,8 +151,14 @@ export class SqliteSpool implements Spool {
   }
 
   /** Commits every queued write, then closes the database (and its worker). */
-  async close(): Promise<void> {
-    if (this.#state === "closed" || this.#state === "closing") return;
+  close(): Promise<void> {
+    // A second close() waits for the first instead of returning while it still commits.
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    if (this.#state === "closed") return;
     if (this.#state === "new") {
       this.#state = "closed";
       await this.#engine.close().catch(() => {});

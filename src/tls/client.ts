@@ -138,8 +138,9 @@ let defaultContext: TlsClientContext | undefined;
  */
 export async function tlsConnect(conn: ByteStream, opts: TlsConnectOptions = {}): Promise<TlsStream> {
   let ssl: NativeSsl | undefined;
-  const ctx = opts.context ?? (defaultContext ??= new TlsClientContext());
+  let ctx: TlsClientContext;
   try {
+    ctx = opts.context ?? (defaultContext ??= new TlsClientContext());
     ssl = ctx.newSession();
     if (opts.serverName && !ssl.setHostName(opts.serverName)) {
       throw new Error(`Cannot set SNI "${opts.serverName}": ${takeErrors()}`);
@@ -159,7 +160,15 @@ export async function tlsConnect(conn: ByteStream, opts: TlsConnectOptions = {})
   const stream = new TlsStream(conn, ssl, false);
   await stream.handshake({ timeout: ctx.handshakeTimeout, ...opts });
 
-  const v = await judge(stream, ssl, opts);
+  let v: TlsVerification;
+  try {
+    v = await judge(stream, ssl, opts);
+  } catch (e) {
+    // An onCert hook or an OpenSSL call that fails must not leave the session (and its native SSL) open.
+    stream.close();
+    await stream.closed;
+    throw e;
+  }
   stream.setVerification(v);
   if ((opts.verify ?? "require") === "require") {
     const why = !v.verified
@@ -213,8 +222,11 @@ async function judge(
 
   if (opts.requireOcsp) {
     const resp = stream.ocspResponse;
-    const issuer = ssl.verifiedChain()[1] ?? chain[1];
+    // The issuer is trusted only from a verified chain: otherwise a peer could bring a fake issuer and a
+    // "good" response signed by it.
+    const issuer = v.verified ? ssl.verifiedChain()[1] : undefined;
     if (!resp) v.ocsp = { ok: false, status: "invalid", reason: "no OCSP response stapled" };
+    else if (!v.verified) v.ocsp = { ok: false, status: "invalid", reason: "certificate chain not verified" };
     else if (!issuer) v.ocsp = { ok: false, status: "invalid", reason: "issuer certificate unknown" };
     else {
       try {

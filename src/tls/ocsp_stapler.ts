@@ -184,7 +184,8 @@ export class OcspStapler {
   #schedule(ms: number, fn: () => unknown): void {
     clearTimeout(this.#timer);
     if (!this.#running) return;
-    const timer = setTimeout(fn, ms);
+    // setTimeout fires at once for delays past 2^31-1 ms (~24.8 days); a long-lived response must not loop.
+    const timer = setTimeout(fn, Math.min(ms, 2 ** 31 - 1));
     Deno.unrefTimer(timer);
     this.#timer = timer;
   }

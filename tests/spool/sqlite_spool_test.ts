@@ -282,3 +282,23 @@ Deno.test("SqliteSpool open() fails loudly (without moving anything) when the di
     assert.equal(await Deno.readTextFile(dir), "a file where the spool directory should be");
     await spool.close();
   }));
+
+Deno.test("SqliteSpool: a second close() waits for the first, and writes queued before it are durable", async () => {
+  await withDir(async (dir) => {
+    const spool = new SqliteSpool({ dir });
+    await spool.open();
+    const data = new TextEncoder().encode("Subject: x\r\n\r\nbody\r\n");
+    const ids = Array.from({ length: 20 }, () => spool.newId());
+    const stores = ids.map((id) => spool.store(testEnvelope(id), data));
+    let firstDone = false;
+    const first = spool.close().then(() => (firstDone = true));
+    await spool.close();
+    assert.equal(firstDone, true, "the second close() resolved before the first finished");
+    await first;
+    await Promise.all(stores);
+    const again = new SqliteSpool({ dir });
+    const report = await again.open();
+    assert.deepEqual(new Set(report.recovered), new Set(ids));
+    await again.close();
+  });
+});

@@ -245,6 +245,18 @@ t("OCSP: a stapled response is exposed; requireOcsp checks it and fails without 
     assert.equal(s.verification?.verified, false);
     assert.match(s.verification?.verifyError ?? "", /^OCSP: no OCSP response stapled/);
   });
+  // A good response is worth nothing on a chain that does not verify: the issuer could be the peer's own.
+  await withServer(f.mx, {
+    context: f.wrongCtx,
+    serverName: "mx.example.com",
+    verify: "record",
+    requireOcsp: true,
+  }, (s) => {
+    assert.deepEqual(s.ocspResponse, resp);
+    assert.equal(s.verification?.verified, false);
+    assert.equal(s.verification?.ocsp?.ok, false);
+    assert.equal(s.verification?.ocsp?.reason, "certificate chain not verified");
+  }, ["-status_file", file]);
 });
 
 async function spkiSha256(certFile: string): Promise<Uint8Array> {
