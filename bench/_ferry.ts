@@ -8,6 +8,7 @@
  */
 
 import { freePort, waitForBanner } from "./_postfix.ts";
+import { terminate } from "./_process.ts";
 
 /** A running SMTP target started by the bench. */
 export interface ChildTarget {
@@ -76,18 +77,7 @@ export async function startFerryChild(parent: string, options: FerryChildOptions
   let exited = false;
   const status = child.status.finally(() => exited = true);
   const stop = async () => {
-    if (!exited) {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* already gone */ }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* already gone */ }
-      }, 15_000);
-      await status;
-      clearTimeout(timer);
-    }
+    if (!exited) await terminate(child, status, 15_000);
     await drained;
     await Deno.remove(spool, { recursive: true }).catch(() => undefined);
   };

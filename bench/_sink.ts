@@ -11,6 +11,7 @@
  */
 
 import { freePort } from "./_postfix.ts";
+import { terminate } from "./_process.ts";
 
 /** A running counting smtp-sink. */
 export interface CountingSink {
@@ -69,18 +70,7 @@ export async function startCountingSink(options: { backlog?: number } = {}): Pro
   let exited = false;
   const status = child.status.finally(() => exited = true);
   const stop = async () => {
-    if (!exited) {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* already gone */ }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* already gone */ }
-      }, 5_000);
-      await status;
-      clearTimeout(timer);
-    }
+    if (!exited) await terminate(child, status, 5_000);
     await Promise.all([readOut, readErr]);
   };
   const deadline = Date.now() + 5_000;

@@ -25,6 +25,15 @@ async function run(cmd: string, args: string[], stdin?: string): Promise<{ code:
   return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
 }
 
+/** `openssl s_client -starttls smtp` against Ferry on `port`, with extra arguments; QUIT is sent at once. */
+function starttlsClient(port: number, extra: string[] = []): Promise<{ code: number; out: string }> {
+  return run(
+    "openssl",
+    ["s_client", "-starttls", "smtp", "-connect", `127.0.0.1:${port}`, ...extra],
+    "QUIT\r\n",
+  );
+}
+
 async function stopAll(f: TestFerry): Promise<void> {
   await f.stop();
   await Deno.remove(f.dir, { recursive: true }).catch(() => {});
@@ -77,15 +86,7 @@ Deno.test("swaks --tls (STARTTLS) and --tlsc (SMTPS) deliver; SNI picks the name
     assert.match(data, /with ESMTPS \(TLS1\.[23]:/);
 
     for (const [name, cn] of [["other.test", "other.test"], ["unknown.test", "ferry.test"]]) {
-      const s = await run("openssl", [
-        "s_client",
-        "-starttls",
-        "smtp",
-        "-connect",
-        `127.0.0.1:${plain.port}`,
-        "-servername",
-        name,
-      ], "QUIT\r\n");
+      const s = await starttlsClient(plain.port, ["-servername", name]);
       assert.match(s.out, new RegExp(`subject=CN ?= ?${cn.replace(".", "\\.")}`), s.out);
     }
   } finally {
@@ -111,26 +112,10 @@ Deno.test("OCSP: a response file from config is stapled (s_client -status); a re
     },
   });
   try {
-    const ok = await run("openssl", [
-      "s_client",
-      "-starttls",
-      "smtp",
-      "-connect",
-      `127.0.0.1:${f.port}`,
-      "-status",
-    ], "QUIT\r\n");
+    const ok = await starttlsClient(f.port, ["-status"]);
     assert.match(ok.out, /OCSP Response Status: successful/);
     assert.match(ok.out, /Cert Status: good/);
-    const no = await run("openssl", [
-      "s_client",
-      "-starttls",
-      "smtp",
-      "-connect",
-      `127.0.0.1:${f.port}`,
-      "-servername",
-      "revoked.ferry.test",
-      "-status",
-    ], "QUIT\r\n");
+    const no = await starttlsClient(f.port, ["-servername", "revoked.ferry.test", "-status"]);
     assert.match(no.out, /OCSP response: no response sent/);
     assert.ok(f.memlog.has(/OCSP .*revoked/i), "a warning about the revoked response is logged");
   } finally {
@@ -156,14 +141,7 @@ Deno.test("OCSP fetch: Ferry fetches the response from the AIA responder itself 
       if (size === 0) await new Promise((r) => setTimeout(r, 50));
     }
     assert.ok(size > 0, "the fetched response is written to the file");
-    const s = await run("openssl", [
-      "s_client",
-      "-starttls",
-      "smtp",
-      "-connect",
-      `127.0.0.1:${f.port}`,
-      "-status",
-    ], "QUIT\r\n");
+    const s = await starttlsClient(f.port, ["-status"]);
     assert.match(s.out, /OCSP Response Status: successful/);
     assert.match(s.out, /Cert Status: good/);
   } finally {

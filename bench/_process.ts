@@ -1,0 +1,19 @@
+/** Child-process handling shared by the bench's targets and sinks. */
+
+/** Stops a child: SIGTERM, then SIGKILL if it has not exited after `graceMs`. Safe when it already exited. */
+export async function terminate(
+  child: Deno.ChildProcess,
+  status: Promise<unknown>,
+  graceMs: number,
+): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch { /* already gone */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, graceMs);
+  await status;
+  clearTimeout(timer);
+}
