@@ -15,7 +15,7 @@ import { SmtpClientError } from "../smtp/client.ts";
 import type { ConnectionPool } from "./connection_pool.ts";
 import type { HostRetry } from "./host_retry.ts";
 import { resolveTargets, type Route, RoutingError, type SelfInfo, type TargetHost } from "./routing.ts";
-import { HostError, type OpenSession, openSession, type TransportPolicy } from "./transport.ts";
+import { HostError, hostErrorOf, type OpenSession, openSession, type TransportPolicy } from "./transport.ts";
 
 /** How one recipient fared. */
 export interface RecipientOutcome {
@@ -92,6 +92,13 @@ export async function deliverGroup(
   let lastError = "all hosts are in retry back-off";
   let lastStatus = "4.4.1";
   let tried = 0;
+  /** Records a host's failure; `backoff` puts it in back-off (a refused MAIL does not). */
+  const hostFailed = (target: TargetHost, he: HostError, status: string, backoff = true) => {
+    if (backoff) deps.hostRetry.failed(`${target.ip}:${target.port}`);
+    deps.onHostError(target, he);
+    lastError = `${target.name} [${target.ip}]:${target.port}: ${he.message}`;
+    lastStatus = status;
+  };
   // A cached connection the server has meanwhile closed (idle timeout: EOF or 421 at MAIL) says nothing
   // about the host: such a target is tried once more on a fresh connection.
   const queue = targets.map((target) => ({ target, retry: false }));
@@ -120,11 +127,8 @@ export async function deliverGroup(
         }
       });
     } catch (err) {
-      const he = err instanceof HostError ? err : new HostError(String(err), "EIO");
-      deps.hostRetry.failed(hostKey);
-      deps.onHostError(target, he);
-      lastError = `${target.name} [${target.ip}]:${target.port}: ${he.message}`;
-      lastStatus = he.errno === "TLS" ? "4.7.5" : "4.4.1";
+      const he = hostErrorOf(err);
+      hostFailed(target, he, he.errno === "TLS" ? "4.7.5" : "4.4.1");
       continue;
     }
     const facts = {
@@ -151,9 +155,7 @@ export async function deliverGroup(
       if (result.mail.code >= 400 && result.mail.code < 500) {
         // A temporary MAIL refusal is this host's problem: try the next one.
         const he = new HostError(`MAIL FROM refused: ${replyText(result.mail)}`, "SMTP_4XX");
-        deps.onHostError(target, he);
-        lastError = `${target.name} [${target.ip}]:${target.port}: ${he.message}`;
-        lastStatus = statusOf(result.mail, "4.0.0");
+        hostFailed(target, he, statusOf(result.mail, "4.0.0"), false);
         continue;
       }
       return recipients.map((recipient, i): RecipientOutcome => {
@@ -182,11 +184,7 @@ export async function deliverGroup(
       ) {
         continue;
       }
-      const he = new HostError(err instanceof Error ? err.message : String(err), "EIO", { cause: err });
-      deps.hostRetry.failed(hostKey);
-      deps.onHostError(target, he);
-      lastError = `${target.name} [${target.ip}]:${target.port}: ${he.message}`;
-      lastStatus = "4.4.2";
+      hostFailed(target, hostErrorOf(err), "4.4.2");
     }
   }
   return all("deferred", lastStatus, tried === 0 ? "retry time not reached for any host" : lastError);

@@ -97,6 +97,12 @@ function errnoOf(err: unknown): string {
   return "EIO";
 }
 
+/** Any failure while talking to a host, as a HostError with an errno-like code. */
+export function hostErrorOf(err: unknown): HostError {
+  if (err instanceof HostError) return err;
+  return new HostError(err instanceof Error ? err.message : String(err), errnoOf(err), { cause: err });
+}
+
 async function connectTcp(target: TargetHost, timeoutMs: number): Promise<Deno.TcpConn> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const attempt = Deno.connect({ hostname: target.ip, port: target.port, transport: "tcp" });
@@ -137,7 +143,7 @@ export async function openSession(
   try {
     conn = await connectTcp(target, policy.connectTimeoutMs);
   } catch (err) {
-    throw new HostError(err instanceof Error ? err.message : String(err), errnoOf(err), { cause: err });
+    throw hostErrorOf(err);
   }
   const local = conn.localAddr as Deno.NetAddr;
   let closed = false;
@@ -232,7 +238,6 @@ export async function openSession(
     };
   } catch (err) {
     await close();
-    if (err instanceof HostError) throw err;
-    throw new HostError(err instanceof Error ? err.message : String(err), errnoOf(err), { cause: err });
+    throw hostErrorOf(err);
   }
 }
