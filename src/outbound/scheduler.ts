@@ -17,7 +17,7 @@ import type { Spool } from "../spool/spool.ts";
 import type { TlsClientContext } from "../tls/client.ts";
 import { ConnectionPool } from "./connection_pool.ts";
 import { deliverGroup, type RecipientOutcome } from "./deliver.ts";
-import { buildDsn, type DsnRecipient, shouldSendDsn } from "./dsn_report.ts";
+import { buildDsn, type DsnKind, type DsnRecipient, shouldSendDsn } from "./dsn_report.ts";
 import { HostRetry } from "./host_retry.ts";
 import { nextRetry, retryRulesFor } from "./retry_rules.ts";
 import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } from "./routing.ts";
@@ -46,7 +46,7 @@ interface Group {
 }
 
 /** Report entries collected while applying outcomes, by kind. */
-type Reports = Record<"failure" | "success", DsnRecipient[]>;
+type Reports = Record<DsnKind, DsnRecipient[]>;
 
 interface Extra {
   firstFailure?: number;
@@ -100,13 +100,11 @@ export class Scheduler {
     this.#pump();
   }
 
+  /** Due at the earliest pending recipient's next attempt; at once when none is pending (to complete it). */
   #schedule(env: Envelope): void {
-    const pending = env.recipients.filter((r) => r.status === "pending");
-    if (pending.length === 0) {
-      this.#due.set(env.id, 0);
-      return;
-    }
-    this.#due.set(env.id, Math.min(...pending.map((r) => r.nextAttempt ?? 0)));
+    let at = Infinity;
+    for (const r of env.recipients) if (r.status === "pending") at = Math.min(at, r.nextAttempt ?? 0);
+    this.#due.set(env.id, at === Infinity ? 0 : at);
   }
 
   #tick(): void {
@@ -178,11 +176,10 @@ export class Scheduler {
         // A host-list function that throws: retry later under the retry rules, like any temporary failure.
         routeError = `routing failed: ${err instanceof Error ? err.message : err}`;
       }
-      const key = routeError
-        ? `error|${domain}`
-        : route
-        ? (route.spec.mx ? `${route.index}|${domain}` : `${route.index}`)
-        : `none|${domain}`;
+      // Host routes have one destination whatever the domain; MX routes one per domain.
+      const key = route && !route.spec.mx
+        ? `${route.index}`
+        : `${route?.index ?? "-"}|${routeError ? "!" : ""}${domain}`;
       const g = groups.get(key) ?? { route, routeError, domain, recipients: [] };
       g.recipients.push(r);
       groups.set(key, g);
@@ -190,24 +187,12 @@ export class Scheduler {
     for (const g of groups.values()) {
       // Stopping: leave the remaining groups queued rather than start them.
       if (this.#stopped) break;
+      const local = (kind: RecipientOutcome["kind"], status: string, text: string): RecipientOutcome[] =>
+        g.recipients.map((recipient) => ({ recipient, kind, status, text, internal: true }));
       let outcomes: RecipientOutcome[];
-      if (g.routeError) {
-        outcomes = g.recipients.map((recipient) => ({
-          recipient,
-          kind: "deferred",
-          status: "4.3.0",
-          text: g.routeError!,
-          internal: true,
-        }));
-      } else if (!g.route) {
-        outcomes = g.recipients.map((recipient) => ({
-          recipient,
-          kind: "failed",
-          status: "5.4.4",
-          text: `no route for domain "${g.domain}"`,
-          internal: true,
-        }));
-      } else {
+      if (g.routeError) outcomes = local("deferred", "4.3.0", g.routeError);
+      else if (!g.route) outcomes = local("failed", "5.4.4", `no route for domain "${g.domain}"`);
+      else {
         const route = g.route;
         outcomes = await deliverGroup(env, data, g.recipients, route, g.domain, this.#policy(route), {
           resolver: this.#deps.resolver,
@@ -217,7 +202,7 @@ export class Scheduler {
           self: this.#self,
           onHostError: (target, err) => {
             log.write(
-              `H=${target.name} [${target.ip}]:${target.port} ${err.message}` + ` (errno ${err.errno})`,
+              `H=${target.name} [${target.ip}]:${target.port} ${err.message} (errno ${err.errno})`,
               { id, event: "host_error", host: target.name, errno: err.errno },
             );
             this.#deps.events.emit("msg:host:defer", {
@@ -229,7 +214,7 @@ export class Scheduler {
           },
         });
       }
-      const reports: Reports = { failure: [], success: [] };
+      const reports: Reports = { failure: [], success: [], delay: [] };
       try {
         for (const o of outcomes) await this.#apply(env, g.route, o, reports);
         // Reports are queued before the new states are saved: a crash in between repeats a report, never loses one.
@@ -369,7 +354,7 @@ export class Scheduler {
   }
 
   async #reports(env: Envelope, data: Uint8Array, reports: Reports): Promise<void> {
-    for (const kind of ["failure", "success"] as const) {
+    for (const kind of ["failure", "delay", "success"] as const) {
       if (reports[kind].length === 0) continue;
       const report = buildDsn({
         kind,
@@ -392,13 +377,13 @@ export class Scheduler {
     const sent = typeof delivery.delayWarnings === "number" ? delivery.delayWarnings : 0;
     if (intervals <= sent) return;
     delivery.delayWarnings = intervals;
-    const entries: DsnRecipient[] = [];
+    const reports: Reports = { failure: [], success: [], delay: [] };
     for (const r of pending) {
       if (!shouldSendDsn(env, r, "delay")) continue;
       const rules = await retryRulesFor(this.#deps.config.retry, domainOf(r.address)) ?? [];
       const first = ((r.extra ?? {}) as Extra).firstFailure ?? env.receivedAt;
       const last = rules.length ? rules[rules.length - 1].until : 0;
-      entries.push({
+      reports.delay.push({
         recipient: r,
         action: "delayed",
         status: "4.4.7",
@@ -407,16 +392,9 @@ export class Scheduler {
         willRetryUntil: new Date(first + last),
       });
     }
+    // As for failures: the report is queued before "warned" is saved, so it is never lost.
+    await this.#reports(env, data, reports);
     await this.#deps.spool.update(env);
-    if (entries.length === 0) return;
-    const report = buildDsn({
-      kind: "delay",
-      reportingMta: this.#deps.hostname,
-      envelope: env,
-      recipients: entries,
-      original: data,
-    });
-    await this.#queueReport(env, report, "delay");
   }
 
   /** Stops picking messages, waits for deliveries in progress (up to `graceMs`), closes idle connections. */
