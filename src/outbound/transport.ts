@@ -171,20 +171,21 @@ export async function openSession(
     const caps = await client.ehlo(policy.heloName);
     const requireTls = await policy.hostsRequireTls.match(subject);
     let tls: OutboundTlsFacts | undefined;
-    if (caps.startTls && !(opts.noTls && !requireTls)) {
+    if (caps.startTls && (requireTls || !opts.noTls)) {
       const requireVerify = await policy.tlsVerifyHosts.match(subject);
       const tryVerify = requireVerify || (await policy.tlsTryVerifyHosts.match(subject));
       const checkNames = await policy.tlsVerifyCertHostnames.match(subject);
       const requireOcsp = await policy.hostsRequireOcsp.match(subject);
       const requestOcsp = requireOcsp || (await policy.hostsRequestOcsp.match(subject));
+      const named = target.name !== target.ip;
       let tlsStream: Awaited<ReturnType<typeof tlsConnect>> | undefined;
       try {
         await client.startTls(async (s) => {
           tlsStream = await tlsConnect(s, {
             context: policy.tlsContext,
-            serverName: target.name !== target.ip ? target.name : undefined,
+            serverName: named ? target.name : undefined,
             verify: "record",
-            names: checkNames && target.name !== target.ip ? [target.name] : [],
+            names: checkNames && named ? [target.name] : [],
             requestOcsp,
             requireOcsp,
             timeout: policy.connectTimeoutMs,
@@ -220,9 +221,8 @@ export async function openSession(
         ...t.info,
         peerCertificate: chain[0],
         peerChain: chain,
-        cv: verified ? "yes" : "no",
+        cv: verified && tryVerify ? "yes" : "no",
       };
-      if (!tryVerify) tls.cv = "no";
       await client.ehlo(policy.heloName);
     } else if (requireTls) {
       throw new HostError("TLS required but not offered by the server", "TLS");
