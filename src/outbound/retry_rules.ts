@@ -77,13 +77,13 @@ export function nextRetry(
   return { at: Math.min(lastAttempt + interval, cutoff) };
 }
 
-/** Finds the rules for a mail domain: the first config entry whose host list matches it, validated. */
-export async function retryRulesFor(
+/** Compiles the config's retry entries once; the result finds a domain's rules (first matching entry wins). */
+export function compileRetryConfig(
   config: readonly RetryConfigEntry[],
-  domain: string,
-): Promise<RetryRule[] | undefined> {
-  for (const entry of config) {
-    if (await new HostList(entry.domains).match({ name: domain })) return parseRetryRules(entry.rules);
-  }
-  return undefined;
+): (domain: string) => Promise<RetryRule[] | undefined> {
+  const entries = config.map((e) => ({ domains: new HostList(e.domains), rules: parseRetryRules(e.rules) }));
+  return async function retryRulesFor(domain) {
+    for (const e of entries) if (await e.domains.match({ name: domain })) return e.rules;
+    return undefined;
+  };
 }

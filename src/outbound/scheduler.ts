@@ -19,7 +19,7 @@ import { ConnectionPool } from "./connection_pool.ts";
 import { deliverGroup, type RecipientOutcome } from "./deliver.ts";
 import { buildDsn, type DsnKind, type DsnRecipient, shouldSendDsn } from "./dsn_report.ts";
 import { HostRetry } from "./host_retry.ts";
-import { nextRetry, retryRulesFor } from "./retry_rules.ts";
+import { compileRetryConfig, nextRetry, type RetryRule } from "./retry_rules.ts";
 import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } from "./routing.ts";
 import { type TransportPolicy, transportPolicy } from "./transport.ts";
 
@@ -65,6 +65,7 @@ export class Scheduler {
   #policies = new Map<Route, TransportPolicy>();
   #pool: ConnectionPool;
   #hostRetry: HostRetry;
+  #retryRulesFor: (domain: string) => Promise<RetryRule[] | undefined>;
   #self: SelfInfo;
   /** Message id → when it is next due */
   #due = new Map<string, number>();
@@ -79,6 +80,7 @@ export class Scheduler {
     this.#routes = compileRoutes(deps.config.routes as RouteSpec[]);
     this.#pool = new ConnectionPool({ perHost: d.connectionsPerHost, idleTimeoutMs: d.idleTimeout });
     this.#hostRetry = new HostRetry({ baseMs: d.hostRetryBase, maxMs: d.hostRetryMax });
+    this.#retryRulesFor = compileRetryConfig(deps.config.retry);
     this.#self = { names: [normalizeName(deps.hostname)], endpoints: deps.endpoints };
   }
 
@@ -292,7 +294,7 @@ export class Scheduler {
     if (!failed) {
       const extra = (r.extra ??= {}) as Extra;
       extra.firstFailure ??= now;
-      const rules = await retryRulesFor(this.#deps.config.retry, domainOf(r.address)) ?? [];
+      const rules = await this.#retryRulesFor(domainOf(r.address)) ?? [];
       const decision = nextRetry(rules, extra.firstFailure, now, extra.lastInterval);
       if ("giveUp" in decision) {
         failed = true;
@@ -380,7 +382,7 @@ export class Scheduler {
     const reports: Reports = { failure: [], success: [], delay: [] };
     for (const r of pending) {
       if (!shouldSendDsn(env, r, "delay")) continue;
-      const rules = await retryRulesFor(this.#deps.config.retry, domainOf(r.address)) ?? [];
+      const rules = await this.#retryRulesFor(domainOf(r.address)) ?? [];
       const first = ((r.extra ?? {}) as Extra).firstFailure ?? env.receivedAt;
       const last = rules.length ? rules[rules.length - 1].until : 0;
       reports.delay.push({

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import {
+  compileRetryConfig,
   nextRetry,
   parseRetryRules,
-  retryRulesFor,
   type RetryRuleSpec,
 } from "../../src/outbound/retry_rules.ts";
 
@@ -60,17 +60,18 @@ Deno.test("parseRetryRules() accepts numbers in ms and rejects bad rules", () =>
   assert.throws(() => parseRetryRules([{ every: "soon", until: "1h" }]), RangeError);
 });
 
-Deno.test("retryRulesFor() picks the first entry whose domain list matches", async () => {
+Deno.test("compileRetryConfig() finds the rules of the first entry whose domain list matches", async () => {
   const config = [
     { domains: ["*.example.com", "!example.org"], rules: [{ every: "5m", until: "1h" }] },
     { domains: "*", rules: RULES },
   ];
-  assert.deepEqual(await retryRulesFor(config, "mx.example.com"), [{ every: 5 * M, factor: 1, until: H }]);
-  assert.equal((await retryRulesFor(config, "example.net"))?.length, 3);
-  assert.equal(await retryRulesFor([config[0]], "other.test"), undefined);
+  const retryRulesFor = compileRetryConfig(config);
+  assert.deepEqual(await retryRulesFor("mx.example.com"), [{ every: 5 * M, factor: 1, until: H }]);
+  assert.equal((await retryRulesFor("example.net"))?.length, 3);
+  assert.equal(await compileRetryConfig([config[0]])("other.test"), undefined);
   const byFn = [{
     domains: (s: { name?: string }) => s.name === "fn.test",
     rules: [{ every: "1m", until: "2m" }],
   }];
-  assert.equal((await retryRulesFor(byFn, "fn.test"))?.[0].every, M);
+  assert.equal((await compileRetryConfig(byFn)("fn.test"))?.[0].every, M);
 });
