@@ -1,7 +1,7 @@
 /**
  * Outbound connection reuse: open sessions are kept per destination (route, address, port) for a short idle
  * time so the next message to the same place skips connect, greeting, EHLO and TLS; at most `perHost`
- * connections per destination, and `total` overall.
+ * connections per destination (the overall number is bounded by `delivery.concurrency`).
  */
 
 import type { OpenSession } from "./transport.ts";
@@ -34,8 +34,11 @@ export class ConnectionPool {
     return s;
   }
 
-  #wake(slot: Slot): void {
-    slot.waiters.shift()?.();
+  /** Lets one waiter in; a destination with nothing open or waiting is forgotten. */
+  #wake(key: string, slot: Slot): void {
+    const next = slot.waiters.shift();
+    if (next) next();
+    else if (slot.open === 0 && slot.idle.length === 0) this.#slots.delete(key);
   }
 
   /** An idle session for `key`, or a new one from `open` when under the limit; waits otherwise. */
@@ -54,7 +57,7 @@ export class ConnectionPool {
           return await open();
         } catch (err) {
           slot.open--;
-          this.#wake(slot);
+          this.#wake(key, slot);
           throw err;
         }
       }
@@ -68,13 +71,13 @@ export class ConnectionPool {
     if (!reusable || this.#closing || session.client.closed) {
       slot.open--;
       void session.close();
-      this.#wake(slot);
+      this.#wake(key, slot);
       return;
     }
     if (slot.waiters.length) {
       // Someone is waiting for this destination: hand it over through the idle list.
       slot.idle.push({ session });
-      this.#wake(slot);
+      this.#wake(key, slot);
       return;
     }
     const entry: Slot["idle"][number] = { session };
@@ -84,7 +87,7 @@ export class ConnectionPool {
         slot.idle.splice(i, 1);
         slot.open--;
         void session.close();
-        this.#wake(slot);
+        this.#wake(key, slot);
       }
     }, this.#opts.idleTimeoutMs);
     entry.timer.unref?.();
