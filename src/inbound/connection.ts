@@ -92,7 +92,6 @@ export class InboundConnection implements SessionHandler {
   #msgVars = new Map<string, unknown>();
   #helo?: string;
   #esmtp = false;
-  #messages = 0;
 
   constructor(deps: InboundDeps, facts: ConnectionFacts) {
     this.#deps = deps;
@@ -116,11 +115,11 @@ export class InboundConnection implements SessionHandler {
     this.#deps.log.write(text, { client: this.#facts.client.ip, port: this.#facts.client.port, ...fields });
   }
 
-  #base(stage: Stage): BaseContext {
+  #base(stage: Stage, signal: AbortSignal): BaseContext {
     const f = this.#facts;
     return {
       stage,
-      signal: new AbortController().signal,
+      signal,
       client: { ...f.client, helo: this.#helo },
       server: f.server,
       proxy: f.proxy,
@@ -133,77 +132,68 @@ export class InboundConnection implements SessionHandler {
     };
   }
 
-  async #run<S extends Stage>(stage: S, ctx: StageContexts[S], builtin: Middleware<StageContexts[S]>[] = []) {
+  /**
+   * Runs a stage's chain (built-ins first) on the context `build` makes from the stage's base; a rejection is
+   * logged as "rejected <what>" (when `what` is given) and rethrown.
+   */
+  async #run<S extends Stage>(
+    stage: S,
+    build: (base: BaseContext) => StageContexts[S],
+    what?: string,
+    builtin: Middleware<StageContexts[S]>[] = [],
+  ): Promise<void> {
     const configured = this.#deps.config.policy[stage] as unknown as Middleware<StageContexts[S]>[];
     const abort = new AbortController();
-    (ctx as { signal: AbortSignal }).signal = abort.signal;
-    await runStage(stage, [...builtin, ...configured], ctx, {
-      abort,
-      timeoutMs: this.#deps.config.limits.policyTimeout,
-      log: (text) => this.#logLine(`${this.hostField} ${text}`, { stage }),
-    });
-  }
-
-  #rejected(what: string, err: unknown): never {
-    if (err instanceof SmtpError) {
-      this.#logLine(
-        `${this.hostField}${this.#prx} rejected ${what}: ${err.code} ${err.enhanced} ${err.message}`,
-        {
-          event: "rejected",
-          code: err.code,
-        },
-      );
+    try {
+      await runStage(stage, [...builtin, ...configured], build(this.#base(stage, abort.signal)), {
+        abort,
+        timeoutMs: this.#deps.config.limits.policyTimeout,
+        log: (text) => this.#logLine(`${this.hostField} ${text}`, { stage }),
+      });
+    } catch (err) {
+      if (what !== undefined && err instanceof SmtpError) {
+        this.#logLine(
+          `${this.hostField}${this.#prx} rejected ${what}: ${err.code} ${err.enhanced} ${err.message}`,
+          {
+            event: "rejected",
+            code: err.code,
+          },
+        );
+      }
+      throw err;
     }
-    throw err;
   }
 
   async connect(): Promise<void> {
-    try {
-      await this.#run("connect", this.#base("connect"));
-    } catch (err) {
-      this.#rejected("connection", err);
-    }
+    await this.#run("connect", (base) => base, "connection");
   }
 
   async helo(name: string, esmtp: boolean): Promise<void> {
-    try {
-      await this.#run("helo", { ...this.#base("helo"), helo: name, esmtp });
-    } catch (err) {
-      this.#rejected(`${esmtp ? "EHLO" : "HELO"} ${name}`, err);
-    }
+    await this.#run("helo", (base) => ({ ...base, helo: name, esmtp }), `${esmtp ? "EHLO" : "HELO"} ${name}`);
     this.#helo = name;
     this.#esmtp = esmtp;
   }
 
-  #mailContext(stage: Stage, tx: Transaction) {
-    return {
-      ...this.#base(stage),
-      sender: tx.sender,
-      size: tx.params.size,
-      smtputf8: tx.params.smtputf8,
-    };
+  #mailContext(base: BaseContext, tx: Transaction) {
+    return { ...base, sender: tx.sender, size: tx.params.size, smtputf8: tx.params.smtputf8 };
   }
 
   async mail(tx: Transaction): Promise<void> {
     this.#msgVars = new Map();
-    try {
-      await this.#run("mail", this.#mailContext("mail", tx));
-    } catch (err) {
-      this.#rejected(`MAIL FROM:<${tx.sender}>`, err);
-    }
+    await this.#run("mail", (base) => this.#mailContext(base, tx), `MAIL FROM:<${tx.sender}>`);
   }
 
   async rcpt(tx: Transaction, rcpt: RcptEntry): Promise<void> {
-    const ctx = {
-      ...this.#mailContext("rcpt", tx),
-      recipient: toPolicyRecipient(rcpt),
-      recipients: tx.recipients.map(toPolicyRecipient),
-    };
-    try {
-      await this.#run("rcpt", ctx, this.#deps.builtinRcpt);
-    } catch (err) {
-      this.#rejected(`RCPT <${rcpt.address}> F=<${tx.sender}>`, err);
-    }
+    await this.#run(
+      "rcpt",
+      (base) => ({
+        ...this.#mailContext(base, tx),
+        recipient: toPolicyRecipient(rcpt),
+        recipients: tx.recipients.map(toPolicyRecipient),
+      }),
+      `RCPT <${rcpt.address}> F=<${tx.sender}>`,
+      this.#deps.builtinRcpt,
+    );
   }
 
   reset(): void {
@@ -215,7 +205,6 @@ export class InboundConnection implements SessionHandler {
     const result = await this.#deps.tls(stream);
     this.#facts.tls = result.info;
     this.#helo = undefined;
-    this.#connVars.set("tls", true);
     return result;
   }
 
@@ -231,7 +220,6 @@ export class InboundConnection implements SessionHandler {
   }
 
   closed(reason: string): void {
-    if (reason === "QUIT" && this.#messages > 0) return;
     if (reason !== "QUIT") {
       this.#logLine(`SMTP connection from ${this.hostField}${this.#prx} closed: ${reason}`, {
         event: "closed",
@@ -248,13 +236,12 @@ export class InboundConnection implements SessionHandler {
     const added: string[] = [];
     let discarded = false;
     const recipients = tx.recipients.map(toPolicyRecipient);
-    const dataCtx: DataContext = {
-      ...this.#mailContext("data", tx),
+    const dataFields = {
       recipients,
       headers: parseHeaders(content),
       messageSize: info.size,
       content,
-      addHeader: (name, value) => {
+      addHeader: (name: string, value: string) => {
         if (!/^[\x21-\x39\x3b-\x7e]+$/.test(name) || /[\r\n]/.test(value)) {
           throw new TypeError(`Invalid header field ${JSON.stringify(name)}`);
         }
@@ -264,11 +251,11 @@ export class InboundConnection implements SessionHandler {
         discarded = true;
       },
     };
-    try {
-      await this.#run("data", dataCtx);
-    } catch (err) {
-      this.#rejected(`after DATA F=<${tx.sender}>`, err);
-    }
+    const dataContext = (base: BaseContext): DataContext => ({
+      ...this.#mailContext(base, tx),
+      ...dataFields,
+    });
+    await this.#run("data", dataContext, `after DATA F=<${tx.sender}>`);
 
     // PRDR: the prdr stage decides per recipient.
     let kept = tx.recipients;
@@ -278,7 +265,7 @@ export class InboundConnection implements SessionHandler {
       kept = [];
       for (const r of tx.recipients) {
         try {
-          await this.#run("prdr", { ...dataCtx, stage: "prdr", recipient: toPolicyRecipient(r) });
+          await this.#run("prdr", (base) => ({ ...dataContext(base), recipient: toPolicyRecipient(r) }));
           kept.push(r);
           prdrReplies.push(reply(250, "2.1.5", `<${r.address}> OK`));
         } catch (err) {
@@ -359,8 +346,7 @@ export class InboundConnection implements SessionHandler {
       if (err instanceof SpoolWriteError) return final(reply(452, "4.3.1", "Insufficient system storage"));
       return final(reply(451, "4.3.0", "Temporary local problem, please try again later"));
     }
-    this.#messages++;
-    const msgId = dataCtx.headers.find((h) => h.name.toLowerCase() === "message-id")?.value;
+    const msgId = dataFields.headers.find((h) => h.name.toLowerCase() === "message-id")?.value;
     const tls = this.#facts.tls;
     this.#deps.log.write(
       `<= ${tx.sender || "<>"} ${this.hostField} P=${protocol}` +
