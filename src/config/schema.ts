@@ -227,7 +227,13 @@ export const configSchema = z.object({
     file: z.string().optional(),
     format: z.enum(["exim", "json"]).default("exim"),
   }).strict().prefault({}),
-}).strict();
+}).strict().superRefine((c, ctx) => {
+  c.listen.forEach((l, i) => {
+    if (l.mode === "smtps" && c.tls.certificates.length === 0) {
+      ctx.addIssue({ code: "custom", path: ["listen", i, "mode"], message: "smtps needs tls.certificates" });
+    }
+  });
+});
 
 /** The configuration as the program uses it: defaults filled in, durations in ms, sizes in octets. */
 export type ResolvedConfig = z.output<typeof configSchema>;

@@ -7,7 +7,6 @@
 import { HostList } from "../core/host_list.ts";
 import { formatReply, reply } from "../core/reply.ts";
 import type { ByteStream } from "../core/stream.ts";
-import type { ProxyInfo } from "../core/envelope.ts";
 import { ServerSession } from "../smtp/server_session.ts";
 import type { SessionExtensions } from "../smtp/session_types.ts";
 import { relayControl } from "../policy/relay_control.ts";
@@ -142,47 +141,15 @@ export class InboundServer {
           `${this.#deps.hostname} Too many connections, try again later`,
         );
       }
-      let stream: ByteStream = conn;
-      let initialInput: Uint8Array | undefined;
-      let proxy: ProxyInfo | undefined;
-      let clientIp = peer.hostname;
-      let clientPort = peer.port;
-      let serverIp = local.hostname;
-      let serverPort = local.port;
-      let proxyFailed = false;
-      if (!this.#lists.proxy.empty && (await this.#lists.proxy.match({ ip: peer.hostname }))) {
-        const got = await readProxyHeader(conn, { timeoutMs: config.proxyTimeout });
-        stream = got.stream;
-        initialInput = got.rest.length ? got.rest : undefined;
-        if (got.header && got.header.command === "PROXY" && got.header.source && got.header.destination) {
-          proxy = {
-            proxyIp: peer.hostname,
-            proxyPort: peer.port,
-            targetIp: got.header.destination.ip,
-            targetPort: got.header.destination.port,
-            version: got.header.version,
-          };
-          clientIp = got.header.source.ip;
-          clientPort = got.header.source.port;
-          serverIp = got.header.destination.ip;
-          serverPort = got.header.destination.port;
-        } else if (!got.header) {
-          proxyFailed = true;
-          log.write(
-            `PROXY negotiation failed from [${peer.hostname}]:${peer.port}: ${got.error}${
-              got.reason ? ` (${got.reason})` : ""
-            }`,
-            { event: "proxy_failed", client: peer.hostname },
-          );
-          initialInput = undefined;
-        }
-      }
-      const perIp = (this.#perIp.get(clientIp) ?? 0) + 1;
-      this.#perIp.set(clientIp, perIp);
-      counted = clientIp;
+      const layer = await this.#proxyLayer(conn);
+      let stream = layer.stream;
+      const client = layer.facts.client;
+      const perIp = (this.#perIp.get(client.ip) ?? 0) + 1;
+      this.#perIp.set(client.ip, perIp);
+      counted = client.ip;
       if (perIp > config.limits.connectionsPerIp) {
         log.write(
-          `SMTP connection from [${clientIp}]:${clientPort} refused: too many connections from that IP`,
+          `SMTP connection from [${client.ip}]:${client.port} refused: too many connections from that IP`,
         );
         return await this.#refuse(
           stream,
@@ -191,31 +158,16 @@ export class InboundServer {
           `${this.#deps.hostname} Too many connections from your host`,
         );
       }
-      let clientName: string | undefined;
-      if (
-        this.#deps.resolver && !this.#lists.hostLookup.empty &&
-        (await this.#lists.hostLookup.match({ ip: clientIp }))
-      ) {
-        const found = await lookupClientName(this.#deps.resolver, clientIp, {
-          signal: AbortSignal.timeout(config.dns.timeout * 3),
-        });
-        clientName = found.name;
-        if (!found.name) log.write(`no host name found for IP address ${clientIp}: ${found.reason}`);
-      }
-      const facts: ConnectionFacts = {
-        client: { ip: clientIp, port: clientPort, name: clientName },
-        server: { ip: serverIp, port: serverPort },
-        proxy,
-      };
+      client.name = await this.#clientName(client.ip);
+      const facts = layer.facts;
       if (mode === "smtps") {
-        if (!this.#deps.tls) return await this.#refuse(stream, 421, "4.3.0", "TLS not available");
         try {
-          const upgraded = await this.#deps.tls(stream);
+          const upgraded = await this.#deps.tls!(stream);
           stream = upgraded.stream;
           facts.tls = upgraded.info;
         } catch (err) {
           log.write(
-            `TLS error on connection from [${clientIp}]:${clientPort}: ${
+            `TLS error on connection from [${client.ip}]:${client.port}: ${
               err instanceof Error ? err.message : err
             }`,
           );
@@ -225,16 +177,7 @@ export class InboundServer {
           return;
         }
       }
-      const subject = { ip: clientIp };
-      const extensions: SessionExtensions = {
-        pipelining: await this.#lists.pipelining.match(subject),
-        chunking: await this.#lists.chunking.match(subject),
-        smtputf8: await this.#lists.smtputf8.match(subject),
-        dsn: await this.#lists.dsn.match(subject),
-        prdr: config.prdr.enable,
-        startTls: this.#deps.tls !== undefined && config.tls.certificates.length > 0 &&
-          (await this.#lists.tls.match(subject)),
-      };
+      const extensions = await this.#extensions({ ip: client.ip, name: client.name });
       const handler = new InboundConnection(this.#deps, facts);
       const l = config.limits;
       const session = new ServerSession(stream, handler, {
@@ -252,9 +195,9 @@ export class InboundServer {
         },
         extensions,
         bareLineEndings: config.smtp.bareLineEndings,
-        clientIp,
-        initialInput,
-        refuseAll: proxyFailed
+        clientIp: client.ip,
+        initialInput: layer.initialInput,
+        refuseAll: layer.proxyFailed
           ? reply(503, "5.7.0", "Command refused, required Proxy negotiation failed")
           : undefined,
         tls: facts.tls,
@@ -273,6 +216,82 @@ export class InboundServer {
         else this.#perIp.set(counted, n);
       }
     }
+  }
+
+  /**
+   * The PROXY protocol layer: from a host in proxyRequiredHosts a valid header replaces the client's address;
+   * a missing, late or invalid one leaves the session refusing every command but QUIT.
+   */
+  async #proxyLayer(conn: Deno.Conn): Promise<{
+    stream: ByteStream;
+    facts: ConnectionFacts;
+    initialInput?: Uint8Array;
+    proxyFailed: boolean;
+  }> {
+    const peer = conn.remoteAddr as Deno.NetAddr;
+    const local = conn.localAddr as Deno.NetAddr;
+    const facts: ConnectionFacts = {
+      client: { ip: peer.hostname, port: peer.port },
+      server: { ip: local.hostname, port: local.port },
+    };
+    if (this.#lists.proxy.empty || !(await this.#lists.proxy.match({ ip: peer.hostname }))) {
+      return { stream: conn, facts, proxyFailed: false };
+    }
+    const got = await readProxyHeader(conn, { timeoutMs: this.#deps.config.proxyTimeout });
+    if (!got.header) {
+      this.#deps.log.write(
+        `PROXY negotiation failed from [${peer.hostname}]:${peer.port}: ${got.error}${
+          got.reason ? ` (${got.reason})` : ""
+        }`,
+        { event: "proxy_failed", client: peer.hostname },
+      );
+      return { stream: got.stream, facts, proxyFailed: true };
+    }
+    const { source, destination } = got.header;
+    // LOCAL (health checks) and UNKNOWN families keep the real peer address.
+    if (got.header.command === "PROXY" && source && destination) {
+      facts.proxy = {
+        proxyIp: peer.hostname,
+        proxyPort: peer.port,
+        targetIp: destination.ip,
+        targetPort: destination.port,
+        version: got.header.version,
+      };
+      facts.client = { ip: source.ip, port: source.port };
+      facts.server = { ip: destination.ip, port: destination.port };
+    }
+    return {
+      stream: got.stream,
+      facts,
+      initialInput: got.rest.length ? got.rest : undefined,
+      proxyFailed: false,
+    };
+  }
+
+  /** The client's forward-confirmed name when smtp.hostLookup asks for it. */
+  async #clientName(ip: string): Promise<string | undefined> {
+    const resolver = this.#deps.resolver;
+    if (!resolver || this.#lists.hostLookup.empty || !(await this.#lists.hostLookup.match({ ip }))) {
+      return undefined;
+    }
+    const found = await lookupClientName(resolver, ip, {
+      signal: AbortSignal.timeout(this.#deps.config.dns.timeout * 3),
+    });
+    if (!found.name) this.#deps.log.write(`no host name found for IP address ${ip}: ${found.reason}`);
+    return found.name;
+  }
+
+  /** The extensions this client is offered (host lists match its address and, when known, its name). */
+  async #extensions(subject: { ip: string; name?: string }): Promise<SessionExtensions> {
+    const config = this.#deps.config;
+    return {
+      pipelining: await this.#lists.pipelining.match(subject),
+      chunking: await this.#lists.chunking.match(subject),
+      smtputf8: await this.#lists.smtputf8.match(subject),
+      dsn: await this.#lists.dsn.match(subject),
+      prdr: config.prdr.enable,
+      startTls: this.#deps.tls !== undefined && (await this.#lists.tls.match(subject)),
+    };
   }
 
   /** Stops accepting, lets open transactions finish up to `graceMs`, then answers 421 to the rest. */

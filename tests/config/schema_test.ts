@@ -45,6 +45,7 @@ Deno.test("validateConfig() turns durations and sizes into numbers and keeps fun
   const step = () => {};
   const c = validateConfig({
     listen: [{ port: 0 }, { address: "::1", port: 465, mode: "smtps" }],
+    tls: { certificates: [{ cert: "cert.pem", key: "key.pem" }] },
     limits: { messageSize: "10MB", commandTimeout: "1m30s", greetingDelay: 250 },
     relay: { domains: "example.test, *.example.test", clients: () => true },
     policy: { rcpt: [step] },
@@ -204,4 +205,12 @@ Deno.test("validateConfig() names what the runtime would otherwise ignore or tri
       (e: unknown) => e instanceof ConfigError && expected.test(e.problems[0]),
     );
   }
+});
+
+Deno.test("validateConfig() refuses an smtps listener without certificates", () => {
+  onlyProblemAt(
+    { listen: [{ port: 465, mode: "smtps" }] },
+    "listen[0].mode",
+    /smtps needs tls\.certificates/,
+  );
 });
