@@ -16,6 +16,7 @@ import { Scheduler } from "./outbound/scheduler.ts";
 import { HostList } from "./core/host_list.ts";
 import { TlsClientContext } from "./tls/client.ts";
 import { TlsConfigError } from "./tls/errors.ts";
+import { errorMessage } from "./core/error_message.ts";
 
 /** A running Ferry. */
 export interface Ferry {
@@ -72,7 +73,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   } catch (err) {
     if (opts.spool) throw err;
     throw new ConfigError([
-      `spool.dir: cannot open "${config.spool.dir}": ${err instanceof Error ? err.message : err}`,
+      `spool.dir: cannot open "${config.spool.dir}": ${errorMessage(err)}`,
     ]);
   }
   for (const q of report.quarantined) {
@@ -130,10 +131,6 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   };
 }
 
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 const USAGE = "usage: ferry [--config FILE] [--check-config]";
 
 /** The command line: returns the exit code (78 for a configuration error, as in sysexits.h EX_CONFIG). */
@@ -166,7 +163,7 @@ export async function main(args: string[]): Promise<number> {
     try {
       log = new MainLog({ file: config.log.file, format: config.log.format });
     } catch (err) {
-      throw new ConfigError([`log.file: cannot open "${config.log.file}": ${errorText(err)}`]);
+      throw new ConfigError([`log.file: cannot open "${config.log.file}": ${errorMessage(err)}`]);
     }
     // Handlers go in before start-up: listeners accept mail while recovery and the scheduler still start,
     // and a SIGTERM then must be a graceful stop, not the default kill.
@@ -175,7 +172,9 @@ export async function main(args: string[]): Promise<number> {
     let resolveDone!: () => void;
     const done = new Promise<void>((resolve) => (resolveDone = resolve));
     const finish = (ferry: Ferry) =>
-      ferry.stop().catch((err) => log.write(`error while stopping: ${errorText(err)}`)).finally(resolveDone);
+      ferry.stop().catch((err) => log.write(`error while stopping: ${errorMessage(err)}`)).finally(
+        resolveDone,
+      );
     const stop = (signal: Deno.Signal) => () => {
       if (stopRequested) return;
       stopRequested = true;
@@ -190,7 +189,7 @@ export async function main(args: string[]): Promise<number> {
       } catch (err) {
         log.write(
           `SIGHUP received: cannot reopen "${config.log.file}", still writing to the old file: ${
-            errorText(err)
+            errorMessage(err)
           }`,
         );
       }
@@ -206,7 +205,7 @@ export async function main(args: string[]): Promise<number> {
       for (const p of err.problems) console.error(`config: ${p}`);
       return 78;
     }
-    console.error(`ferry: ${errorText(err)}`);
+    console.error(`ferry: ${errorMessage(err)}`);
     return 70;
   } finally {
     for (const [sig, fn] of signals) Deno.removeSignalListener(sig, fn);

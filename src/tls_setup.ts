@@ -11,6 +11,7 @@ import { loadOpenSsl, setOpenSslPaths } from "./tls/_ffi.ts";
 import { TlsConfigError } from "./tls/errors.ts";
 import { OcspStapler } from "./tls/ocsp_stapler.ts";
 import { tlsAccept, type TlsCertificateSet, TlsServerContext } from "./tls/server_context.ts";
+import { errorMessage } from "./core/error_message.ts";
 
 /** The acceptor and what must be stopped with it. */
 export interface TlsSetup {
@@ -29,7 +30,7 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
     const what = t.library
       ? `tls.library: cannot load "${t.library.ssl}"/"${t.library.crypto}"`
       : "tls: cannot load libssl.so.3";
-    throw new ConfigError([`${what}: ${err instanceof Error ? err.message : err}`]);
+    throw new ConfigError([`${what}: ${errorMessage(err)}`]);
   }
   const staplers: OcspStapler[] = [];
   const sets: TlsCertificateSet[] = [];
@@ -46,7 +47,7 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
         try {
           await stapler.start();
         } catch (err) {
-          throw new ConfigError([`tls.certificates[${i}].ocsp: ${err instanceof Error ? err.message : err}`]);
+          throw new ConfigError([`tls.certificates[${i}].ocsp: ${errorMessage(err)}`]);
         }
         staplers.push(stapler);
         ocsp = () => stapler.current();

@@ -5,6 +5,7 @@
 
 import type { Logger } from "../core/log.ts";
 import type { EventName, FerryEvents } from "./types.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 type AnyHandler = (payload: unknown) => unknown;
 
@@ -69,9 +70,7 @@ export class EventBus {
         if (veto === undefined && typeof result === "string" && result !== "") veto = result;
       } catch (err) {
         this.#log.write(
-          `event ${name}: handler ${h.name || "(anonymous)"} failed: ${
-            err instanceof Error ? err.message : err
-          }`,
+          `event ${name}: handler ${h.name || "(anonymous)"} failed: ${errorMessage(err)}`,
           {
             event: name,
             error: String(err),

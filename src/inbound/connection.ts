@@ -31,6 +31,7 @@ import { runStage } from "../policy/run_stage.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { Resolver } from "../dns/resolver.ts";
 import { receivedHeader } from "./received_header.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** Performs a server-side TLS handshake over a connected stream. */
 export type TlsAcceptor = (
@@ -339,7 +340,7 @@ export class InboundConnection implements SessionHandler {
     try {
       await this.#deps.spool.store(envelope, stored);
     } catch (err) {
-      const detail = err instanceof Error ? err.message : String(err);
+      const detail = errorMessage(err);
       this.#logLine(`${this.hostField} F=<${tx.sender}> spool write failed: ${detail}`, {
         event: "spool_error",
       });

@@ -6,6 +6,7 @@
 
 import { parseIp, unmapIp } from "../core/ip.ts";
 import type { Resolver } from "../dns/resolver.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 const MAX_NAMES = 5;
 
@@ -41,6 +42,6 @@ export async function lookupClientName(
     }
     return { reason: `PTR ${ptr.records[0]} does not resolve back to ${ip}` };
   } catch (err) {
-    return { reason: `DNS lookup failed: ${err instanceof Error ? err.message : err}` };
+    return { reason: `DNS lookup failed: ${errorMessage(err)}` };
   }
 }

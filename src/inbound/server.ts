@@ -13,6 +13,7 @@ import { relayControl } from "../policy/relay_control.ts";
 import { type ConnectionFacts, InboundConnection, type InboundDeps } from "./connection.ts";
 import { readProxyHeader } from "./proxy_reader.ts";
 import { lookupClientName } from "./host_lookup.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 const encoder = new TextEncoder();
 
@@ -68,7 +69,7 @@ export class InboundServer {
         for (const open of this.#listeners) open.close();
         this.#listeners = [];
         throw new Error(
-          `cannot listen on [${l.address}]:${l.port}: ${err instanceof Error ? err.message : err}`,
+          `cannot listen on [${l.address}]:${l.port}: ${errorMessage(err)}`,
           {
             cause: err,
           },
@@ -99,13 +100,13 @@ export class InboundServer {
         if (err instanceof Deno.errors.NotConnected) continue;
         pause = Math.min(1000, pause ? pause * 2 : 100);
         this.#deps.log.write(
-          `accept failed: ${err instanceof Error ? err.message : err}; retrying in ${pause} ms`,
+          `accept failed: ${errorMessage(err)}; retrying in ${pause} ms`,
         );
         await new Promise((r) => setTimeout(r, pause));
         continue;
       }
       this.#handle(conn, mode).catch((err) => {
-        this.#deps.log.write(`connection handler failed: ${err instanceof Error ? err.message : err}`);
+        this.#deps.log.write(`connection handler failed: ${errorMessage(err)}`);
         try {
           conn.close();
         } catch { /* closed */ }
@@ -167,9 +168,7 @@ export class InboundServer {
           facts.tls = upgraded.info;
         } catch (err) {
           log.write(
-            `TLS error on connection from [${client.ip}]:${client.port}: ${
-              err instanceof Error ? err.message : err
-            }`,
+            `TLS error on connection from [${client.ip}]:${client.port}: ${errorMessage(err)}`,
           );
           try {
             stream.close();

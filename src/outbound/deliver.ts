@@ -16,6 +16,7 @@ import type { ConnectionPool } from "./connection_pool.ts";
 import type { HostRetry } from "./host_retry.ts";
 import { resolveTargets, type Route, RoutingError, type SelfInfo, type TargetHost } from "./routing.ts";
 import { HostError, hostErrorOf, type OpenSession, openSession, type TransportPolicy } from "./transport.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** How one recipient fared. */
 export interface RecipientOutcome {
@@ -84,7 +85,7 @@ export async function deliverGroup(
         internal: !err.temporary,
       });
     }
-    return all("deferred", "4.3.0", `routing failed: ${err instanceof Error ? err.message : err}`, {
+    return all("deferred", "4.3.0", `routing failed: ${errorMessage(err)}`, {
       internal: true,
     });
   }

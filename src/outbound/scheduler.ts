@@ -22,6 +22,7 @@ import { HostRetry } from "./host_retry.ts";
 import { compileRetryConfig, nextRetry, type RetryRule } from "./retry_rules.ts";
 import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } from "./routing.ts";
 import { type TransportPolicy, transportPolicy } from "./transport.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** What the scheduler needs. */
 export interface SchedulerDeps {
@@ -134,7 +135,7 @@ export class Scheduler {
       this.#active.add(id);
       const p = this.#run(id).catch((err) => {
         this.#deps.log.write(
-          `delivery of ${id} failed internally: ${err instanceof Error ? err.message : err}`,
+          `delivery of ${id} failed internally: ${errorMessage(err)}`,
           { id },
         );
         this.#due.set(id, Date.now() + 60_000);
@@ -176,7 +177,7 @@ export class Scheduler {
         route = await findRoute(this.#routes, domain);
       } catch (err) {
         // A host-list function that throws: retry later under the retry rules, like any temporary failure.
-        routeError = `routing failed: ${err instanceof Error ? err.message : err}`;
+        routeError = `routing failed: ${errorMessage(err)}`;
       }
       // Host routes have one destination whatever the domain; MX routes one per domain.
       const key = route && !route.spec.mx

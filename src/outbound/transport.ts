@@ -11,6 +11,7 @@ import type { HostFacts, OutboundTlsFacts } from "../events/types.ts";
 import { SmtpClient, SmtpClientError } from "../smtp/client.ts";
 import { type TlsClientContext, tlsConnect } from "../tls/client.ts";
 import type { RouteSpec, TargetHost } from "./routing.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** A host-level failure: try the next host, retry this one later. */
 export class HostError extends Error {
@@ -100,7 +101,7 @@ function errnoOf(err: unknown): string {
 /** Any failure while talking to a host, as a HostError with an errno-like code. */
 export function hostErrorOf(err: unknown): HostError {
   if (err instanceof HostError) return err;
-  return new HostError(err instanceof Error ? err.message : String(err), errnoOf(err), { cause: err });
+  return new HostError(errorMessage(err), errnoOf(err), { cause: err });
 }
 
 async function connectTcp(target: TargetHost, timeoutMs: number): Promise<Deno.TcpConn> {
@@ -194,7 +195,7 @@ export async function openSession(
         });
       } catch (err) {
         // Like Exim's tls_tempfail_tryclear: a failed handshake may be retried in clear unless TLS is required.
-        throw new HostError(`TLS session failed: ${err instanceof Error ? err.message : err}`, "TLS", {
+        throw new HostError(`TLS session failed: ${errorMessage(err)}`, "TLS", {
           cause: err,
           tryClear: !requireTls && !requireVerify && !requireOcsp,
         });

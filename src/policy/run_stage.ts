@@ -5,6 +5,7 @@
 
 import { compose, type Middleware } from "../core/compose.ts";
 import { SmtpError } from "../core/reply.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** Options for a stage run. */
 export interface RunStageOptions {
@@ -60,7 +61,7 @@ export async function runStage<C>(
       if (err.cause instanceof Error) opts.log(`${stage} policy: ${err.cause.message}`);
       throw err;
     }
-    opts.log(`${stage} policy step "${current}" failed: ${err instanceof Error ? err.message : String(err)}`);
+    opts.log(`${stage} policy step "${current}" failed: ${errorMessage(err)}`);
     throw new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", { cause: err });
   } finally {
     clearTimeout(timer);

@@ -14,6 +14,7 @@ import { DataScanner } from "./data_scanner.ts";
 import { parseMailParams, parseRcptParams } from "./transaction_params.ts";
 import { Input, ReadTimeoutError } from "./input.ts";
 import type { RcptEntry, ServerSessionOptions, SessionHandler, Transaction } from "./session_types.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 const encoder = new TextEncoder();
 
@@ -87,7 +88,7 @@ export class ServerSession {
     } catch (err) {
       if (err instanceof SessionEnd) reason = err.message;
       else if (err instanceof ReadTimeoutError) reason = "timeout";
-      else reason = `connection error: ${err instanceof Error ? err.message : String(err)}`;
+      else reason = `connection error: ${errorMessage(err)}`;
     } finally {
       this.#close(reason);
     }
@@ -538,7 +539,7 @@ export class ServerSession {
     try {
       upgraded = await this.#handler.startTls(this.#stream);
     } catch (err) {
-      throw new SessionEnd(`TLS handshake failed: ${err instanceof Error ? err.message : String(err)}`);
+      throw new SessionEnd(`TLS handshake failed: ${errorMessage(err)}`);
     }
     this.#stream = upgraded.stream;
     this.#input.setStream(upgraded.stream);

@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import type { RecoveryReport } from "./spool.ts";
 import { MESSAGE_ID_PATTERN } from "./message_id.ts";
 import { dirname, resolve } from "node:path";
+import { errorMessage } from "../core/error_message.ts";
 
 /** One write in a group commit. */
 export type BatchOp =
@@ -57,7 +58,7 @@ export function sha256Hex(data: Uint8Array): string {
 
 /** Whether a SQLite error means the file itself is damaged (as opposed to locked or unreadable). */
 function isCorruptionError(err: unknown): boolean {
-  const text = err instanceof Error ? err.message : String(err);
+  const text = errorMessage(err);
   return /not a database|malformed|corrupt|SQLITE_CORRUPT|SQLITE_NOTADB/i.test(text);
 }
 
@@ -216,7 +217,7 @@ export class SpoolDb {
   #quarantineDatabase(err: unknown): { id: string; reason: string; path: string } {
     const stamp = new Date().toISOString().replace(/[:.]/g, "-");
     const base = `${this.#quarantineDir}/spool.db.${stamp}`;
-    const reason = `spool.db unreadable: ${err instanceof Error ? err.message : String(err)}`;
+    const reason = `spool.db unreadable: ${errorMessage(err)}`;
     for (const suffix of ["", "-wal", "-shm"]) {
       const from = `${this.#dir}/spool.db${suffix}`;
       if (existsSync(from)) Deno.renameSync(from, `${base}${suffix}`);
@@ -310,7 +311,7 @@ export class SpoolDb {
       try {
         if (db.isTransaction) db.exec("ROLLBACK");
       } catch { /* SQLite already rolled back */ }
-      throw new BatchCommitError(`Spool commit failed: ${err instanceof Error ? err.message : String(err)}`, {
+      throw new BatchCommitError(`Spool commit failed: ${errorMessage(err)}`, {
         cause: err,
       });
     }

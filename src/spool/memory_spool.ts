@@ -7,6 +7,7 @@
 import type { Envelope } from "../core/envelope.ts";
 import { type RecoveryReport, type Spool, type SpoolEntry, SpoolWriteError } from "./spool.ts";
 import { newMessageId } from "./message_id.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** Options of {@link MemorySpool}. */
 export interface MemorySpoolOptions {
@@ -116,7 +117,7 @@ export class MemorySpool implements Spool {
       apply();
       return Promise.resolve();
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorMessage(err);
       return Promise.reject(new SpoolWriteError(message, { cause: err }));
     }
   }

@@ -11,6 +11,7 @@ import { newMessageId } from "./message_id.ts";
 import type { BatchOp } from "./_spool_db.ts";
 import { InlineEngine, type SpoolEngine } from "./_spool_engine.ts";
 import { WorkerEngine } from "./_worker_engine.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** Options of {@link SqliteSpool}. */
 export interface SqliteSpoolOptions {
@@ -247,7 +248,7 @@ export class SqliteSpool implements Spool {
         else q.reject(new SpoolWriteError(result?.message ?? "Spool commit returned no result"));
       });
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorMessage(err);
       for (const q of batch) q.reject(new SpoolWriteError(message, { cause: err }));
     }
   }

@@ -5,6 +5,7 @@
 
 import { type NativeContext, takeErrors, TLS1_2_VERSION, TLS1_3_VERSION } from "./_ffi.ts";
 import { TlsConfigError } from "./errors.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** A TLS protocol version Ferry speaks. */
 export type TlsVersion = "TLS1.2" | "TLS1.3";
@@ -53,7 +54,7 @@ export function assertReadable(file: string, what: string): void {
     Deno.readFileSync(file);
   } catch (e) {
     throw new TlsConfigError(
-      `Cannot read ${what} file "${file}": ${e instanceof Error ? e.message : String(e)}`,
+      `Cannot read ${what} file "${file}": ${errorMessage(e)}`,
       { file, cause: e },
     );
   }

@@ -30,6 +30,7 @@ import {
   TlsStream,
   type TlsVerification,
 } from "./tls_stream.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** How a client context trusts servers and identifies itself. */
 export interface TlsClientOptions extends TlsProtocolOptions {
@@ -155,7 +156,7 @@ export async function tlsConnect(conn: ByteStream, opts: TlsConnectOptions = {})
   } catch (e) {
     ssl?.free();
     conn.close();
-    throw new TlsError("Cannot start a TLS session", { reason: e instanceof Error ? e.message : String(e) });
+    throw new TlsError("Cannot start a TLS session", { reason: errorMessage(e) });
   }
   const stream = new TlsStream(conn, ssl, false);
   await stream.handshake({ timeout: ctx.handshakeTimeout, ...opts });
@@ -232,7 +233,7 @@ async function judge(
       try {
         v.ocsp = await checkOcspResponse(resp, chain[0], issuer);
       } catch (e) {
-        v.ocsp = { ok: false, status: "invalid", reason: e instanceof Error ? e.message : String(e) };
+        v.ocsp = { ok: false, status: "invalid", reason: errorMessage(e) };
       }
     }
     if (!v.ocsp.ok) {

@@ -21,6 +21,7 @@ import {
 } from "./_protocol_options.ts";
 import { TlsConfigError, TlsError } from "./errors.ts";
 import { DEFAULT_HANDSHAKE_TIMEOUT, type HandshakeOptions, TlsStream } from "./tls_stream.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** One certificate with its key, the names it serves and its OCSP response provider. */
 export interface TlsCertificateSet {
@@ -181,7 +182,7 @@ export async function tlsAccept(
     ssl = ctx.newSession();
   } catch (e) {
     conn.close();
-    throw new TlsError("Cannot start a TLS session", { reason: e instanceof Error ? e.message : String(e) });
+    throw new TlsError("Cannot start a TLS session", { reason: errorMessage(e) });
   }
   const stream = new TlsStream(conn, ssl, true);
   await stream.handshake({ timeout: ctx.handshakeTimeout, ...opts });

@@ -17,6 +17,7 @@ import {
 } from "./_ffi.ts";
 import { TlsError } from "./errors.ts";
 import type { OcspCheck } from "./ocsp.ts";
+import { errorMessage } from "../core/error_message.ts";
 
 /** Default handshake deadline in milliseconds. */
 export const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
@@ -187,7 +188,7 @@ export class TlsStream implements ByteStream {
         : e instanceof TlsError
         ? e
         : new TlsError("TLS handshake failed", {
-          reason: e instanceof Error ? e.message : String(e),
+          reason: errorMessage(e),
           cause: e,
         });
       this.#teardown();
