@@ -9,7 +9,7 @@ import { EventBus } from "./events/bus.ts";
 import { type BoundAddress, InboundServer } from "./inbound/server.ts";
 import { SqliteSpool } from "./spool/sqlite_spool.ts";
 import type { Spool } from "./spool/spool.ts";
-import { buildTlsAcceptor } from "./tls_setup.ts";
+import { buildTlsAcceptor, openTlsLibrary } from "./tls_setup.ts";
 import { DnsClient } from "./dns/client.ts";
 import type { Resolver } from "./dns/resolver.ts";
 import { Scheduler } from "./outbound/scheduler.ts";
@@ -56,6 +56,7 @@ async function deliveryTlsContext(config: ResolvedConfig): Promise<TlsClientCont
 export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}): Promise<Ferry> {
   const hostname = config.hostname ?? Deno.hostname();
   const log = opts.log ?? new MainLog({ file: config.log.file, format: config.log.format });
+  openTlsLibrary(config);
   const tlsSetup = config.tls.certificates.length > 0 ? await buildTlsAcceptor(config, log) : undefined;
   const tls = tlsSetup?.accept;
   // Every file the config names is read before the spool is opened and ports are bound.
@@ -154,6 +155,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     const config = await loadConfigFile(configPath);
     if (checkOnly) {
+      openTlsLibrary(config);
       if (config.tls.certificates.length > 0) (await buildTlsAcceptor(config, { write() {} })).close();
       (await deliveryTlsContext(config))?.close();
       console.log(`${configPath}: configuration OK`);

@@ -20,18 +20,28 @@ export interface TlsSetup {
   close(): void;
 }
 
-/** Creates the acceptor; throws ConfigError naming the file for unusable certificates or keys. */
-export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Promise<TlsSetup> {
-  const t = config.tls;
-  if (t.library) setOpenSslPaths(t.library);
+/**
+ * Points the TLS engine at `tls.library` and loads OpenSSL when anything needs it now (a configured library,
+ * or server certificates); both TLS directions then use that library. Outbound TLS otherwise loads it lazily.
+ */
+export function openTlsLibrary(config: ResolvedConfig): void {
+  const lib = config.tls.library;
+  if (!lib && config.tls.certificates.length === 0) return;
+  if (lib) setOpenSslPaths(lib);
   try {
     loadOpenSsl();
   } catch (err) {
-    const what = t.library
-      ? `tls.library: cannot load "${t.library.ssl}"/"${t.library.crypto}"`
+    const what = lib
+      ? `tls.library: cannot load "${lib.ssl}"/"${lib.crypto}"`
       : "tls: cannot load libssl.so.3";
     throw new ConfigError([`${what}: ${errorMessage(err)}`]);
   }
+}
+
+/** Creates the acceptor; throws ConfigError naming the file for unusable certificates or keys. */
+export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Promise<TlsSetup> {
+  const t = config.tls;
+  openTlsLibrary(config);
   const staplers: OcspStapler[] = [];
   const sets: TlsCertificateSet[] = [];
   try {
@@ -62,7 +72,8 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
       ciphers: t.ciphers,
       ciphersuites: t.ciphersuites,
       groups: t.groups,
-      clientCertificates: t.requestClientCert && t.clientCa ? { caFile: t.clientCa } : undefined,
+      // The config guarantees requestClientCert and clientCa come together.
+      clientCertificates: t.clientCa ? { caFile: t.clientCa } : undefined,
       handshakeTimeout: t.handshakeTimeout,
     });
     return {

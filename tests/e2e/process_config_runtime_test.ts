@@ -15,6 +15,12 @@ const cases: [string, string, RegExp][] = [
     /^config: tls\.library: cannot load /m,
   ],
   [
+    "a TLS library that cannot be loaded and no server certificates (outbound TLS uses it too)",
+    `{ listen: [{ port: 0 }], delivery: { enable: false },
+       tls: { library: { ssl: "/nonexistent/libssl.so", crypto: "/nonexistent/libcrypto.so" } } }`,
+    /^config: tls\.library: cannot load /m,
+  ],
+  [
     "a key file that does not exist",
     `{ listen: [{ port: 0 }], delivery: { enable: false }, tls: { certificates: [{ cert: "CERT", key: "/nonexistent/ferry.key" }] } }`,
     /^config: tls\.certificates: .*\/nonexistent\/ferry\.key/m,
