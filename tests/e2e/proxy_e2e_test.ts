@@ -10,6 +10,7 @@ import { RawClient } from "../helpers/ferry.ts";
 import { FerryProcess, freePort, sendMessage, sleep } from "../helpers/process.ts";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 import type { Envelope } from "../../src/core/envelope.ts";
+import { spawnHaproxy } from "../helpers/haproxy.ts";
 
 const dec = new TextDecoder();
 
@@ -33,40 +34,13 @@ async function startHaproxy(dir: string, target: number, serverOptions: string[]
       `backend be${i}`,
       `  server s${i} 127.0.0.1:${target} ${opt}`,
     ]);
-    const cfg = [
-      "global",
-      "  log stderr format raw local0 err",
-      "defaults",
-      "  mode tcp",
-      "  timeout connect 2s",
-      "  timeout client 10s",
-      "  timeout server 10s",
-      ...sections,
-      "",
-    ].join("\n");
-    await Deno.writeTextFile(`${dir}/haproxy.cfg`, cfg);
-    const child = new Deno.Command("haproxy", {
-      args: ["-f", `${dir}/haproxy.cfg`, "-db"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    let exited = false;
-    const status = child.status.then((s) => (exited = true, s));
-    const errText = new Response(child.stderr).text();
-    const stop = async () => {
-      if (!exited) {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-      }
-      await status;
-      await errText.catch(() => "");
-    };
+    const hp = await spawnHaproxy(dir, sections);
+    const exited = hp.exited;
+    const stop = hp.stop;
     // Ready when every frontend accepts a TCP connection (it is closed before HAProxy connects onward).
     const deadline = Date.now() + 5000;
     let ready = 0;
-    while (!exited && Date.now() < deadline && ready < ports.length) {
+    while (!exited() && Date.now() < deadline && ready < ports.length) {
       try {
         (await Deno.connect({ hostname: "127.0.0.1", port: ports[ready] })).close();
         ready++;
@@ -74,9 +48,9 @@ async function startHaproxy(dir: string, target: number, serverOptions: string[]
         await sleep(30);
       }
     }
-    if (ready === ports.length && !exited) return { ports, stop };
+    if (ready === ports.length && !exited()) return { ports, stop };
     await stop();
-    lastErr = await errText.catch(() => "");
+    lastErr = await hp.stderr;
   }
   throw new Error(`HAProxy did not start: ${lastErr}`);
 }

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { PP2_TYPE, type ProxyHeader } from "../../src/inbound/proxy_protocol.ts";
 import { readProxyHeader } from "../../src/inbound/proxy_reader.ts";
+import { type HaproxyProcess, spawnHaproxy } from "../helpers/haproxy.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -126,20 +127,12 @@ async function throughHaproxy(
 ): Promise<void> {
   const be = backend();
   const dir = await Deno.makeTempDir({ prefix: "ferry-haproxy-" });
-  let child: Deno.ChildProcess | undefined;
+  let haproxy: HaproxyProcess | undefined;
   let client: Deno.TcpConn | undefined;
   try {
     for (let attempt = 0; attempt < 3 && !client; attempt++) {
       const fePort = freePort(run.bindHost);
-      const cfg = [
-        "global",
-        "  log stderr format raw local0 err",
-        "defaults",
-        "  mode tcp",
-        "  timeout connect 2s",
-        "  timeout client 10s",
-        "  timeout server 10s",
-        "  timeout check 2s",
+      const hp = await spawnHaproxy(dir, [
         "frontend fe",
         `  bind ${run.bindHost === "::1" ? "[::1]" : run.bindHost}:${fePort}`,
         run.frontendExtra ?? "",
@@ -147,19 +140,10 @@ async function throughHaproxy(
         "backend be",
         `  server s1 127.0.0.1:${be.port} ${run.serverOptions}`,
         run.backendExtra ?? "",
-        "",
-      ].join("\n");
-      await Deno.writeTextFile(`${dir}/haproxy.cfg`, cfg);
-      child = new Deno.Command("haproxy", {
-        args: ["-f", `${dir}/haproxy.cfg`, "-db"],
-        stdin: "null",
-        stdout: "null",
-        stderr: "piped",
-      }).spawn();
-      let exited = false;
-      const status = child.status.then((s) => (exited = true, s));
+      ]);
+      haproxy = hp;
       const deadline = Date.now() + 5000;
-      while (!exited && Date.now() < deadline) {
+      while (!hp.exited() && Date.now() < deadline) {
         try {
           client = await Deno.connect({ hostname: run.bindHost, port: fePort });
           await body({ be, client, fePort });
@@ -170,25 +154,16 @@ async function throughHaproxy(
         }
       }
       // HAProxy failed to start (most likely the port was taken meanwhile): collect stderr and retry.
-      if (!exited) {
-        child.kill("SIGKILL");
-      }
-      const err = await new Response(child.stderr).text();
-      await status;
-      child = undefined;
+      await hp.stop();
+      const err = await hp.stderr;
+      haproxy = undefined;
       if (attempt === 2) throw new Error(`HAProxy did not start: ${err}`);
     }
   } finally {
     try {
       client?.close();
     } catch { /* already closed */ }
-    if (child) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already gone */ }
-      await child.stderr.cancel().catch(() => {});
-      await child.status;
-    }
+    await haproxy?.stop();
     await be.close();
     await Deno.remove(dir, { recursive: true });
   }
