@@ -11,7 +11,8 @@ import { MemoryLog } from "../../src/core/log.ts";
 import type { Resolver } from "../../src/dns/resolver.ts";
 import { type Ferry, startFerry } from "../../src/main.ts";
 import type { FerryConfig } from "../../mod.ts";
-import { RawClient } from "./ferry.ts";
+import { RawClient, startTestFerry, type TestFerry } from "./ferry.ts";
+import { createPki, type Issued, type TestPki } from "./pki.ts";
 
 /** One message as the downstream received it. */
 export interface ReceivedMessage {
@@ -343,4 +344,26 @@ export async function parseReport(message: string | Uint8Array): Promise<ParsedR
   const out = await child.output();
   if (!out.success) throw new Error(`python3 email parse failed: ${dec.decode(out.stderr)}`);
   return JSON.parse(dec.decode(out.stdout));
+}
+
+/** A second Ferry with STARTTLS and a certificate for mx.example.test from a fresh test CA. */
+export interface TlsDownstream {
+  pki: TestPki;
+  leaf: Issued;
+  down: TestFerry;
+}
+
+/** Runs `fn` with a TLS downstream; always stops it and removes its files and the PKI. */
+export async function withTlsDownstream(fn: (rig: TlsDownstream) => Promise<void>): Promise<void> {
+  const pki = await createPki();
+  let down: TestFerry | undefined;
+  try {
+    const leaf = await pki.issue({ cn: "mx.example.test", dns: ["mx.example.test"] });
+    down = await startTestFerry({ tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] } });
+    await fn({ pki, leaf, down });
+  } finally {
+    await down?.stop();
+    if (down) await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+    await pki.cleanup();
+  }
 }

@@ -2,8 +2,6 @@ import assert from "node:assert/strict";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import type { EventHandlers, FerryConfig, FerryEvents } from "../../mod.ts";
 import { freePort } from "../helpers/sink.ts";
-import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
-import { createPki, type Issued, type TestPki } from "../helpers/pki.ts";
 import {
   type DirFerry,
   linesOf,
@@ -11,6 +9,7 @@ import {
   startFerryIn,
   submit,
   waitFor,
+  withTlsDownstream,
 } from "../helpers/downstream.ts";
 
 // Downstream: a Ferry with STARTTLS (certificate for mx.example.test) reached by MX from an in-memory
@@ -40,26 +39,6 @@ function recorder(overrides: EventHandlers = {}): { events: EventHandlers; seen:
     };
   }
   return { events: events as EventHandlers, seen };
-}
-
-interface TlsRig {
-  pki: TestPki;
-  leaf: Issued;
-  down: TestFerry;
-}
-
-async function withTlsDownstream(fn: (rig: TlsRig) => Promise<void>): Promise<void> {
-  const pki = await createPki();
-  let down: TestFerry | undefined;
-  try {
-    const leaf = await pki.issue({ cn: "mx.example.test", dns: ["mx.example.test"] });
-    down = await startTestFerry({ tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] } });
-    await fn({ pki, leaf, down });
-  } finally {
-    await down?.stop();
-    if (down) await Deno.remove(down.dir, { recursive: true }).catch(() => {});
-    await pki.cleanup();
-  }
 }
 
 function resolver(): MemoryResolver {

@@ -1,26 +1,18 @@
 import assert from "node:assert/strict";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import type { FerryConfig } from "../../mod.ts";
-import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
-import { createPki, type TestPki } from "../helpers/pki.ts";
-import { type DirFerry, linesOf, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
+import { startTestFerry } from "../helpers/ferry.ts";
+import {
+  type DirFerry,
+  linesOf,
+  startFerryIn,
+  submit,
+  waitFor,
+  withTlsDownstream,
+} from "../helpers/downstream.ts";
 
 // Downstream: a second Ferry with STARTTLS and a certificate for mx.example.test from the test CA.
 // Upstream: a Ferry routing example.test to it, by MX from an in-memory resolver or by a host route.
-
-async function withPki(fn: (pki: TestPki, down: TestFerry) => Promise<void>): Promise<void> {
-  const pki = await createPki();
-  let down: TestFerry | undefined;
-  try {
-    const leaf = await pki.issue({ cn: "mx.example.test", dns: ["mx.example.test"] });
-    down = await startTestFerry({ tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] } });
-    await fn(pki, down);
-  } finally {
-    await down?.stop();
-    if (down) await Deno.remove(down.dir, { recursive: true }).catch(() => {});
-    await pki.cleanup();
-  }
-}
 
 function resolver(): MemoryResolver {
   return new MemoryResolver({
@@ -53,7 +45,7 @@ async function deliveredLine(up: DirFerry): Promise<string> {
 }
 
 Deno.test("STARTTLS to a downstream Ferry: TLS 1.3, CV=no without a trusted CA, received there as esmtps", async () => {
-  await withPki(async (_pki, down) => {
+  await withTlsDownstream(async ({ down }) => {
     const up = await upstream(down.port);
     try {
       const id = await submit(up.port, ["user@example.test"]);
@@ -78,7 +70,7 @@ Deno.test("STARTTLS to a downstream Ferry: TLS 1.3, CV=no without a trusted CA, 
 });
 
 Deno.test("CV=yes when the CA is trusted (delivery.tlsVerifyCertificates) and the MX name matches", async () => {
-  await withPki(async (pki, down) => {
+  await withTlsDownstream(async ({ pki, down }) => {
     const up = await upstream(down.port, { delivery: { tlsVerifyCertificates: pki.certFile } });
     try {
       await submit(up.port, ["user@example.test"]);
@@ -90,7 +82,7 @@ Deno.test("CV=yes when the CA is trusted (delivery.tlsVerifyCertificates) and th
 });
 
 Deno.test("CV=no when the CA is trusted but the host name does not match the certificate", async () => {
-  await withPki(async (pki, down) => {
+  await withTlsDownstream(async ({ pki, down }) => {
     const up = await startFerryIn({
       routes: [{ domains: "example.test", hosts: [`alias.test:${down.port}`] }],
       delivery: { enable: true, tlsVerifyCertificates: pki.certFile },
@@ -105,7 +97,7 @@ Deno.test("CV=no when the CA is trusted but the host name does not match the cer
 });
 
 Deno.test("tlsVerifyHosts with a CA that did not sign the server's certificate defers and sends nothing", async () => {
-  await withPki(async (pki, down) => {
+  await withTlsDownstream(async ({ pki, down }) => {
     const other = await pki.newRoot("Unrelated CA");
     const up = await upstream(down.port, {
       delivery: { tlsVerifyCertificates: other.certFile, tlsVerifyHosts: "*" },
@@ -126,7 +118,7 @@ Deno.test("tlsVerifyHosts with a CA that did not sign the server's certificate d
 });
 
 Deno.test("tlsVerifyHosts with the right CA and name delivers (CV=yes)", async () => {
-  await withPki(async (pki, down) => {
+  await withTlsDownstream(async ({ pki, down }) => {
     const up = await upstream(down.port, {
       delivery: { tlsVerifyCertificates: pki.certFile, tlsVerifyHosts: "*" },
     });
