@@ -92,14 +92,19 @@ export async function deliverGroup(
 
   let lastError = "all hosts are in retry back-off";
   let lastStatus = "4.4.1";
+  /** The host that failed last and its reply, if it gave one: the deferral names it (H=, Remote-MTA) */
+  let lastHost: Partial<RecipientOutcome> = {};
   let tried = 0;
   /** Records a host's failure; `backoff` puts it in back-off (a refused MAIL does not). */
-  const hostFailed = (target: TargetHost, he: HostError, status: string, backoff = true) => {
+  const hostFailed = (target: TargetHost, he: HostError, status: string, backoff = true, reply?: Reply) => {
     if (backoff) deps.hostRetry.failed(`${target.ip}:${target.port}`);
     deps.onHostError(target, he);
-    lastError = `${target.name} [${target.ip}]:${target.port}: ${he.message}`;
+    lastError = he.message;
     lastStatus = status;
+    lastHost = { host: hostFacts(target), reply };
   };
+  // dsnLasthop: DSN processing ends here (RFC 3461 parameters are not passed on; Ferry reports success).
+  const lasthop = route.spec.dsnLasthop === true;
   // A cached connection the server has meanwhile closed (idle timeout: EOF or 421 at MAIL) says nothing
   // about the host: such a target is tried once more on a fresh connection.
   const queue = targets.map((target) => ({ target, retry: false }));
@@ -141,9 +146,11 @@ export async function deliverGroup(
     try {
       const result = await session.client.send({
         from: envelope.sender,
-        recipients: recipients.map((r) => ({ address: r.address, notify: r.notify, orcpt: r.orcpt })),
-        ret: envelope.ret,
-        envid: envelope.envid,
+        recipients: recipients.map((r) =>
+          lasthop ? { address: r.address } : { address: r.address, notify: r.notify, orcpt: r.orcpt }
+        ),
+        ret: lasthop ? undefined : envelope.ret,
+        envid: lasthop ? undefined : envelope.envid,
         body: envelope.body,
         smtputf8: envelope.smtputf8,
         size: data.length,
@@ -156,7 +163,7 @@ export async function deliverGroup(
       if (result.mail.code >= 400 && result.mail.code < 500) {
         // A temporary MAIL refusal is this host's problem: try the next one.
         const he = new HostError(`MAIL FROM refused: ${replyText(result.mail)}`, "SMTP_4XX");
-        hostFailed(target, he, statusOf(result.mail, "4.0.0"), false);
+        hostFailed(target, he, statusOf(result.mail, "4.0.0"), false, result.mail);
         continue;
       }
       return recipients.map((recipient, i): RecipientOutcome => {
@@ -170,7 +177,7 @@ export async function deliverGroup(
           text: replyText(reply),
           reply,
           stage: r.stage,
-          dsnPassed: result.dsnPassed,
+          dsnPassed: result.dsnPassed && !lasthop,
           ...facts,
         };
       });
@@ -188,5 +195,6 @@ export async function deliverGroup(
       hostFailed(target, hostErrorOf(err), "4.4.2");
     }
   }
-  return all("deferred", lastStatus, tried === 0 ? "retry time not reached for any host" : lastError);
+  if (tried === 0) return all("deferred", lastStatus, "retry time not reached for any host");
+  return all("deferred", lastStatus, lastError, lastHost);
 }

@@ -23,6 +23,7 @@ import { compileRetryConfig, nextRetry, type RetryRule } from "./retry_rules.ts"
 import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } from "./routing.ts";
 import { type TransportPolicy, transportPolicy } from "./transport.ts";
 import { errorMessage } from "../core/error_message.ts";
+import { replyText } from "../smtp/reply_parser.ts";
 
 /** What the scheduler needs. */
 export interface SchedulerDeps {
@@ -52,6 +53,10 @@ type Reports = Record<DsnKind, DsnRecipient[]>;
 interface Extra {
   firstFailure?: number;
   lastInterval?: number;
+  /** The host that answered last (for a delay report's Remote-MTA) */
+  remoteMta?: string;
+  /** Its diagnostic with type, `smtp; 450 4.2.0 …` (for a delay report's Diagnostic-Code) */
+  diagnostic?: string;
 }
 
 function domainOf(address: string): string {
@@ -264,8 +269,9 @@ export class Scheduler {
     const router = route?.name ?? "none";
     const where = o.host ? ` H=${o.host.host} [${o.host.address}]:${o.host.port}` : "";
     const x = o.tls ? ` X=${o.tls.version}:${o.tls.cipher}:${o.tls.bits} CV=${o.tls.cv}` : "";
-    const remoteMta = o.host ? `dns; ${o.host.host}` : undefined;
-    const diagnostic = o.reply ? `smtp; ${o.reply.code} ${o.text}` : undefined;
+    // Bare values: buildDsn adds the "dns; " type to Remote-MTA; replyText already starts with the code.
+    const remoteMta = o.host?.host;
+    const diagnostic = o.reply ? `smtp; ${replyText(o.reply)}` : undefined;
     r.attempts = (r.attempts ?? 0) + 1;
     r.lastError = o.kind === "delivered" ? undefined : o.text;
     if (o.kind === "delivered") {
@@ -277,11 +283,12 @@ export class Scheduler {
         host: o.host?.host,
       });
       events.emit("msg:delivery", { ...this.#facts(env, router, o), confirmation: o.text });
+      // dsnLasthop: the parameters were not passed on and delivery ends DSN processing: "delivered".
       const lasthop = route?.spec.dsnLasthop === true;
-      if ((!o.dsnPassed || lasthop) && shouldSendDsn(env, r, "success")) {
+      if (!o.dsnPassed && shouldSendDsn(env, r, "success")) {
         reports.success.push({
           recipient: r,
-          action: o.dsnPassed ? "delivered" : "relayed",
+          action: lasthop ? "delivered" : "relayed",
           status: o.status.startsWith("2.") ? o.status : "2.0.0",
           remoteMta,
           diagnostic,
@@ -295,6 +302,8 @@ export class Scheduler {
     if (!failed) {
       const extra = (r.extra ??= {}) as Extra;
       extra.firstFailure ??= now;
+      extra.remoteMta = remoteMta;
+      extra.diagnostic = diagnostic ?? `x-ferry; ${o.text}`;
       const rules = await this.#retryRulesFor(domainOf(r.address)) ?? [];
       const decision = nextRetry(rules, extra.firstFailure, now, extra.lastInterval);
       if ("giveUp" in decision) {
@@ -384,13 +393,15 @@ export class Scheduler {
     for (const r of pending) {
       if (!shouldSendDsn(env, r, "delay")) continue;
       const rules = await this.#retryRulesFor(domainOf(r.address)) ?? [];
-      const first = ((r.extra ?? {}) as Extra).firstFailure ?? env.receivedAt;
+      const extra = (r.extra ?? {}) as Extra;
+      const first = extra.firstFailure ?? env.receivedAt;
       const last = rules.length ? rules[rules.length - 1].until : 0;
       reports.delay.push({
         recipient: r,
         action: "delayed",
         status: "4.4.7",
-        diagnostic: r.lastError ? `x-ferry; ${r.lastError}` : undefined,
+        remoteMta: extra.remoteMta,
+        diagnostic: extra.diagnostic ?? (r.lastError ? `x-ferry; ${r.lastError}` : undefined),
         lastAttempt: new Date(),
         willRetryUntil: new Date(first + last),
       });

@@ -55,7 +55,10 @@ Deno.test("a dead destination is retried per the rules, then fails with a full R
     await waitFor(() => r.reports.messages.length > 0, 6000, "a failure report");
     const defers = linesOf(r.up.memlog, "==");
     assert.ok(defers.length >= 2, `expected several deferrals, got ${defers.length}`);
-    assert.match(defers[0], /^== user@dead\.test R=dead T=smtp defer: .*(refused|Connection)/i);
+    assert.match(
+      defers[0],
+      /^== user@dead\.test R=dead T=smtp defer H=127\.0\.0\.1 \[127\.0\.0\.1\]:\d+: .*(refused|Connection)/i,
+    );
     const fails = linesOf(r.up.memlog, "**");
     assert.equal(fails.length, 1);
     assert.match(fails[0], /^\*\* user@dead\.test R=dead T=smtp.*retry timeout exceeded/);

@@ -138,7 +138,10 @@ Deno.test("hostsRequireTls against a downstream without STARTTLS defers with a T
   try {
     const id = await submit(up.port, ["user@example.test"]);
     await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, "a deferral");
-    assert.match(linesOf(up.memlog, "==")[0], /^== user@example\.test R=mx0 T=smtp defer: .*TLS required/);
+    assert.match(
+      linesOf(up.memlog, "==")[0],
+      /^== user@example\.test R=mx0 T=smtp defer H=\S+ \[[^\]]+\]:\d+: .*TLS required/,
+    );
     assert.ok(up.memlog.has(/H=mx\.example\.test \[127\.0\.0\.1\]:\d+ TLS required .*\(errno TLS\)/));
     assert.equal((await up.spool.get(id))?.recipients[0].status, "pending");
     assert.equal(await down.spool.count(), 0);
