@@ -18,3 +18,13 @@ export async function writeAll(stream: ByteStream, data: Uint8Array): Promise<vo
   let off = 0;
   while (off < data.length) off += await stream.write(data.subarray(off));
 }
+
+/**
+ * True for the errors a socket gives when the peer vanished (reset, broken pipe, aborted): a plain end of
+ * the conversation, not a fault of the program.
+ */
+export function isConnectionLost(err: unknown): boolean {
+  return err instanceof Deno.errors.ConnectionReset || err instanceof Deno.errors.BrokenPipe ||
+    err instanceof Deno.errors.ConnectionAborted || err instanceof Deno.errors.NotConnected ||
+    err instanceof Deno.errors.UnexpectedEof;
+}

@@ -1,9 +1,10 @@
 /**
  * Buffered input for the SMTP server: command lines with a length limit, raw bytes for DATA and BDAT,
  * reads under a deadline. The buffer can be emptied at the STARTTLS swap (RFC 3207, CVE-2011-0411 class).
+ * The buffer starts small and grows only while a peer keeps it full, so an idle connection costs little.
  */
 
-import type { ByteStream } from "../core/stream.ts";
+import { type ByteStream, isConnectionLost } from "../core/stream.ts";
 
 /** Thrown when a read does not complete within its deadline. */
 export class ReadTimeoutError extends Error {
@@ -17,11 +18,18 @@ export class ReadTimeoutError extends Error {
 export type LineResult = { line: string } | { tooLong: true } | null;
 
 const LF = 0x0a;
+/** What a new or released buffer holds: enough for any command line of the default limit. */
+const INITIAL = 1024;
+/** The most one read asks for. */
+const MAX_READ = 64 * 1024;
 
 /** A growable input buffer over a byte stream. */
 export class Input {
   #stream: ByteStream;
-  #buf = new Uint8Array(32 * 1024);
+  #buf = new Uint8Array(INITIAL);
+  /** Free space the next read asks for: doubles while reads come back full, back to INITIAL on release */
+  #want = INITIAL;
+  #lost = false;
   #start = 0;
   #end = 0;
   #eof = false;
@@ -35,7 +43,7 @@ export class Input {
   /** Replaces the stream (after STARTTLS); buffered bytes must have been discarded first. */
   setStream(stream: ByteStream): void {
     this.#stream = stream;
-    this.#eof = false;
+    this.#eof = this.#lost = false;
   }
 
   /** Number of bytes buffered and not yet consumed. */
@@ -43,9 +51,31 @@ export class Input {
     return this.#end - this.#start;
   }
 
-  /** True once the peer closed its side. */
+  /** True once the peer closed its side (or vanished: see `lost`). */
   get eof(): boolean {
     return this.#eof;
+  }
+
+  /** True when the stream ended by a reset or broken connection rather than an orderly close. */
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  /** Octets allocated for buffering (what an idle connection costs). */
+  get capacity(): number {
+    return this.#buf.length;
+  }
+
+  /** Gives back a buffer grown for a burst: keeps what is pending in an allocation of the initial size. */
+  release(): void {
+    this.#want = INITIAL;
+    const live = this.pending;
+    if (this.#buf.length <= INITIAL || live > INITIAL) return;
+    const next = new Uint8Array(INITIAL);
+    next.set(this.#buf.subarray(this.#start, this.#end));
+    this.#buf = next;
+    this.#start = 0;
+    this.#end = live;
   }
 
   /** Drops everything buffered; returns how many bytes were dropped. */
@@ -89,10 +119,14 @@ export class Input {
     this.#end = live;
   }
 
-  /** Reads more bytes from the stream; false at end of stream. Throws ReadTimeoutError after `timeoutMs`. */
+  /**
+   * Reads more bytes from the stream; false at end of stream, including a peer that reset the connection
+   * (`lost` tells them apart). Throws ReadTimeoutError after `timeoutMs`, at once when it is not positive.
+   */
   async fill(timeoutMs: number): Promise<boolean> {
     if (this.#eof) return false;
-    if (this.#buf.length - this.#end < 4096) this.#ensure(16 * 1024);
+    if (timeoutMs <= 0) throw new ReadTimeoutError();
+    if (this.#buf.length - this.#end < this.#want) this.#ensure(this.#want);
     const target = this.#buf.subarray(this.#end);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -105,7 +139,13 @@ export class Input {
         return false;
       }
       this.#end += n;
+      // A read that filled all the space offered means the peer has more: offer more next time.
+      if (n === target.length) this.#want = Math.min(this.#want * 2, MAX_READ);
       return true;
+    } catch (err) {
+      if (!isConnectionLost(err)) throw err;
+      this.#eof = this.#lost = true;
+      return false;
     } finally {
       clearTimeout(timer);
     }

@@ -3,11 +3,12 @@
  * ENHANCEDSTATUSCODES (2034, 3463), CHUNKING (3030), DSN (3461), PRDR (draft-hall-prdr-00) and STARTTLS (3207).
  * It parses and answers; what a transaction means (policy, spool) is the SessionHandler's business.
  * SECURITY: trusts nothing from the client. Input before the banner or unsynchronised pipelining ends the
- * session (like Exim's smtp_enforce_sync); plaintext pipelined behind STARTTLS is discarded.
+ * session (like Exim's smtp_enforce_sync); plaintext pipelined behind STARTTLS is discarded. Each command
+ * line and each message's whole content must arrive by a deadline, not merely keep trickling (slowloris).
  */
 
 import { formatReply, type Reply, reply, replyForError, SmtpError } from "../core/reply.ts";
-import { type ByteStream, writeAll } from "../core/stream.ts";
+import { type ByteStream, isConnectionLost, writeAll } from "../core/stream.ts";
 import type { TlsInfo } from "../core/envelope.ts";
 import { parseCommand, parsePathArg } from "./command.ts";
 import { DataScanner } from "./data_scanner.ts";
@@ -33,6 +34,8 @@ export class ServerSession {
   #tls?: TlsInfo;
   #tx?: Transaction;
   #scanner?: DataScanner;
+  /** When the content of the open BDAT transaction must be complete (performance.now() time) */
+  #bdatDeadline?: number;
   #badCommands = 0;
   #stopping = false;
   #idle = false;
@@ -88,6 +91,7 @@ export class ServerSession {
     } catch (err) {
       if (err instanceof SessionEnd) reason = err.message;
       else if (err instanceof ReadTimeoutError) reason = "timeout";
+      else if (isConnectionLost(err)) reason = "connection lost";
       else reason = `connection error: ${errorMessage(err)}`;
     } finally {
       this.#close(reason);
@@ -155,21 +159,26 @@ export class ServerSession {
 
   async #readLine(): Promise<string | undefined> {
     const { limits } = this.#opts;
+    // The whole line must arrive by then: a deadline, not an idle timer a trickle of octets restarts.
+    let deadline = performance.now() + limits.commandTimeoutMs;
     for (;;) {
       const got = this.#input.takeLine(limits.commandLine);
       if (got && "line" in got) return got.line;
       if (got && "tooLong" in got) {
         await this.#bad(reply(500, "5.5.2", "Line too long"), "command line too long");
+        deadline = performance.now() + limits.commandTimeoutMs;
         continue;
       }
       await this.#flush();
       if (this.#stopping && !this.#tx) {
         await this.#fatal(reply(421, "4.3.2", `${this.#opts.hostname} Service shutting down`), "shutdown");
       }
+      // Waiting for a command outside a transaction is where connections idle: keep them small.
+      if (!this.#tx) this.#input.release();
       this.#idle = true;
       const wake = new Promise<boolean>((resolve) => (this.#wake = () => resolve(true)));
       try {
-        const fill = this.#firstFill ?? this.#input.fill(limits.commandTimeoutMs);
+        const fill = this.#firstFill ?? this.#input.fill(deadline - performance.now());
         this.#firstFill = undefined;
         const more = await Promise.race([fill, wake]);
         if (more === false) return undefined;
@@ -223,7 +232,8 @@ export class ServerSession {
       try {
         await this.#dispatch(verb, arg);
       } catch (err) {
-        if (err instanceof SessionEnd || err instanceof ReadTimeoutError) throw err;
+        // A vanished client is the end of the conversation, not an error to answer (there is no one to read it).
+        if (err instanceof SessionEnd || err instanceof ReadTimeoutError || isConnectionLost(err)) throw err;
         const r = replyForError(err);
         if (err instanceof SmtpError && err.close) await this.#fatal(r, "closed by policy");
         if (!(err instanceof SmtpError)) this.#handler.protocolError?.(r, `internal error: ${String(err)}`);
@@ -298,6 +308,7 @@ export class ServerSession {
     const had = this.#tx !== undefined;
     this.#tx = undefined;
     this.#scanner = undefined;
+    this.#bdatDeadline = undefined;
     if (had) this.#handler.reset?.();
   }
 
@@ -409,28 +420,32 @@ export class ServerSession {
     const scanner = this.#newScanner("data");
     this.#send(reply(354, undefined, 'Enter message, ending with "." on a line by itself'));
     await this.#flush();
+    const deadline = performance.now() + this.#opts.limits.dataTimeoutMs;
     for (;;) {
       const view = this.#input.peek();
       const { consumed, ended } = scanner.feed(view);
       this.#input.advance(consumed);
       if (ended) break;
-      if (!(await this.#fillData())) throw new SessionEnd("connection lost during DATA");
+      if (!(await this.#fillData(deadline))) throw new SessionEnd("connection lost during DATA");
     }
     await this.#endOfMessage(tx, scanner);
   }
 
-  async #fillData(): Promise<boolean> {
+  /** Reads more content; the message's whole content is due by `deadline` (a performance.now() time). */
+  async #fillData(deadline: number): Promise<boolean> {
     try {
-      return await this.#input.fill(this.#opts.limits.dataTimeoutMs);
+      return await this.#input.fill(deadline - performance.now());
     } catch (err) {
-      if (err instanceof ReadTimeoutError) {
-        await this.#fatal(
-          reply(421, "4.4.2", `${this.#opts.hostname} Timeout waiting for data, closing connection`),
-          "timeout waiting for data",
-        );
-      }
+      if (err instanceof ReadTimeoutError) await this.#dataTimeout();
       throw err;
     }
+  }
+
+  async #dataTimeout(): Promise<never> {
+    return await this.#fatal(
+      reply(421, "4.4.2", `${this.#opts.hostname} Timeout waiting for data, closing connection`),
+      "timeout waiting for data",
+    );
   }
 
   async #bdatCmd(arg: string): Promise<void> {
@@ -457,12 +472,16 @@ export class ServerSession {
       if (!refusal) {
         tx.via = "BDAT";
         scanner = this.#scanner = this.#newScanner("bdat");
+        this.#bdatDeadline = performance.now() + this.#opts.limits.dataTimeoutMs;
       }
     }
+    // All chunks of one message share one deadline, or a client could trickle small chunks for ever.
+    const deadline = this.#bdatDeadline ?? performance.now() + this.#opts.limits.dataTimeoutMs;
+    if (performance.now() >= deadline) await this.#dataTimeout();
     let remaining = size;
     const sink = refusal ? undefined : scanner;
     while (remaining > 0) {
-      if (this.#input.pending === 0 && !(await this.#fillData())) {
+      if (this.#input.pending === 0 && !(await this.#fillData(deadline))) {
         throw new SessionEnd("connection lost during BDAT");
       }
       const view = this.#input.peek();

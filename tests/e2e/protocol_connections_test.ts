@@ -2,6 +2,9 @@
 
 import assert from "node:assert/strict";
 import { RawClient, withFerry } from "../helpers/ferry.ts";
+import { waitFor } from "../helpers/downstream.ts";
+import { runPython } from "../helpers/peers.ts";
+import type { LogFields } from "../../src/core/log.ts";
 
 Deno.test("commandTimeout: an idle client gets 421 4.4.2 and is disconnected", async () => {
   await withFerry({ limits: { commandTimeout: "300ms" } }, async (f) => {
@@ -57,6 +60,157 @@ Deno.test("dataTimeout: a client that stalls inside DATA gets 421 4.4.2 and noth
     }
   });
 });
+
+/**
+ * Sends `text` one octet every `everyMs` ms while waiting for a reply; returns the reply (null: closed) and
+ * how long after the first octet it came. Gives up (reply undefined) when `text` runs out.
+ */
+async function dribble(
+  c: RawClient,
+  text: string,
+  everyMs: number,
+): Promise<{ reply?: { code: number; text: string } | null; elapsed: number; sent: number }> {
+  const t0 = Date.now();
+  let got: { reply: { code: number; text: string } | null } | undefined;
+  const pending = c.reply(60_000).then((reply) => (got = { reply }), () => (got = { reply: null }));
+  let sent = 0;
+  for (const ch of text) {
+    if (got) break;
+    try {
+      await c.send(ch);
+    } catch {
+      break; // the server closed: the reply (if any) is already buffered
+    }
+    sent++;
+    await Promise.race([pending, new Promise((r) => setTimeout(r, everyMs))]);
+  }
+  if (!got && sent === text.length) return { elapsed: Date.now() - t0, sent };
+  await pending;
+  return { reply: got!.reply, elapsed: Date.now() - t0, sent };
+}
+
+Deno.test("commandTimeout is a deadline for the whole line: a client dribbling one octet every 100 ms gets 421 4.4.2", async () => {
+  await withFerry({ limits: { commandTimeout: "1s" } }, async (f) => {
+    const c = await RawClient.connect(f.port);
+    try {
+      assert.equal((await c.reply())?.code, 220);
+      assert.equal((await c.cmd("EHLO slow.test"))?.code, 250);
+      // 80 octets at 10 a second last 8 s; an idle timer restarted on each read would never fire.
+      const d = await dribble(c, "NOOP " + "x".repeat(75), 100);
+      assert.ok(d.reply, `no reply after ${d.sent} octets in ${d.elapsed} ms`);
+      assert.equal(d.reply.code, 421);
+      assert.match(d.reply.text, /^4\.4\.2 /);
+      assert.ok(d.elapsed >= 800, `timed out after ${d.elapsed} ms`);
+      assert.ok(d.elapsed < 4000, `timed out only after ${d.elapsed} ms`);
+      assert.ok(await c.closed());
+      assert.ok(f.memlog.has("timeout waiting for command"));
+    } finally {
+      c.close();
+    }
+  });
+});
+
+Deno.test("dataTimeout is a deadline for the whole message: a client dribbling content gets 421 4.4.2", async () => {
+  await withFerry({ limits: { dataTimeout: "1s" } }, async (f) => {
+    const c = await RawClient.connect(f.port);
+    try {
+      await c.reply();
+      assert.equal((await c.cmd("EHLO slow.test"))?.code, 250);
+      assert.equal((await c.cmd("MAIL FROM:<a@sender.test>"))?.code, 250);
+      assert.equal((await c.cmd("RCPT TO:<b@example.test>"))?.code, 250);
+      assert.equal((await c.cmd("DATA"))?.code, 354);
+      // Whole lines, each well within the deadline, but the message never ends.
+      const d = await dribble(c, "Subject: slow\r\n\r\n" + "line\r\n".repeat(15), 100);
+      assert.ok(d.reply, `no reply after ${d.sent} octets in ${d.elapsed} ms`);
+      assert.equal(d.reply.code, 421);
+      assert.match(d.reply.text, /^4\.4\.2 /);
+      assert.ok(d.elapsed >= 800 && d.elapsed < 4000, `timed out after ${d.elapsed} ms`);
+      assert.ok(await c.closed());
+      assert.equal(await f.spool.count(), 0);
+      assert.ok(f.memlog.has("timeout waiting for data"));
+    } finally {
+      c.close();
+    }
+  });
+});
+
+Deno.test("dataTimeout covers all BDAT chunks of a message: small chunks kept coming get 421 4.4.2", async () => {
+  await withFerry({ limits: { dataTimeout: "1s" } }, async (f) => {
+    const c = await RawClient.connect(f.port);
+    try {
+      await c.reply();
+      assert.equal((await c.cmd("EHLO slow.test"))?.code, 250);
+      assert.equal((await c.cmd("MAIL FROM:<a@sender.test>"))?.code, 250);
+      assert.equal((await c.cmd("RCPT TO:<b@example.test>"))?.code, 250);
+      const t0 = Date.now();
+      let last: { code: number; text: string } | null = null;
+      for (let i = 0; i < 80; i++) {
+        await c.send("BDAT 1\r\nx");
+        last = await c.reply();
+        if (last?.code !== 250) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const elapsed = Date.now() - t0;
+      assert.equal(last?.code, 421, `last reply ${JSON.stringify(last)} after ${elapsed} ms`);
+      assert.match(last!.text, /^4\.4\.2 /);
+      assert.ok(elapsed >= 800 && elapsed < 4000, `timed out after ${elapsed} ms`);
+      assert.ok(await c.closed());
+      assert.equal(await f.spool.count(), 0);
+    } finally {
+      c.close();
+    }
+  });
+});
+
+/** A Python client that opens a transaction, starts the content and then resets the connection (RST). */
+const RESET_MID_DATA = `
+import socket, struct, sys
+port, mode = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+f = s.makefile("rb")
+def reply():
+    while True:
+        line = f.readline()
+        if not line: raise SystemExit("closed")
+        if line[3:4] != b"-": return line
+def cmd(text, code):
+    s.sendall(text.encode() + b"\\r\\n")
+    r = reply()
+    if not r.startswith(code): raise SystemExit("unexpected reply to %s: %r" % (text, r))
+reply()
+cmd("EHLO reset.test", b"250")
+cmd("MAIL FROM:<a@sender.test>", b"250")
+cmd("RCPT TO:<b@example.test>", b"250")
+if mode == "DATA":
+    cmd("DATA", b"354")
+    s.sendall(b"Subject: half\\r\\n\\r\\nsome of the body\\r\\n")
+else:
+    s.sendall(b"BDAT 1000\\r\\nSubject: half\\r\\n\\r\\nsome of the chunk")
+# SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+print("reset sent")
+`;
+
+for (const mode of ["DATA", "BDAT"]) {
+  Deno.test(`a client that resets the connection in the middle of ${mode} is logged as a plain close, not an internal error`, async () => {
+    await withFerry({}, async (f) => {
+      const r = await runPython(RESET_MID_DATA, [String(f.port), mode]);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      assert.match(r.stdout, /reset sent/);
+      // The positive signal: the session's end is logged.
+      const isClosed = (l: { fields: LogFields }) => l.fields.event === "closed";
+      await waitFor(() => f.memlog.lines.some(isClosed), 5000, "the close line");
+      const closed = f.memlog.lines.find(isClosed)!;
+      assert.match(closed.text, new RegExp(`closed: connection lost during ${mode}`), closed.text);
+      const noise = f.memlog.lines.filter((l) =>
+        /internal error|protocol error|connection error/i.test(l.text)
+      );
+      assert.deepEqual(noise.map((l) => l.text), []);
+      assert.equal(await f.spool.count(), 0);
+    });
+  });
+}
 
 Deno.test("greetingDelay: a client that talks before the banner gets 554 and is closed", async () => {
   await withFerry({ limits: { greetingDelay: "300ms" } }, async (f) => {
