@@ -26,6 +26,10 @@ export type { Envelope, Recipient } from "./src/core/envelope.ts";
 export type { HostListFn, HostListSpec };
 export { SmtpError } from "./src/core/reply.ts";
 export { relayControl } from "./src/policy/relay_control.ts";
+export { senderLogin, type SenderLogins } from "./src/policy/sender_login.ts";
+export { hashPassword } from "./src/core/password_hash.ts";
+export type { AuthCheckRequest } from "./src/inbound/authenticator.ts";
+export type { AuthInfo } from "./src/core/envelope.ts";
 export { startFerry } from "./src/main.ts";
 
 /** A Ferry configuration as written in config.ts. */

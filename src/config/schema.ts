@@ -7,6 +7,7 @@ import { z } from "zod";
 import { HostList, type HostListSpec } from "../core/host_list.ts";
 import { parseDuration, parseSize } from "../core/units.ts";
 import { EVENT_NAMES } from "../core/event_names.ts";
+import { parseScryptHash } from "../core/password_hash.ts";
 
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", {
   error: "expected a function",
@@ -68,7 +69,26 @@ const listener = z.object({
   address: ipAddress.default("127.0.0.1"),
   port: port,
   mode: z.enum(["smtp", "smtps"]).default("smtp"),
+  /** Submission role (port 587 style): MAIL needs AUTH first */
+  submission: z.boolean().default(false),
 }).strict();
+
+/** SMTP AUTH (RFC 4954) for clients: credentials, failure limits, sender binding. */
+const authSection = z.object({
+  mechanisms: z.array(z.enum(["PLAIN", "LOGIN"])).min(1).default(["PLAIN", "LOGIN"]),
+  users: z.record(
+    z.string().min(1),
+    z.string().refine((h) => parseScryptHash(h) !== undefined, {
+      error: 'expected a hash "scrypt$N$r$p$salt$hash" (make one with `deno task hash-password`)',
+    }),
+  ).optional(),
+  check: fn.optional(),
+  maxFailures: z.number().int().min(1).max(1000).default(5),
+  failureWindow: duration.default(900_000),
+  senderLogins: z.union([z.record(z.string().min(1), z.array(z.string())), fn]).optional(),
+}).strict().refine((a) => a.users !== undefined || a.check !== undefined, {
+  error: "auth needs users or check",
+});
 
 const policyChain = z.array(fn).default([]);
 
@@ -105,6 +125,8 @@ const route = z.object({
   mx: z.boolean().optional(),
   port: port.default(25),
   dsnLasthop: z.boolean().default(false),
+  /** AUTH to the route's hosts (only over TLS) */
+  auth: z.object({ user: z.string().min(1), password: z.string().min(1) }).strict().optional(),
   ...transportOptions,
 }).strict().refine((r) => (r.hosts !== undefined) !== (r.mx === true), {
   error: "a route needs either hosts or mx: true",
@@ -118,6 +140,7 @@ export const configSchema = z.object({
     address: "127.0.0.1",
     port: 2525,
     mode: "smtp",
+    submission: false,
   }]),
   spool: z.object({ dir: z.string().min(1).default("./var/spool") }).strict().default({ dir: "./var/spool" }),
   relay: z.object({
@@ -148,6 +171,7 @@ export const configSchema = z.object({
   }).strict().prefault({}),
   dsn: z.object({ advertiseHosts: hostList.default("*") }).strict().prefault({}),
   prdr: z.object({ enable: z.boolean().default(false) }).strict().prefault({}),
+  auth: authSection.optional(),
   proxyRequiredHosts: hostList.default([]),
   proxyTimeout: duration.default(3000),
   tls: z.object({
@@ -231,6 +255,16 @@ export const configSchema = z.object({
   c.listen.forEach((l, i) => {
     if (l.mode === "smtps" && c.tls.certificates.length === 0) {
       ctx.addIssue({ code: "custom", path: ["listen", i, "mode"], message: "smtps needs tls.certificates" });
+    }
+    if (l.submission && !c.auth) {
+      ctx.addIssue({ code: "custom", path: ["listen", i, "submission"], message: "submission needs auth" });
+    }
+    if (l.submission && c.tls.certificates.length === 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["listen", i, "submission"],
+        message: "submission needs tls.certificates (AUTH is offered only over TLS)",
+      });
     }
   });
 });

@@ -70,6 +70,16 @@ export interface TlsInfo {
   peerVerified?: boolean;
 }
 
+/** The SMTP AUTH login of the session (RFC 4954). */
+export interface AuthInfo {
+  /** "PLAIN" or "LOGIN" */
+  mechanism: string;
+  /** The authentication identity: the login name */
+  user: string;
+  /** The authorisation identity, when the client asked for one apart from its login */
+  authzid?: string;
+}
+
 /** Everything about a message except its data. */
 export interface Envelope {
   /** Exim-style message id */
@@ -93,6 +103,8 @@ export interface Envelope {
   client: ClientInfo;
   proxy?: ProxyInfo;
   tls?: TlsInfo;
+  /** The client's AUTH login, when it authenticated */
+  auth?: AuthInfo;
   /** Name of the host that received it */
   receivedBy: string;
   /** Results policy chose to keep (SPF, DKIM, ...) and per-message variables */

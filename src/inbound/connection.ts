@@ -3,7 +3,7 @@
  * to the spool (the 250 goes out only after store() resolved), logs in Exim's words and fires events.
  */
 
-import type { ClientInfo, Envelope, ProxyInfo, Recipient, TlsInfo } from "../core/envelope.ts";
+import type { AuthInfo, ClientInfo, Envelope, ProxyInfo, Recipient, TlsInfo } from "../core/envelope.ts";
 import { parseHeaders } from "../core/headers.ts";
 import type { Logger } from "../core/log.ts";
 import { type Reply, reply, SmtpError } from "../core/reply.ts";
@@ -32,6 +32,8 @@ import type { EventBus } from "../events/bus.ts";
 import type { Resolver } from "../dns/resolver.ts";
 import { receivedHeader } from "./received_header.ts";
 import { errorMessage } from "../core/error_message.ts";
+import type { Authenticator } from "./authenticator.ts";
+import type { SaslCredentials, SaslMechanism } from "../smtp/sasl.ts";
 
 /** Performs a server-side TLS handshake over a connected stream. */
 export type TlsAcceptor = (
@@ -48,6 +50,10 @@ export interface InboundDeps {
   events: EventBus;
   /** The built-in rcpt steps that run before the configured chain (relay control) */
   builtinRcpt: Middleware<StageContexts["rcpt"]>[];
+  /** The built-in mail steps that run before the configured chain (sender login binding) */
+  builtinMail?: Middleware<StageContexts["mail"]>[];
+  /** Checks SMTP AUTH credentials, when `auth` is configured */
+  authenticator?: Authenticator;
   tls?: TlsAcceptor;
   /** For the client's host name (smtp.hostLookup) */
   resolver?: Resolver;
@@ -93,6 +99,7 @@ export class InboundConnection implements SessionHandler {
   #msgVars = new Map<string, unknown>();
   #helo?: string;
   #esmtp = false;
+  #auth?: AuthInfo;
 
   constructor(deps: InboundDeps, facts: ConnectionFacts) {
     this.#deps = deps;
@@ -125,6 +132,7 @@ export class InboundConnection implements SessionHandler {
       server: f.server,
       proxy: f.proxy,
       tls: f.tls,
+      auth: this.#auth,
       helo: this.#helo,
       connVars: this.#connVars,
       msgVars: this.#msgVars,
@@ -181,7 +189,12 @@ export class InboundConnection implements SessionHandler {
 
   async mail(tx: Transaction): Promise<void> {
     this.#msgVars = new Map();
-    await this.#run("mail", (base) => this.#mailContext(base, tx), `MAIL FROM:<${tx.sender}>`);
+    await this.#run(
+      "mail",
+      (base) => this.#mailContext(base, tx),
+      `MAIL FROM:<${tx.sender}>`,
+      this.#deps.builtinMail,
+    );
   }
 
   async rcpt(tx: Transaction, rcpt: RcptEntry): Promise<void> {
@@ -195,6 +208,30 @@ export class InboundConnection implements SessionHandler {
       `RCPT <${rcpt.address}> F=<${tx.sender}>`,
       this.#deps.builtinRcpt,
     );
+  }
+
+  async authenticate(mechanism: SaslMechanism, creds: SaslCredentials): Promise<boolean> {
+    const authenticator = this.#deps.authenticator;
+    if (!authenticator) return false;
+    const name = mechanism.toLowerCase();
+    const fail = (text: string) =>
+      this.#logLine(
+        `${name} authenticator failed for ${this.hostField}${this.#prx}: ${text} (set_id=${creds.authcid})`,
+        { event: "auth_failed" },
+      );
+    try {
+      const outcome = await authenticator.check(this.#facts.client, mechanism, creds);
+      if (!outcome.ok) {
+        fail(`535 Incorrect authentication data: ${outcome.reason}`);
+        return false;
+      }
+    } catch (err) {
+      const e = err instanceof SmtpError ? err : undefined;
+      fail(e ? `${e.code} ${e.message}${e.cause ? `: ${errorMessage(e.cause)}` : ""}` : errorMessage(err));
+      throw err;
+    }
+    this.#auth = { mechanism, user: creds.authcid, authzid: creds.authzid || undefined };
+    return true;
   }
 
   reset(): void {
@@ -229,8 +266,9 @@ export class InboundConnection implements SessionHandler {
   }
 
   #protocol(tx: Transaction): string {
+    // RFC 3848 / RFC 6531: ESMTPS, ESMTPA, ESMTPSA, UTF8SMTPSA.
     const base = tx.params.smtputf8 ? "utf8smtp" : this.#esmtp ? "esmtp" : "smtp";
-    return this.#facts.tls ? base + "s" : base;
+    return base + (this.#facts.tls ? "s" : "") + (this.#auth ? "a" : "");
   }
 
   async message(tx: Transaction, content: Uint8Array, info: ContentInfo): Promise<MessageOutcome> {
@@ -334,6 +372,7 @@ export class InboundConnection implements SessionHandler {
       client,
       proxy: this.#facts.proxy,
       tls: this.#facts.tls,
+      auth: this.#auth,
       receivedBy: this.#deps.hostname,
       policy: jsonSafe(this.#msgVars),
     };
@@ -351,6 +390,7 @@ export class InboundConnection implements SessionHandler {
     const tls = this.#facts.tls;
     this.#deps.log.write(
       `<= ${tx.sender || "<>"} ${this.hostField} P=${protocol}` +
+        (this.#auth ? ` A=${this.#auth.mechanism.toLowerCase()}:${this.#auth.user}` : "") +
         (tls ? ` X=${tls.version}:${tls.cipher}:${tls.bits}${tls.sni ? ` SNI=${tls.sni}` : ""}` : "") +
         ` S=${stored.length}${msgId ? ` id=${msgId.replace(/^<|>$/g, "")}` : ""}${this.#prx}` +
         ` for ${kept.map((r) => r.address).join(" ")}`,
@@ -361,6 +401,7 @@ export class InboundConnection implements SessionHandler {
         client: client.ip,
         port: client.port,
         protocol,
+        auth: this.#auth?.user,
         size: stored.length,
         recipients: kept.map((r) => r.address),
         proxy: this.#facts.proxy ? `${this.#facts.proxy.proxyIp}:${this.#facts.proxy.proxyPort}` : undefined,

@@ -10,6 +10,9 @@ import type { ByteStream } from "../core/stream.ts";
 import { ServerSession } from "../smtp/server_session.ts";
 import type { SessionExtensions } from "../smtp/session_types.ts";
 import { relayControl } from "../policy/relay_control.ts";
+import { senderLogin, type SenderLogins } from "../policy/sender_login.ts";
+import { Authenticator, type AuthenticatorOptions } from "./authenticator.ts";
+import type { ResolvedConfig } from "../config/schema.ts";
 import { type ConnectionFacts, InboundConnection, type InboundDeps } from "./connection.ts";
 import { readProxyHeader } from "./proxy_reader.ts";
 import { lookupClientName } from "./host_lookup.ts";
@@ -18,7 +21,9 @@ import { errorMessage } from "../core/error_message.ts";
 const encoder = new TextEncoder();
 
 /** What the server needs besides its config. */
-export type InboundServerDeps = Omit<InboundDeps, "builtinRcpt">;
+export type InboundServerDeps = Omit<InboundDeps, "builtinRcpt" | "builtinMail" | "authenticator">;
+
+type ListenerSpec = ResolvedConfig["listen"][number];
 
 /** A bound listener's address. */
 export interface BoundAddress {
@@ -40,8 +45,20 @@ export class InboundServer {
 
   constructor(deps: InboundServerDeps) {
     const r = deps.config.relay;
-    this.#deps = { ...deps, builtinRcpt: [relayControl({ domains: r.domains, clients: r.clients })] };
     const c = deps.config;
+    this.#deps = {
+      ...deps,
+      builtinRcpt: [relayControl({ domains: r.domains, clients: r.clients })],
+      builtinMail: c.auth?.senderLogins ? [senderLogin(c.auth.senderLogins as SenderLogins)] : [],
+      authenticator: c.auth
+        ? new Authenticator({
+          users: c.auth.users,
+          check: c.auth.check as AuthenticatorOptions["check"],
+          maxFailures: c.auth.maxFailures,
+          failureWindowMs: c.auth.failureWindow,
+        })
+        : undefined,
+    };
     this.#lists = {
       proxy: new HostList(c.proxyRequiredHosts),
       hostLookup: new HostList(c.smtp.hostLookup),
@@ -78,13 +95,13 @@ export class InboundServer {
       this.#listeners.push(listener);
       const addr = listener.addr as Deno.NetAddr;
       bound.push({ address: addr.hostname, port: addr.port, mode: l.mode });
-      this.#loops.push(this.#acceptLoop(listener, l.mode));
+      this.#loops.push(this.#acceptLoop(listener, l));
       this.#deps.log.write(`listening on [${addr.hostname}]:${addr.port} (${l.mode})`);
     }
     return bound;
   }
 
-  async #acceptLoop(listener: Deno.Listener, mode: "smtp" | "smtps"): Promise<void> {
+  async #acceptLoop(listener: Deno.Listener, spec: ListenerSpec): Promise<void> {
     let pause = 0;
     for (;;) {
       let conn: Deno.Conn;
@@ -105,7 +122,7 @@ export class InboundServer {
         await new Promise((r) => setTimeout(r, pause));
         continue;
       }
-      this.#handle(conn, mode).catch((err) => {
+      this.#handle(conn, spec).catch((err) => {
         this.#deps.log.write(`connection handler failed: ${errorMessage(err)}`);
         try {
           conn.close();
@@ -123,10 +140,10 @@ export class InboundServer {
     } catch { /* closed */ }
   }
 
-  async #handle(conn: Deno.Conn, mode: "smtp" | "smtps"): Promise<void> {
+  async #handle(conn: Deno.Conn, spec: ListenerSpec): Promise<void> {
     const { config, log } = this.#deps;
+    const mode = spec.mode;
     const peer = conn.remoteAddr as Deno.NetAddr;
-    const local = conn.localAddr as Deno.NetAddr;
     if (this.#stopping) {
       return await this.#refuse(conn, 421, "4.3.2", `${this.#deps.hostname} Service shutting down`);
     }
@@ -200,6 +217,7 @@ export class InboundServer {
           ? reply(503, "5.7.0", "Command refused, required Proxy negotiation failed")
           : undefined,
         tls: facts.tls,
+        auth: config.auth ? { mechanisms: config.auth.mechanisms, required: spec.submission } : undefined,
       });
       this.#sessions.add(session);
       try {

@@ -17,6 +17,8 @@ export interface RouteSpec {
   mx?: boolean;
   port: number;
   dsnLasthop: boolean;
+  /** AUTH to the route's hosts, only over TLS */
+  auth?: { user: string; password: string };
   hostsRequireTls?: HostListSpec;
   tlsVerifyHosts?: HostListSpec;
   tlsTryVerifyHosts?: HostListSpec;

@@ -2,7 +2,8 @@
  * The smtp transport's connection set-up: tcp:connect (vetoable) → greeting → smtp:connect (vetoable) → EHLO →
  * STARTTLS (opportunistic, or required by hostsRequireTls) → certificate verification (tlsVerifyHosts /
  * tlsTryVerifyHosts, RFC 6125 names per tlsVerifyCertHostnames, tls:cert vetoes, OCSP per hostsRequireOcsp)
- * → EHLO again. Security policies only raise what is required, never lower it.
+ * → EHLO again → AUTH when the route has credentials (only over TLS: without it the host is deferred).
+ * Security policies only raise what is required, never lower it.
  */
 
 import { HostList } from "../core/host_list.ts";
@@ -41,6 +42,8 @@ export interface TransportPolicy {
   hostsRequestOcsp: HostList;
   hostsRequireOcsp: HostList;
   hostsTryPrdr: HostList;
+  /** Credentials for AUTH (route.auth) */
+  auth?: { user: string; password: string };
 }
 
 /** An open, greeted session ready for MAIL. */
@@ -83,6 +86,7 @@ export function transportPolicy(
     hostsRequestOcsp: pick("hostsRequestOcsp"),
     hostsRequireOcsp: pick("hostsRequireOcsp"),
     hostsTryPrdr: pick("hostsTryPrdr"),
+    auth: route.auth,
   };
 }
 
@@ -227,6 +231,15 @@ export async function openSession(
       await client.ehlo(policy.heloName);
     } else if (requireTls) {
       throw new HostError("TLS required but not offered by the server", "TLS");
+    }
+    if (policy.auth) {
+      // A password never goes in clear: without TLS this host cannot be used for this route.
+      if (!tls) throw new HostError("AUTH needs TLS but the session is not encrypted", "AUTH");
+      try {
+        await client.auth(policy.auth.user, policy.auth.password);
+      } catch (err) {
+        throw new HostError(`AUTH failed: ${errorMessage(err)}`, "AUTH", { cause: err });
+      }
     }
     return {
       client,

@@ -3,7 +3,14 @@
  * can give. Rejections are thrown as SmtpError, so a verdict ends the chain wherever it is given.
  */
 
-import type { ClientInfo, NotifyKeyword, OriginalRecipient, ProxyInfo, TlsInfo } from "../core/envelope.ts";
+import type {
+  AuthInfo,
+  ClientInfo,
+  NotifyKeyword,
+  OriginalRecipient,
+  ProxyInfo,
+  TlsInfo,
+} from "../core/envelope.ts";
 import type { HeaderField } from "../core/headers.ts";
 import { SmtpError } from "../core/reply.ts";
 import type { Middleware } from "../core/compose.ts";
@@ -30,6 +37,8 @@ export interface BaseContext {
   readonly server: { ip: string; port: number };
   readonly proxy?: ProxyInfo;
   readonly tls?: TlsInfo;
+  /** The SMTP AUTH login, once the client authenticated */
+  readonly auth?: AuthInfo;
   readonly helo?: string;
   /** Variables kept for the whole connection */
   readonly connVars: Map<string, unknown>;

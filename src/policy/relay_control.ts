@@ -1,6 +1,6 @@
 /**
  * Built-in relay control, the first rcpt step: a recipient is accepted only for a domain in `relay.domains`,
- * or for any domain when the client is in `relay.clients`. Decided per recipient, denying by default.
+ * or for any domain when the client is in `relay.clients` or authenticated with SMTP AUTH. Decided per recipient, denying by default.
  * SECURITY: for untrusted clients, sender-specified routing in the local part (`%`, `!`, a quoted `@`) and
  * address literals are refused, so `user%other@ours` or `"a@b"@ours` cannot bounce through a next hop.
  */
@@ -20,7 +20,7 @@ export function relayControl(opts: RelayControlOptions): PolicyMiddleware<"rcpt"
   const clients = new HostList(opts.clients);
   return async function relay_control(c, next) {
     const { local, domain } = c.recipient;
-    if (await clients.match({ ip: c.client.ip })) return await next();
+    if (c.auth || (await clients.match({ ip: c.client.ip }))) return await next();
     // RFC 5321 4.5.1: postmaster without a domain is always ours.
     if (domain === "" && local.toLowerCase() === "postmaster") return await next();
     const routed = /[%!@]/.test(local);

@@ -1,7 +1,8 @@
 /**
  * The SMTP client session (RFC 5321): greeting, EHLO with HELO fallback, STARTTLS (RFC 3207), one or more
  * transactions using PIPELINING (RFC 2920), CHUNKING/BDAT (RFC 3030) or DATA with dot-stuffing, SIZE,
- * 8BITMIME, SMTPUTF8, DSN parameters (RFC 3461) and PRDR (draft-hall-prdr); RSET and QUIT.
+ * 8BITMIME, SMTPUTF8, DSN parameters (RFC 3461), PRDR (draft-hall-prdr), AUTH PLAIN/LOGIN (RFC 4954, 4616)
+ * only over TLS; RSET and QUIT.
  * Pure protocol over a `ByteStream`: no DNS, no routing, no TLS policy (the caller's upgrade callback
  * decides what a good certificate is). Trusts the peer for nothing; every read and write has a deadline.
  */
@@ -13,6 +14,7 @@ import { type OutboundEnvelope, planTransaction } from "./client_envelope.ts";
 import { type ClientStage, SmtpClientError } from "./client_error.ts";
 import { ClientConnection } from "./client_io.ts";
 import { encodeData } from "./dot_stuff.ts";
+import { encodeChallenge, encodePlain } from "./sasl.ts";
 
 export type { Capabilities } from "./client_capabilities.ts";
 export type { OutboundEnvelope, OutboundRecipient } from "./client_envelope.ts";
@@ -190,6 +192,32 @@ export class SmtpClient {
     }
     this.#conn.swap(upgraded);
     this.#tls = true;
+  }
+
+  /**
+   * Authenticates with PLAIN (or LOGIN when only that is offered). Only after STARTTLS: a password never
+   * goes in clear. A refusal throws (stage "auth").
+   */
+  async auth(user: string, password: string): Promise<Reply> {
+    if (this.#state !== "ready" || !this.#caps) throw this.#local("auth", "EHLO required before AUTH");
+    if (!this.#tls) throw this.#local("auth", "AUTH refused: the session is not encrypted");
+    const offered = this.#caps.auth;
+    let r: Reply;
+    if (offered.includes("PLAIN")) {
+      r = await this.#command(`AUTH PLAIN ${encodePlain(user, password)}`, "auth");
+    } else if (offered.includes("LOGIN")) {
+      r = await this.#command("AUTH LOGIN", "auth");
+      if (r.code === 334) r = await this.#command(encodeChallenge(user), "auth");
+      if (r.code === 334) r = await this.#command(encodeChallenge(password), "auth");
+    } else {
+      throw this.#local("auth", "Peer offers neither AUTH PLAIN nor AUTH LOGIN");
+    }
+    if (r.code !== 235) {
+      // A 334 here means the peer wants more than LOGIN's two answers: cancel the exchange.
+      if (r.code === 334) await this.#command("*", "auth").catch(() => {});
+      throw new SmtpClientError("auth", "reply", r);
+    }
+    return r;
   }
 
   /**

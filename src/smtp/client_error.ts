@@ -13,6 +13,7 @@ export type ClientStage =
   | "greeting"
   | "ehlo"
   | "starttls"
+  | "auth"
   | "mail"
   | "rcpt"
   | "data"

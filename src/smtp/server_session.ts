@@ -1,6 +1,7 @@
 /**
  * The SMTP server session (RFC 5321) with PIPELINING (RFC 2920), SIZE (1870), 8BITMIME (6152), SMTPUTF8 (6531),
- * ENHANCEDSTATUSCODES (2034, 3463), CHUNKING (3030), DSN (3461), PRDR (draft-hall-prdr-00) and STARTTLS (3207).
+ * ENHANCEDSTATUSCODES (2034, 3463), CHUNKING (3030), DSN (3461), PRDR (draft-hall-prdr-00), STARTTLS (3207)
+ * and AUTH (4954; offered only on an encrypted session).
  * It parses and answers; what a transaction means (policy, spool) is the SessionHandler's business.
  * SECURITY: trusts nothing from the client. Input before the banner or unsynchronised pipelining ends the
  * session (like Exim's smtp_enforce_sync); plaintext pipelined behind STARTTLS is discarded. Each command
@@ -16,8 +17,19 @@ import { parseMailParams, parseRcptParams } from "./transaction_params.ts";
 import { Input, ReadTimeoutError } from "./input.ts";
 import type { RcptEntry, ServerSessionOptions, SessionHandler, Transaction } from "./session_types.ts";
 import { errorMessage } from "../core/error_message.ts";
+import { AUTH_LINE_MAX, collectCredentials } from "./server_auth.ts";
+import type { SaslMechanism } from "./sasl.ts";
 
 const encoder = new TextEncoder();
+
+/** Who the client authenticated as (RFC 4954). */
+export interface SessionLogin {
+  mechanism: SaslMechanism;
+  /** The authentication identity (the login) */
+  user: string;
+  /** The authorisation identity, when the client gave one */
+  authzid?: string;
+}
 
 /** Why a session ended. */
 class SessionEnd extends Error {}
@@ -33,6 +45,7 @@ export class ServerSession {
   #esmtp = false;
   #tls?: TlsInfo;
   #tx?: Transaction;
+  #auth?: SessionLogin;
   #scanner?: DataScanner;
   /** When the content of the open BDAT transaction must be complete (performance.now() time) */
   #bdatDeadline?: number;
@@ -61,6 +74,11 @@ export class ServerSession {
   /** TLS facts once the session is encrypted. */
   get tls(): TlsInfo | undefined {
     return this.#tls;
+  }
+
+  /** The login, once AUTH succeeded. */
+  get auth(): SessionLogin | undefined {
+    return this.#auth;
   }
 
   /** True while a mail transaction is open. */
@@ -157,12 +175,12 @@ export class ServerSession {
     await this.#flush();
   }
 
-  async #readLine(): Promise<string | undefined> {
+  async #readLine(max = this.#opts.limits.commandLine): Promise<string | undefined> {
     const { limits } = this.#opts;
     // The whole line must arrive by then: a deadline, not an idle timer a trickle of octets restarts.
     let deadline = performance.now() + limits.commandTimeoutMs;
     for (;;) {
-      const got = this.#input.takeLine(limits.commandLine);
+      const got = this.#input.takeLine(max);
       if (got && "line" in got) return got.line;
       if (got && "tooLong" in got) {
         await this.#bad(reply(500, "5.5.2", "Line too long"), "command line too long");
@@ -286,6 +304,8 @@ export class ServerSession {
         );
       case "STARTTLS":
         return await this.#startTlsCmd(arg);
+      case "AUTH":
+        return await this.#authCmd(arg);
       case "GET":
       case "POST":
       case "PUT":
@@ -333,6 +353,7 @@ export class ServerSession {
     if (x.smtputf8) lines.push("SMTPUTF8");
     if (x.prdr) lines.push("PRDR");
     if (x.startTls && !this.#tls) lines.push("STARTTLS");
+    if (this.#authOffered) lines.push(`AUTH ${this.#opts.auth!.mechanisms.join(" ")}`);
     lines.push("ENHANCEDSTATUSCODES", "HELP");
     this.#send(reply(250, undefined, lines));
     if (x.pipelining) await this.#requireSync("EHLO");
@@ -341,6 +362,12 @@ export class ServerSession {
   async #mailCmd(arg: string): Promise<void> {
     if (!this.#helo) return await this.#bad(reply(503, "5.5.1", "EHLO or HELO first"), "MAIL before HELO");
     if (this.#tx) return await this.#bad(reply(503, "5.5.1", "Nested MAIL command"), "nested MAIL");
+    if (this.#opts.auth?.required && !this.#auth) {
+      return await this.#bad(
+        reply(530, "5.7.0", "Authentication required"),
+        "MAIL before AUTH on submission",
+      );
+    }
     if (this.#stopping) {
       throw new SmtpError(421, "4.3.2", `${this.#opts.hostname} Service shutting down`, { close: true });
     }
@@ -348,6 +375,9 @@ export class ServerSession {
     try {
       // A UTF-8 reverse path needs the SMTPUTF8 parameter on this very command (RFC 6531 3.4).
       const path = parsePathArg(arg, "MAIL", false);
+      // RFC 4954 5: a server offering AUTH accepts AUTH=; Ferry does not trust a client's claim about the
+      // original submitter, so the value is dropped.
+      if (this.#authOffered && this.#esmtp) path.params.delete("AUTH");
       const params = parseMailParams(path.params, {
         extensions: this.#opts.extensions,
         esmtp: this.#esmtp,
@@ -533,6 +563,50 @@ export class ServerSession {
     } finally {
       this.#resetTx();
     }
+  }
+
+  /** AUTH is offered once the session is encrypted and credentials are configured. */
+  get #authOffered(): boolean {
+    return this.#opts.auth !== undefined && this.#tls !== undefined &&
+      this.#handler.authenticate !== undefined;
+  }
+
+  async #authCmd(arg: string): Promise<void> {
+    const auth = this.#opts.auth;
+    if (!auth || !this.#handler.authenticate) {
+      return await this.#bad(reply(502, "5.5.1", "AUTH not available"), "AUTH not offered");
+    }
+    if (!this.#esmtp) return await this.#bad(reply(503, "5.5.1", "EHLO first"), "AUTH before EHLO");
+    if (!this.#tls) {
+      return await this.#bad(
+        reply(538, "5.7.11", "Encryption required for requested authentication mechanism"),
+        "AUTH before TLS",
+      );
+    }
+    if (this.#auth) return await this.#bad(reply(503, "5.5.1", "Already authenticated"), "AUTH twice");
+    if (this.#tx) {
+      return await this.#bad(
+        reply(503, "5.5.1", "AUTH not permitted during a mail transaction"),
+        "AUTH in transaction",
+      );
+    }
+    await this.#requireSync("AUTH");
+    const got = await collectCredentials(arg, auth.mechanisms, {
+      challenge: async (r) => {
+        this.#send(r);
+        await this.#flush();
+        return await this.#readLine(AUTH_LINE_MAX);
+      },
+    });
+    if ("refusal" in got) {
+      if (got.refusal.code === 421) throw new SessionEnd("connection lost during AUTH");
+      return await this.#bad(got.refusal, got.detail);
+    }
+    const ok = await this.#handler.authenticate(got.mechanism, got.credentials);
+    if (!ok) return this.#send(reply(535, "5.7.8", "Authentication credentials invalid"));
+    const { authcid, authzid } = got.credentials;
+    this.#auth = { mechanism: got.mechanism, user: authcid, authzid: authzid || undefined };
+    this.#send(reply(235, "2.7.0", "Authentication successful"));
   }
 
   async #startTlsCmd(arg: string): Promise<void> {

@@ -5,6 +5,7 @@ import type { Reply } from "../core/reply.ts";
 import type { ByteStream } from "../core/stream.ts";
 import type { Mailbox } from "./command.ts";
 import type { BareLineEndings } from "./data_scanner.ts";
+import type { SaslCredentials, SaslMechanism } from "./sasl.ts";
 
 /** Parameters given with MAIL FROM. */
 export interface MailParams {
@@ -56,6 +57,11 @@ export interface SessionHandler {
   data?(tx: Transaction): Promise<void> | void;
   /** The whole message arrived cleanly; store it and answer (250 only once it is durable). */
   message(tx: Transaction, content: Uint8Array, info: ContentInfo): Promise<MessageOutcome>;
+  /**
+   * Checks AUTH credentials (RFC 4954): resolves true when they are good, false for 535. Throw SmtpError to
+   * answer otherwise (454 4.7.0 when the lookup failed, 421 with `close` when the client failed too often).
+   */
+  authenticate?(mechanism: SaslMechanism, credentials: SaslCredentials): Promise<boolean>;
   /** Performs the TLS handshake as server over `stream`; resolves to the encrypted stream. */
   startTls?(stream: ByteStream): Promise<{ stream: ByteStream; info: TlsInfo }>;
   /** RSET, or a transaction ended. */
@@ -88,6 +94,14 @@ export interface SessionExtensions {
   startTls: boolean;
 }
 
+/** SMTP AUTH as this listener offers it. */
+export interface SessionAuth {
+  /** Offered once the session is encrypted (after STARTTLS, or from the start on smtps) */
+  mechanisms: SaslMechanism[];
+  /** Submission role: MAIL is refused with 530 5.7.0 until the client authenticated */
+  required: boolean;
+}
+
 /** Everything a server session needs. */
 export interface ServerSessionOptions {
   hostname: string;
@@ -104,4 +118,6 @@ export interface ServerSessionOptions {
   refuseAll?: Reply;
   /** Already encrypted (SMTPS) */
   tls?: TlsInfo;
+  /** SMTP AUTH; absent when no credentials are configured */
+  auth?: SessionAuth;
 }
