@@ -25,7 +25,7 @@ function onlyProblemAt(input: unknown, path: string, detail?: RegExp): string {
 Deno.test("validateConfig() fills defaults for an empty config", () => {
   for (const input of [{}, undefined, null]) {
     const c = validateConfig(input);
-    assert.deepEqual(c.listen, [{ address: "127.0.0.1", port: 2525, mode: "smtp" }]);
+    assert.deepEqual(c.listen, [{ address: "127.0.0.1", port: 2525, mode: "smtp", submission: false }]);
     assert.equal(c.spool.dir, "./var/spool");
     assert.deepEqual(c.relay.clients, ["127.0.0.0/8", "::1"]);
     assert.deepEqual(c.relay.domains, []);
