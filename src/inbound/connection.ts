@@ -249,7 +249,7 @@ export class InboundConnection implements SessionHandler {
   protocolError(r: Reply, detail: string): void {
     this.#logLine(
       `SMTP protocol error: ${detail}${
-        r.lines[0] ? ` (${r.code} ${r.lines[0]})` : ""
+        r.lines[0] ? ` (${[r.code, r.enhanced, r.lines[0]].filter(Boolean).join(" ")})` : ""
       } ${this.hostField}${this.#prx}`,
       {
         event: "protocol_error",
