@@ -19,6 +19,7 @@ export type {
   PolicyRecipient,
   PrdrContext,
   RcptContext,
+  RefusedRecipient,
   Stage,
 } from "./src/policy/context.ts";
 export type { EventHandlers, FerryEvents, MsgReceivedEvent } from "./src/events/types.ts";

@@ -23,6 +23,8 @@ import {
   type BaseContext,
   type DataContext,
   type PolicyRecipient,
+  type PrdrContext,
+  type RefusedRecipient,
   type Stage,
   type StageContexts,
   verdicts,
@@ -184,7 +186,13 @@ export class InboundConnection implements SessionHandler {
   }
 
   #mailContext(base: BaseContext, tx: Transaction) {
-    return { ...base, sender: tx.sender, size: tx.params.size, smtputf8: tx.params.smtputf8 };
+    return {
+      ...base,
+      sender: tx.sender,
+      size: tx.params.size,
+      smtputf8: tx.params.smtputf8,
+      prdr: tx.params.prdr,
+    };
   }
 
   async mail(tx: Transaction): Promise<void> {
@@ -274,12 +282,16 @@ export class InboundConnection implements SessionHandler {
   async message(tx: Transaction, content: Uint8Array, info: ContentInfo): Promise<MessageOutcome> {
     const added: string[] = [];
     let discarded = false;
-    const recipients = tx.recipients.map(toPolicyRecipient);
+    const all = tx.recipients.map(toPolicyRecipient);
+    const refused: RefusedRecipient[] = [];
+    // PRDR (as Exim's acl_smtp_data_prdr): per recipient, before the data stage, only for more than one.
+    const prdrChecked = tx.params.prdr && this.#deps.config.prdr.enable && tx.recipients.length > 1;
     const dataFields = {
-      recipients,
       headers: parseHeaders(content),
       messageSize: info.size,
       content,
+      prdrChecked,
+      refused,
       addHeader: (name: string, value: string) => {
         if (!/^[\x21-\x39\x3b-\x7e]+$/.test(name) || /[\r\n]/.test(value)) {
           throw new TypeError(`Invalid header field ${JSON.stringify(name)}`);
@@ -290,21 +302,22 @@ export class InboundConnection implements SessionHandler {
         discarded = true;
       },
     };
-    const dataContext = (base: BaseContext): DataContext => ({
-      ...this.#mailContext(base, tx),
-      ...dataFields,
-    });
-    await this.#run("data", dataContext, `after DATA F=<${tx.sender}>`);
 
-    // PRDR: the prdr stage decides per recipient.
     let kept = tx.recipients;
     let prdrReplies: Reply[] | undefined;
-    if (tx.params.prdr && this.#deps.config.prdr.enable) {
+    if (prdrChecked) {
       prdrReplies = [];
       kept = [];
       for (const r of tx.recipients) {
+        const recipient = toPolicyRecipient(r);
         try {
-          await this.#run("prdr", (base) => ({ ...dataContext(base), recipient: toPolicyRecipient(r) }));
+          await this.#run("prdr", (base): PrdrContext => ({
+            ...this.#mailContext(base, tx),
+            ...dataFields,
+            recipients: all,
+            refused: [...refused],
+            recipient,
+          }));
           kept.push(r);
           prdrReplies.push(reply(250, "2.1.5", `<${r.address}> OK`));
         } catch (err) {
@@ -315,6 +328,7 @@ export class InboundConnection implements SessionHandler {
               event: "rejected",
             },
           );
+          refused.push({ recipient, code: e.code, enhanced: e.enhanced, text: e.message });
           prdrReplies.push(reply(e.code, e.enhanced, `<${r.address}> ${e.message}`));
         }
       }
@@ -328,6 +342,19 @@ export class InboundConnection implements SessionHandler {
             : reply(550, "5.7.1", "No recipients accepted the message"),
         };
       }
+    }
+
+    const dataContext = (base: BaseContext): DataContext => ({
+      ...this.#mailContext(base, tx),
+      ...dataFields,
+      recipients: kept.map(toPolicyRecipient),
+    });
+    try {
+      await this.#run("data", dataContext, `after DATA F=<${tx.sender}>`);
+    } catch (err) {
+      // After PRDR the per-recipient replies go out first; the data stage's refusal is then the final reply.
+      if (!prdrReplies || !(err instanceof SmtpError) || err.close) throw err;
+      return { prdr: prdrReplies, final: err.toReply() };
     }
 
     const id = this.#deps.spool.newId();

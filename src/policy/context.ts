@@ -67,6 +67,8 @@ export interface MailContext extends BaseContext {
   readonly sender: string;
   readonly size?: number;
   readonly smtputf8: boolean;
+  /** MAIL asked for PRDR (offered when `prdr.enable`): the prdr stage will run if there is more than one recipient */
+  readonly prdr: boolean;
 }
 
 /** The rcpt stage. */
@@ -76,9 +78,22 @@ export interface RcptContext extends MailContext {
   readonly recipients: readonly PolicyRecipient[];
 }
 
+/** A recipient the prdr stage refused, with the reply it got. */
+export interface RefusedRecipient {
+  readonly recipient: PolicyRecipient;
+  readonly code: number;
+  readonly enhanced: string;
+  readonly text: string;
+}
+
 /** The data stage: the whole message is here. */
 export interface DataContext extends MailContext {
+  /** The recipients still accepted (after the prdr stage, when it ran) */
   readonly recipients: readonly PolicyRecipient[];
+  /** The prdr stage ran for this message (PRDR asked for and more than one recipient) */
+  readonly prdrChecked: boolean;
+  /** Recipients the prdr stage refused (so far, in the prdr stage itself); empty when it did not run */
+  readonly refused: readonly RefusedRecipient[];
   readonly headers: readonly HeaderField[];
   /** Octets as received */
   readonly messageSize: number;
@@ -90,7 +105,11 @@ export interface DataContext extends MailContext {
   discard(): void;
 }
 
-/** The prdr stage: runs once per recipient; a rejection here refuses this recipient only. */
+/**
+ * The prdr stage: runs once per recipient, before the data stage, when MAIL asked for PRDR and the message
+ * has more than one recipient (as Exim's acl_smtp_data_prdr); a rejection here refuses this recipient only.
+ * `recipients` holds every recipient of the transaction.
+ */
 export interface PrdrContext extends DataContext {
   readonly recipient: PolicyRecipient;
 }

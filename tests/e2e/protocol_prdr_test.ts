@@ -5,7 +5,7 @@ import { RawClient, withFerry } from "../helpers/ferry.ts";
 import type { PolicyMiddleware } from "../../src/policy/context.ts";
 
 const rejectSpam: PolicyMiddleware<"prdr"> = async function reject_spam_trap(c, next) {
-  if (c.recipient.local === "trap") c.reject("No thanks", 550, "5.7.1");
+  if (c.recipient.local.startsWith("trap")) c.reject("No thanks", 550, "5.7.1");
   await next();
 };
 
@@ -48,19 +48,142 @@ Deno.test("PRDR: one recipient refused after DATA, the other accepted, and the s
   });
 });
 
-Deno.test("PRDR: when every recipient is refused the final reply is 550 and nothing is spooled", async () => {
+Deno.test("PRDR: when every recipient is refused the final reply is 550 5.7.1 and nothing is spooled", async () => {
   await withFerry({ prdr: { enable: true }, policy: { prdr: [rejectSpam] } }, async (f) => {
     const c = await open(f.port);
     try {
-      await c.send("MAIL FROM:<a@x> PRDR\r\nRCPT TO:<trap@example.test>\r\nDATA\r\n");
-      assert.equal((await c.reply())?.code, 250);
-      assert.equal((await c.reply())?.code, 250);
-      assert.equal((await c.reply())?.code, 354);
+      await c.send(
+        "MAIL FROM:<a@x> PRDR\r\nRCPT TO:<trap@example.test>\r\nRCPT TO:<trap2@example.test>\r\nDATA\r\n",
+      );
+      for (const code of [250, 250, 250, 354]) assert.equal((await c.reply())?.code, code);
       await c.send("Subject: prdr\r\n\r\nx\r\n.\r\n");
       assert.equal((await c.reply())?.code, 353);
       assert.equal((await c.reply())?.code, 550);
       assert.equal((await c.reply())?.code, 550);
+      const final = await c.reply();
+      assert.equal(final?.code, 550);
+      assert.equal(final?.text, "5.7.1 No recipients accepted the message");
       assert.equal(await f.spool.count(), 0);
+    } finally {
+      c.close();
+    }
+  });
+});
+
+Deno.test("PRDR: with one recipient the prdr stage does not run and the reply is a plain 250 (no 353)", async () => {
+  const seen: string[] = [];
+  await withFerry({
+    prdr: { enable: true },
+    policy: {
+      prdr: [async function note_prdr(c, next) {
+        seen.push(c.recipient.address);
+        await rejectSpam(c, next);
+      }],
+    },
+  }, async (f) => {
+    const c = await open(f.port);
+    try {
+      await c.send("MAIL FROM:<a@x> PRDR\r\nRCPT TO:<trap@example.test>\r\nDATA\r\n");
+      for (const code of [250, 250, 354]) assert.equal((await c.reply())?.code, code);
+      const r = await c.cmd("Subject: prdr\r\n\r\nx\r\n.");
+      assert.equal(r?.code, 250);
+      assert.match(r!.text, /^2\.0\.0 OK id=/);
+      assert.deepEqual(seen, []);
+      assert.equal(await f.spool.count(), 1);
+    } finally {
+      c.close();
+    }
+  });
+});
+
+Deno.test("PRDR: the prdr stage runs before the data stage, which sees only the recipients still accepted and the refused ones", async () => {
+  const order: string[] = [];
+  let dataSaw: { recipients: string[]; refused: string[]; checked: boolean } | undefined;
+  await withFerry({
+    prdr: { enable: true },
+    policy: {
+      prdr: [async function note_prdr(c, next) {
+        order.push(`prdr ${c.recipient.address}`);
+        await rejectSpam(c, next);
+      }],
+      data: [async function note_data(c, next) {
+        order.push("data");
+        dataSaw = {
+          recipients: c.recipients.map((r) => r.address),
+          refused: c.refused.map((r) => `${r.recipient.address} ${r.code} ${r.enhanced}`),
+          checked: c.prdrChecked,
+        };
+        await next();
+      }],
+    },
+  }, async (f) => {
+    const c = await open(f.port);
+    try {
+      await c.send(
+        "MAIL FROM:<a@x> PRDR\r\nRCPT TO:<ok@example.test>\r\nRCPT TO:<trap@example.test>\r\nDATA\r\n",
+      );
+      for (const code of [250, 250, 250, 354]) assert.equal((await c.reply())?.code, code);
+      await c.send("Subject: prdr\r\n\r\nx\r\n.\r\n");
+      for (const code of [353, 250, 550, 250]) assert.equal((await c.reply())?.code, code);
+      assert.deepEqual(order, ["prdr ok@example.test", "prdr trap@example.test", "data"]);
+      assert.deepEqual(dataSaw, {
+        recipients: ["ok@example.test"],
+        refused: ["trap@example.test 550 5.7.1"],
+        checked: true,
+      });
+    } finally {
+      c.close();
+    }
+  });
+});
+
+Deno.test("PRDR: a data-stage refusal after the per-recipient replies is the final reply and nothing is stored", async () => {
+  await withFerry({
+    prdr: { enable: true },
+    policy: { prdr: [rejectSpam], data: [(c) => c.reject("Content refused", 550, "5.7.0")] },
+  }, async (f) => {
+    const c = await open(f.port);
+    try {
+      await c.send(
+        "MAIL FROM:<a@x> PRDR\r\nRCPT TO:<ok@example.test>\r\nRCPT TO:<trap@example.test>\r\nDATA\r\n",
+      );
+      for (const code of [250, 250, 250, 354]) assert.equal((await c.reply())?.code, code);
+      await c.send("Subject: prdr\r\n\r\nx\r\n.\r\n");
+      for (const code of [353, 250, 550]) assert.equal((await c.reply())?.code, code);
+      const final = await c.reply();
+      assert.equal(final?.code, 550);
+      assert.equal(final?.text, "5.7.0 Content refused");
+      assert.equal(await f.spool.count(), 0);
+      assert.equal((await c.cmd("NOOP"))?.code, 250);
+    } finally {
+      c.close();
+    }
+  });
+});
+
+Deno.test("PRDR: the mail and rcpt stages see whether MAIL asked for PRDR", async () => {
+  const seen: string[] = [];
+  await withFerry({
+    prdr: { enable: true },
+    policy: {
+      mail: [async (c, next) => {
+        seen.push(`mail ${c.prdr}`);
+        await next();
+      }],
+      rcpt: [async (c, next) => {
+        seen.push(`rcpt ${c.prdr}`);
+        await next();
+      }],
+    },
+  }, async (f) => {
+    const c = await open(f.port);
+    try {
+      assert.equal((await c.cmd("MAIL FROM:<a@x> PRDR"))?.code, 250);
+      assert.equal((await c.cmd("RCPT TO:<ok@example.test>"))?.code, 250);
+      assert.equal((await c.cmd("RSET"))?.code, 250);
+      assert.equal((await c.cmd("MAIL FROM:<a@x>"))?.code, 250);
+      assert.equal((await c.cmd("RCPT TO:<ok@example.test>"))?.code, 250);
+      assert.deepEqual(seen, ["mail true", "rcpt true", "mail false", "rcpt false"]);
     } finally {
       c.close();
     }

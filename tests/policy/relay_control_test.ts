@@ -25,6 +25,7 @@ function rcptContext(clientIp: string, rcptArg: string, logs: string[]): RcptCon
     ...verdicts(),
     sender: "sender@elsewhere.test",
     smtputf8: false,
+    prdr: false,
     recipient,
     recipients: [],
   };
