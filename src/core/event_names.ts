@@ -12,4 +12,5 @@ export const EVENT_NAMES = [
   "tcp:close",
   "smtp:connect",
   "tls:cert",
+  "dane:fail",
 ] as const;

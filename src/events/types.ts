@@ -28,6 +28,25 @@ export interface OutboundTlsFacts extends TlsInfo {
   peerChain: Uint8Array[];
   /** Certificate verification: "yes", "no", or "dane" (Exim's CV=) */
   cv: "yes" | "no" | "dane";
+  /** DANE authenticated the peer (Exim's tls_out_dane) */
+  dane?: boolean;
+  /** Usage of the TLSA record that matched: 2 DANE-TA, 3 DANE-EE */
+  tlsaUsage?: number;
+}
+
+/** How outbound security judged one delivery: the `TLS=` label and what was required. */
+export interface SecurityTrace {
+  /** What authenticated the session, or what the failed policy demanded: dane, mta-sts(enforce),
+   * mta-sts(testing), pkix, opportunistic, none */
+  policy: string;
+  /** The required TLS level */
+  tlsRequired: "none" | "encrypted" | "authenticated";
+  /** The required MX level */
+  mxRequired: "none" | "mta-sts" | "dnssec";
+  /** The policy that set the TLS requirement (hostsRequireTls, tlsVerifyHosts, dane, mta-sts, …) */
+  requiredBy?: string;
+  /** The TLSA usage that matched (2 DANE-TA, 3 DANE-EE), when DANE authenticated the session */
+  tlsaUsage?: number;
 }
 
 /** What every delivery event carries. */
@@ -43,6 +62,8 @@ export interface DeliveryFacts {
   transport: string;
   host?: HostFacts;
   tls?: OutboundTlsFacts;
+  /** The outbound security decision (TLS= in the log): policy, required levels, matched TLSA usage */
+  security?: SecurityTrace;
   /** Our address and port for the connection */
   sendingIp?: string;
   sendingPort?: number;
@@ -69,6 +90,8 @@ export interface FerryEvents {
   "smtp:connect": HostFacts & { banner: string; id?: string };
   /** One certificate of the peer's chain (depth 0 is the leaf); a non-empty result refuses verification */
   "tls:cert": HostFacts & { depth: number; certificate: Uint8Array; id?: string };
+  /** DANE was in force for a host and its certificate matched no usable TLSA record (the host is deferred) */
+  "dane:fail": HostFacts & { error: string; id?: string };
 }
 
 /** The name of an event. */

@@ -41,15 +41,24 @@ export class ConnectionPool {
     else if (slot.open === 0 && slot.idle.length === 0) this.#slots.delete(key);
   }
 
-  /** An idle session for `key`, or a new one from `open` when under the limit; waits otherwise. */
-  async acquire(key: string, open: () => Promise<OpenSession>): Promise<OpenSession> {
+  /**
+   * An idle session for `key` that `fits` (a delivery may reuse only a session that meets its security
+   * requirement), or a new one from `open` when under the limit; waits otherwise. An idle session that does
+   * not fit is closed to make room.
+   */
+  async acquire(
+    key: string,
+    open: () => Promise<OpenSession>,
+    fits: (session: OpenSession) => boolean = () => true,
+  ): Promise<OpenSession> {
     const slot = this.#slot(key);
     for (;;) {
       while (slot.idle.length) {
         const { session, timer } = slot.idle.pop()!;
         clearTimeout(timer);
-        if (!session.client.closed) return session;
+        if (!session.client.closed && fits(session)) return session;
         slot.open--;
+        if (!session.client.closed) void session.close();
       }
       if (slot.open < this.#opts.perHost) {
         slot.open++;

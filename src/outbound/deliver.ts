@@ -9,7 +9,7 @@ import type { Envelope, Recipient } from "../core/envelope.ts";
 import type { Reply } from "../core/reply.ts";
 import type { Resolver } from "../dns/resolver.ts";
 import type { EventBus } from "../events/bus.ts";
-import type { HostFacts, OutboundTlsFacts } from "../events/types.ts";
+import type { HostFacts, OutboundTlsFacts, SecurityTrace } from "../events/types.ts";
 import { replyText } from "../smtp/reply_parser.ts";
 import { SmtpClientError } from "../smtp/client.ts";
 import type { ConnectionPool } from "./connection_pool.ts";
@@ -17,6 +17,8 @@ import type { HostRetry } from "./host_retry.ts";
 import { resolveTargets, type Route, RoutingError, type SelfInfo, type TargetHost } from "./routing.ts";
 import { HostError, hostErrorOf, type OpenSession, openSession, type TransportPolicy } from "./transport.ts";
 import { errorMessage } from "../core/error_message.ts";
+import type { DomainSecurity } from "./security/engine.ts";
+import { meets, type Requirement, traceOf } from "./security/levels.ts";
 
 /** How one recipient fared. */
 export interface RecipientOutcome {
@@ -32,6 +34,8 @@ export interface RecipientOutcome {
   internal?: boolean;
   host?: HostFacts;
   tls?: OutboundTlsFacts;
+  /** The outbound security decision (TLS= in the log) */
+  security?: SecurityTrace;
   sendingIp?: string;
   sendingPort?: number;
   /** DSN parameters were passed on (the next hop will report) */
@@ -90,10 +94,22 @@ export async function deliverGroup(
     });
   }
 
+  let security: DomainSecurity;
+  try {
+    security = await policy.security.prepare({
+      domain,
+      viaMx: route.spec.mx === true && !domain.startsWith("["),
+      mxSecure: false,
+    });
+  } catch (err) {
+    return all("deferred", "4.7.5", `security policies failed: ${errorMessage(err)}`, { internal: true });
+  }
+
   let lastError = "all hosts are in retry back-off";
   let lastStatus = "4.4.1";
   /** The host that failed last and its reply, if it gave one: the deferral names it (H=, Remote-MTA) */
   let lastHost: Partial<RecipientOutcome> = {};
+  let lastSecurity: SecurityTrace | undefined;
   let tried = 0;
   /** Records a host's failure; `backoff` puts it in back-off (a refused MAIL does not). */
   const hostFailed = (target: TargetHost, he: HostError, status: string, backoff = true, reply?: Reply) => {
@@ -102,6 +118,7 @@ export async function deliverGroup(
     lastError = he.message;
     lastStatus = status;
     lastHost = { host: hostFacts(target), reply };
+    lastSecurity = he.security;
   };
   // dsnLasthop: DSN processing ends here (RFC 3461 parameters are not passed on; Ferry reports success).
   const lasthop = route.spec.dsnLasthop === true;
@@ -113,6 +130,26 @@ export async function deliverGroup(
     const hostKey = `${target.ip}:${target.port}`;
     if (!retry && deps.hostRetry.inBackoff(hostKey)) continue;
     if (!retry) tried++;
+    let req: Requirement;
+    try {
+      req = await security.requirementFor(target);
+    } catch (err) {
+      hostFailed(
+        target,
+        new HostError(`security policy failed: ${errorMessage(err)}`, "TLS"),
+        "4.7.5",
+        false,
+      );
+      continue;
+    }
+    if (req.failure) {
+      // Refused by a policy before connecting (e.g. not in the MTA-STS policy): no back-off, the host is fine.
+      const he = new HostError(`${req.failure.policy}: ${req.failure.message}`, req.failure.errno, {
+        security: req.trace(),
+      });
+      hostFailed(target, he, "4.7.5", false);
+      continue;
+    }
     const poolKey = `${route.index}|${hostKey}|${target.name}`;
     let session: OpenSession;
     let fresh = false;
@@ -125,13 +162,17 @@ export async function deliverGroup(
       session = await deps.pool.acquire(poolKey, async () => {
         fresh = true;
         try {
-          return await openSession(target, policy, deps.events, envelope.id);
+          return await openSession(target, policy, deps.events, envelope.id, { requirement: req });
         } catch (err) {
-          if (!(err instanceof HostError && err.tryClear)) throw err;
+          // The cleartext retry happens only when no policy requires TLS (openSession says so by tryClear).
+          if (!(err instanceof HostError && err.tryClear) || req.tls > 0) throw err;
           deps.onHostError(target, err);
-          return await openSession(target, policy, deps.events, envelope.id, { noTls: true });
+          return await openSession(target, policy, deps.events, envelope.id, {
+            requirement: req,
+            noTls: true,
+          });
         }
-      });
+      }, (s) => meets(s.achieved, req));
     } catch (err) {
       const he = hostErrorOf(err);
       hostFailed(target, he, he.errno === "TLS" ? "4.7.5" : "4.4.1");
@@ -140,6 +181,7 @@ export async function deliverGroup(
     const facts = {
       host: hostFacts(target),
       tls: session.tls,
+      security: traceOf(session.achieved, req),
       sendingIp: session.sendingIp,
       sendingPort: session.sendingPort,
     };
@@ -196,5 +238,5 @@ export async function deliverGroup(
     }
   }
   if (tried === 0) return all("deferred", lastStatus, "retry time not reached for any host");
-  return all("deferred", lastStatus, lastError, lastHost);
+  return all("deferred", lastStatus, lastError, { ...lastHost, security: lastSecurity });
 }

@@ -218,6 +218,7 @@ export class Scheduler {
               host: { host: target.name, address: target.ip, port: target.port },
               error: err.message,
               errno: err.errno,
+              security: err.security,
             });
           },
         });
@@ -252,6 +253,7 @@ export class Scheduler {
       transport: "smtp",
       host: o?.host,
       tls: o?.tls,
+      security: o?.security,
       sendingIp: o?.sendingIp,
       sendingPort: o?.sendingPort,
     };
@@ -272,11 +274,14 @@ export class Scheduler {
     // Bare values: buildDsn adds the "dns; " type to Remote-MTA; replyText already starts with the code.
     const remoteMta = o.host?.host;
     const diagnostic = o.reply ? `smtp; ${replyText(o.reply)}` : undefined;
+    const sec = o.security
+      ? ` TLS=${o.security.policy}${o.security.tlsaUsage ? `(${o.security.tlsaUsage})` : ""}`
+      : "";
     r.attempts = (r.attempts ?? 0) + 1;
     r.lastError = o.kind === "delivered" ? undefined : o.text;
     if (o.kind === "delivered") {
       r.status = "delivered";
-      log.write(`=> ${r.address} R=${router} T=smtp${where}${x} C="${o.text.replace(/"/g, "'")}"`, {
+      log.write(`=> ${r.address} R=${router} T=smtp${where}${x}${sec} C="${o.text.replace(/"/g, "'")}"`, {
         id: env.id,
         event: "=>",
         recipient: r.address,
@@ -312,7 +317,7 @@ export class Scheduler {
       } else {
         extra.lastInterval = decision.at - now;
         r.nextAttempt = decision.at;
-        log.write(`== ${r.address} R=${router} T=smtp defer${where}: ${o.text}`, {
+        log.write(`== ${r.address} R=${router} T=smtp defer${where}${sec}: ${o.text}`, {
           id: env.id,
           event: "==",
           recipient: r.address,

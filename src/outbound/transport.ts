@@ -1,18 +1,23 @@
 /**
  * The smtp transport's connection set-up: tcp:connect (vetoable) → greeting → smtp:connect (vetoable) → EHLO →
- * STARTTLS (opportunistic, or required by hostsRequireTls) → certificate verification (tlsVerifyHosts /
- * tlsTryVerifyHosts, RFC 6125 names per tlsVerifyCertHostnames, tls:cert vetoes, OCSP per hostsRequireOcsp)
- * → EHLO again → AUTH when the route has credentials (only over TLS: without it the host is deferred).
- * Security policies only raise what is required, never lower it.
+ * STARTTLS → certificate verification (DANE, or PKIX with RFC 6125 names; tls:cert vetoes; OCSP) → EHLO
+ * again → AUTH when the route has credentials (only over TLS: without it the host is deferred). What each
+ * host must reach comes from the security engine (`security/`); this file only enforces it: a required level
+ * that is not met — no STARTTLS offered, a failed handshake, an unauthenticated certificate — defers the host
+ * and never falls back to clear text.
  */
 
 import { HostList } from "../core/host_list.ts";
+import { isIp } from "../core/ip.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { HostFacts, OutboundTlsFacts } from "../events/types.ts";
 import { SmtpClient, SmtpClientError } from "../smtp/client.ts";
 import { type TlsClientContext, tlsConnect } from "../tls/client.ts";
 import type { RouteSpec, TargetHost } from "./routing.ts";
 import { errorMessage } from "../core/error_message.ts";
+import { SecurityEngine, type SecurityPolicy } from "./security/engine.ts";
+import { type Achieved, type Requirement, type SecurityTrace } from "./security/levels.ts";
+import { localListsPolicy } from "./security/local_lists.ts";
 
 /** A host-level failure: try the next host, retry this one later. */
 export class HostError extends Error {
@@ -20,11 +25,18 @@ export class HostError extends Error {
   readonly errno: string;
   /** The TLS handshake failed where TLS was optional: the host may be tried again in clear */
   readonly tryClear: boolean;
-  constructor(message: string, errno: string, options?: { cause?: unknown; tryClear?: boolean }) {
+  /** The security decision when a policy refused the host or a requirement was not met */
+  security?: SecurityTrace;
+  constructor(
+    message: string,
+    errno: string,
+    options?: { cause?: unknown; tryClear?: boolean; security?: SecurityTrace },
+  ) {
     super(message, options);
     this.name = "HostError";
     this.errno = errno;
     this.tryClear = options?.tryClear ?? false;
+    this.security = options?.security;
   }
 }
 
@@ -35,12 +47,8 @@ export interface TransportPolicy {
   commandTimeoutMs: number;
   dataTimeoutMs: number;
   tlsContext?: TlsClientContext;
-  hostsRequireTls: HostList;
-  tlsVerifyHosts: HostList;
-  tlsTryVerifyHosts: HostList;
-  tlsVerifyCertHostnames: HostList;
-  hostsRequestOcsp: HostList;
-  hostsRequireOcsp: HostList;
+  /** The security policies that decide what each host must satisfy */
+  security: SecurityEngine;
   hostsTryPrdr: HostList;
   /** Credentials for AUTH (route.auth) */
   auth?: { user: string; password: string };
@@ -51,6 +59,8 @@ export interface OpenSession {
   client: SmtpClient;
   target: TargetHost;
   tls?: OutboundTlsFacts;
+  /** What the session achieved (checked before a pooled session carries another delivery) */
+  achieved: Achieved;
   sendingIp?: string;
   sendingPort?: number;
   /** Whether PRDR may be used with this host */
@@ -70,21 +80,26 @@ export function transportPolicy(
   route: RouteSpec,
   hostname: string,
   tlsContext?: TlsClientContext,
+  extraPolicies: readonly SecurityPolicy[] = [],
 ): TransportPolicy {
   const pick = (key: keyof RouteSpec & keyof typeof delivery) =>
     new HostList((route[key] ?? delivery[key] ?? []) as ConstructorParameters<typeof HostList>[0]);
-  return {
-    heloName: delivery.heloName ?? hostname,
-    connectTimeoutMs: delivery.connectTimeout,
-    commandTimeoutMs: delivery.commandTimeout,
-    dataTimeoutMs: delivery.dataTimeout,
-    tlsContext,
+  const local = localListsPolicy({
     hostsRequireTls: pick("hostsRequireTls"),
     tlsVerifyHosts: pick("tlsVerifyHosts"),
     tlsTryVerifyHosts: pick("tlsTryVerifyHosts"),
     tlsVerifyCertHostnames: pick("tlsVerifyCertHostnames"),
     hostsRequestOcsp: pick("hostsRequestOcsp"),
     hostsRequireOcsp: pick("hostsRequireOcsp"),
+    tlsVerifyNames: (route as { tlsVerifyNames?: string[] }).tlsVerifyNames,
+  });
+  return {
+    heloName: delivery.heloName ?? hostname,
+    connectTimeoutMs: delivery.connectTimeout,
+    commandTimeoutMs: delivery.commandTimeout,
+    dataTimeoutMs: delivery.dataTimeout,
+    tlsContext,
+    security: new SecurityEngine([local, ...extraPolicies]),
     hostsTryPrdr: pick("hostsTryPrdr"),
     auth: route.auth,
   };
@@ -132,14 +147,23 @@ async function connectTcp(target: TargetHost, timeoutMs: number): Promise<Deno.T
   }
 }
 
+/** Options for one `openSession`. */
+export interface OpenOptions {
+  /** What the security policies require of this host */
+  requirement: Requirement;
+  /** Do not start TLS (the cleartext retry after a failed handshake, only at TLS level none) */
+  noTls?: boolean;
+}
+
 /** Opens a session to `target`; throws HostError for anything that should move on to the next host. */
 export async function openSession(
   target: TargetHost,
   policy: TransportPolicy,
   events: EventBus,
-  id?: string,
-  opts: { noTls?: boolean } = {},
+  id: string | undefined,
+  opts: OpenOptions,
 ): Promise<OpenSession> {
+  const req = opts.requirement;
   const facts: HostFacts = { host: target.name, address: target.ip, port: target.port };
   const subject = { ip: target.ip, name: target.name };
   const veto = await events.dispatch("tcp:connect", { ...facts, id });
@@ -169,39 +193,51 @@ export async function openSession(
     client.close();
     events.emit("tcp:close", { ...facts, id });
   };
+  /** A requirement not met: the host is deferred, naming the policy that required it. */
+  const unmet = (message: string, cause?: unknown) =>
+    new HostError(`${req.tlsBy ?? "tls"}: ${message}`, "TLS", { cause, security: req.trace() });
   try {
     const banner = await client.greeting();
     const refuse = await events.dispatch("smtp:connect", { ...facts, banner: banner.lines.join(" "), id });
     if (refuse) throw new HostError(`connection closed by smtp:connect: ${refuse}`, "VETO");
     const caps = await client.ehlo(policy.heloName);
-    const requireTls = await policy.hostsRequireTls.match(subject);
     let tls: OutboundTlsFacts | undefined;
-    if (caps.startTls && (requireTls || !opts.noTls)) {
-      const requireVerify = await policy.tlsVerifyHosts.match(subject);
-      const tryVerify = requireVerify || (await policy.tlsTryVerifyHosts.match(subject));
-      const checkNames = await policy.tlsVerifyCertHostnames.match(subject);
-      const requireOcsp = await policy.hostsRequireOcsp.match(subject);
-      const requestOcsp = requireOcsp || (await policy.hostsRequestOcsp.match(subject));
-      const named = target.name !== target.ip;
+    const achieved: Achieved = { tls: 0, dane: false, tls12: false, ocsp: false };
+    if (caps.startTls && (req.tls > 0 || !opts.noTls)) {
+      const named = !isIp(target.name);
+      const dane = req.dane;
+      // RFC 6125 reference identities: the host name, or for an IP-literal host its address (matched against
+      // IP SANs) and the names the route lists for it. Under MTA-STS the MX name is always checked.
+      const names = named ? [target.name, ...req.names] : [target.ip, ...req.names];
+      const checkNames = req.checkNames || req.tls === 2 || req.mtaSts !== undefined;
       let tlsStream: Awaited<ReturnType<typeof tlsConnect>> | undefined;
       try {
         await client.startTls(async (s) => {
           tlsStream = await tlsConnect(s, {
             context: policy.tlsContext,
-            serverName: named ? target.name : undefined,
+            serverName: dane ? dane.baseDomain : named ? target.name : undefined,
             verify: "record",
-            names: checkNames && named ? [target.name] : [],
-            requestOcsp,
-            requireOcsp,
+            names: checkNames ? names : [],
+            requestOcsp: req.requestOcsp,
+            requireOcsp: req.requireOcsp,
+            dane: dane
+              ? {
+                tlsa: dane.tlsa.map((r) => ({ ...r, mtype: r.matchingType })),
+                baseDomain: dane.baseDomain,
+                names: dane.names,
+              }
+              : undefined,
             timeout: policy.connectTimeoutMs,
           });
           return tlsStream;
         });
       } catch (err) {
-        // Like Exim's tls_tempfail_tryclear: a failed handshake may be retried in clear unless TLS is required.
+        // Like Exim's tls_tempfail_tryclear: a failed handshake is retried in clear only when nothing
+        // requires TLS.
+        if (req.tls > 0) throw unmet(`TLS session failed: ${errorMessage(err)}`, err);
         throw new HostError(`TLS session failed: ${errorMessage(err)}`, "TLS", {
           cause: err,
-          tryClear: !requireTls && !requireVerify && !requireOcsp,
+          tryClear: true,
         });
       }
       const t = tlsStream!;
@@ -209,7 +245,7 @@ export async function openSession(
       const chain = t.peerCertificates;
       let verified = v?.verified === true && v.nameMatched !== false;
       let why = v?.verifyError ??
-        (v?.nameMatched === false ? `certificate does not match ${target.name}` : undefined);
+        (v?.nameMatched === false ? `certificate does not match ${names.join(" or ")}` : undefined);
       for (const [depth, certificate] of chain.entries()) {
         const veto = await events.dispatch("tls:cert", { ...facts, depth, certificate, id });
         if (veto) {
@@ -218,19 +254,32 @@ export async function openSession(
           break;
         }
       }
-      if (requireOcsp && v?.ocsp && !v.ocsp.ok) {
-        throw new HostError(`OCSP check failed: ${v.ocsp.reason ?? v.ocsp.status}`, "TLS");
+      const isDane = verified && v?.method === "dane";
+      const tlsaUsage = isDane ? v?.daneUsage : undefined;
+      achieved.tls = verified ? 2 : 1;
+      achieved.dane = isDane;
+      achieved.tlsaUsage = tlsaUsage;
+      achieved.tls12 = /^TLS1\.[23]$/.test(t.info.version);
+      achieved.ocsp = v?.ocsp?.ok === true;
+      if (req.requireOcsp && !achieved.ocsp) {
+        throw unmet(`OCSP check failed: ${v?.ocsp?.reason ?? v?.ocsp?.status ?? "no OCSP check"}`);
       }
-      if (requireVerify && !verified) throw new HostError(`certificate verification failed: ${why}`, "TLS");
+      if (req.tls === 2 && !verified) {
+        if (dane) events.emit("dane:fail", { ...facts, id, error: why ?? "not authenticated" });
+        throw unmet(`certificate verification failed: ${why}`);
+      }
+      if (req.minTls12 && !achieved.tls12) throw unmet(`TLS 1.2 or later required, got ${t.info.version}`);
       tls = {
         ...t.info,
         peerCertificate: chain[0],
         peerChain: chain,
-        cv: verified && tryVerify ? "yes" : "no",
+        cv: isDane ? "dane" : verified && (req.tryVerify || req.tls === 2) ? "yes" : "no",
+        dane: isDane,
+        tlsaUsage,
       };
       await client.ehlo(policy.heloName);
-    } else if (requireTls) {
-      throw new HostError("TLS required but not offered by the server", "TLS");
+    } else if (req.tls > 0) {
+      throw unmet(`TLS required but STARTTLS not offered by ${target.name} [${target.ip}]`);
     }
     if (policy.auth) {
       // A password never goes in clear: without TLS this host cannot be used for this route.
@@ -245,6 +294,7 @@ export async function openSession(
       client,
       target,
       tls,
+      achieved,
       sendingIp: local.hostname,
       sendingPort: local.port,
       tryPrdr: await policy.hostsTryPrdr.match(subject),

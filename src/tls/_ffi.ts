@@ -41,6 +41,7 @@ const DANE_FLAG_NO_DANE_EE_NAMECHECKS = 1n; // x509_vfy.h (1L << 0)
 const NID_commonName = 13; // obj_mac.h
 const NID_subject_alt_name = 85; // obj_mac.h
 const GEN_DNS = 2; // x509v3.h
+const GEN_IPADD = 7; // x509v3.h
 
 /** ssl.h: SSL_SESS_CACHE_* session cache modes (SSL_CTX_set_session_cache_mode). */
 export const SSL_SESS_CACHE_OFF = 0x0000;
@@ -111,6 +112,11 @@ const sslSymbols = {
   SSL_dane_set_flags: { parameters: ["pointer", "u64"], result: "u64" },
   SSL_dane_tlsa_add: { parameters: ["pointer", "u8", "u8", "u8", "buffer", "usize"], result: "i32" },
   SSL_get0_dane_authority: { parameters: ["pointer", "pointer", "pointer"], result: "i32" },
+  SSL_get0_dane_tlsa: {
+    parameters: ["pointer", "buffer", "buffer", "buffer", "pointer", "pointer"],
+    result: "i32",
+  },
+  SSL_add1_host: { parameters: ["pointer", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const cryptoSymbols = {
@@ -129,6 +135,8 @@ const cryptoSymbols = {
   X509_NAME_get_entry: { parameters: ["pointer", "i32"], result: "pointer" },
   X509_NAME_ENTRY_get_data: { parameters: ["pointer"], result: "pointer" },
   ASN1_STRING_to_UTF8: { parameters: ["buffer", "pointer"], result: "i32" },
+  ASN1_STRING_length: { parameters: ["pointer"], result: "i32" },
+  ASN1_STRING_get0_data: { parameters: ["pointer"], result: "pointer" },
   ERR_get_error: { parameters: [], result: "u64" },
   ERR_error_string_n: { parameters: ["u64", "buffer", "usize"], result: "void" },
   ERR_clear_error: { parameters: [], result: "void" },
@@ -271,10 +279,25 @@ function asn1Text(str: Deno.PointerValue): string | undefined {
   }
 }
 
-/** dNSName subjectAltNames and subject CNs of `x` (every SAN extension, in certificate order). */
-function x509Names(x: Deno.PointerObject): { dns: string[]; cn: string[] } {
+/** An iPAddress subjectAltName (4 or 16 octets) in text form; undefined for anything else. */
+function asn1Ip(str: Deno.PointerValue): string | undefined {
+  if (str === null) return undefined;
   const { crypto } = lib();
-  const out = { dns: [] as string[], cn: [] as string[] };
+  const len = crypto.ASN1_STRING_length(str);
+  const p = crypto.ASN1_STRING_get0_data(str);
+  if (p === null || (len !== 4 && len !== 16)) return undefined;
+  const b = new Uint8Array(len);
+  Deno.UnsafePointerView.copyInto(p, b);
+  if (len === 4) return b.join(".");
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((b[i] << 8) | b[i + 1]).toString(16));
+  return groups.join(":");
+}
+
+/** dNSName and iPAddress subjectAltNames and subject CNs of `x` (every SAN extension, in order). */
+function x509Names(x: Deno.PointerObject): { dns: string[]; cn: string[]; ip: string[] } {
+  const { crypto } = lib();
+  const out = { dns: [] as string[], cn: [] as string[], ip: [] as string[] };
   const idx = new Int32Array([-1]); // X509_get_ext_d2i walks repeated extensions through *idx
   const type = new Int32Array(1);
   for (;;) {
@@ -284,6 +307,11 @@ function x509Names(x: Deno.PointerObject): { dns: string[]; cn: string[] } {
       const n = crypto.OPENSSL_sk_num(names);
       for (let i = 0; i < n; i++) {
         const v = crypto.GENERAL_NAME_get0_value(crypto.OPENSSL_sk_value(names, i), type);
+        if (type[0] === GEN_IPADD) {
+          const ip = asn1Ip(v);
+          if (ip !== undefined) out.ip.push(ip);
+          continue;
+        }
         if (type[0] !== GEN_DNS) continue;
         const text = asn1Text(v);
         if (text !== undefined) out.dns.push(text);
@@ -671,6 +699,23 @@ export class NativeSsl {
     return lib().ssl.SSL_dane_tlsa_add(this.#s, usage, selector, mtype, data, BigInt(data.length));
   }
 
+  /**
+   * Adds a further acceptable peer name (after `daneEnable`, which sets the TLSA base domain): for DANE-TA(2)
+   * the certificate may match any of them (RFC 7672 §3.2.3).
+   */
+  addHost(name: string): boolean {
+    return lib().ssl.SSL_add1_host(this.#s, cstr(name)) > 0;
+  }
+
+  /** Usage of the TLSA record that authenticated the peer, or -1 when DANE did not authenticate. */
+  daneMatchedUsage(): number {
+    const usage = new Uint8Array(1);
+    const selector = new Uint8Array(1);
+    const mtype = new Uint8Array(1);
+    const depth = lib().ssl.SSL_get0_dane_tlsa(this.#s, usage, selector, mtype, null, null);
+    return depth < 0 ? -1 : usage[0];
+  }
+
   /** Depth of the certificate a TLSA record matched, or -1 when DANE did not authenticate. */
   daneAuthorityDepth(): number {
     return lib().ssl.SSL_get0_dane_authority(this.#s, null, null);
@@ -724,10 +769,10 @@ export class NativeSsl {
    * The RFC 6125 identifiers of the peer's leaf certificate (dNSName subjectAltNames, subject CNs), read
    * from OpenSSL's already parsed certificate; empty lists when there is none.
    */
-  peerNames(): { dns: string[]; cn: string[] } {
+  peerNames(): { dns: string[]; cn: string[]; ip: string[] } {
     const { ssl, crypto } = lib();
     const x = ssl.SSL_get1_peer_certificate(this.#s);
-    if (x === null) return { dns: [], cn: [] };
+    if (x === null) return { dns: [], cn: [], ip: [] };
     try {
       return x509Names(x);
     } finally {

@@ -128,7 +128,7 @@ export interface TlsConnectOptions extends HandshakeOptions {
    * DANE (RFC 7672): TLSA records for the server and the TLSA base domain (the MX host name). Names are
    * then checked by OpenSSL as RFC 7672 says (none for DANE-EE), not by the RFC 6125 check.
    */
-  dane?: { tlsa: TlsaRecord[]; baseDomain: string };
+  dane?: { tlsa: TlsaRecord[]; baseDomain: string; names?: string[] };
 }
 
 let defaultContext: TlsClientContext | undefined;
@@ -149,6 +149,9 @@ export async function tlsConnect(conn: ByteStream, opts: TlsConnectOptions = {})
     if (opts.requestOcsp || opts.requireOcsp) ssl.requestOcsp();
     if (opts.dane) {
       if (!ssl.daneEnable(opts.dane.baseDomain)) throw new Error(`Cannot enable DANE: ${takeErrors()}`);
+      for (const n of opts.dane.names ?? []) {
+        if (!ssl.addHost(n)) throw new Error(`Cannot add DANE name "${n}": ${takeErrors()}`);
+      }
       for (const r of opts.dane.tlsa) {
         if (ssl.daneTlsaAdd(r.usage, r.selector, r.mtype, r.data.slice()) < 0) takeErrors(); // malformed: skip
       }
@@ -199,7 +202,10 @@ async function judge(
     nameChecked: false,
     method: daneDepth >= 0 ? "dane" : "pkix",
   };
-  if (daneDepth >= 0) v.daneDepth = daneDepth;
+  if (daneDepth >= 0) {
+    v.daneDepth = daneDepth;
+    v.daneUsage = ssl.daneMatchedUsage();
+  }
   if (chain.length === 0) v.verifyError = "no server certificate";
   else if (code !== X509_V_OK) v.verifyError = verifyErrorString(code);
 

@@ -5,12 +5,20 @@
  * Pure functions; trusts nothing in the names it is given.
  */
 
+import { parseIp } from "../core/ip.ts";
+
+function sameIp(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 /** Identifiers a certificate presents. */
 export interface PresentedNames {
   /** subjectAltName dNSName values */
   dns: string[];
   /** Subject commonName values */
   cn: string[];
+  /** subjectAltName iPAddress values, as text */
+  ip?: string[];
 }
 
 /**
@@ -61,6 +69,12 @@ export function matchesPresented(presented: string, reference: string): boolean 
 export function checkHostname(names: PresentedNames, acceptable: string[]): boolean {
   const presented = names.dns.length > 0 ? names.dns : names.cn;
   for (const a of acceptable) {
+    // An IP reference identity matches only an iPAddress SAN (RFC 6125 §1.7.2, RFC 5280 §4.2.1.6).
+    const ip = parseIp(a.replace(/^\[|\]$/g, ""));
+    if (ip) {
+      if ((names.ip ?? []).some((p) => sameIp(parseIp(p), ip))) return true;
+      continue;
+    }
     const ref = canonicalHostname(a);
     if (ref === undefined) continue;
     if (presented.some((p) => matchesPresented(p, ref))) return true;

@@ -44,6 +44,8 @@ export interface TlsVerification {
   method: "pkix" | "dane";
   /** Depth of the certificate a TLSA record matched (DANE only) */
   daneDepth?: number;
+  /** Usage of the TLSA record that matched: 2 DANE-TA or 3 DANE-EE (DANE only) */
+  daneUsage?: number;
   /** Check of the stapled OCSP response, when OCSP was required (hostsRequireOcsp) */
   ocsp?: OcspCheck;
 }

@@ -13,6 +13,8 @@ export interface IssueOptions {
   cn: string;
   /** DNS subjectAltNames (none when omitted or empty) */
   dns?: string[];
+  /** IP address subjectAltNames */
+  ips?: string[];
   /** Key type, "ec" (P-256) by default because it is fast to generate */
   keyType?: KeyType;
   /** Validity start, `openssl ca` form YYYYMMDDHHMMSSZ; default one day ago */
@@ -165,7 +167,8 @@ async function makeCa(
       } else {
         lines.push("basicConstraints = CA:FALSE", "extendedKeyUsage = serverAuth, clientAuth");
       }
-      if (opts.dns?.length) lines.push("subjectAltName = " + opts.dns.map((d) => `DNS:${d}`).join(", "));
+      const sans = [...(opts.dns ?? []).map((d) => `DNS:${d}`), ...(opts.ips ?? []).map((i) => `IP:${i}`)];
+      if (sans.length) lines.push("subjectAltName = " + sans.join(", "));
       await Deno.writeTextFile(`${dir}/${ext}`, lines.join("\n") + "\n");
       const now = Date.now();
       await serial(() =>

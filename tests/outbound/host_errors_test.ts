@@ -88,7 +88,7 @@ Deno.test("per-recipient replies decide only that recipient: 550 fails, 450 defe
       assert.equal(delivered.length, 1);
       assert.match(
         delivered[0],
-        /^=> good@mx\.test R=mx0 T=smtp H=mx1\.mx\.test \[127\.0\.0\.2\]:\d+ C="250 2\.0\.0/,
+        /^=> good@mx\.test R=mx0 T=smtp H=mx1\.mx\.test \[127\.0\.0\.2\]:\d+ TLS=none C="250 2\.0\.0/,
       );
       // (The failure report to sender@client.test fails too: client.test does not exist here.)
       const failed = linesOf(up.memlog, "**").filter((l) => l.includes("@mx.test"));

@@ -57,7 +57,7 @@ Deno.test("a message sent by swaks is relayed through MX from a real resolver to
     assert.equal(delivered.length, 2);
     assert.match(
       delivered[0],
-      /^=> [ab]@example\.test R=mx0 T=smtp H=mx\.example\.test \[127\.0\.0\.1\]:\d+ C="250/,
+      /^=> [ab]@example\.test R=mx0 T=smtp H=mx\.example\.test \[127\.0\.0\.1\]:\d+ TLS=none C="250/,
     );
     await waitFor(async () => (await sink.messages()).length === 1);
     const [msg] = await sink.messages();

@@ -140,9 +140,11 @@ Deno.test("hostsRequireTls against a downstream without STARTTLS defers with a T
     await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, "a deferral");
     assert.match(
       linesOf(up.memlog, "==")[0],
-      /^== user@example\.test R=mx0 T=smtp defer H=\S+ \[[^\]]+\]:\d+: .*TLS required/,
+      /^== user@example\.test R=mx0 T=smtp defer H=\S+ \[[^\]]+\]:\d+ TLS=encrypted: hostsRequireTls: TLS required but STARTTLS not offered/,
     );
-    assert.ok(up.memlog.has(/H=mx\.example\.test \[127\.0\.0\.1\]:\d+ TLS required .*\(errno TLS\)/));
+    assert.ok(
+      up.memlog.has(/H=mx\.example\.test \[127\.0\.0\.1\]:\d+ hostsRequireTls: TLS required .*\(errno TLS\)/),
+    );
     assert.equal((await up.spool.get(id))?.recipients[0].status, "pending");
     assert.equal(await down.spool.count(), 0);
   } finally {

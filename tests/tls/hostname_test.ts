@@ -44,3 +44,16 @@ Deno.test("canonicalHostname() refuses what is not a host name", () => {
   assert.equal(canonicalHostname("MX.Example.com."), "mx.example.com");
   assert.equal(checkHostname({ dns: ["a..b"], cn: [] }, ["a..b"]), false);
 });
+
+Deno.test("checkHostname() matches an IP reference only against iPAddress SANs, never DNS names or CNs", () => {
+  const names = {
+    dns: ["127.0.0.1", "mx.example.test"],
+    cn: ["127.0.0.1"],
+    ip: ["127.0.0.1", "2001:db8:0:0:0:0:0:1"],
+  };
+  assert.equal(checkHostname(names, ["127.0.0.1"]), true);
+  assert.equal(checkHostname(names, ["[2001:db8::1]"]), true);
+  assert.equal(checkHostname({ ...names, ip: [] }, ["127.0.0.1"]), false);
+  assert.equal(checkHostname(names, ["127.0.0.2"]), false);
+  assert.equal(checkHostname(names, ["mx.example.test"]), true);
+});
