@@ -45,7 +45,7 @@ for (const option of ["tlsVerifyHosts", "hostsRequireOcsp"] as const) {
       assert.match(
         line,
         new RegExp(
-          `^== user@example\\.test R=mx0 T=smtp defer TLS=pkix: .*${option}: TLS required but STARTTLS not offered`,
+          `^== user@example\\.test R=mx0 T=smtp defer H=mx\\.example\\.test \\[127\\.0\\.0\\.1\\]:\\d+ TLS=pkix: ${option}: TLS required but STARTTLS not offered`,
         ),
       );
       assert.equal(down.messages.length, 0, "nothing delivered in clear");
@@ -151,7 +151,7 @@ Deno.test("an IP-literal route host with tlsVerifyHosts: a certificate for a nam
     await waitFor(() => linesOf(rig.up.memlog, "==").length > 0, 8000, "a deferral");
     assert.match(
       linesOf(rig.up.memlog, "==")[0],
-      /TLS=pkix: 127\.0\.0\.1 \[127\.0\.0\.1\]:\d+: tlsVerifyHosts: certificate verification failed: certificate does not match 127\.0\.0\.1/,
+      / H=127\.0\.0\.1 \[127\.0\.0\.1\]:\d+ TLS=pkix: tlsVerifyHosts: certificate verification failed: certificate does not match 127\.0\.0\.1/,
     );
     assert.equal(await rig.down.spool.count(), 0);
   } finally {
