@@ -31,7 +31,7 @@ export interface Ferry {
 
 /** Options for starting Ferry in-process (tests use these). */
 export interface StartOptions {
-  log?: Logger & { close?(): void; reopen?(): void };
+  log?: Logger & { close?(): void | Promise<void>; reopen?(): void };
   spool?: Spool;
   /** DNS resolver for delivery (default: Ferry's DNS client per `dns`) */
   resolver?: Resolver;
@@ -55,7 +55,9 @@ async function deliveryTlsContext(config: ResolvedConfig): Promise<TlsClientCont
 /** Starts every room from a validated config. Throws ConfigError for problems found only at start (key files). */
 export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}): Promise<Ferry> {
   const hostname = config.hostname ?? Deno.hostname();
-  const log = opts.log ?? new MainLog({ file: config.log.file, format: config.log.format });
+  // A log made here is this instance's to flush and close on stop; a given one belongs to the caller.
+  const ownLog = opts.log ? undefined : new MainLog({ file: config.log.file, format: config.log.format });
+  const log = opts.log ?? ownLog!;
   openTlsLibrary(config);
   const tlsSetup = config.tls.certificates.length > 0 ? await buildTlsAcceptor(config, log) : undefined;
   const tls = tlsSetup?.accept;
@@ -126,6 +128,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
         await spool.close();
         tlsSetup?.close();
         log.write("Ferry stopped");
+        await ownLog?.close();
       })();
       return stopped;
     },
@@ -152,6 +155,7 @@ export async function main(args: string[]): Promise<number> {
     }
   }
   const signals: [Deno.Signal, () => void][] = [];
+  let opened: MainLog | undefined;
   try {
     const config = await loadConfigFile(configPath);
     if (checkOnly) {
@@ -163,7 +167,7 @@ export async function main(args: string[]): Promise<number> {
     }
     let log: MainLog;
     try {
-      log = new MainLog({ file: config.log.file, format: config.log.format });
+      log = opened = new MainLog({ file: config.log.file, format: config.log.format });
     } catch (err) {
       throw new ConfigError([`log.file: cannot open "${config.log.file}": ${errorMessage(err)}`]);
     }
@@ -200,7 +204,6 @@ export async function main(args: string[]): Promise<number> {
     running.ferry = await startFerry(config, { log });
     if (stopRequested) finish(running.ferry);
     await done;
-    log.close();
     return 0;
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -211,5 +214,7 @@ export async function main(args: string[]): Promise<number> {
     return 70;
   } finally {
     for (const [sig, fn] of signals) Deno.removeSignalListener(sig, fn);
+    // Every line queued before the stop (or a failed start) is written out before the process exits.
+    await opened?.close();
   }
 }

@@ -1,6 +1,7 @@
 /**
  * The main log: Exim-style lines (`2026-11-22 03:14:09 1tE3Xz-0001Ab-Cd <= a@b H=(helo) [ip]:port ...`)
- * or JSON lines, to stdout or a file that SIGHUP reopens (for logrotate).
+ * or JSON lines, to stdout or a file that SIGHUP reopens (for logrotate), written asynchronously from a
+ * bounded queue so a slow output never blocks the event loop.
  */
 
 /** Where log lines go and in which form. */
@@ -28,26 +29,77 @@ function timestamp(d: Date): string {
 
 const encoder = new TextEncoder();
 
-/** The main log. Writes are synchronous appends, so a line is never lost to a crash after it was written. */
+/** Where MainLog's bytes go: Deno.stdout, a Deno.FsFile, or a stand-in in tests. */
+export interface LogOutput {
+  write(p: Uint8Array): Promise<number>;
+}
+
+/** How many octets of log lines may wait for a slow output before new lines are dropped (and counted). */
+export const LOG_BUFFER_LIMIT = 4 * 1024 * 1024;
+
+/**
+ * The main log. `write()` never waits: lines are queued and written by one asynchronous writer, so a
+ * stdout pipe or disk that backs up cannot stall sessions. While more than `maxBuffered` octets wait, new
+ * lines are dropped and counted, and the count is logged once the output moves again. `flush()`/`close()`
+ * write out everything queued, so a clean stop loses nothing.
+ */
 export class MainLog implements Logger {
   #opts: LogOptions;
   #file?: Deno.FsFile;
+  #output?: LogOutput;
+  #maxBuffered: number;
+  #queue: Uint8Array[] = [];
+  #buffered = 0;
+  #dropped = 0;
+  /** Drops not yet reported in the log itself */
+  #pendingDrops = 0;
+  #writing?: Promise<void>;
 
-  constructor(opts: LogOptions) {
+  /**
+   * `output` replaces stdout or the file (tests); `maxBuffered` bounds the octets waiting to be written
+   * (default LOG_BUFFER_LIMIT).
+   */
+  constructor(opts: LogOptions & { output?: LogOutput; maxBuffered?: number }) {
     this.#opts = opts;
+    this.#output = opts.output;
+    this.#maxBuffered = opts.maxBuffered ?? LOG_BUFFER_LIMIT;
     this.reopen();
   }
 
-  /** Opens (again) the log file; a no-op for stdout. */
+  /** Lines dropped so far because the output was too slow. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Opens (again) the log file; a no-op for stdout. Lines still queued go to the new file. */
   reopen(): void {
-    if (!this.#opts.file) return;
+    if (!this.#opts.file || this.#output) return;
     const next = Deno.openSync(this.#opts.file, { append: true, create: true });
     const old = this.#file;
     this.#file = next;
-    old?.close();
+    // A write in flight still uses the old file: close it once that write is done.
+    if (old) (this.#writing ?? Promise.resolve()).finally(() => old.close());
   }
 
   write(text: string, fields: LogFields & { id?: string } = {}): void {
+    const bytes = this.#format(text, fields);
+    // The count of lines lost goes in where they were lost, as soon as there is room for it.
+    if (this.#pendingDrops > 0) {
+      const notice = this.#dropNotice();
+      if (this.#buffered + notice.length + bytes.length <= this.#maxBuffered) {
+        this.#pendingDrops = 0;
+        this.#push(notice);
+      }
+    }
+    if (this.#buffered + bytes.length > this.#maxBuffered) {
+      this.#dropped++;
+      this.#pendingDrops++;
+      return;
+    }
+    this.#push(bytes);
+  }
+
+  #format(text: string, fields: LogFields & { id?: string }): Uint8Array {
     const now = new Date();
     let line: string;
     if (this.#opts.format === "json") {
@@ -57,17 +109,61 @@ export class MainLog implements Logger {
     } else {
       line = `${timestamp(now)} ${fields.id ? fields.id + " " : ""}${text}`;
     }
-    const bytes = encoder.encode(line + "\n");
-    try {
-      if (this.#file) this.#file.writeSync(bytes);
-      else Deno.stdout.writeSync(bytes);
-    } catch {
-      // A log that cannot be written must not stop mail.
+    return encoder.encode(line + "\n");
+  }
+
+  /** The line counting the drops not yet reported. */
+  #dropNotice(): Uint8Array {
+    const n = this.#pendingDrops;
+    return this.#format(`log output too slow: ${n} line(s) dropped`, { event: "log_dropped", dropped: n });
+  }
+
+  #push(bytes: Uint8Array): void {
+    this.#queue.push(bytes);
+    this.#buffered += bytes.length;
+    this.#writing ??= this.#drain().finally(() => (this.#writing = undefined));
+  }
+
+  #target(): LogOutput {
+    return this.#output ?? this.#file ?? Deno.stdout;
+  }
+
+  async #drain(): Promise<void> {
+    for (;;) {
+      // Nothing else queued: the count of dropped lines always fits now.
+      if (this.#queue.length === 0 && this.#pendingDrops > 0) {
+        const notice = this.#dropNotice();
+        this.#pendingDrops = 0;
+        this.#push(notice);
+      }
+      if (this.#queue.length === 0) return;
+      const batch = this.#queue;
+      this.#queue = [];
+      const size = batch.reduce((n, b) => n + b.length, 0);
+      const bytes = new Uint8Array(size);
+      let off = 0;
+      for (const b of batch) {
+        bytes.set(b, off);
+        off += b.length;
+      }
+      try {
+        const out = this.#target();
+        for (let at = 0; at < bytes.length;) at += await out.write(bytes.subarray(at));
+      } catch {
+        // A log that cannot be written must not stop mail.
+      }
+      this.#buffered -= size;
     }
   }
 
-  /** Closes the file. */
-  close(): void {
+  /** Resolves once every line written so far is out (the file written, the pipe accepted it). */
+  async flush(): Promise<void> {
+    while (this.#writing) await this.#writing;
+  }
+
+  /** Writes out what is queued, then closes the file. */
+  async close(): Promise<void> {
+    await this.flush();
     this.#file?.close();
     this.#file = undefined;
   }

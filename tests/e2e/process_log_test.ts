@@ -1,0 +1,91 @@
+/**
+ * The main log on the real process: a stdout pipe nobody reads must not stall sessions (the log is written
+ * asynchronously from a bounded queue), and a clean stop writes out every line queued before it.
+ */
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { RawClient } from "../helpers/ferry.ts";
+import { freePort, MOD_URL, REPO_DIR, sleep, writeConfig } from "../helpers/process.ts";
+
+const RCPTS = 400;
+
+function recipient(i: number): string {
+  // Long addresses (within the 256-octet path limit) make long "rejected RCPT" lines: 400 of them are well over a pipe's 64 KiB.
+  return `${"u".repeat(60)}${i}@${"d".repeat(60)}.${"e".repeat(60)}.${"f".repeat(50)}.other.test`;
+}
+
+async function banner(port: number, ms: number): Promise<RawClient> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      const c = await RawClient.connect(port);
+      if ((await c.reply(2000))?.code === 220) return c;
+      c.close();
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) throw new Error("no banner");
+    await sleep(50);
+  }
+}
+
+Deno.test("a stdout pipe nobody reads does not stall sessions, and every line logged before SIGTERM is written on stop", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-log-" });
+  const port = freePort();
+  const config = await writeConfig(
+    dir,
+    `{ hostname: "ferry.test", listen: [{ address: "127.0.0.1", port: ${port} }],
+      spool: { dir: ${JSON.stringify(`${dir}/spool`)} }, relay: { domains: ["example.test"], clients: [] },
+      delivery: { enable: false }, limits: { recipients: 1000, badCommands: 1000 } }`,
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", fileURLToPath(MOD_URL), "--config", config],
+    cwd: REPO_DIR,
+    stdin: "null",
+    stdout: "piped", // read only after the stop: the pipe fills up and stays full meanwhile
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  let stdout: Promise<string> | undefined;
+  try {
+    const c = await banner(port, 20_000);
+    try {
+      assert.equal((await c.cmd("EHLO pipe.test"))?.code, 250);
+      assert.equal((await c.cmd("MAIL FROM:<a@sender.test>"))?.code, 250);
+      const cmds = Array.from({ length: RCPTS }, (_, i) => `RCPT TO:<${recipient(i)}>\r\n`).join("");
+      await c.send(cmds);
+      for (let i = 0; i < RCPTS; i++) {
+        const r = await c.reply(10_000);
+        assert.ok(r && r.code >= 500, `reply ${i}: ${JSON.stringify(r)}`);
+      }
+      assert.equal((await c.cmd("QUIT"))?.code, 221);
+    } finally {
+      c.close();
+    }
+    // A new session is served while the pipe is still full.
+    const d = await banner(port, 5000);
+    assert.equal((await d.cmd("NOOP"))?.code, 250);
+    d.close();
+
+    child.kill("SIGTERM");
+    stdout = new Response(child.stdout).text();
+    const status = await child.status;
+    const out = await stdout;
+    assert.equal(status.code, 0, await stderr);
+    assert.ok(out.length > 65_536, `only ${out.length} octets logged: the pipe never filled`);
+    const lines = out.trimEnd().split("\n");
+    for (let i = 0; i < RCPTS; i++) {
+      const addr = recipient(i);
+      assert.ok(lines.some((l) => l.includes(`rejected RCPT <${addr}>`)), `no log line for recipient ${i}`);
+    }
+    assert.match(lines.at(-1)!, /Ferry stopped$/);
+    assert.doesNotMatch(out, /dropped/);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await (stdout ?? new Response(child.stdout).text().catch(() => ""));
+    await stderr.catch(() => "");
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
