@@ -17,6 +17,8 @@ import { HostList } from "./core/host_list.ts";
 import { TlsClientContext } from "./tls/client.ts";
 import { TlsConfigError } from "./tls/errors.ts";
 import { errorMessage } from "./core/error_message.ts";
+import { RedisService } from "./policy/redis_service.ts";
+import { setRedisService } from "./policy/services.ts";
 
 /** A running Ferry. */
 export interface Ferry {
@@ -84,6 +86,18 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   }
   log.write(`spool ${config.spool.dir}: ${report.recovered.length} message(s) queued`);
   const events = new EventBus(config.events, { log });
+  // Lookups and rate limits find Redis through the services registry; a server down at start only defers.
+  const redis = config.redis
+    ? new RedisService({
+      servers: config.redis.servers,
+      timeoutMs: config.redis.timeout,
+      log: (line) => log.write(line),
+    })
+    : undefined;
+  if (redis) {
+    await redis.open();
+    setRedisService(redis);
+  }
   const needsDns = config.delivery.enable || !new HostList(config.smtp.hostLookup).empty;
   const resolver = needsDns
     ? opts.resolver ?? new DnsClient({ nameservers: config.dns.nameservers, timeout: config.dns.timeout })
@@ -98,6 +112,8 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     await server.stop(0);
     await spool.close();
     tlsSetup?.close();
+    setRedisService(undefined);
+    await redis?.close();
     throw err;
   }
   if (config.delivery.enable && resolver) {
@@ -127,6 +143,8 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
         await scheduler?.stop(config.limits.shutdownGrace);
         await spool.close();
         tlsSetup?.close();
+        setRedisService(undefined);
+        await redis?.close();
         log.write("Ferry stopped");
         await ownLog?.close();
       })();

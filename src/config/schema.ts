@@ -247,6 +247,16 @@ export const configSchema = z.object({
     ).optional(),
     timeout: duration.default(2000),
   }).strict().prefault({}),
+  redis: z.object({
+    servers: z.array(
+      z.object({
+        url: z.string().regex(/^(redis|rediss):\/\/[^\s]+$/, { error: "expected redis://host:port" }),
+        db: z.number().int().min(0).optional(),
+        password: z.string().optional(),
+      }).strict(),
+    ).min(1, { error: "at least one server" }),
+    timeout: duration.refine((ms) => ms > 0, { error: "must be more than zero" }).default(1000),
+  }).strict().optional(),
   log: z.object({
     file: z.string().optional(),
     format: z.enum(["exim", "json"]).default("exim"),
