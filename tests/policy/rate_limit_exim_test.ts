@@ -1,0 +1,156 @@
+/**
+ * Exim is the oracle for rate limits: the same event sequence goes through Exim 4.96's `ratelimit` (in an
+ * `exim -bh` session, one RCPT an event, with real pauses between them) and through Ferry's engine with the
+ * memory store and the Redis store, replaying the event times Exim reports ($tod_epoch_l, microseconds).
+ * Every event must get the same over/under decision, and the same rate to Exim's printed precision (0.1).
+ */
+
+import assert from "node:assert/strict";
+import { MemoryRateStore, type RateMode, type RateStore } from "../../src/policy/rate_limit.ts";
+import { RedisRateStore } from "../../src/policy/rate_store_redis.ts";
+import { RedisService } from "../../src/policy/redis_service.ts";
+import { ensureExim, eximConfig, EximSession } from "../helpers/exim.ts";
+import { TestRedis } from "../helpers/redis.ts";
+import { sleep } from "../helpers/process.ts";
+
+interface Scenario {
+  name: string;
+  mode: Exclude<RateMode, "readonly">;
+  limit: number;
+  periodS: number;
+  /** Pause before each event, in ms (the pauses are the experiment, not synchronisation) */
+  pauses: number[];
+  /** Per event: the unique value (the recipient's local part) */
+  unique?: string[];
+}
+
+interface EximEvent {
+  over: boolean;
+  /** Seconds since the epoch, as Exim saw the event */
+  time: number;
+  rate: number;
+}
+
+const PAUSES = [0, 40, 40, 40, 40, 450, 40, 700, 40, 40, 1300, 40, 40, 40, 1900, 40, 40, 40];
+
+const SCENARIOS: Scenario[] = [
+  { name: "leaky", mode: "leaky", limit: 3, periodS: 2, pauses: PAUSES },
+  { name: "strict", mode: "strict", limit: 3, periodS: 2, pauses: PAUSES },
+  {
+    name: "strict-unique",
+    mode: "strict",
+    limit: 3,
+    periodS: 2,
+    pauses: [0, 40, 40, 40, 40, 40, 40, 600, 40, 40],
+    unique: ["u1", "u1", "u2", "u2", "u3", "u1", "u4", "u4", "u5", "u1"],
+  },
+];
+
+/** Runs a scenario through Exim and returns what it decided for each event. */
+async function throughExim(exim: string, s: Scenario): Promise<EximEvent[]> {
+  const options = [`${s.limit} / ${s.periodS}s / per_rcpt / ${s.mode}`];
+  if (s.unique) options.push("unique=$local_part");
+  options.push("oracle");
+  const dir = await eximConfig(
+    exim,
+    "acl_smtp_rcpt = acl_rcpt",
+    [
+      "acl_rcpt:",
+      "  warn set acl_m_t = $tod_epoch_l",
+      `  deny ratelimit = ${options.join(" / ")}`,
+      "       message = OVER $acl_m_t $sender_rate",
+      "  accept message = UNDER $acl_m_t $sender_rate",
+    ].join("\n"),
+  );
+  const session = await EximSession.start(exim, dir);
+  try {
+    assert.match(await session.cmd("EHLO client.test"), /^250 /);
+    assert.match(await session.cmd("MAIL FROM:<a@sender.test>"), /^250 /);
+    const events: EximEvent[] = [];
+    for (let i = 0; i < s.pauses.length; i++) {
+      await sleep(s.pauses[i]);
+      const line = await session.cmd(`RCPT TO:<${s.unique?.[i] ?? "u"}@rcpt.test>`);
+      const m = /^(250|550) (UNDER|OVER) (\d+) (\d+\.\d)$/.exec(line);
+      assert.ok(m, `unexpected Exim reply ${JSON.stringify(line)}`);
+      events.push({ over: m[2] === "OVER", time: Number(m[3]) / 1e6, rate: Number(m[4]) });
+    }
+    return events;
+  } finally {
+    await session.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Replays Exim's event times through a store; returns the decisions and rates. */
+async function replay(
+  s: Scenario,
+  events: EximEvent[],
+  makeStore: (clock: () => number) => RateStore,
+): Promise<{ over: boolean; rate: number }[]> {
+  let now = 0;
+  const store = makeStore(() => now);
+  const out = [];
+  for (let i = 0; i < events.length; i++) {
+    now = events[i].time;
+    const r = await store.update({
+      key: `oracle-${s.name}`,
+      periodMs: s.periodS * 1000,
+      limit: s.limit,
+      mode: s.mode,
+      count: 1,
+      unique: s.unique?.[i],
+    });
+    out.push({ over: r.over, rate: r.rate });
+  }
+  return out;
+}
+
+function assertSame(s: Scenario, store: string, exim: EximEvent[], ours: { over: boolean; rate: number }[]) {
+  const table = exim.map((e, i) =>
+    `${i}: exim ${e.over ? "over " : "under"} ${e.rate.toFixed(1)}  ${store} ${
+      ours[i].over ? "over " : "under"
+    } ${ours[i].rate.toFixed(3)}`
+  ).join("\n");
+  for (let i = 0; i < exim.length; i++) {
+    assert.equal(ours[i].over, exim[i].over, `${s.name}, event ${i}, ${store}:\n${table}`);
+    assert.ok(
+      Math.abs(ours[i].rate - exim[i].rate) <= 0.0501,
+      `${s.name}, event ${i}, ${store} rate:\n${table}`,
+    );
+  }
+}
+
+Deno.test("ratelimit: the memory and Redis stores decide as Exim 4.96 does, leaky, strict and unique", async () => {
+  const exim = await ensureExim();
+  const results = await Promise.all(SCENARIOS.map((s) => throughExim(exim, s)));
+  const redis = await TestRedis.start();
+  const service = new RedisService({ servers: [{ url: redis.url }], timeoutMs: 2000, log: () => {} });
+  try {
+    await service.open();
+    for (const [i, s] of SCENARIOS.entries()) {
+      const events = results[i];
+      // The sequence must exercise both answers, or it proves nothing.
+      assert.ok(
+        events.some((e) => e.over) && events.some((e) => !e.over),
+        `${s.name}: ${JSON.stringify(events)}`,
+      );
+      assertSame(
+        s,
+        "memory",
+        events,
+        await replay(s, events, (clock) => new MemoryRateStore({ now: clock })),
+      );
+      assertSame(
+        s,
+        "redis",
+        events,
+        await replay(s, events, (clock) => new RedisRateStore({ redis: service, clock, prefix: `t${i}:` })),
+      );
+    }
+    // Leaky and strict part ways on the same pauses: a client over the limit keeps its rate up only in strict.
+    assert.notDeepEqual(results[0].map((e) => e.over), results[1].map((e) => e.over));
+  } finally {
+    await service.close();
+    await redis.cleanup();
+  }
+});
