@@ -31,6 +31,15 @@ export { senderLogin, type SenderLogins } from "./src/policy/sender_login.ts";
 export { hashPassword } from "./src/core/password_hash.ts";
 export type { AuthCheckRequest } from "./src/inbound/authenticator.ts";
 export type { AuthInfo } from "./src/core/envelope.ts";
+export {
+  redisHash,
+  redisKey,
+  RedisLookup,
+  redisLookup,
+  type RedisLookupOptions,
+  redisSet,
+  type RedisValue,
+} from "./src/policy/redis_lookup.ts";
 export { startFerry } from "./src/main.ts";
 
 /** A Ferry configuration as written in config.ts. */

@@ -106,3 +106,33 @@ export class EximSession {
     await this.#child.status;
   }
 }
+
+/** One `ratelimit` hints-db record as exim_dumpdb prints it. */
+export interface EximRateRecord {
+  /** Seconds since the epoch, to the microsecond */
+  time: number;
+  /** The stored rate, to 0.001 */
+  rate: number;
+}
+
+/** Reads Exim's ratelimit hints database (exim_dumpdb, beside the exim binary) by key. */
+export async function eximRateRecords(exim: string, dir: string): Promise<Map<string, EximRateRecord>> {
+  const dumpdb = exim.replace(/[^/]+$/, "exim_dumpdb");
+  const out = await new Deno.Command(dumpdb, {
+    args: [`${dir}/spool`, "ratelimit"],
+    env: { TZ: "UTC" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const records = new Map<string, EximRateRecord>();
+  const months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  for (const line of dec.decode(out.stdout).split("\n")) {
+    const m = /^(\d\d)-(\w{3})-(\d{4}) (\d\d):(\d\d):(\d\d)\.(\d{6}) rate:\s+([\d.]+) .*key: (.*)$/.exec(
+      line,
+    );
+    if (!m) continue;
+    const secs = Date.UTC(+m[3], months.indexOf(m[2]), +m[1], +m[4], +m[5], +m[6]) / 1000;
+    records.set(m[9], { time: secs + Number(m[7]) / 1e6, rate: Number(m[8]) });
+  }
+  return records;
+}
