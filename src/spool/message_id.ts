@@ -1,13 +1,16 @@
 /**
- * Exim-style message ids in the Exim 4.97+ form `tttttt-ppppppppppp-ssss`: base62 seconds since the epoch
- * (6 chars), base62 process id (11 chars), base62 sub-second slot (4 chars, microsecond resolution).
+ * Exim-style message ids in the Exim 4.97 form `tttttt-iiiiiiiiiii-ssss`: base62 seconds since the epoch
+ * (6 chars), a base62 instance number (11 chars), base62 sub-second slot (4 chars, microsecond resolution).
+ * Exim puts its process id in the middle; Ferry puts a 53-bit random number drawn once per generator
+ * (process), because process ids are not distinct where it runs: every container's Ferry is PID 1, and a
+ * restart after the clock stepped back would meet the ids of the previous run with the same pid.
  * Trusts the system clock only to move forward most of the time: a generator never reuses a value it handed
- * out, even when the clock steps back, and the pid keeps processes sharing one spool apart.
+ * out, even when the clock steps back; the instance number keeps processes (and runs) apart.
  */
 
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const TIME_CHARS = 6;
-const PID_CHARS = 11;
+const INSTANCE_CHARS = 11;
 const FRACTION_CHARS = 4;
 /** Sub-second slots a second holds: one a microsecond; 62^4 would allow 14,776,336. */
 const SLOTS_PER_SECOND = 1_000_000;
@@ -41,12 +44,18 @@ export function fromBase62(text: string): number {
   return value;
 }
 
-/** Where ids get their time and pid from; tests replace the clock. */
+/** Where ids get their time and instance number from; tests replace the clock. */
 export interface MessageIdSource {
   /** Current time in microseconds since the epoch */
   nowMicros(): number;
-  /** The process id to embed */
-  pid: number;
+  /** The number that sets this generator's ids apart from every other generator's (0 ≤ n < 2^53) */
+  instance: number;
+}
+
+/** A random safe integer (53 bits) from the system's CSPRNG. */
+function randomInstance(): number {
+  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2));
+  return (hi >>> 11) * 2 ** 32 + lo;
 }
 
 /** Wall clock with microsecond resolution (performance.now() offset by the time origin). */
@@ -61,7 +70,10 @@ export class MessageIdGenerator {
   #lastSlot = -1;
 
   constructor(source?: Partial<MessageIdSource>) {
-    this.#source = { nowMicros: source?.nowMicros ?? systemMicros, pid: source?.pid ?? Deno.pid };
+    this.#source = {
+      nowMicros: source?.nowMicros ?? systemMicros,
+      instance: source?.instance ?? randomInstance(),
+    };
   }
 
   /** The next id; strictly greater (as a time/slot pair) than every earlier one from this generator. */
@@ -80,7 +92,7 @@ export class MessageIdGenerator {
     }
     this.#lastSecond = second;
     this.#lastSlot = slot;
-    return `${toBase62(second, TIME_CHARS)}-${toBase62(this.#source.pid, PID_CHARS)}-${
+    return `${toBase62(second, TIME_CHARS)}-${toBase62(this.#source.instance, INSTANCE_CHARS)}-${
       toBase62(slot, FRACTION_CHARS)
     }`;
   }
@@ -88,14 +100,14 @@ export class MessageIdGenerator {
 
 const processGenerator = new MessageIdGenerator();
 
-/** A new message id, unique within this process and, through the pid, across processes sharing a spool. */
+/** A new message id, unique within this process and, through the instance number, across processes and runs. */
 export function newMessageId(): string {
   return processGenerator.next();
 }
 
-/** The parts of a message id: seconds since the epoch, process id, sub-second slot. */
-export function parseMessageId(id: string): { seconds: number; pid: number; slot: number } | undefined {
+/** The parts of a message id: seconds since the epoch, instance number, sub-second slot. */
+export function parseMessageId(id: string): { seconds: number; instance: number; slot: number } | undefined {
   if (!MESSAGE_ID_PATTERN.test(id)) return undefined;
-  const [t, p, s] = id.split("-");
-  return { seconds: fromBase62(t), pid: fromBase62(p), slot: fromBase62(s) };
+  const [t, i, s] = id.split("-");
+  return { seconds: fromBase62(t), instance: fromBase62(i), slot: fromBase62(s) };
 }

@@ -8,14 +8,15 @@ import {
   toBase62,
 } from "../../src/spool/message_id.ts";
 
-Deno.test("newMessageId() has the Exim 4.97 form with this process's pid and the current time", () => {
+Deno.test("newMessageId() has the Exim 4.97 form with this process's instance number and the current time", () => {
   const before = Math.floor(Date.now() / 1000);
   const id = newMessageId();
   const after = Math.floor(Date.now() / 1000);
   assert.match(id, /^[0-9A-Za-z]{6}-[0-9A-Za-z]{11}-[0-9A-Za-z]{4}$/);
   assert.equal(id.length, 23);
   const parts = parseMessageId(id)!;
-  assert.equal(parts.pid, Deno.pid);
+  assert.ok(Number.isSafeInteger(parts.instance) && parts.instance >= 0);
+  assert.equal(parseMessageId(newMessageId())!.instance, parts.instance, "one instance number a process");
   assert.ok(parts.seconds >= before && parts.seconds <= after + 1, `seconds ${parts.seconds}`);
   assert.ok(parts.slot < 1_000_000);
 });
@@ -31,7 +32,7 @@ Deno.test("newMessageId() gives 100,000 distinct ids in strictly increasing orde
 
 Deno.test("MessageIdGenerator never repeats when the clock stands still or steps back", () => {
   let now = 1_700_000_000_000_000;
-  const gen = new MessageIdGenerator({ nowMicros: () => now, pid: 4242 });
+  const gen = new MessageIdGenerator({ nowMicros: () => now, instance: 4242 });
   const ids = new Set<string>();
   let last = "";
   const take = () => {
@@ -53,14 +54,14 @@ Deno.test("MessageIdGenerator never repeats when the clock stands still or steps
 });
 
 Deno.test("MessageIdGenerator rolls the sub-second slot over into the next second", () => {
-  const gen = new MessageIdGenerator({ nowMicros: () => 5_999_999, pid: 1 });
-  assert.deepEqual(parseMessageId(gen.next()), { seconds: 5, pid: 1, slot: 999_999 });
-  assert.deepEqual(parseMessageId(gen.next()), { seconds: 6, pid: 1, slot: 0 });
+  const gen = new MessageIdGenerator({ nowMicros: () => 5_999_999, instance: 1 });
+  assert.deepEqual(parseMessageId(gen.next()), { seconds: 5, instance: 1, slot: 999_999 });
+  assert.deepEqual(parseMessageId(gen.next()), { seconds: 6, instance: 1, slot: 0 });
 });
 
-Deno.test("ids of different processes at the same instant differ by their pid", () => {
-  const a = new MessageIdGenerator({ nowMicros: () => 1_000_000, pid: 100 }).next();
-  const b = new MessageIdGenerator({ nowMicros: () => 1_000_000, pid: 101 }).next();
+Deno.test("ids of different generators at the same instant differ by their instance number", () => {
+  const a = new MessageIdGenerator({ nowMicros: () => 1_000_000, instance: 100 }).next();
+  const b = new MessageIdGenerator({ nowMicros: () => 1_000_000, instance: 2 ** 53 - 1 }).next();
   assert.notEqual(a, b);
   assert.equal(a.slice(0, 6), b.slice(0, 6));
   assert.equal(a.slice(-4), b.slice(-4));
@@ -79,6 +80,41 @@ Deno.test("two processes generating ids at once never collide", async () => {
   assert.equal(idsA.length, 20000);
   const all = new Set([...idsA, ...idsB]);
   assert.equal(all.size, 40000);
+});
+
+Deno.test("generators of two processes with the same pid and the same clock reading make different ids", () => {
+  // Two containers each running Ferry as PID 1, or a restart after the clock stepped back: nothing but the
+  // generator itself tells the two apart.
+  const a = new MessageIdGenerator({ nowMicros: () => 1_700_000_000_000_000 });
+  const b = new MessageIdGenerator({ nowMicros: () => 1_700_000_000_000_000 });
+  const idsA = Array.from({ length: 1000 }, () => a.next());
+  const idsB = new Set(Array.from({ length: 1000 }, () => b.next()));
+  assert.ok(idsA.every((id) => !idsB.has(id)), "an id was made twice");
+});
+
+Deno.test("a process that is PID 1 in a new PID namespace, started twice on the same clock reading, never repeats an id", async () => {
+  // Each run is PID 1 (unshare --pid); both read the same frozen time, as a restart does after the clock
+  // stepped back to where the previous run was.
+  const code = "import { MessageIdGenerator, newMessageId } from " +
+    JSON.stringify(new URL("../../src/spool/message_id.ts", import.meta.url).href) +
+    "; const gen = new MessageIdGenerator({ nowMicros: () => 1_700_000_000_123_456 });" +
+    " const out = [String(Deno.pid), newMessageId()]; for (let i = 0; i < 5000; i++) out.push(gen.next());" +
+    " console.log(out.join('\\n'));";
+  const run = async () => {
+    const out = await new Deno.Command("unshare", {
+      args: ["--user", "--map-root-user", "--pid", "--fork", Deno.execPath(), "eval", code],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    return new TextDecoder().decode(out.stdout).trim().split("\n");
+  };
+  const [pidA, ...idsA] = await run();
+  const [pidB, ...idsB] = await run();
+  assert.equal(pidA, "1");
+  assert.equal(pidB, "1");
+  assert.equal(idsA.length, 5001);
+  assert.equal(new Set([...idsA, ...idsB]).size, 10002);
 });
 
 Deno.test("toBase62() and fromBase62() round-trip and reject what does not fit", () => {
