@@ -170,6 +170,7 @@ Deno.test("dsnLasthop: a DSN-aware next hop (a second Ferry) receives no NOTIFY,
       const p = await reportWith(r, "delivered");
       assert.equal(p.recipients[0]["final-recipient"], "rfc822; a@ok.test");
       assert.equal(p.recipients[0]["remote-mta"], "dns; 127.0.0.1");
+      assert.match(p.recipients[0]["diagnostic-code"], /^smtp; 250 2\.0\.0 OK id=\S+$/);
       assert.equal(p.perMessage["original-envelope-id"], "env-1");
       const [{ envelope }] = await down.spool.list();
       assert.equal(envelope.ret, undefined);
