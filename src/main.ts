@@ -8,7 +8,7 @@ import { type Logger, MainLog } from "./core/log.ts";
 import { EventBus } from "./events/bus.ts";
 import { type BoundAddress, InboundServer } from "./inbound/server.ts";
 import { SqliteSpool } from "./spool/sqlite_spool.ts";
-import type { Spool } from "./spool/spool.ts";
+import { type Spool, SpoolLockedError } from "./spool/spool.ts";
 import { buildTlsAcceptor, openTlsLibrary } from "./tls_setup.ts";
 import { DnsClient } from "./dns/client.ts";
 import type { Resolver } from "./dns/resolver.ts";
@@ -37,6 +37,8 @@ export interface StartOptions {
   spool?: Spool;
   /** DNS resolver for delivery (default: Ferry's DNS client per `dns`) */
   resolver?: Resolver;
+  /** Called when the spool worker died for good (default: log and exit 75 for the supervisor) */
+  onSpoolFatal?: (err: Error) => void;
 }
 
 /** The delivery side's CA store (`delivery.tlsVerifyCertificates`), when delivery is on and one is set. */
@@ -71,12 +73,19 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     tlsSetup?.close();
     throw err;
   }
-  const spool = opts.spool ?? new SqliteSpool({ dir: config.spool.dir, log: (line) => log.write(line) });
+  const onFatal = opts.onSpoolFatal ?? ((err: Error) => {
+    // A spool that cannot come back would answer 452 forever: exit for the supervisor instead.
+    log.write(`spool failed for good, exiting: ${err.message}`);
+    Deno.exit(75);
+  });
+  const spool = opts.spool ??
+    new SqliteSpool({ dir: config.spool.dir, log: (line) => log.write(line), onFatal });
   let report;
   try {
     report = await spool.open();
   } catch (err) {
-    if (opts.spool) throw err;
+    tlsSetup?.close();
+    if (opts.spool || err instanceof SpoolLockedError) throw err;
     throw new ConfigError([
       `spool.dir: cannot open "${config.spool.dir}": ${errorMessage(err)}`,
     ]);
@@ -84,7 +93,13 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   for (const q of report.quarantined) {
     log.write(`spool entry ${q.id} quarantined to ${q.path}: ${q.reason}`, { id: q.id });
   }
-  log.write(`spool ${config.spool.dir}: ${report.recovered.length} message(s) queued`);
+  if (report.migrated) {
+    log.write(
+      `spool ${config.spool.dir}: converted from schema ${report.migrated.from} to ${report.migrated.to} ` +
+        `(${report.migrated.messages} message(s))`,
+    );
+  }
+  log.write(`spool ${config.spool.dir}: ${report.queued} message(s) queued`);
   const events = new EventBus(config.events, { log });
   // Lookups and rate limits find Redis through the services registry; a server down at start only defers.
   const redis = config.redis
@@ -227,6 +242,10 @@ export async function main(args: string[]): Promise<number> {
     if (err instanceof ConfigError) {
       for (const p of err.problems) console.error(`config: ${p}`);
       return 78;
+    }
+    if (err instanceof SpoolLockedError) {
+      console.error(`ferry: ${err.message}`);
+      return 75;
     }
     console.error(`ferry: ${errorMessage(err)}`);
     return 70;

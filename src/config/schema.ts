@@ -33,6 +33,9 @@ export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => 
   }
 });
 
+/** The largest `limits.messageSize` the spool can store (900 MiB). */
+export const MAX_MESSAGE_SIZE = 900 * 1024 * 1024;
+
 /** A size string, turned into octets. */
 export const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
   try {
@@ -150,7 +153,11 @@ export const configSchema = z.object({
   limits: z.object({
     commandLine: z.number().int().min(512).max(65536).default(512),
     textLine: z.number().int().min(1000).max(1_000_000).default(1000),
-    messageSize: size.default(50 * 1024 * 1024),
+    // SQLite stores at most 1,000,000,000 octets a blob (SQLITE_MAX_LENGTH); 900 MiB leaves room for the
+    // Received: header and the other fields Ferry prepends.
+    messageSize: size.refine((v) => v <= MAX_MESSAGE_SIZE, {
+      error: `at most "900MB" (${MAX_MESSAGE_SIZE} octets): the spool's SQLite stores at most 1 GB a message`,
+    }).default(50 * 1024 * 1024),
     recipients: z.number().int().min(1).max(100_000).default(100),
     badCommands: z.number().int().min(1).max(1000).default(10),
     greetingDelay: duration.default(0),

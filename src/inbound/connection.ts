@@ -404,7 +404,8 @@ export class InboundConnection implements SessionHandler {
       policy: jsonSafe(this.#msgVars),
     };
     try {
-      await this.#deps.spool.store(envelope, stored);
+      // The buffer moves to the spool's thread instead of being copied (it is not used after this).
+      await this.#deps.spool.store(envelope, stored, { transfer: true });
     } catch (err) {
       const detail = errorMessage(err);
       this.#logLine(`${this.hostField} F=<${tx.sender}> spool write failed: ${detail}`, {
@@ -419,7 +420,7 @@ export class InboundConnection implements SessionHandler {
       `<= ${tx.sender || "<>"} ${this.hostField} P=${protocol}` +
         (this.#auth ? ` A=${this.#auth.mechanism.toLowerCase()}:${this.#auth.user}` : "") +
         (tls ? ` X=${tls.version}:${tls.cipher}:${tls.bits}${tls.sni ? ` SNI=${tls.sni}` : ""}` : "") +
-        ` S=${stored.length}${msgId ? ` id=${msgId.replace(/^<|>$/g, "")}` : ""}${this.#prx}` +
+        ` S=${envelope.size}${msgId ? ` id=${msgId.replace(/^<|>$/g, "")}` : ""}${this.#prx}` +
         ` for ${kept.map((r) => r.address).join(" ")}`,
       {
         id,
@@ -429,7 +430,7 @@ export class InboundConnection implements SessionHandler {
         port: client.port,
         protocol,
         auth: this.#auth?.user,
-        size: stored.length,
+        size: envelope.size,
         recipients: kept.map((r) => r.address),
         proxy: this.#facts.proxy ? `${this.#facts.proxy.proxyIp}:${this.#facts.proxy.proxyPort}` : undefined,
       },

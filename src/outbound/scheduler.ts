@@ -13,7 +13,7 @@ import type { ResolvedConfig } from "../config/schema.ts";
 import type { Resolver } from "../dns/resolver.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { DeliveryFacts } from "../events/types.ts";
-import type { Spool } from "../spool/spool.ts";
+import { CorruptMessageError, type Spool } from "../spool/spool.ts";
 import type { TlsClientContext } from "../tls/client.ts";
 import { ConnectionPool } from "./connection_pool.ts";
 import { deliverGroup, type RecipientOutcome } from "./deliver.ts";
@@ -139,6 +139,11 @@ export class Scheduler {
       if (at > now || this.#active.has(id)) continue;
       this.#active.add(id);
       const p = this.#run(id).catch((err) => {
+        if (err instanceof CorruptMessageError) {
+          // The spool moved it to `corrupt` and logged why: it stays there for an operator, never retried.
+          this.#due.delete(id);
+          return;
+        }
         this.#deps.log.write(
           `delivery of ${id} failed internally: ${errorMessage(err)}`,
           { id },

@@ -1,25 +1,59 @@
 /**
- * The synchronous SQLite side of the spool: one `spool.db` (WAL, synchronous=FULL) holding each message's
- * envelope row and data row, batch commits, and start-up recovery into `quarantine/`.
- * Trusts nothing it reads back: every row is checked (JSON shape, id, length, SHA-256) before it is served.
+ * The synchronous SQLite side of the spool: one `spool.db` (WAL, synchronous=FULL) with the version-2
+ * schema of _schema.ts, group commits in which every write has its own savepoint (one refused or failing
+ * write never fails the others), and start-up that never reads a body.
+ * Trusts nothing it reads back: data is checked against its recorded length and SHA-256 when read for
+ * delivery, and a mismatch moves the message to `corrupt` instead of serving it.
  * Runs in whichever thread owns it (the spool worker, or the main thread); never call it from two at once.
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { createHash } from "node:crypto";
-import type { RecoveryReport } from "./spool.ts";
-import { MESSAGE_ID_PATTERN } from "./message_id.ts";
+import type { Envelope } from "../core/envelope.ts";
+import type {
+  Claimed,
+  DeliveryUpdate,
+  QueueQuery,
+  QueueRow,
+  QueueState,
+  QueueSummary,
+  RecoveryReport,
+} from "./spool.ts";
 import { dirname, resolve } from "node:path";
 import { errorMessage } from "../core/error_message.ts";
+import {
+  type BadOldRow,
+  envelopeColumn,
+  initialState,
+  migrateV1,
+  recipientFromRow,
+  type RecipientRow,
+  recipientValues,
+  SCHEMA_V2,
+  SCHEMA_VERSION,
+  schemaVersion,
+} from "./_schema.ts";
+import { existsSync, quarantineName, syncDir, writeDurably } from "./_files.ts";
 
 /** One write in a group commit. */
 export type BatchOp =
-  | { kind: "store"; id: string; envelopeJson: string; data: Uint8Array; createdAt: number }
-  | { kind: "update"; id: string; envelopeJson: string }
+  | { kind: "store"; envelope: Envelope; data: Uint8Array; transfer?: boolean }
+  | { kind: "update"; envelope: Envelope }
+  | { kind: "apply"; update: DeliveryUpdate; now: number }
+  | { kind: "claim"; now: number; limit: number }
+  | {
+    kind: "setState";
+    id: string;
+    state: QueueState;
+    from?: QueueState[];
+    reason?: string;
+    nextAttempt?: number;
+  }
+  | { kind: "retryDomain"; domain: string; at: number }
   | { kind: "remove"; id: string };
 
-/** What became of one op in a committed batch: done, or refused without writing anything. */
-export type OpResult = { ok: true } | { ok: false; message: string };
+/** What became of one op in a committed batch: done (with a value for claims), or refused. */
+export type OpResult = { ok: true; value?: unknown } | { ok: false; message: string };
 
 /** Thrown when a whole batch could not be committed (and was rolled back). */
 export class BatchCommitError extends Error {
@@ -29,27 +63,8 @@ export class BatchCommitError extends Error {
   }
 }
 
-/** A stored envelope and data row, as read back for serving. */
-interface EnvelopeRow {
-  id: string;
-  envelope: unknown;
-  data_length: unknown;
-  data_sha256: unknown;
-}
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS envelopes (
-  id TEXT PRIMARY KEY NOT NULL,
-  envelope TEXT NOT NULL,
-  data_length INTEGER NOT NULL,
-  data_sha256 TEXT NOT NULL,
-  created_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS data (
-  id TEXT PRIMARY KEY NOT NULL,
-  bytes BLOB NOT NULL
-);
-`;
+/** An op refused without writing anything (its savepoint was rolled back). */
+class RefusedError extends Error {}
 
 /** SHA-256 of the data, lower-case hex. */
 export function sha256Hex(data: Uint8Array): string {
@@ -62,77 +77,35 @@ function isCorruptionError(err: unknown): boolean {
   return /not a database|malformed|corrupt|SQLITE_CORRUPT|SQLITE_NOTADB/i.test(text);
 }
 
-/** A file name for quarantined things: the id when it is a plain message id, else a hex form of it. */
-function quarantineName(id: string): string {
-  if (MESSAGE_ID_PATTERN.test(id)) return id;
-  const bytes = new TextEncoder().encode(id).slice(0, 48);
-  return `bad-${bytes.toHex()}`;
-}
-
-/** Writes a file and fsyncs it (quarantine evidence must survive a crash before the row is deleted). */
-function writeDurably(path: string, bytes: Uint8Array): void {
-  const file = Deno.openSync(path, { write: true, create: true, truncate: true });
-  try {
-    let offset = 0;
-    while (offset < bytes.length) offset += file.writeSync(bytes.subarray(offset));
-    file.syncSync();
-  } finally {
-    file.close();
-  }
-}
-
-/** Fsyncs a directory so renames and new names in it are durable. */
-function syncDir(path: string): void {
-  const dir = Deno.openSync(path, { read: true });
-  try {
-    dir.syncSync();
-  } finally {
-    dir.close();
-  }
-}
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
-/** Checks an envelope row and its data; returns why it is bad, or undefined when it is sound. */
-function checkRow(id: string, row: EnvelopeRow | undefined, bytes: unknown): string | undefined {
-  if (row === undefined) return "data without an envelope row";
-  if (typeof row.envelope !== "string") return "envelope is not text";
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(row.envelope);
-  } catch (err) {
-    return `envelope is not JSON: ${(err as Error).message}`;
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    return "envelope is not an object";
-  }
-  const env = parsed as Record<string, unknown>;
-  if (env.id !== id) return `envelope id "${String(env.id)}" does not match row id "${id}"`;
-  if (typeof env.sender !== "string") return "envelope has no sender";
-  if (!Array.isArray(env.recipients)) return "envelope has no recipients array";
-  if (bytes === undefined) return "envelope without a data row";
-  if (!(bytes instanceof Uint8Array)) return "data is not a blob";
-  if (row.data_length !== bytes.length) {
-    return `data length ${bytes.length} does not match recorded ${String(row.data_length)}`;
-  }
-  if (row.data_sha256 !== sha256Hex(bytes)) return "data digest does not match recorded SHA-256";
-  return undefined;
-}
-
 /** Options of {@link SpoolDb}. */
 export interface SpoolDbOptions {
-  /** Where log lines go (quarantine, replaced database) */
+  /** Where log lines go (quarantine, replaced database, corrupt message) */
   log?: (line: string) => void;
   /** How long to wait for another process's lock, ms (default 5000) */
   busyTimeoutMs?: number;
+  /** Keep the database in memory (tests of other rooms): nothing is written to `dir` */
+  memory?: boolean;
+  /** Open an existing spool read-only (the queue command while Ferry runs): no migration, no recovery */
+  readOnly?: boolean;
+}
+
+/** Result of {@link SpoolDb.readData}. */
+export type ReadResult =
+  | { kind: "ok"; data: Uint8Array }
+  | { kind: "missing" }
+  | { kind: "corrupt"; reason: string };
+
+interface MessageRow {
+  id: string;
+  state: string;
+  next_attempt: number | null;
+  received_at: number;
+  sender: string;
+  envelope: string;
+  delivery: string | null;
+  data_length: number;
+  data_sha256: string;
+  reason: string | null;
 }
 
 /** The spool database of one directory. */
@@ -140,6 +113,8 @@ export class SpoolDb {
   #dir: string;
   #log: (line: string) => void;
   #busyTimeoutMs: number;
+  #memory: boolean;
+  #readOnly: boolean;
   #db: DatabaseSync | undefined;
   #stmts: Record<string, StatementSync> = {};
 
@@ -147,34 +122,62 @@ export class SpoolDb {
     this.#dir = dir.replace(/\/+$/, "") || "/";
     this.#log = options.log ?? (() => {});
     this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.#memory = options.memory === true;
+    this.#readOnly = options.readOnly === true;
   }
 
   get #quarantineDir(): string {
     return `${this.#dir}/quarantine`;
   }
 
-  /** Opens (creating the directory and file), checks every row and quarantines what is corrupt. */
+  /** Opens (creating the directory and file), migrates an older schema, resets claims of a previous run. */
   open(): RecoveryReport {
+    const report: RecoveryReport = { queued: 0, quarantined: [] };
+    if (this.#memory) {
+      this.#db = new DatabaseSync(":memory:");
+      this.#db.exec(SCHEMA_V2);
+      this.#db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      this.#prepare();
+      return report;
+    }
+    if (this.#readOnly) {
+      this.#db = new DatabaseSync(`${this.#dir}/spool.db`, { readOnly: true });
+      this.#db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
+      const version = schemaVersion(this.#db);
+      if (version !== SCHEMA_VERSION) {
+        throw new Error(
+          `spool.db in "${this.#dir}" has schema version ${version}, this Ferry reads ${SCHEMA_VERSION} ` +
+            `(start Ferry once to migrate it)`,
+        );
+      }
+      this.#prepare();
+      report.queued = this.count();
+      return report;
+    }
     Deno.mkdirSync(this.#dir, { recursive: true });
     Deno.mkdirSync(this.#quarantineDir, { recursive: true });
-    const report: RecoveryReport = { recovered: [], quarantined: [] };
     try {
-      this.#openDatabase();
+      this.#openDatabase(report);
     } catch (err) {
       this.#closeQuietly();
       if (!isCorruptionError(err)) throw err;
       report.quarantined.push(this.#quarantineDatabase(err));
-      this.#openDatabase();
+      this.#openDatabase(report);
     }
     // A newly created spool.db (and directory) must survive a crash too: SQLite syncs the WAL, not the
     // directory entries of the database file or of the spool directory itself.
     syncDir(this.#dir);
     syncDir(dirname(resolve(this.#dir)));
-    this.#recoverRows(report);
+    // Claims of a run that ended (crash, kill) go back to the queue they came from.
+    this.#db!.exec(
+      `UPDATE messages SET state = CASE WHEN EXISTS (SELECT 1 FROM recipients WHERE message_id = messages.id
+         AND attempts > 0) THEN 'deferred' ELSE 'incoming' END WHERE state = 'active'`,
+    );
+    report.queued = this.count();
     return report;
   }
 
-  #openDatabase(): void {
+  #openDatabase(report: RecoveryReport): void {
     const db = new DatabaseSync(`${this.#dir}/spool.db`);
     this.#db = db;
     db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
@@ -186,22 +189,113 @@ export class SpoolDb {
     const check = db.prepare("PRAGMA quick_check").all() as { quick_check?: string }[];
     const problems = check.map((r) => r.quick_check).filter((v) => v !== "ok");
     if (problems.length > 0) throw new Error(`spool.db is corrupt: ${problems.slice(0, 3).join("; ")}`);
-    db.exec(SCHEMA);
+    const version = schemaVersion(db);
+    if (version > SCHEMA_VERSION) {
+      throw new Error(
+        `spool.db has schema version ${version}, newer than this Ferry's ${SCHEMA_VERSION}: refusing to touch it`,
+      );
+    }
+    if (version === 1) this.#migrate(db, report);
+    else {
+      db.exec(SCHEMA_V2);
+      db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+    }
+    this.#prepare();
+  }
+
+  #migrate(db: DatabaseSync, report: RecoveryReport): void {
+    const bad: BadOldRow[] = [];
+    db.exec("BEGIN IMMEDIATE");
+    let converted: number;
+    try {
+      converted = migrateV1(db, (row) => bad.push(row));
+      const removeData = db.prepare("DELETE FROM data WHERE id = ?");
+      for (const row of bad) {
+        const bytes = (db.prepare("SELECT bytes FROM data WHERE id = ?").get(row.id) as { bytes?: unknown })
+          ?.bytes;
+        const path = this.#quarantineRow(row.id, row.envelope, bytes, row.reason);
+        removeData.run(row.id);
+        report.quarantined.push({ id: row.id, reason: row.reason, path });
+      }
+      db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      db.exec("COMMIT");
+    } catch (err) {
+      if (db.isTransaction) db.exec("ROLLBACK");
+      throw err;
+    }
+    report.migrated = { from: 1, to: SCHEMA_VERSION, messages: converted };
+    this.#log(`spool: converted spool.db from schema 1 to ${SCHEMA_VERSION} (${converted} message(s))`);
+  }
+
+  #prepare(): void {
+    const db = this.#db!;
+    const prepare = (sql: string) => db.prepare(sql);
     this.#stmts = {
-      exists: db.prepare("SELECT 1 AS one FROM envelopes WHERE id = ?"),
-      insertEnvelope: db.prepare(
-        "INSERT INTO envelopes (id, envelope, data_length, data_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+      exists: prepare("SELECT state FROM messages WHERE id = ?"),
+      insertMessage: prepare(
+        `INSERT INTO messages (id, state, next_attempt, received_at, sender, envelope, delivery, data_length,
+           data_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
-      insertData: db.prepare("INSERT OR REPLACE INTO data (id, bytes) VALUES (?, ?)"),
-      update: db.prepare("UPDATE envelopes SET envelope = ? WHERE id = ?"),
-      removeEnvelope: db.prepare("DELETE FROM envelopes WHERE id = ?"),
-      removeData: db.prepare("DELETE FROM data WHERE id = ?"),
-      getEnvelope: db.prepare("SELECT envelope FROM envelopes WHERE id = ?"),
-      getRow: db.prepare("SELECT id, envelope, data_length, data_sha256 FROM envelopes WHERE id = ?"),
-      getData: db.prepare("SELECT bytes FROM data WHERE id = ?"),
-      list: db.prepare("SELECT envelope FROM envelopes ORDER BY created_at, id"),
-      count: db.prepare("SELECT count(*) AS n FROM envelopes"),
-      allIds: db.prepare("SELECT id FROM envelopes UNION SELECT id FROM data"),
+      insertRecipient: prepare(
+        `INSERT OR REPLACE INTO recipients (message_id, idx, address, domain, status, attempts, last_error,
+           next_attempt, dsn, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      insertData: prepare("INSERT OR REPLACE INTO data (id, bytes) VALUES (?, ?)"),
+      insertHistory: prepare("INSERT INTO history (message_id, at, text) VALUES (?, ?, ?)"),
+      setEnvelope: prepare("UPDATE messages SET envelope = ?, delivery = ? WHERE id = ?"),
+      setDelivery: prepare("UPDATE messages SET delivery = ? WHERE id = ?"),
+      setRecipient: prepare(
+        `UPDATE recipients SET status = ?, attempts = coalesce(?, attempts),
+           last_error = CASE WHEN ? THEN ? ELSE last_error END,
+           next_attempt = CASE WHEN ? THEN ? ELSE next_attempt END,
+           extra = coalesce(?, extra) WHERE message_id = ? AND idx = ?`,
+      ),
+      recomputeNext: prepare(
+        `UPDATE messages SET next_attempt = (SELECT min(coalesce(r.next_attempt, messages.received_at))
+           FROM recipients r WHERE r.message_id = messages.id AND r.status = 'pending') WHERE id = ?`,
+      ),
+      setStateIf: prepare(
+        "UPDATE messages SET state = ? WHERE id = ? AND state IN ('active', 'incoming', 'deferred')",
+      ),
+      setState: prepare("UPDATE messages SET state = ?, reason = ? WHERE id = ?"),
+      pendingCount: prepare(
+        "SELECT count(*) AS n FROM recipients WHERE message_id = ? AND status = 'pending'",
+      ),
+      retryAll: prepare(
+        "UPDATE recipients SET next_attempt = ? WHERE message_id = ? AND status = 'pending'",
+      ),
+      removeMessage: prepare("DELETE FROM messages WHERE id = ?"),
+      removeRecipients: prepare("DELETE FROM recipients WHERE message_id = ?"),
+      removeData: prepare("DELETE FROM data WHERE id = ?"),
+      removeHistory: prepare("DELETE FROM history WHERE message_id = ?"),
+      getMessage: prepare("SELECT * FROM messages WHERE id = ?"),
+      getRecipients: prepare(
+        `SELECT idx, address, status, attempts, last_error, next_attempt, dsn, extra FROM recipients
+           WHERE message_id = ? ORDER BY idx`,
+      ),
+      getData: prepare("SELECT bytes FROM data WHERE id = ?"),
+      getHistory: prepare("SELECT at, text FROM history WHERE message_id = ? ORDER BY at, rowid"),
+      listIds: prepare("SELECT id FROM messages ORDER BY received_at, id"),
+      count: prepare("SELECT count(*) AS n FROM messages"),
+      due: prepare(
+        "SELECT id, next_attempt FROM messages WHERE state = ? AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
+      ),
+      claimOne: prepare("UPDATE messages SET state = 'active' WHERE id = ? AND state = ?"),
+      nextDue: prepare(
+        "SELECT next_attempt FROM messages WHERE state = ? AND next_attempt IS NOT NULL ORDER BY next_attempt LIMIT 1",
+      ),
+      byState: prepare("SELECT state, count(*) AS n FROM messages GROUP BY state"),
+      byDomain: prepare(
+        `SELECT domain, count(DISTINCT message_id) AS messages, count(*) AS recipients FROM recipients
+           WHERE status = 'pending' GROUP BY domain ORDER BY recipients DESC, domain LIMIT 1000`,
+      ),
+      domainMessages: prepare(
+        "SELECT DISTINCT message_id FROM recipients WHERE domain = ? AND status = 'pending'",
+      ),
+      retryDomainRecipients: prepare(
+        "UPDATE recipients SET next_attempt = ? WHERE domain = ? AND status = 'pending'",
+      ),
+      markCorrupt: prepare("UPDATE messages SET state = 'corrupt', reason = ? WHERE id = ?"),
     };
   }
 
@@ -229,81 +323,42 @@ export class SpoolDb {
     return { id: "spool.db", reason, path: base };
   }
 
-  #recoverRows(report: RecoveryReport): void {
-    const ids = (this.#stmts.allIds.all() as { id: unknown }[]).map((r) => r.id);
-    for (const rawId of ids) {
-      const id = typeof rawId === "string" ? rawId : String(rawId);
-      const row = this.#stmts.getRow.get(id) as EnvelopeRow | undefined;
-      const dataRow = this.#stmts.getData.get(id) as { bytes: unknown } | undefined;
-      const reason = typeof rawId === "string" ? checkRow(id, row, dataRow?.bytes) : "id is not text";
-      if (reason === undefined) {
-        report.recovered.push(id);
-        continue;
-      }
-      const path = this.#quarantineRow(id, row?.envelope, dataRow?.bytes, reason);
-      report.quarantined.push({ id, reason, path });
-    }
-  }
-
-  /** Writes what there is of a bad row to quarantine (synced), then deletes it from the database. */
+  /** Writes what there is of a bad row to quarantine (synced); the caller deletes it from the database. */
   #quarantineRow(id: string, envelope: unknown, bytes: unknown, reason: string): string {
     let base = `${this.#quarantineDir}/${quarantineName(id)}`;
     if (existsSync(`${base}.reason`)) base = `${base}.${Date.now()}`;
     const enc = new TextEncoder();
-    const envelopeBytes = envelope instanceof Uint8Array
-      ? envelope
-      : enc.encode(envelope === undefined || envelope === null ? "" : String(envelope));
-    const dataBytes = bytes instanceof Uint8Array
-      ? bytes
-      : enc.encode(bytes === undefined || bytes === null ? "" : String(bytes));
-    writeDurably(`${base}.envelope`, envelopeBytes);
-    writeDurably(`${base}.data`, dataBytes);
+    const asBytes = (v: unknown) =>
+      v instanceof Uint8Array ? v : enc.encode(v === undefined || v === null ? "" : String(v));
+    writeDurably(`${base}.envelope`, asBytes(envelope));
+    writeDurably(`${base}.data`, asBytes(bytes));
     writeDurably(`${base}.reason`, enc.encode(`${reason}\n`));
     syncDir(this.#quarantineDir);
-    const db = this.#db!;
-    db.exec("BEGIN IMMEDIATE");
-    try {
-      this.#stmts.removeEnvelope.run(id);
-      this.#stmts.removeData.run(id);
-      db.exec("COMMIT");
-    } catch (err) {
-      if (db.isTransaction) db.exec("ROLLBACK");
-      throw err;
-    }
     this.#log(`spool: quarantined "${id}": ${reason} (files "${base}.*")`);
     return base;
   }
 
   /**
-   * Runs every op in ONE transaction and returns after COMMIT. An op that is refused (duplicate id, unknown
-   * id) writes nothing and gets `{ ok: false }`; any SQLite failure rolls the whole batch back and throws
-   * {@link BatchCommitError}.
+   * Runs every op in ONE transaction, each under its own savepoint, and returns after COMMIT. An op that is
+   * refused or fails (duplicate id, unknown id, a failing write) is rolled back alone and gets
+   * `{ ok: false }`; only a failing BEGIN or COMMIT throws {@link BatchCommitError} for the whole batch.
    */
   commit(ops: BatchOp[]): OpResult[] {
     const db = this.#requireDb();
-    const s = this.#stmts;
     const results: OpResult[] = [];
     try {
       db.exec("BEGIN IMMEDIATE");
       for (const op of ops) {
-        if (op.kind === "store") {
-          if (s.exists.get(op.id) !== undefined) {
-            results.push({ ok: false, message: `Message "${op.id}" is already in the spool` });
-            continue;
-          }
-          s.insertEnvelope.run(op.id, op.envelopeJson, op.data.length, sha256Hex(op.data), op.createdAt);
-          s.insertData.run(op.id, op.data);
-        } else if (op.kind === "update") {
-          const changed = s.update.run(op.envelopeJson, op.id);
-          if (Number(changed.changes) === 0) {
-            results.push({ ok: false, message: `No queued message "${op.id}"` });
-            continue;
-          }
-        } else {
-          s.removeEnvelope.run(op.id);
-          s.removeData.run(op.id);
+        db.exec("SAVEPOINT op");
+        try {
+          const value = this.#run(op);
+          db.exec("RELEASE op");
+          results.push(value === undefined ? { ok: true } : { ok: true, value });
+        } catch (err) {
+          db.exec("ROLLBACK TO op");
+          db.exec("RELEASE op");
+          results.push({ ok: false, message: errorMessage(err) });
         }
-        results.push({ ok: true });
       }
       db.exec("COMMIT");
       return results;
@@ -311,39 +366,259 @@ export class SpoolDb {
       try {
         if (db.isTransaction) db.exec("ROLLBACK");
       } catch { /* SQLite already rolled back */ }
-      throw new BatchCommitError(`Spool commit failed: ${errorMessage(err)}`, {
-        cause: err,
-      });
+      throw new BatchCommitError(`Spool commit failed: ${errorMessage(err)}`, { cause: err });
     }
   }
 
-  /** One envelope's JSON, or undefined. */
-  getEnvelopeJson(id: string): string | undefined {
-    this.#requireDb();
-    const row = this.#stmts.getEnvelope.get(id) as { envelope: string } | undefined;
-    return row?.envelope;
-  }
-
-  /** Every envelope's JSON, oldest first. */
-  listEnvelopeJson(): string[] {
-    this.#requireDb();
-    return (this.#stmts.list.all() as { envelope: string }[]).map((r) => r.envelope);
-  }
-
-  /** A message's data, checked against its recorded length and digest; undefined when not queued. */
-  readData(id: string): Uint8Array | undefined {
-    this.#requireDb();
-    const row = this.#stmts.getRow.get(id) as EnvelopeRow | undefined;
-    if (row === undefined) return undefined;
-    const data = this.#stmts.getData.get(id) as { bytes: unknown } | undefined;
-    const bytes = data?.bytes;
-    if (
-      !(bytes instanceof Uint8Array) || bytes.length !== row.data_length ||
-      sha256Hex(bytes) !== row.data_sha256
-    ) {
-      throw new Error(`Data of message "${id}" is damaged (length or digest mismatch)`);
+  #run(op: BatchOp): unknown {
+    const s = this.#stmts;
+    switch (op.kind) {
+      case "store":
+        this.#insert(op.envelope, op.data);
+        return;
+      case "update": {
+        const env = op.envelope;
+        const changed = s.setEnvelope.run(
+          envelopeColumn(env),
+          env.delivery !== undefined ? JSON.stringify(env.delivery) : null,
+          env.id,
+        );
+        if (Number(changed.changes) === 0) throw new RefusedError(`No queued message "${env.id}"`);
+        s.removeRecipients.run(env.id);
+        env.recipients.forEach((r, i) => s.insertRecipient.run(env.id, i, ...recipientValues(r)));
+        s.recomputeNext.run(env.id);
+        return;
+      }
+      case "apply":
+        this.#apply(op.update, op.now);
+        return;
+      case "claim":
+        return this.#claim(op.now, op.limit);
+      case "setState":
+        return this.#setState(op);
+      case "retryDomain": {
+        const ids = (s.domainMessages.all(op.domain) as { message_id: string }[]).map((r) => r.message_id);
+        s.retryDomainRecipients.run(op.at, op.domain);
+        for (const id of ids) s.recomputeNext.run(id);
+        return ids;
+      }
+      case "remove":
+        this.#remove(op.id);
+        return;
     }
-    return bytes;
+  }
+
+  #insert(env: Envelope, data: Uint8Array): void {
+    const s = this.#stmts;
+    if (s.exists.get(env.id) !== undefined) {
+      throw new RefusedError(`Message "${env.id}" is already in the spool`);
+    }
+    const { state, nextAttempt } = initialState(env);
+    s.insertMessage.run(
+      env.id,
+      state,
+      nextAttempt,
+      env.receivedAt,
+      env.sender,
+      envelopeColumn(env),
+      env.delivery !== undefined ? JSON.stringify(env.delivery) : null,
+      data.length,
+      sha256Hex(data),
+    );
+    env.recipients.forEach((r, i) => s.insertRecipient.run(env.id, i, ...recipientValues(r)));
+    s.insertData.run(env.id, data);
+  }
+
+  #apply(u: DeliveryUpdate, now: number): void {
+    const s = this.#stmts;
+    if (s.exists.get(u.id) === undefined) throw new RefusedError(`No queued message "${u.id}"`);
+    for (const r of u.recipients ?? []) {
+      const changed = s.setRecipient.run(
+        r.status,
+        r.attempts ?? null,
+        r.lastError !== undefined ? 1 : 0,
+        r.lastError ?? null,
+        r.nextAttempt !== undefined ? 1 : 0,
+        r.nextAttempt ?? null,
+        r.extra !== undefined ? JSON.stringify(r.extra) : null,
+        u.id,
+        r.index,
+      );
+      if (Number(changed.changes) === 0) {
+        throw new RefusedError(`Message "${u.id}" has no recipient ${r.index}`);
+      }
+    }
+    if (u.delivery !== undefined) s.setDelivery.run(JSON.stringify(u.delivery), u.id);
+    for (const report of u.reports ?? []) this.#insert(report.envelope, report.data);
+    for (const line of u.history ?? []) s.insertHistory.run(u.id, now, line);
+    s.recomputeNext.run(u.id);
+    if (u.state === "done") {
+      const pending = Number((s.pendingCount.get(u.id) as { n: number }).n);
+      if (pending === 0) this.#remove(u.id);
+      else s.setStateIf.run("deferred", u.id);
+    } else if (u.state !== undefined) {
+      s.setStateIf.run(u.state, u.id);
+    }
+  }
+
+  #claim(now: number, limit: number): Claimed[] {
+    const s = this.#stmts;
+    const out: Claimed[] = [];
+    for (const from of ["incoming", "deferred"] as const) {
+      if (out.length >= limit) break;
+      const rows = s.due.all(from, now, limit - out.length) as { id: string; next_attempt: number }[];
+      for (const row of rows) {
+        s.claimOne.run(row.id, from);
+        out.push({ id: row.id, from, nextAttempt: Number(row.next_attempt) });
+      }
+    }
+    return out;
+  }
+
+  #setState(op: Extract<BatchOp, { kind: "setState" }>): boolean {
+    const s = this.#stmts;
+    const row = s.exists.get(op.id) as { state: QueueState } | undefined;
+    if (row === undefined) return false;
+    if (op.from !== undefined && !op.from.includes(row.state)) return false;
+    if (op.nextAttempt !== undefined) {
+      s.retryAll.run(op.nextAttempt, op.id);
+      s.recomputeNext.run(op.id);
+    }
+    s.setState.run(op.state, op.reason ?? null, op.id);
+    return true;
+  }
+
+  #remove(id: string): void {
+    const s = this.#stmts;
+    s.removeMessage.run(id);
+    s.removeRecipients.run(id);
+    s.removeData.run(id);
+    s.removeHistory.run(id);
+  }
+
+  /** One envelope with its recipients' states, or undefined. */
+  get(id: string): Envelope | undefined {
+    this.#requireDb();
+    const row = this.#stmts.getMessage.get(id) as MessageRow | undefined;
+    return row === undefined ? undefined : this.#envelope(row);
+  }
+
+  #envelope(row: MessageRow): Envelope {
+    const env = JSON.parse(row.envelope) as Envelope;
+    env.recipients = (this.#stmts.getRecipients.all(row.id) as unknown as RecipientRow[]).map(
+      recipientFromRow,
+    );
+    if (row.delivery !== null) env.delivery = JSON.parse(row.delivery);
+    return env;
+  }
+
+  /** Every envelope, oldest first (streamed from the database, parsed one at a time). */
+  listEnvelopes(): Envelope[] {
+    this.#requireDb();
+    const out: Envelope[] = [];
+    for (const { id } of this.#stmts.listIds.iterate() as Iterable<{ id: string }>) {
+      const env = this.get(id);
+      if (env !== undefined) out.push(env);
+    }
+    return out;
+  }
+
+  /**
+   * A message's data, checked against its recorded length and digest. A mismatch marks the message
+   * `corrupt` (with a log line) and is returned as such, never served.
+   */
+  readData(id: string): ReadResult {
+    this.#requireDb();
+    const row = this.#stmts.getMessage.get(id) as MessageRow | undefined;
+    if (row === undefined) return { kind: "missing" };
+    const bytes = (this.#stmts.getData.get(id) as { bytes: unknown } | undefined)?.bytes;
+    let reason: string | undefined;
+    if (!(bytes instanceof Uint8Array)) reason = "data row is missing";
+    else if (bytes.length !== Number(row.data_length)) {
+      reason = `data length ${bytes.length} does not match recorded ${row.data_length}`;
+    } else if (sha256Hex(bytes) !== row.data_sha256) reason = "data digest does not match recorded SHA-256";
+    if (reason === undefined) return { kind: "ok", data: bytes as Uint8Array };
+    if (!this.#readOnly) {
+      this.#stmts.markCorrupt.run(reason, id);
+      this.#log(`spool: message "${id}" moved to corrupt: ${reason}`);
+    }
+    return { kind: "corrupt", reason };
+  }
+
+  /** One page of queue rows. */
+  query(q: QueueQuery): QueueRow[] {
+    const db = this.#requireDb();
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    const add = (clause: string, value: string | number) => {
+      where.push(clause);
+      args.push(value);
+    };
+    if (q.state !== undefined) add("m.state = ?", q.state);
+    if (q.sender !== undefined) add("m.sender = ? COLLATE NOCASE", q.sender);
+    if (q.recipient !== undefined) {
+      add(
+        "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.address = ? COLLATE NOCASE)",
+        q.recipient,
+      );
+    }
+    if (q.domain !== undefined) {
+      add(
+        "EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.domain = ?)",
+        q.domain.toLowerCase().replace(/\.$/, ""),
+      );
+    }
+    if (q.receivedBefore !== undefined) add("m.received_at <= ?", q.receivedBefore);
+    if (q.receivedAfter !== undefined) add("m.received_at >= ?", q.receivedAfter);
+    if (q.after !== undefined) add("m.id > ?", q.after);
+    const limit = Math.max(1, Math.min(10_000, Math.floor(q.limit ?? 100)));
+    const sql = `${ROW_SELECT} ${
+      where.length ? `WHERE ${where.join(" AND ")}` : ""
+    } ORDER BY m.id LIMIT ${limit}`;
+    return (db.prepare(sql).all(...args) as Record<string, unknown>[]).map(queueRow);
+  }
+
+  /** One message's queue row. */
+  row(id: string): QueueRow | undefined {
+    const db = this.#requireDb();
+    const found = db.prepare(`${ROW_SELECT} WHERE m.id = ?`).get(id) as Record<string, unknown> | undefined;
+    return found === undefined ? undefined : queueRow(found);
+  }
+
+  /** A message's history lines. */
+  history(id: string): { at: number; text: string }[] {
+    this.#requireDb();
+    return (this.#stmts.getHistory.all(id) as { at: number; text: string }[]).map((r) => ({
+      at: Number(r.at),
+      text: String(r.text),
+    }));
+  }
+
+  /** Counts by state and by domain of pending recipients. */
+  summary(): QueueSummary {
+    this.#requireDb();
+    const byState = { incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 } as Record<
+      QueueState,
+      number
+    >;
+    for (const r of this.#stmts.byState.all() as { state: QueueState; n: number }[]) {
+      byState[r.state] = Number(r.n);
+    }
+    const byDomain =
+      (this.#stmts.byDomain.all() as { domain: string; messages: number; recipients: number }[])
+        .map((r) => ({ domain: r.domain, messages: Number(r.messages), recipients: Number(r.recipients) }));
+    return { byState, byDomain };
+  }
+
+  /** The earliest next attempt of an incoming or deferred message. */
+  nextDue(): number | undefined {
+    this.#requireDb();
+    let min: number | undefined;
+    for (const state of ["incoming", "deferred"]) {
+      const row = this.#stmts.nextDue.get(state) as { next_attempt: number } | undefined;
+      if (row !== undefined) min = Math.min(min ?? Infinity, Number(row.next_attempt));
+    }
+    return min;
   }
 
   /** Number of queued messages. */
@@ -364,4 +639,24 @@ export class SpoolDb {
     if (this.#db === undefined) throw new Error("Spool is not open");
     return this.#db;
   }
+}
+
+const ROW_SELECT = `SELECT m.id, m.state, m.next_attempt, m.received_at, m.sender, m.data_length, m.reason,
+    (SELECT count(*) FROM recipients r WHERE r.message_id = m.id) AS recipients,
+    (SELECT count(*) FROM recipients r WHERE r.message_id = m.id AND r.status = 'pending') AS pending
+  FROM messages m`;
+
+function queueRow(r: Record<string, unknown>): QueueRow {
+  const row: QueueRow = {
+    id: String(r.id),
+    state: r.state as QueueState,
+    receivedAt: Number(r.received_at),
+    sender: String(r.sender),
+    size: Number(r.data_length),
+    pending: Number(r.pending),
+    recipients: Number(r.recipients),
+  };
+  if (r.next_attempt !== null && row.pending > 0) row.nextAttempt = Number(r.next_attempt);
+  if (r.reason !== null) row.reason = String(r.reason);
+  return row;
 }

@@ -5,17 +5,31 @@
  */
 
 import type { RecoveryReport } from "./spool.ts";
-import { type BatchOp, type OpResult, SpoolDb, type SpoolDbOptions } from "./_spool_db.ts";
+import { SpoolDb, type SpoolDbOptions } from "./_spool_db.ts";
+
+/** The SpoolDb methods an engine forwards. */
+export type DbMethod =
+  | "commit"
+  | "get"
+  | "listEnvelopes"
+  | "readData"
+  | "query"
+  | "row"
+  | "history"
+  | "summary"
+  | "nextDue"
+  | "count";
+
+/** A forwarded method's arguments. */
+export type DbArgs<M extends DbMethod> = Parameters<SpoolDb[M]>;
+/** A forwarded method's result. */
+export type DbResult<M extends DbMethod> = ReturnType<SpoolDb[M]>;
 
 /** The asynchronous face of a {@link SpoolDb}, wherever it runs. */
 export interface SpoolEngine {
   open(): Promise<RecoveryReport>;
-  /** Commits ops in one transaction; rejects with a BatchCommitError-named error when the batch failed. */
-  commit(ops: BatchOp[]): Promise<OpResult[]>;
-  getEnvelopeJson(id: string): Promise<string | undefined>;
-  listEnvelopeJson(): Promise<string[]>;
-  readData(id: string): Promise<Uint8Array | undefined>;
-  count(): Promise<number>;
+  /** Runs one SpoolDb method; `commit` rejects with a BatchCommitError-named error when the batch failed. */
+  call<M extends DbMethod>(method: M, ...args: DbArgs<M>): Promise<DbResult<M>>;
   close(): Promise<void>;
 }
 
@@ -30,20 +44,8 @@ export class InlineEngine implements SpoolEngine {
   open(): Promise<RecoveryReport> {
     return Promise.try(() => this.#db.open());
   }
-  commit(ops: BatchOp[]): Promise<OpResult[]> {
-    return Promise.try(() => this.#db.commit(ops));
-  }
-  getEnvelopeJson(id: string): Promise<string | undefined> {
-    return Promise.try(() => this.#db.getEnvelopeJson(id));
-  }
-  listEnvelopeJson(): Promise<string[]> {
-    return Promise.try(() => this.#db.listEnvelopeJson());
-  }
-  readData(id: string): Promise<Uint8Array | undefined> {
-    return Promise.try(() => this.#db.readData(id));
-  }
-  count(): Promise<number> {
-    return Promise.try(() => this.#db.count());
+  call<M extends DbMethod>(method: M, ...args: DbArgs<M>): Promise<DbResult<M>> {
+    return Promise.try(() => (this.#db[method] as (...a: unknown[]) => DbResult<M>)(...args));
   }
   close(): Promise<void> {
     return Promise.try(() => this.#db.close());

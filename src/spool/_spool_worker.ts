@@ -1,6 +1,7 @@
 /**
  * The spool worker: owns one {@link SpoolDb} and answers requests from _worker_engine.ts in order.
  * Trusts its parent (same process); answers every request, errors included, so no caller hangs.
+ * Data read back is transferred, not copied, to the parent.
  */
 
 import { SpoolDb } from "./_spool_db.ts";
@@ -9,7 +10,7 @@ import type { WorkerRequest, WorkerResponse } from "./_worker_engine.ts";
 /** The worker's global scope, as far as this file uses it. */
 interface WorkerScope {
   onmessage: ((event: MessageEvent<WorkerRequest>) => void) | null;
-  postMessage(message: WorkerResponse | { log: string }): void;
+  postMessage(message: WorkerResponse | { log: string }, transfer?: Transferable[]): void;
 }
 
 const scope = globalThis as unknown as WorkerScope;
@@ -19,40 +20,42 @@ function handle(request: WorkerRequest): unknown {
   switch (request.method) {
     case "open":
       db = new SpoolDb(request.dir, {
-        busyTimeoutMs: request.busyTimeoutMs,
+        ...request.options,
         log: (line) => scope.postMessage({ log: line }),
       });
       return db.open();
-    case "commit":
-      return need().commit(request.ops);
-    case "getEnvelopeJson":
-      return need().getEnvelopeJson(request.id);
-    case "listEnvelopeJson":
-      return need().listEnvelopeJson();
-    case "readData":
-      return need().readData(request.id);
-    case "count":
-      return need().count();
     case "close":
       db?.close();
       db = undefined;
       return undefined;
+    case "crash":
+      // Fault injection for tests: an uncaught error kills this worker like a real crash would.
+      setTimeout(() => {
+        throw new Error("spool worker crash requested");
+      });
+      return undefined;
+    default: {
+      if (db === undefined) throw new Error("Spool is not open");
+      const fn = db[request.method] as (...args: unknown[]) => unknown;
+      return fn.apply(db, request.args);
+    }
   }
-}
-
-function need(): SpoolDb {
-  if (db === undefined) throw new Error("Spool is not open");
-  return db;
 }
 
 scope.onmessage = (event) => {
   const request = event.data;
   let response: WorkerResponse;
+  const transfer: Transferable[] = [];
   try {
-    response = { seq: request.seq, ok: true, value: handle(request) };
+    const value = handle(request);
+    response = { seq: request.seq, ok: true, value };
+    const data = (value as { data?: unknown } | undefined)?.data;
+    if (request.method === "readData" && data instanceof Uint8Array && data.byteOffset === 0) {
+      transfer.push(data.buffer as ArrayBuffer);
+    }
   } catch (err) {
     const e = err instanceof Error ? err : new Error(String(err));
     response = { seq: request.seq, ok: false, name: e.name, message: e.message };
   }
-  scope.postMessage(response);
+  scope.postMessage(response, transfer);
 };

@@ -1,23 +1,37 @@
 /**
  * The on-disk spool: `<dir>/spool.db`, SQLite through `node:sqlite` in WAL mode with synchronous=FULL.
- * Group commit: writes (store, update, remove) that arrive while a commit is running, or within a short
- * window, share ONE transaction, and every caller's promise settles only after that COMMIT returned.
- * Trusts the file system's fsync; trusts nothing it reads back (recovery checks every row, see _spool_db.ts).
+ * Group commit: writes (store, update, apply, claim, state changes, remove) that arrive while a commit is
+ * running, or within a short window, share ONE transaction (each under its own savepoint), and every
+ * caller's promise settles only after that COMMIT returned. One process a spool: `<dir>/ferry.lock`.
+ * Trusts the file system's fsync; trusts nothing it reads back (digests are checked on read, _spool_db.ts).
  */
 
 import type { Envelope } from "../core/envelope.ts";
-import { type RecoveryReport, type Spool, type SpoolEntry, SpoolWriteError } from "./spool.ts";
+import {
+  type Claimed,
+  CorruptMessageError,
+  type DeliveryUpdate,
+  type QueueQuery,
+  type QueueRow,
+  type QueueState,
+  type QueueSummary,
+  type RecoveryReport,
+  type Spool,
+  type SpoolEntry,
+  SpoolLockedError,
+  SpoolWriteError,
+} from "./spool.ts";
 import { newMessageId } from "./message_id.ts";
-import type { BatchOp } from "./_spool_db.ts";
+import type { BatchOp, OpResult } from "./_spool_db.ts";
 import { InlineEngine, type SpoolEngine } from "./_spool_engine.ts";
 import { WorkerEngine } from "./_worker_engine.ts";
 import { errorMessage } from "../core/error_message.ts";
 
 /** Options of {@link SqliteSpool}. */
 export interface SqliteSpoolOptions {
-  /** Spool directory; created when missing. Holds spool.db and quarantine/ */
+  /** Spool directory; created when missing. Holds spool.db, ferry.lock and quarantine/ */
   dir: string;
-  /** Receives one line per recovery action (quarantined entry, replaced database) */
+  /** Receives one line per recovery action (quarantined entry, replaced database, corrupt message) */
   log?: (line: string) => void;
   /**
    * Where SQLite runs: "worker" (default, measured in bench/spool_bench.ts: fsync does not block the event
@@ -33,19 +47,32 @@ export interface SqliteSpoolOptions {
   batchWindowMs?: number;
   /** How long a write waits for another process's lock on spool.db, ms (default 5000) */
   busyTimeoutMs?: number;
+  /** Keep everything in memory (unit tests of other rooms): nothing durable, no lock, no files */
+  memory?: boolean;
+  /**
+   * Open an existing spool without the lock, read-only (the queue command beside a running Ferry): writes
+   * are refused
+   */
+  readOnly?: boolean;
+  /** Called when the spool worker died and could not be restarted (main.ts exits non-zero) */
+  onFatal?: (err: Error) => void;
 }
+
+/** The lock file's name inside the spool directory. */
+export const LOCK_FILE = "ferry.lock";
 
 interface Queued {
   op: BatchOp;
-  resolve: () => void;
+  resolve: (value: unknown) => void;
   reject: (err: Error) => void;
 }
 
 /**
  * A {@link Spool} in SQLite. `store()` resolves once data and envelope are committed with a full sync;
- * the caller must not modify `data` before then. Recovery quarantines bad rows as
- * `<dir>/quarantine/<id>.{envelope,data,reason}` (the report's `path` is that name without extension) and
- * an unreadable spool.db as `<dir>/quarantine/spool.db.<timestamp>`.
+ * the caller must not modify `data` before then. An unreadable spool.db moves to
+ * `<dir>/quarantine/spool.db.<timestamp>`; schema-1 rows that cannot be converted go to
+ * `<dir>/quarantine/<id>.{envelope,data,reason}`; a message whose data fails its digest stays in the
+ * database in state `corrupt`.
  */
 export class SqliteSpool implements Spool {
   #engine: SpoolEngine;
@@ -59,28 +86,74 @@ export class SqliteSpool implements Spool {
   #inFlight: Promise<void> | undefined;
   #commits = 0;
   #writes = 0;
+  #dir: string;
+  #lockless: boolean;
+  #memory: boolean;
+  #lock: Deno.FsFile | undefined;
 
   constructor(options: SqliteSpoolOptions) {
-    const engineOptions = { log: options.log, busyTimeoutMs: options.busyTimeoutMs };
-    this.#engine = options.thread === "main"
+    const engineOptions = {
+      log: options.log,
+      busyTimeoutMs: options.busyTimeoutMs,
+      memory: options.memory,
+      readOnly: options.readOnly,
+      onFatal: options.onFatal,
+    };
+    this.#dir = options.dir;
+    this.#memory = options.memory === true;
+    this.#lockless = this.#memory || options.readOnly === true;
+    this.#engine = options.thread === "main" || options.memory
       ? new InlineEngine(options.dir, engineOptions)
       : new WorkerEngine(options.dir, engineOptions);
     this.#maxBatch = Math.max(1, Math.floor(options.maxBatch ?? 64));
     this.#windowMs = Math.max(0, options.batchWindowMs ?? 0);
   }
 
-  /** Opens spool.db, checks every row and quarantines corrupt ones; a damaged file is replaced, never fatal. */
+  /**
+   * Takes the directory's lock, opens spool.db (converting an older schema), and returns claims of an
+   * earlier run to the queue; never reads a body. A damaged file is replaced, never fatal; a spool another
+   * process holds is SpoolLockedError.
+   */
   async open(): Promise<RecoveryReport> {
     if (this.#state !== "new") throw new Error("Spool was already opened");
     try {
+      if (!this.#lockless) this.#takeLock();
       const report = await this.#engine.open();
       this.#state = "open";
       return report;
     } catch (err) {
       this.#state = "closed";
       await this.#engine.close().catch(() => {});
+      this.#releaseLock();
       throw err;
     }
+  }
+
+  /** One Ferry a spool: an exclusive flock on `<dir>/ferry.lock`, held until close (or process exit). */
+  #takeLock(): void {
+    Deno.mkdirSync(this.#dir, { recursive: true });
+    const path = `${this.#dir.replace(/\/+$/, "")}/${LOCK_FILE}`;
+    const file = Deno.openSync(path, { read: true, write: true, create: true });
+    if (!file.tryLockSync(true)) {
+      file.close();
+      throw new SpoolLockedError(
+        `spool directory "${this.#dir}" is in use by another Ferry process (lock "${path}" is held)`,
+      );
+    }
+    this.#lock = file;
+  }
+
+  #releaseLock(): void {
+    try {
+      this.#lock?.close();
+    } catch { /* closing releases the lock; nothing more to do */ }
+    this.#lock = undefined;
+  }
+
+  /** Fault injection for tests: makes the spool worker die as from an uncaught error. */
+  crashWorkerForTest(): Promise<void> {
+    if (!(this.#engine instanceof WorkerEngine)) throw new Error("Spool runs without a worker");
+    return this.#engine.crash();
   }
 
   /** Transactions committed and writes they carried since construction (writes / commits = batch size). */
@@ -94,61 +167,126 @@ export class SqliteSpool implements Spool {
   }
 
   /** Stores a message durably (committed with full sync before this resolves); SpoolWriteError when not. */
-  store(envelope: Envelope, data: Uint8Array): Promise<void> {
-    let envelopeJson: string;
+  store(envelope: Envelope, data: Uint8Array, options: { transfer?: boolean } = {}): Promise<void> {
     try {
-      envelopeJson = this.#serialize(envelope);
+      envelope = this.#check(envelope);
     } catch (err) {
       return Promise.reject(err);
     }
     if (!(data instanceof Uint8Array)) {
       return Promise.reject(new TypeError("Message data must be a Uint8Array"));
     }
-    return this.#enqueue({ kind: "store", id: envelope.id, envelopeJson, data, createdAt: Date.now() });
+    return this.#enqueue({ kind: "store", envelope, data, transfer: options.transfer === true }).then(
+      () => {},
+    );
   }
 
-  /** Durably replaces a queued message's envelope; rejects when no message has that id. */
+  /** Durably replaces a queued message's recipient states and outbound state; rejects for an unknown id. */
   update(envelope: Envelope): Promise<void> {
-    let envelopeJson: string;
     try {
-      envelopeJson = this.#serialize(envelope);
+      envelope = this.#check(envelope);
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#enqueue({ kind: "update", id: envelope.id, envelopeJson });
+    return this.#enqueue({ kind: "update", envelope }).then(() => {});
+  }
+
+  /** Applies one delivery update atomically (recipient rows, reports, history, state). */
+  apply(update: DeliveryUpdate): Promise<void> {
+    try {
+      const reports = update.reports?.map((r) => ({ envelope: this.#check(r.envelope), data: r.data }));
+      update = { ...JSON.parse(JSON.stringify({ ...update, reports: undefined })), reports };
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#enqueue({ kind: "apply", update, now: Date.now() }).then(() => {});
+  }
+
+  /** Moves due messages (incoming first) to `active` and returns them. */
+  async claim(now: number, limit: number): Promise<Claimed[]> {
+    return (await this.#enqueue({ kind: "claim", now, limit })) as Claimed[];
+  }
+
+  /** Changes a message's state (see {@link Spool.setState}). */
+  async setState(
+    id: string,
+    state: QueueState,
+    options: { from?: QueueState[]; reason?: string; nextAttempt?: number } = {},
+  ): Promise<boolean> {
+    return (await this.#enqueue({ kind: "setState", id, state, ...options })) as boolean;
+  }
+
+  /** Makes every pending recipient in `domain` due at `at`; resolves to the ids of the messages touched. */
+  async retryDomain(domain: string, at: number): Promise<string[]> {
+    return (await this.#enqueue({
+      kind: "retryDomain",
+      domain: domain.toLowerCase().replace(/\.$/, ""),
+      at,
+    })) as string[];
   }
 
   /** Removes a message for good; removing an unknown id is not an error. */
   remove(id: string): Promise<void> {
-    return this.#enqueue({ kind: "remove", id });
+    return this.#enqueue({ kind: "remove", id }).then(() => {});
   }
 
-  /** Reads a message's data (checked against its recorded length and SHA-256). */
+  /** Reads a message's data; CorruptMessageError (and state `corrupt`) when it fails its digest. */
   async readData(id: string): Promise<Uint8Array> {
     this.#requireOpen();
-    const data = await this.#engine.readData(id);
-    if (data === undefined) throw new Deno.errors.NotFound(`No queued message "${id}"`);
-    return data;
+    const result = await this.#engine.call("readData", id);
+    if (result.kind === "missing") throw new Deno.errors.NotFound(`No queued message "${id}"`);
+    if (result.kind === "corrupt") {
+      throw new CorruptMessageError(id, `Data of message "${id}" is damaged: ${result.reason}`);
+    }
+    return result.data;
   }
 
   /** Reads one envelope, or undefined when there is no such message. */
   async get(id: string): Promise<Envelope | undefined> {
     this.#requireOpen();
-    const json = await this.#engine.getEnvelopeJson(id);
-    return json === undefined ? undefined : JSON.parse(json) as Envelope;
+    return await this.#engine.call("get", id);
   }
 
   /** Lists every queued message, oldest first. */
   async list(): Promise<SpoolEntry[]> {
     this.#requireOpen();
-    const all = await this.#engine.listEnvelopeJson();
-    return all.map((json) => ({ envelope: JSON.parse(json) as Envelope }));
+    return (await this.#engine.call("listEnvelopes")).map((envelope) => ({ envelope }));
+  }
+
+  /** One page of queue rows. */
+  async query(query: QueueQuery = {}): Promise<QueueRow[]> {
+    this.#requireOpen();
+    return await this.#engine.call("query", query);
+  }
+
+  /** One message's queue row. */
+  async row(id: string): Promise<QueueRow | undefined> {
+    this.#requireOpen();
+    return await this.#engine.call("row", id);
+  }
+
+  /** A message's history lines. */
+  async history(id: string): Promise<{ at: number; text: string }[]> {
+    this.#requireOpen();
+    return await this.#engine.call("history", id);
+  }
+
+  /** Counts by state and by domain. */
+  async summary(): Promise<QueueSummary> {
+    this.#requireOpen();
+    return await this.#engine.call("summary");
+  }
+
+  /** The earliest next attempt of an incoming or deferred message. */
+  async nextDue(): Promise<number | undefined> {
+    this.#requireOpen();
+    return await this.#engine.call("nextDue");
   }
 
   /** Number of queued messages. */
   async count(): Promise<number> {
     this.#requireOpen();
-    return await this.#engine.count();
+    return await this.#engine.call("count");
   }
 
   /** Commits every queued write, then closes the database (and its worker). */
@@ -163,6 +301,7 @@ export class SqliteSpool implements Spool {
     if (this.#state === "new") {
       this.#state = "closed";
       await this.#engine.close().catch(() => {});
+      this.#releaseLock();
       return;
     }
     this.#state = "closing";
@@ -173,25 +312,34 @@ export class SqliteSpool implements Spool {
       else await this.#flush();
     }
     this.#state = "closed";
-    await this.#engine.close();
+    try {
+      await this.#engine.close();
+    } finally {
+      this.#releaseLock();
+    }
   }
 
-  #serialize(envelope: Envelope): string {
+  /** Checks an envelope and returns its JSON form (what the spool keeps: no functions, no undefined). */
+  #check(envelope: Envelope): Envelope {
     if (typeof envelope?.id !== "string" || envelope.id === "") {
       throw new TypeError("Envelope must have a non-empty string id");
     }
-    return JSON.stringify(envelope);
+    if (!Array.isArray(envelope.recipients)) throw new TypeError("Envelope must have a recipients array");
+    return JSON.parse(JSON.stringify(envelope));
   }
 
   #requireOpen(): void {
     if (this.#state !== "open" && this.#state !== "closing") throw new Error("Spool is not open");
   }
 
-  #enqueue(op: BatchOp): Promise<void> {
+  #enqueue(op: BatchOp): Promise<unknown> {
     if (this.#state !== "open") {
       return Promise.reject(new SpoolWriteError(`Spool is not open (state "${this.#state}")`));
     }
-    return new Promise<void>((resolve, reject) => {
+    if (this.#lockless && !this.#memory) {
+      return Promise.reject(new SpoolWriteError("Spool was opened read-only"));
+    }
+    return new Promise<unknown>((resolve, reject) => {
       this.#queue.push({ op, resolve, reject });
       this.#schedule();
     });
@@ -239,12 +387,12 @@ export class SqliteSpool implements Spool {
 
   async #commit(batch: Queued[]): Promise<void> {
     try {
-      const results = await this.#engine.commit(batch.map((q) => q.op));
+      const results: OpResult[] = await this.#engine.call("commit", batch.map((q) => q.op));
       this.#commits++;
       this.#writes += batch.length;
       batch.forEach((q, i) => {
         const result = results[i];
-        if (result?.ok) q.resolve();
+        if (result?.ok) q.resolve(result.value);
         else q.reject(new SpoolWriteError(result?.message ?? "Spool commit returned no result"));
       });
     } catch (err) {

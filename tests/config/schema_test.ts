@@ -72,6 +72,9 @@ Deno.test("validateConfig() names the listener index of a bad port", () => {
 Deno.test("validateConfig() reports bad sizes and durations with the value given", () => {
   onlyProblemAt({ limits: { messageSize: "lots" } }, "limits.messageSize", /size.*"lots"/);
   onlyProblemAt({ limits: { messageSize: -5 } }, "limits.messageSize");
+  // More than SQLite can store in one blob: a config error naming the field, not a failing store later.
+  onlyProblemAt({ limits: { messageSize: "2GB" } }, "limits.messageSize", /at most "900MB".*SQLite/);
+  assert.equal(validateConfig({ limits: { messageSize: "900MB" } }).limits.messageSize, 900 * 1024 * 1024);
   onlyProblemAt(
     { limits: { commandTimeout: "5 minutes" } },
     "limits.commandTimeout",

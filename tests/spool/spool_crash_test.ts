@@ -60,7 +60,8 @@ async function crashAndCheck(
     const report = await spool.open();
     try {
       assert.deepEqual(report.quarantined, []);
-      const present = new Set(report.recovered);
+      const present = new Set((await spool.list()).map((e) => e.envelope.id));
+      assert.equal(report.queued, present.size);
       for (const [id, digest] of out.ok) {
         assert.ok(present.has(id), `acknowledged message "${id}" was lost`);
         assert.equal(sha256Hex(await spool.readData(id)), digest, `data of "${id}" differs`);
