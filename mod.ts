@@ -4,7 +4,7 @@
  */
 
 import type { ConfigInput } from "./src/config/schema.ts";
-import type { HostListFn, HostListSpec } from "./src/core/host_list.ts";
+import type { HostListCallOptions, HostListFn, HostListSpec } from "./src/core/host_list.ts";
 import type { PolicyMiddleware, Stage } from "./src/policy/context.ts";
 import type { EventHandlers } from "./src/events/types.ts";
 import { main } from "./src/main.ts";
@@ -22,9 +22,15 @@ export type {
   RefusedRecipient,
   Stage,
 } from "./src/policy/context.ts";
-export type { EventHandlers, FerryEvents, MsgReceivedEvent } from "./src/events/types.ts";
+export type {
+  EventHandlers,
+  EventPayload,
+  EventPrefix,
+  FerryEvents,
+  MsgReceivedEvent,
+} from "./src/events/types.ts";
 export type { Envelope, Recipient } from "./src/core/envelope.ts";
-export type { HostListFn, HostListSpec };
+export type { HostListCallOptions, HostListFn, HostListSpec };
 export { SmtpError } from "./src/core/reply.ts";
 export { relayControl } from "./src/policy/relay_control.ts";
 export { senderLogin, type SenderLogins } from "./src/policy/sender_login.ts";
@@ -43,11 +49,13 @@ export {
 export { startFerry } from "./src/main.ts";
 
 /** A Ferry configuration as written in config.ts. */
-export type FerryConfig = Omit<ConfigInput, "policy" | "events"> & {
+export type FerryConfig = Omit<ConfigInput, "policy" | "events" | "routes"> & {
   /** Policy chains per stage, run in order; built-in relay control runs before the rcpt chain */
   policy?: { [S in Stage]?: PolicyMiddleware<S>[] };
-  /** Event handlers by event name */
+  /** Event handlers by event name, prefix of the colon tree ("msg", "tls") or "*" */
   events?: EventHandlers;
+  /** Routes, first match wins; a route's own `events` run before the global ones for its deliveries */
+  routes?: (Omit<NonNullable<ConfigInput["routes"]>[number], "events"> & { events?: EventHandlers })[];
 };
 
 /** Declares a configuration; the identity function that gives config.ts its types. */

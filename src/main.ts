@@ -100,7 +100,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     );
   }
   log.write(`spool ${config.spool.dir}: ${report.queued} message(s) queued`);
-  const events = new EventBus(config.events, { log });
+  const events = new EventBus(config.events, { log, timeoutMs: config.limits.eventTimeout });
   // Lookups and rate limits find Redis through the services registry; a server down at start only defers.
   const redis = config.redis
     ? new RedisService({

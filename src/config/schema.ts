@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { HostList, type HostListSpec } from "../core/host_list.ts";
 import { parseDuration, parseSize } from "../core/units.ts";
-import { EVENT_NAMES } from "../core/event_names.ts";
+import { EVENT_KEYS } from "../core/event_names.ts";
 import { parseScryptHash } from "../core/password_hash.ts";
 
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", {
@@ -95,6 +95,9 @@ const authSection = z.object({
 
 const policyChain = z.array(fn).default([]);
 
+/** Event handlers by event name, prefix of the colon tree ("msg", "msg:host", "tls") or "*". */
+const eventHandlers = z.partialRecord(z.enum(EVENT_KEYS as [string, ...string[]]), fn);
+
 const retryRule = z.object({
   every: duration.refine((ms) => ms > 0, { error: "every must be more than zero" }),
   factor: z.number().min(1, { error: "factor must be 1 or more" }).optional(),
@@ -130,6 +133,8 @@ const route = z.object({
   dsnLasthop: z.boolean().default(false),
   /** AUTH to the route's hosts (only over TLS) */
   auth: z.object({ user: z.string().min(1), password: z.string().min(1) }).strict().optional(),
+  /** This route's own event handlers: they run before the global ones for its deliveries */
+  events: eventHandlers.optional(),
   ...transportOptions,
 }).strict().refine((r) => (r.hosts !== undefined) !== (r.mx === true), {
   error: "a route needs either hosts or mx: true",
@@ -166,6 +171,7 @@ export const configSchema = z.object({
     connections: z.number().int().min(1).default(1000),
     connectionsPerIp: z.number().int().min(1).default(50),
     policyTimeout: duration.default(30_000),
+    eventTimeout: duration.default(5_000),
     shutdownGrace: duration.default(30_000),
   }).strict().prefault({}),
   smtp: z.object({
@@ -203,7 +209,7 @@ export const configSchema = z.object({
     data: policyChain,
     prdr: policyChain,
   }).strict().prefault({}),
-  events: z.partialRecord(z.enum(EVENT_NAMES), fn).default({}),
+  events: eventHandlers.default({}),
   routes: z.array(route).superRefine((routes, ctx) => {
     const seen = new Set<string>();
     routes.forEach((r, i) => {

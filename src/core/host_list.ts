@@ -2,9 +2,12 @@
  * Host lists in Exim's sense: items matched in order, first match decides. An item is `"*"`, a CIDR or
  * address, a host or domain name, `*.suffix`, or any of these after `!` (a match then means "not in list").
  * A function may stand for the whole list (that is how a Redis lookup becomes a host list).
+ * SECURITY: a function list runs under a deadline with an AbortSignal; a hung or failing function is a
+ * HostListError naming the list, never a silent "no match" — callers turn it into a 4xx or a deferral.
  */
 
 import { type Cidr, cidrContains, parseCidr } from "./ip.ts";
+import { errorMessage } from "./error_message.ts";
 
 /** What a host list is matched against: an address, a name, or both. */
 export interface HostListSubject {
@@ -14,8 +17,36 @@ export interface HostListSubject {
   name?: string;
 }
 
+/** What a function host list receives besides the subject. */
+export interface HostListCallOptions {
+  /** Aborted when the list's deadline passes or the caller gives up: hand it to lookups and fetches */
+  signal: AbortSignal;
+}
+
 /** The function form of a host list. */
-export type HostListFn = (subject: HostListSubject) => boolean | Promise<boolean>;
+export type HostListFn = (subject: HostListSubject, opts: HostListCallOptions) => boolean | Promise<boolean>;
+
+/** How a compiled host list names itself in errors and bounds its function form. */
+export interface HostListOptions {
+  /** The config path of the list, for log lines (e.g. `"relay.clients"`) */
+  name?: string;
+  /** Deadline for a function list (milliseconds; default 30 s, the default `limits.policyTimeout`) */
+  timeoutMs?: number;
+}
+
+/** A function host list failed or did not answer within its deadline. */
+export class HostListError extends Error {
+  /** The list's config path */
+  readonly list: string;
+  /** True when the deadline passed (or the caller aborted) rather than the function throwing */
+  readonly timedOut: boolean;
+  constructor(list: string, message: string, options: { cause?: unknown; timedOut: boolean }) {
+    super(message, { cause: options.cause });
+    this.name = "HostListError";
+    this.list = list;
+    this.timedOut = options.timedOut;
+  }
+}
 
 /** A host list as written in config. */
 export type HostListSpec = string | readonly string[] | HostListFn;
@@ -64,8 +95,12 @@ export function parseHostListItem(text: string): Item | string {
 export class HostList {
   readonly #items: Item[];
   readonly #fn?: HostListFn;
+  readonly #name: string;
+  readonly #timeoutMs: number;
 
-  constructor(spec: HostListSpec) {
+  constructor(spec: HostListSpec, opts: HostListOptions = {}) {
+    this.#name = opts.name ?? "host list";
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
     if (typeof spec === "function") {
       this.#items = [];
       this.#fn = spec;
@@ -97,10 +132,44 @@ export class HostList {
     return this.#matchItems(subject);
   }
 
-  /** Matches a subject: first matching item decides; no match means not in the list. */
-  async match(subject: HostListSubject): Promise<boolean> {
-    if (this.#fn) return Boolean(await this.#fn(subject));
-    return this.#matchItems(subject);
+  /** The list's config path (for log lines). */
+  get name(): string {
+    return this.#name;
+  }
+
+  /**
+   * Matches a subject: first matching item decides; no match means not in the list. A function list gets an
+   * AbortSignal that fires at the deadline or when `opts.signal` does; throws HostListError then, or when
+   * the function throws.
+   */
+  async match(subject: HostListSubject, opts: { signal?: AbortSignal } = {}): Promise<boolean> {
+    if (!this.#fn) return this.#matchItems(subject);
+    const fn = this.#fn;
+    const own = new AbortController();
+    const signal = opts.signal ? AbortSignal.any([own.signal, opts.signal]) : own.signal;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort: (() => void) | undefined;
+    const gaveUp = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        const why = own.signal.aborted ? `did not answer within ${this.#timeoutMs} ms` : "was aborted";
+        reject(new HostListError(this.#name, `${this.#name}: host list function ${why}`, { timedOut: true }));
+      };
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+      timer = setTimeout(() => own.abort(), this.#timeoutMs);
+    });
+    try {
+      return Boolean(await Promise.race([Promise.resolve().then(() => fn(subject, { signal })), gaveUp]));
+    } catch (err) {
+      if (err instanceof HostListError) throw err;
+      throw new HostListError(this.#name, `${this.#name}: host list function failed: ${errorMessage(err)}`, {
+        cause: err,
+        timedOut: false,
+      });
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) signal.removeEventListener("abort", onAbort);
+    }
   }
 
   #matchItems(subject: HostListSubject): boolean {

@@ -1,6 +1,7 @@
 /**
- * Event names and payloads, with Exim's names and semantics (see ../shared/reference: "Event actions").
- * `tcp:connect`, `smtp:connect` and `tls:cert` are vetoable: a handler returning a non-empty string refuses.
+ * Event names and payloads, with Exim's names and semantics (Exim's "Event actions"). `tcp:connect`,
+ * `smtp:connect` and `tls:cert` are vetoable: a handler returning a non-empty string refuses, and so does a
+ * handler that throws or runs past its deadline. Every payload carries its event's name (`event`).
  */
 
 import type { Envelope, TlsInfo } from "../core/envelope.ts";
@@ -88,8 +89,17 @@ export interface FerryEvents {
   "tcp:close": HostFacts & { id?: string };
   /** The peer's banner arrived; a non-empty result closes the connection */
   "smtp:connect": HostFacts & { banner: string; id?: string };
-  /** One certificate of the peer's chain (depth 0 is the leaf); a non-empty result refuses verification */
-  "tls:cert": HostFacts & { depth: number; certificate: Uint8Array; id?: string };
+  /**
+   * One certificate of the peer's chain (depth 0 is the leaf), for outbound servers and inbound clients alike
+   * (`direction`); a non-empty result refuses verification
+   */
+  "tls:cert": HostFacts & {
+    depth: number;
+    certificate: Uint8Array;
+    id?: string;
+    /** "outbound": a server Ferry delivers to; "inbound": a client that presented a certificate */
+    direction: "inbound" | "outbound";
+  };
   /** DANE was in force for a host and its certificate matched no usable TLSA record (the host is deferred) */
   "dane:fail": HostFacts & { error: string; id?: string };
 }
@@ -102,8 +112,26 @@ type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : never;
 const _sameNames: Same<(typeof EVENT_NAMES)[number], EventName> = true;
 void _sameNames;
 
-/** A handler for one event; a returned non-empty string is a veto where the event allows one. */
-export type EventHandler<K extends EventName> = (payload: FerryEvents[K]) => unknown;
+/** What a handler of event K receives: the event's facts and its name (Exim's `$event_name`). */
+export type EventPayload<K extends EventName> = K extends EventName ? FerryEvents[K] & { readonly event: K }
+  : never;
 
-/** The `events` section of the config. */
-export type EventHandlers = { [K in EventName]?: EventHandler<K> };
+type PrefixesOf<N extends string> = N extends `${infer A}:${infer B}` ? A | `${A}:${PrefixesOf<B>}` : never;
+
+/** A prefix of the colon tree ("msg", "msg:host", "tcp", …) or "*" (every event). */
+export type EventPrefix = PrefixesOf<EventName> | "*";
+
+/** The events a key (a name, a prefix or "*") receives. */
+export type EventsUnder<P extends string> = P extends "*" ? EventName
+  : Extract<EventName, P | `${P}:${string}`>;
+
+/** A handler for one event; a returned non-empty string is a veto where the event allows one. */
+export type EventHandler<K extends EventName> = (payload: EventPayload<K>) => unknown;
+
+/**
+ * The `events` section of the config (and of a route): a handler per event name, per prefix of the colon
+ * tree, or "*" for all. For a vetoable event the most specific handler's string result decides.
+ */
+export type EventHandlers =
+  & { [K in EventName]?: EventHandler<K> }
+  & { [P in Exclude<EventPrefix, EventName>]?: (payload: EventPayload<EventsUnder<P>>) => unknown };

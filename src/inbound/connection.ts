@@ -66,6 +66,8 @@ export interface ConnectionFacts {
   client: ClientInfo;
   server: { ip: string; port: number };
   proxy?: ProxyInfo;
+  /** The client's host is in proxyRequiredHosts and no valid PROXY header came (Exim's failed $proxy_session) */
+  proxyFailed?: boolean;
   tls?: TlsInfo;
 }
 
@@ -133,6 +135,7 @@ export class InboundConnection implements SessionHandler {
       client: { ...f.client, helo: this.#helo },
       server: f.server,
       proxy: f.proxy,
+      proxyFailed: f.proxyFailed === true,
       tls: f.tls,
       auth: this.#auth,
       helo: this.#helo,

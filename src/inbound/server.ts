@@ -4,11 +4,11 @@
  * transactions finish up to a deadline, answer 421 to the rest.
  */
 
-import { HostList } from "../core/host_list.ts";
+import { HostList, HostListError } from "../core/host_list.ts";
 import { formatReply, reply } from "../core/reply.ts";
 import type { ByteStream } from "../core/stream.ts";
 import { ServerSession } from "../smtp/server_session.ts";
-import type { SessionExtensions } from "../smtp/session_types.ts";
+import type { SessionExtensions, SessionHandler } from "../smtp/session_types.ts";
 import { relayControl } from "../policy/relay_control.ts";
 import { senderLogin, type SenderLogins } from "../policy/sender_login.ts";
 import { Authenticator, type AuthenticatorOptions } from "./authenticator.ts";
@@ -17,6 +17,7 @@ import { type ConnectionFacts, InboundConnection, type InboundDeps } from "./con
 import { readProxyHeader } from "./proxy_reader.ts";
 import { lookupClientName } from "./host_lookup.ts";
 import { errorMessage } from "../core/error_message.ts";
+import { acceptLoop } from "./accept_loop.ts";
 
 const encoder = new TextEncoder();
 
@@ -24,6 +25,15 @@ const encoder = new TextEncoder();
 export type InboundServerDeps = Omit<InboundDeps, "builtinRcpt" | "builtinMail" | "authenticator">;
 
 type ListenerSpec = ResolvedConfig["listen"][number];
+
+/** What the PROXY layer found out about a connection. */
+interface ProxyLayer {
+  stream: ByteStream;
+  facts: ConnectionFacts;
+  initialInput?: Uint8Array;
+  /** A LOCAL command or UNKNOWN family in the header: the connection has no client address */
+  anonymous?: "LOCAL" | "UNKNOWN";
+}
 
 /** A bound listener's address. */
 export interface BoundAddress {
@@ -48,7 +58,9 @@ export class InboundServer {
     const c = deps.config;
     this.#deps = {
       ...deps,
-      builtinRcpt: [relayControl({ domains: r.domains, clients: r.clients })],
+      builtinRcpt: [
+        relayControl({ domains: r.domains, clients: r.clients, timeoutMs: c.limits.policyTimeout }),
+      ],
       builtinMail: c.auth?.senderLogins ? [senderLogin(c.auth.senderLogins as SenderLogins)] : [],
       authenticator: c.auth
         ? new Authenticator({
@@ -59,14 +71,16 @@ export class InboundServer {
         })
         : undefined,
     };
+    const list = (spec: ConstructorParameters<typeof HostList>[0], name: string) =>
+      new HostList(spec, { name, timeoutMs: c.limits.policyTimeout });
     this.#lists = {
-      proxy: new HostList(c.proxyRequiredHosts),
-      hostLookup: new HostList(c.smtp.hostLookup),
-      pipelining: new HostList(c.smtp.pipeliningAdvertiseHosts),
-      chunking: new HostList(c.smtp.chunkingAdvertiseHosts),
-      smtputf8: new HostList(c.smtp.smtputf8AdvertiseHosts),
-      dsn: new HostList(c.dsn.advertiseHosts),
-      tls: new HostList(c.tls.advertiseHosts),
+      proxy: list(c.proxyRequiredHosts, "proxyRequiredHosts"),
+      hostLookup: list(c.smtp.hostLookup, "smtp.hostLookup"),
+      pipelining: list(c.smtp.pipeliningAdvertiseHosts, "smtp.pipeliningAdvertiseHosts"),
+      chunking: list(c.smtp.chunkingAdvertiseHosts, "smtp.chunkingAdvertiseHosts"),
+      smtputf8: list(c.smtp.smtputf8AdvertiseHosts, "smtp.smtputf8AdvertiseHosts"),
+      dsn: list(c.dsn.advertiseHosts, "dsn.advertiseHosts"),
+      tls: list(c.tls.advertiseHosts, "tls.advertiseHosts"),
     };
   }
 
@@ -95,40 +109,30 @@ export class InboundServer {
       this.#listeners.push(listener);
       const addr = listener.addr as Deno.NetAddr;
       bound.push({ address: addr.hostname, port: addr.port, mode: l.mode });
-      this.#loops.push(this.#acceptLoop(listener, l));
+      const index = this.#listeners.length - 1;
+      this.#loops.push(acceptLoop(listener, {
+        stopping: () => this.#stopping,
+        connection: (conn) => this.#serve(conn, l),
+        reopen: () => {
+          const again = Deno.listen({ hostname: addr.hostname, port: addr.port, transport: "tcp" });
+          this.#listeners[index] = again;
+          return again;
+        },
+        log: (text) => this.#deps.log.write(`[${addr.hostname}]:${addr.port}: ${text}`),
+      }));
       this.#deps.log.write(`listening on [${addr.hostname}]:${addr.port} (${l.mode})`);
     }
     return bound;
   }
 
-  async #acceptLoop(listener: Deno.Listener, spec: ListenerSpec): Promise<void> {
-    let pause = 0;
-    for (;;) {
-      let conn: Deno.Conn;
+  /** Serves one accepted connection; whatever goes wrong, the connection is closed. */
+  #serve(conn: Deno.Conn, spec: ListenerSpec): void {
+    this.#handle(conn, spec).catch((err) => {
+      this.#deps.log.write(`connection handler failed: ${errorMessage(err)}`);
       try {
-        conn = await listener.accept();
-        pause = 0;
-        // Replies are small and answer a whole pipelined batch: send them at once, not after a delayed ACK.
-        (conn as Deno.TcpConn).setNoDelay(true);
-      } catch (err) {
-        if (this.#stopping || err instanceof Deno.errors.BadResource) return;
-        // A peer that reset before accept (NotConnected) must not stop the listener. Anything else (out of
-        // file descriptors) would fail again at once: wait, growing the pause, instead of spinning.
-        if (err instanceof Deno.errors.NotConnected) continue;
-        pause = Math.min(1000, pause ? pause * 2 : 100);
-        this.#deps.log.write(
-          `accept failed: ${errorMessage(err)}; retrying in ${pause} ms`,
-        );
-        await new Promise((r) => setTimeout(r, pause));
-        continue;
-      }
-      this.#handle(conn, spec).catch((err) => {
-        this.#deps.log.write(`connection handler failed: ${errorMessage(err)}`);
-        try {
-          conn.close();
-        } catch { /* closed */ }
-      });
-    }
+        conn.close();
+      } catch { /* closed */ }
+    });
   }
 
   async #refuse(stream: ByteStream, code: number, enhanced: string, text: string): Promise<void> {
@@ -149,6 +153,7 @@ export class InboundServer {
     }
     this.#open++;
     let counted: string | undefined;
+    let stream: ByteStream = conn;
     try {
       if (this.#open > config.limits.connections) {
         log.write(`SMTP connection from [${peer.hostname}]:${peer.port} refused: too many connections`);
@@ -160,7 +165,8 @@ export class InboundServer {
         );
       }
       const layer = await this.#proxyLayer(conn);
-      let stream = layer.stream;
+      stream = layer.stream;
+      if (layer.anonymous) return await this.#anonymous(layer);
       const client = layer.facts.client;
       const perIp = (this.#perIp.get(client.ip) ?? 0) + 1;
       this.#perIp.set(client.ip, perIp);
@@ -195,25 +201,11 @@ export class InboundServer {
       }
       const extensions = await this.#extensions({ ip: client.ip, name: client.name });
       const handler = new InboundConnection(this.#deps, facts);
-      const l = config.limits;
       const session = new ServerSession(stream, handler, {
-        hostname: this.#deps.hostname,
-        banner: config.smtp.banner,
-        limits: {
-          commandLine: l.commandLine,
-          textLine: l.textLine,
-          messageSize: l.messageSize,
-          recipients: l.recipients,
-          badCommands: l.badCommands,
-          commandTimeoutMs: l.commandTimeout,
-          dataTimeoutMs: l.dataTimeout,
-          greetingDelayMs: l.greetingDelay,
-        },
+        ...this.#sessionOptions(layer.initialInput),
         extensions,
-        bareLineEndings: config.smtp.bareLineEndings,
         clientIp: client.ip,
-        initialInput: layer.initialInput,
-        refuseAll: layer.proxyFailed
+        refuseAll: layer.facts.proxyFailed
           ? reply(503, "5.7.0", "Command refused, required Proxy negotiation failed")
           : undefined,
         tls: facts.tls,
@@ -225,6 +217,14 @@ export class InboundServer {
       } finally {
         this.#sessions.delete(session);
       }
+    } catch (err) {
+      if (!(err instanceof HostListError)) throw err;
+      // A host-list function hung or failed before the banner: a temporary refusal naming the list.
+      log.write(
+        `SMTP connection from [${peer.hostname}]:${peer.port} refused: ${err.message}`,
+        { event: "host_list_error", list: err.list, client: peer.hostname },
+      );
+      await this.#refuse(stream, 451, "4.3.0", "Temporary local problem, please try again later");
     } finally {
       this.#open--;
       if (counted !== undefined) {
@@ -235,16 +235,72 @@ export class InboundServer {
     }
   }
 
+  #sessionOptions(initialInput?: Uint8Array) {
+    const { config } = this.#deps;
+    const l = config.limits;
+    return {
+      hostname: this.#deps.hostname,
+      banner: config.smtp.banner,
+      limits: {
+        commandLine: l.commandLine,
+        textLine: l.textLine,
+        messageSize: l.messageSize,
+        recipients: l.recipients,
+        badCommands: l.badCommands,
+        commandTimeoutMs: l.commandTimeout,
+        dataTimeoutMs: l.dataTimeout,
+        greetingDelayMs: l.greetingDelay,
+      },
+      bareLineEndings: config.smtp.bareLineEndings,
+      initialInput,
+    };
+  }
+
   /**
-   * The PROXY protocol layer: from a host in proxyRequiredHosts a valid header replaces the client's address;
-   * a missing, late or invalid one leaves the session refusing every command but QUIT.
+   * A PROXY v2 LOCAL or v1 UNKNOWN connection (a load balancer's health check) carries no client address.
+   * SECURITY: it gets no identity at all — not the proxy's, which may be trusted to relay: no policy stage
+   * runs, no host list is asked, and every command but QUIT is refused. The banner and QUIT are what a
+   * health check needs.
    */
-  async #proxyLayer(conn: Deno.Conn): Promise<{
-    stream: ByteStream;
-    facts: ConnectionFacts;
-    initialInput?: Uint8Array;
-    proxyFailed: boolean;
-  }> {
+  async #anonymous(layer: ProxyLayer): Promise<void> {
+    const p = layer.facts.proxy!;
+    const what = `PROXY ${layer.anonymous} connection via [${p.proxyIp}]:${p.proxyPort} (no client address)`;
+    const handler: SessionHandler = {
+      // Unreachable: refuseAll answers DATA and BDAT before a transaction could exist.
+      message: () => Promise.reject(new Error("no client address")),
+      closed: (reason: string) => {
+        this.#deps.log.write(`${what} closed: ${reason}`, { event: "proxy_anonymous", proxy: p.proxyIp });
+      },
+    };
+    const refuse = reply(503, "5.7.0", "Command refused, the PROXY header carried no client address");
+    const session = new ServerSession(layer.stream, handler, {
+      ...this.#sessionOptions(layer.initialInput),
+      extensions: {
+        pipelining: false,
+        chunking: false,
+        dsn: false,
+        prdr: false,
+        smtputf8: false,
+        startTls: false,
+      },
+      clientIp: "",
+      refuseAll: refuse,
+    });
+    this.#sessions.add(session);
+    try {
+      await session.run();
+    } finally {
+      this.#sessions.delete(session);
+    }
+  }
+
+  /**
+   * The PROXY protocol layer: from a host in proxyRequiredHosts a valid header replaces the client's address
+   * (Ferry's own address stays `server`; the header's destination becomes `proxy.targetIp`/`targetPort`); a
+   * missing, late or invalid one leaves the session refusing every command but QUIT (`proxyFailed`); a
+   * LOCAL or UNKNOWN header leaves the connection without a client address (`anonymous`).
+   */
+  async #proxyLayer(conn: Deno.Conn): Promise<ProxyLayer> {
     const peer = conn.remoteAddr as Deno.NetAddr;
     const local = conn.localAddr as Deno.NetAddr;
     const facts: ConnectionFacts = {
@@ -252,7 +308,7 @@ export class InboundServer {
       server: { ip: local.hostname, port: local.port },
     };
     if (this.#lists.proxy.empty || !(await this.#lists.proxy.match({ ip: peer.hostname }))) {
-      return { stream: conn, facts, proxyFailed: false };
+      return { stream: conn, facts };
     }
     const got = await readProxyHeader(conn, { timeoutMs: this.#deps.config.proxyTimeout });
     if (!got.header) {
@@ -262,27 +318,25 @@ export class InboundServer {
         }`,
         { event: "proxy_failed", client: peer.hostname },
       );
-      return { stream: got.stream, facts, proxyFailed: true };
+      facts.proxyFailed = true;
+      return { stream: got.stream, facts };
     }
     const { source, destination } = got.header;
-    // LOCAL (health checks) and UNKNOWN families keep the real peer address.
-    if (got.header.command === "PROXY" && source && destination) {
-      facts.proxy = {
-        proxyIp: peer.hostname,
-        proxyPort: peer.port,
-        targetIp: destination.ip,
-        targetPort: destination.port,
-        version: got.header.version,
-      };
-      facts.client = { ip: source.ip, port: source.port };
-      facts.server = { ip: destination.ip, port: destination.port };
-    }
-    return {
-      stream: got.stream,
-      facts,
-      initialInput: got.rest.length ? got.rest : undefined,
-      proxyFailed: false,
+    const initialInput = got.rest.length ? got.rest : undefined;
+    facts.proxy = {
+      proxyIp: peer.hostname,
+      proxyPort: peer.port,
+      targetIp: destination?.ip,
+      targetPort: destination?.port,
+      version: got.header.version,
     };
+    if (got.header.command !== "PROXY" || !source) {
+      // LOCAL (v2 health checks) and the UNKNOWN family (v1 UNKNOWN, v2 UNSPEC/UNIX): no client address.
+      const anonymous = got.header.command === "LOCAL" ? "LOCAL" : "UNKNOWN";
+      return { stream: got.stream, facts, initialInput, anonymous };
+    }
+    facts.client = { ip: source.ip, port: source.port };
+    return { stream: got.stream, facts, initialInput };
   }
 
   /** The client's forward-confirmed name when smtp.hostLookup asks for it. */

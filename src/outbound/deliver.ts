@@ -175,7 +175,9 @@ export async function deliverGroup(
       }, (s) => meets(s.achieved, req));
     } catch (err) {
       const he = hostErrorOf(err);
-      hostFailed(target, he, he.errno === "TLS" ? "4.7.5" : "4.4.1");
+      // A veto or a hung host-list function is about this delivery, not the host: no back-off for others.
+      const local = he.errno === "VETO" || he.errno === "HOSTLIST";
+      hostFailed(target, he, he.errno === "TLS" ? "4.7.5" : local ? "4.3.0" : "4.4.1", !local);
       continue;
     }
     const facts = {

@@ -80,8 +80,12 @@ export function nextRetry(
 /** Compiles the config's retry entries once; the result finds a domain's rules (first matching entry wins). */
 export function compileRetryConfig(
   config: readonly RetryConfigEntry[],
+  opts: { timeoutMs?: number } = {},
 ): (domain: string) => Promise<RetryRule[] | undefined> {
-  const entries = config.map((e) => ({ domains: new HostList(e.domains), rules: parseRetryRules(e.rules) }));
+  const entries = config.map((e, i) => ({
+    domains: new HostList(e.domains, { name: `retry[${i}].domains`, timeoutMs: opts.timeoutMs }),
+    rules: parseRetryRules(e.rules),
+  }));
   return async function retryRulesFor(domain) {
     for (const e of entries) if (await e.domains.match({ name: domain })) return e.rules;
     return undefined;

@@ -19,6 +19,8 @@ export interface RouteSpec {
   dsnLasthop: boolean;
   /** AUTH to the route's hosts, only over TLS */
   auth?: { user: string; password: string };
+  /** The route's own event handlers (run before the global ones) */
+  events?: Record<string, unknown>;
   hostsRequireTls?: HostListSpec;
   tlsVerifyHosts?: HostListSpec;
   tlsTryVerifyHosts?: HostListSpec;
@@ -60,13 +62,13 @@ export class RoutingError extends Error {
   }
 }
 
-/** Compiles the configured routes. */
-export function compileRoutes(specs: readonly RouteSpec[]): Route[] {
+/** Compiles the configured routes; `timeoutMs` bounds function host lists (`limits.policyTimeout`). */
+export function compileRoutes(specs: readonly RouteSpec[], opts: { timeoutMs?: number } = {}): Route[] {
   return specs.map((spec, index) => ({
     index,
     name: spec.name ?? `${spec.mx ? "mx" : "route"}${index}`,
     spec,
-    domains: new HostList(spec.domains),
+    domains: new HostList(spec.domains, { name: `routes[${index}].domains`, timeoutMs: opts.timeoutMs }),
   }));
 }
 

@@ -69,6 +69,7 @@ export class Scheduler {
   #deps: SchedulerDeps;
   #routes: Route[];
   #policies = new Map<Route, TransportPolicy>();
+  #buses = new Map<Route, EventBus>();
   #pool: ConnectionPool;
   #hostRetry: HostRetry;
   #retryRulesFor: (domain: string) => Promise<RetryRule[] | undefined>;
@@ -83,10 +84,11 @@ export class Scheduler {
   constructor(deps: SchedulerDeps) {
     this.#deps = deps;
     const d = deps.config.delivery;
-    this.#routes = compileRoutes(deps.config.routes as RouteSpec[]);
+    const timeoutMs = deps.config.limits.policyTimeout;
+    this.#routes = compileRoutes(deps.config.routes as RouteSpec[], { timeoutMs });
     this.#pool = new ConnectionPool({ perHost: d.connectionsPerHost, idleTimeoutMs: d.idleTimeout });
     this.#hostRetry = new HostRetry({ baseMs: d.hostRetryBase, maxMs: d.hostRetryMax });
-    this.#retryRulesFor = compileRetryConfig(deps.config.retry);
+    this.#retryRulesFor = compileRetryConfig(deps.config.retry, { timeoutMs });
     this.#self = { names: [normalizeName(deps.hostname)], endpoints: deps.endpoints };
   }
 
@@ -158,10 +160,31 @@ export class Scheduler {
     }
   }
 
+  /** The route's own event handlers (`routes[].events`) in front of the global ones. */
+  #busFor(route: Route | undefined): EventBus {
+    if (!route) return this.#deps.events;
+    let bus = this.#buses.get(route);
+    if (!bus) {
+      bus = this.#deps.events.scoped(route.spec.events as Record<string, unknown> | undefined);
+      this.#buses.set(route, bus);
+    }
+    return bus;
+  }
+
   #policy(route: Route): TransportPolicy {
     let p = this.#policies.get(route);
     if (!p) {
-      p = transportPolicy(this.#deps.config.delivery, route.spec, this.#deps.hostname, this.#deps.tlsContext);
+      p = transportPolicy(
+        this.#deps.config.delivery,
+        route.spec,
+        this.#deps.hostname,
+        this.#deps.tlsContext,
+        [],
+        {
+          route: route.index,
+          timeoutMs: this.#deps.config.limits.policyTimeout,
+        },
+      );
       this.#policies.set(route, p);
     }
     return p;
@@ -211,14 +234,14 @@ export class Scheduler {
           resolver: this.#deps.resolver,
           pool: this.#pool,
           hostRetry: this.#hostRetry,
-          events: this.#deps.events,
+          events: this.#busFor(route),
           self: this.#self,
           onHostError: (target, err) => {
             log.write(
               `H=${target.name} [${target.ip}]:${target.port} ${err.message} (errno ${err.errno})`,
               { id, event: "host_error", host: target.name, errno: err.errno },
             );
-            this.#deps.events.emit("msg:host:defer", {
+            this.#busFor(route).emit("msg:host:defer", {
               ...this.#facts(env, route.name),
               host: { host: target.name, address: target.ip, port: target.port },
               error: err.message,
@@ -270,7 +293,8 @@ export class Scheduler {
     o: RecipientOutcome,
     reports: Reports,
   ): Promise<void> {
-    const { log, events } = this.#deps;
+    const { log } = this.#deps;
+    const events = this.#busFor(route);
     const r = o.recipient;
     const now = Date.now();
     const router = route?.name ?? "none";

@@ -7,7 +7,7 @@
  * and never falls back to clear text.
  */
 
-import { HostList } from "../core/host_list.ts";
+import { HostList, HostListError } from "../core/host_list.ts";
 import { isIp } from "../core/ip.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { HostFacts, OutboundTlsFacts } from "../events/types.ts";
@@ -21,7 +21,10 @@ import { localListsPolicy } from "./security/local_lists.ts";
 
 /** A host-level failure: try the next host, retry this one later. */
 export class HostError extends Error {
-  /** Short code for msg:host:defer (ECONNREFUSED, ETIMEDOUT, TLS, SMTP_4XX, VETO, …) */
+  /**
+   * Short code for msg:host:defer (ECONNREFUSED, ETIMEDOUT, TLS, SMTP_4XX, VETO, HOSTLIST — a host-list
+   * function hung or failed, …)
+   */
   readonly errno: string;
   /** The TLS handshake failed where TLS was optional: the host may be tried again in clear */
   readonly tryClear: boolean;
@@ -81,9 +84,16 @@ export function transportPolicy(
   hostname: string,
   tlsContext?: TlsClientContext,
   extraPolicies: readonly SecurityPolicy[] = [],
+  opts: { route?: number; timeoutMs?: number } = {},
 ): TransportPolicy {
+  // A list is named by where it was configured, for the log line when its function hangs or fails.
   const pick = (key: keyof RouteSpec & keyof typeof delivery) =>
-    new HostList((route[key] ?? delivery[key] ?? []) as ConstructorParameters<typeof HostList>[0]);
+    new HostList((route[key] ?? delivery[key] ?? []) as ConstructorParameters<typeof HostList>[0], {
+      name: route[key] !== undefined && opts.route !== undefined
+        ? `routes[${opts.route}].${key}`
+        : `delivery.${key}`,
+      timeoutMs: opts.timeoutMs,
+    });
   const local = localListsPolicy({
     hostsRequireTls: pick("hostsRequireTls"),
     tlsVerifyHosts: pick("tlsVerifyHosts"),
@@ -106,6 +116,7 @@ export function transportPolicy(
 }
 
 function errnoOf(err: unknown): string {
+  if (err instanceof HostListError) return "HOSTLIST";
   if (err instanceof Deno.errors.ConnectionRefused) return "ECONNREFUSED";
   if (err instanceof Deno.errors.TimedOut) return "ETIMEDOUT";
   if (err instanceof Deno.errors.ConnectionReset) return "ECONNRESET";
@@ -247,7 +258,13 @@ export async function openSession(
       let why = v?.verifyError ??
         (v?.nameMatched === false ? `certificate does not match ${names.join(" or ")}` : undefined);
       for (const [depth, certificate] of chain.entries()) {
-        const veto = await events.dispatch("tls:cert", { ...facts, depth, certificate, id });
+        const veto = await events.dispatch("tls:cert", {
+          ...facts,
+          depth,
+          certificate,
+          id,
+          direction: "outbound",
+        });
         if (veto) {
           verified = false;
           why = `refused by tls:cert at depth ${depth}: ${veto}`;

@@ -35,7 +35,16 @@ export interface BaseContext {
   readonly client: ClientInfo;
   /** Our own address and port for this connection */
   readonly server: { ip: string; port: number };
+  /**
+   * PROXY protocol facts when a valid header came: the proxy's own address, and `targetIp`/`targetPort`, the
+   * address the client connected to at the proxy (`server` stays Ferry's own socket address)
+   */
   readonly proxy?: ProxyInfo;
+  /**
+   * True when the client's host is in `proxyRequiredHosts` and the PROXY negotiation failed (missing, late
+   * or invalid header): `client` is then the proxy's address and every command but QUIT will be refused
+   */
+  readonly proxyFailed: boolean;
   readonly tls?: TlsInfo;
   /** The SMTP AUTH login, once the client authenticated */
   readonly auth?: AuthInfo;

@@ -12,20 +12,25 @@ import type { PolicyMiddleware } from "./context.ts";
 export interface RelayControlOptions {
   domains: HostListSpec;
   clients: HostListSpec;
+  /** Deadline for function lists (ms; the stage's own deadline applies too) */
+  timeoutMs?: number;
 }
 
 /** Creates the relay-control middleware. */
 export function relayControl(opts: RelayControlOptions): PolicyMiddleware<"rcpt"> {
-  const domains = new HostList(opts.domains);
-  const clients = new HostList(opts.clients);
+  const domains = new HostList(opts.domains, { name: "relay.domains", timeoutMs: opts.timeoutMs });
+  const clients = new HostList(opts.clients, { name: "relay.clients", timeoutMs: opts.timeoutMs });
   return async function relay_control(c, next) {
     const { local, domain } = c.recipient;
-    if (c.auth || (await clients.match({ ip: c.client.ip }))) return await next();
+    if (c.auth || (await clients.match({ ip: c.client.ip }, { signal: c.signal }))) return await next();
     // RFC 5321 4.5.1: postmaster without a domain is always ours.
     if (domain === "" && local.toLowerCase() === "postmaster") return await next();
     const routed = /[%!@]/.test(local);
     const literal = domain.startsWith("[");
-    if (!routed && !literal && domain && (await domains.match({ name: normalizeName(domain) }))) {
+    if (
+      !routed && !literal && domain &&
+      (await domains.match({ name: normalizeName(domain) }, { signal: c.signal }))
+    ) {
       return await next();
     }
     c.log(`relay not permitted for <${c.recipient.address}>`);

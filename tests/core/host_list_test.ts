@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { HostList, normalizeName, parseHostListItem } from "../../src/core/host_list.ts";
+import { HostList, HostListError, normalizeName, parseHostListItem } from "../../src/core/host_list.ts";
 
 Deno.test('HostList "*" matches any address and any name, and nothing is matched by an empty list', () => {
   const any = new HostList("*");
@@ -132,4 +132,47 @@ Deno.test("normalizeName() lowercases and strips one trailing dot", () => {
   assert.equal(normalizeName("Mail.Example.TEST."), "mail.example.test");
   assert.equal(normalizeName("a.b"), "a.b");
   assert.equal(normalizeName(""), "");
+});
+
+Deno.test("a hung function host list fails with HostListError naming the list within its deadline, and its signal fires", async () => {
+  let seen: AbortSignal | undefined;
+  const list = new HostList((_subject, { signal }) => {
+    seen = signal;
+    return new Promise<boolean>(() => {});
+  }, { name: "relay.clients", timeoutMs: 50 });
+  const t0 = Date.now();
+  await assert.rejects(list.match({ ip: "192.0.2.1" }), (err: unknown) => {
+    assert.ok(err instanceof HostListError);
+    assert.equal(err.list, "relay.clients");
+    assert.equal(err.timedOut, true);
+    assert.match(err.message, /^relay\.clients: host list function did not answer within 50 ms$/);
+    return true;
+  });
+  assert.ok(Date.now() - t0 < 2000, "gave up at the deadline");
+  assert.equal(seen?.aborted, true, "the function's signal was aborted");
+});
+
+Deno.test("a function host list that throws is a HostListError, not a miss; the caller's signal aborts it", async () => {
+  const failing = new HostList(() => {
+    throw new Error("redis down");
+  }, { name: "proxyRequiredHosts" });
+  await assert.rejects(
+    failing.match({ ip: "192.0.2.1" }),
+    /proxyRequiredHosts: host list function failed: redis down/,
+  );
+  const caller = new AbortController();
+  const hung = new HostList(
+    (_s, { signal }) =>
+      new Promise<boolean>((_, reject) =>
+        signal.addEventListener("abort", () => reject(new Error("aborted")))
+      ),
+    { name: "x" },
+  );
+  const p = hung.match({ ip: "192.0.2.1" }, { signal: caller.signal });
+  caller.abort();
+  await assert.rejects(p, (err: unknown) => err instanceof HostListError && err.timedOut);
+  // A function list that answers passes its answer through, with the subject.
+  const fn = new HostList(({ ip }) => Promise.resolve(ip === "192.0.2.9"), { timeoutMs: 1000 });
+  assert.equal(await fn.match({ ip: "192.0.2.9" }), true);
+  assert.equal(await fn.match({ ip: "192.0.2.8" }), false);
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
-import type { EventHandlers, FerryConfig, FerryEvents } from "../../mod.ts";
+import type { EventHandlers, EventPayload, FerryConfig, FerryEvents } from "../../mod.ts";
 import { freePort } from "../helpers/sink.ts";
 import {
   type DirFerry,
@@ -15,7 +15,7 @@ import {
 // Downstream: a Ferry with STARTTLS (certificate for mx.example.test) reached by MX from an in-memory
 // resolver, so tls:cert fires; scripted servers and a dead port for failures.
 
-type Recorded = { [K in keyof FerryEvents]?: FerryEvents[K][] };
+type Recorded = { [K in keyof FerryEvents]?: EventPayload<K>[] };
 
 function recorder(overrides: EventHandlers = {}): { events: EventHandlers; seen: Recorded } {
   const seen: Recorded = {};
@@ -74,20 +74,28 @@ Deno.test("delivery events carry the facts: tcp:connect, smtp:connect, tls:cert,
       const host = { host: "mx.example.test", address: "127.0.0.1", port: down.port };
 
       assert.equal(seen["tcp:connect"]?.length, 1);
-      assert.deepEqual(seen["tcp:connect"]![0], { ...host, id });
+      assert.deepEqual(seen["tcp:connect"]![0], { ...host, id, event: "tcp:connect" });
       assert.equal(seen["smtp:connect"]?.length, 1);
       assert.match(seen["smtp:connect"]![0].banner, /^ferry\.test ESMTP Ferry/);
-      assert.deepEqual({ ...seen["smtp:connect"]![0], banner: "" }, { ...host, banner: "", id });
+      assert.deepEqual({ ...seen["smtp:connect"]![0], banner: "" }, {
+        ...host,
+        banner: "",
+        id,
+        event: "smtp:connect",
+      });
 
       const certs = seen["tls:cert"] ?? [];
       assert.ok(certs.length >= 1);
       assert.deepEqual(certs.map((c) => c.depth), certs.map((_, i) => i));
       assert.deepEqual(certs[0].certificate, leaf.der);
       assert.equal(certs[0].host, "mx.example.test");
+      assert.equal(certs[0].event, "tls:cert");
+      assert.equal(certs[0].direction, "outbound");
 
       assert.equal(seen["msg:delivery"]?.length, 1);
       const d = seen["msg:delivery"]![0];
       assert.equal(d.id, id);
+      assert.equal(d.event, "msg:delivery");
       assert.equal(d.sender, "sender@client.test");
       assert.equal(d.recipient, "user@example.test");
       assert.equal(d.router, "out");
@@ -101,8 +109,8 @@ Deno.test("delivery events carry the facts: tcp:connect, smtp:connect, tls:cert,
       assert.equal(d.sendingIp, "127.0.0.1");
       assert.ok((d.sendingPort ?? 0) > 0);
 
-      assert.deepEqual(seen["msg:complete"], [{ id, sender: "sender@client.test" }]);
-      assert.deepEqual(seen["tcp:close"]![0], { ...host, id });
+      assert.deepEqual(seen["msg:complete"], [{ id, sender: "sender@client.test", event: "msg:complete" }]);
+      assert.deepEqual(seen["tcp:close"]![0], { ...host, id, event: "tcp:close" });
       assert.equal(seen["msg:host:defer"], undefined);
     } finally {
       await up.dispose();
@@ -226,15 +234,12 @@ Deno.test("tls:cert returning a string makes CV=no even with a trusted CA, and d
   });
 });
 
-Deno.test("handlers that throw never lose or duplicate mail: exactly one copy arrives", async () => {
+Deno.test("observer handlers that throw never lose or duplicate mail: exactly one copy arrives", async () => {
   await withTlsDownstream(async ({ pki, down }) => {
     const boom = () => {
       throw new Error("handler bug");
     };
     const events: EventHandlers = {
-      "tcp:connect": boom,
-      "smtp:connect": boom,
-      "tls:cert": boom,
       "msg:delivery": boom,
       "msg:complete": boom,
       "tcp:close": boom,
@@ -246,9 +251,8 @@ Deno.test("handlers that throw never lose or duplicate mail: exactly one copy ar
       const id = await submit(up.port, ["user@example.test"]);
       await waitFor(() => up.memlog.has("Completed"), 8000, "completion");
       assert.match(linesOf(up.memlog, "=>")[0], / CV=yes /);
-      assert.ok(up.memlog.has(/event tls:cert: handler .* failed: handler bug/));
-      assert.ok(up.memlog.has(/event msg:delivery: handler .* failed: handler bug/));
-      await new Promise((r) => setTimeout(r, 300));
+      await waitFor(() => up.memlog.has(/event msg:complete: handler .* failed: handler bug/), 5000, "log");
+      assert.ok(up.memlog.has(/event msg:delivery: handler .* failed: handler bug$/));
       assert.equal(await down.spool.count(), 1);
       assert.equal(await up.spool.get(id), undefined);
       assert.equal(linesOf(up.memlog, "=>").length, 1);
@@ -257,4 +261,176 @@ Deno.test("handlers that throw never lose or duplicate mail: exactly one copy ar
       await up.dispose();
     }
   });
+});
+
+Deno.test("a tls:cert handler that throws or times out fails verification (CV=no; tlsVerifyHosts then defers), logged", async () => {
+  await withTlsDownstream(async ({ pki, down }) => {
+    for (
+      const [what, handler] of [
+        ["throws", () => {
+          throw new Error("handler bug");
+        }],
+        ["hangs", () => new Promise(() => {})],
+      ] as const
+    ) {
+      // Trusted CA and matching name: only the failing handler can make verification fail.
+      const tryOnly = await upstream(down.port, { "tls:cert": handler }, {
+        limits: { eventTimeout: "300ms" },
+        delivery: { tlsVerifyCertificates: pki.certFile },
+      });
+      try {
+        await submit(tryOnly.port, ["user@example.test"]);
+        await waitFor(() => linesOf(tryOnly.memlog, "=>").length > 0, 8000, `${what}: delivery`);
+        assert.match(linesOf(tryOnly.memlog, "=>")[0], / CV=no /, what);
+        assert.ok(
+          tryOnly.memlog.has(/^event tls:cert: handler .* failed: .* \(counts as a veto\)$/),
+          tryOnly.memlog.lines.map((l) => l.text).join("\n"),
+        );
+      } finally {
+        await tryOnly.dispose();
+      }
+    }
+    const required = await upstream(down.port, {
+      "tls:cert": () => {
+        throw new Error("handler bug");
+      },
+    }, { delivery: { tlsVerifyCertificates: pki.certFile, tlsVerifyHosts: "*" } });
+    try {
+      await submit(required.port, ["user@example.test"]);
+      await waitFor(() => linesOf(required.memlog, "==").length > 0, 8000, "a deferral");
+      assert.match(linesOf(required.memlog, "==")[0], /certificate verification failed: refused by tls:cert/);
+      assert.equal(linesOf(required.memlog, "=>").length, 0);
+    } finally {
+      await required.dispose();
+    }
+  });
+});
+
+Deno.test("a tcp:connect or smtp:connect handler that throws defers that attempt, logged; nothing is sent", async () => {
+  for (const name of ["tcp:connect", "smtp:connect"] as const) {
+    const down = startDownstream();
+    const up = await upstream(down.port, {
+      [name]: () => {
+        throw new Error("lookup failed");
+      },
+    });
+    try {
+      const id = await submit(up.port, ["user@example.test"]);
+      await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, `${name}: a deferral`);
+      assert.match(linesOf(up.memlog, "==")[0], /vetoed by tcp:connect|closed by smtp:connect/);
+      assert.ok(
+        up.memlog.has(new RegExp(`^event ${name}: handler .* failed: lookup failed \\(counts as a veto\\)$`)),
+      );
+      assert.equal(down.messages.length, 0);
+      assert.equal(down.connections, name === "tcp:connect" ? 0 : 1, `${name}: connections made`);
+      assert.equal((await up.spool.get(id))?.recipients[0].status, "pending");
+    } finally {
+      await up.dispose();
+      await down.stop();
+    }
+  }
+});
+
+Deno.test("a tcp:connect or smtp:connect veto defers that delivery only: the next message goes to the same host", async () => {
+  for (const name of ["tcp:connect", "smtp:connect"] as const) {
+    const target = startDownstream();
+    let calls = 0;
+    const up = await startFerryIn({
+      routes: [{ domains: "*", hosts: [`127.0.0.1:${target.port}`] }],
+      retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+      events: { [name]: () => (++calls === 1 ? "not this message" : undefined) },
+      delivery: { enable: true },
+    }, { resolver: new MemoryResolver() });
+    try {
+      const first = await submit(up.port, ["a@example.test"]);
+      await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, `${name}: deferral`);
+      assert.match(linesOf(up.memlog, "==")[0], /not this message/);
+      const second = await submit(up.port, ["b@example.test"]);
+      await waitFor(
+        () => linesOf(up.memlog, "=>").length > 0 || linesOf(up.memlog, "==").length > 1,
+        8000,
+        `${name}: second outcome`,
+      );
+      assert.deepEqual(linesOf(up.memlog, "=>").map((l) => l.split(" ")[1]), ["b@example.test"], name);
+      assert.equal(target.messages.length, 1);
+      assert.equal((await up.spool.get(first))?.recipients[0].status, "pending");
+      assert.equal(await up.spool.get(second), undefined);
+    } finally {
+      await up.dispose();
+      await target.stop();
+    }
+  }
+});
+
+Deno.test('handlers may be registered for a prefix of the colon tree or "*"; the payload names the event', async () => {
+  const target = startDownstream();
+  const byMsg: string[] = [];
+  const byAll: string[] = [];
+  const byHost: string[] = [];
+  const up = await startFerryIn({
+    routes: [{ domains: "*", hosts: [`127.0.0.1:${target.port}`] }],
+    events: {
+      "msg": (e) => void byMsg.push(e.event),
+      "msg:host": (e) => void byHost.push(`${e.event} ${e.errno}`),
+      "*": (e) => void byAll.push(e.event),
+    },
+    delivery: { enable: true, idleTimeout: "50ms" },
+  }, { resolver: new MemoryResolver() });
+  try {
+    await submit(up.port, ["x@example.test"]);
+    await waitFor(() => byMsg.includes("msg:complete") && byAll.includes("tcp:close"), 8000, "events");
+    assert.deepEqual(byMsg, ["msg:received", "msg:delivery", "msg:complete"]);
+    assert.deepEqual(
+      [...byAll].sort(),
+      ["msg:complete", "msg:delivery", "msg:received", "smtp:connect", "tcp:close", "tcp:connect"],
+    );
+    assert.deepEqual(byHost, []);
+  } finally {
+    await up.dispose();
+    await target.stop();
+  }
+});
+
+Deno.test('for a veto the most specific handler wins: a route\'s own, then the exact name, then a prefix, then "*"', async () => {
+  const target = startDownstream();
+  const order: string[] = [];
+  const up = await startFerryIn({
+    routes: [
+      {
+        name: "open",
+        domains: "open.test",
+        hosts: [`127.0.0.1:${target.port}`],
+        // The route's own handler runs first and its explicit "" (no veto) overrides the global veto.
+        events: { "tcp:connect": () => (order.push("route tcp:connect"), "") },
+      },
+      { name: "closed", domains: "*", hosts: [`127.0.0.1:${target.port}`] },
+    ],
+    retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+    events: {
+      "*": (e) => e.event === "tcp:connect" ? (order.push("global *"), "star says no") : undefined,
+      "tcp": (e) => (e.event === "tcp:connect" && order.push("global tcp"), "tcp says no"),
+      "tcp:connect": () => (order.push("global tcp:connect"), undefined),
+    },
+    delivery: { enable: true },
+  }, { resolver: new MemoryResolver() });
+  try {
+    await submit(up.port, ["x@closed.test"]);
+    await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, "deferral");
+    // tcp:connect's handler gave no verdict (undefined): the next most specific, "tcp", decides.
+    assert.match(linesOf(up.memlog, "==")[0], /vetoed by tcp:connect: tcp says no/);
+    assert.deepEqual(order, ["global tcp:connect", "global tcp", "global *"]);
+    order.length = 0;
+    await submit(up.port, ["y@open.test"]);
+    await waitFor(() => linesOf(up.memlog, "=>").length > 0, 8000, "delivery");
+    assert.deepEqual(order.slice(0, 4), [
+      "route tcp:connect",
+      "global tcp:connect",
+      "global tcp",
+      "global *",
+    ]);
+    assert.equal(target.messages.length, 1);
+  } finally {
+    await up.dispose();
+    await target.stop();
+  }
 });

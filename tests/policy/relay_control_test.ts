@@ -17,6 +17,7 @@ function rcptContext(clientIp: string, rcptArg: string, logs: string[]): RcptCon
   return {
     stage: "rcpt",
     client: { ip: clientIp, port: 40000 },
+    proxyFailed: false,
     server: { ip: "127.0.0.1", port: 25 },
     connVars: new Map(),
     msgVars: new Map(),
