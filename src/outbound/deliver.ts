@@ -17,6 +17,7 @@ import type { HostRetry } from "./host_retry.ts";
 import { resolveTargets, type Route, RoutingError, type SelfInfo, type TargetHost } from "./routing.ts";
 import { HostError, hostErrorOf, type OpenSession, openSession, type TransportPolicy } from "./transport.ts";
 import { errorMessage } from "../core/error_message.ts";
+import { HostListError } from "../core/host_list.ts";
 import type { DomainSecurity } from "./security/engine.ts";
 import { meets, type Requirement, traceOf } from "./security/levels.ts";
 
@@ -134,10 +135,12 @@ export async function deliverGroup(
     try {
       req = await security.requirementFor(target);
     } catch (err) {
+      // A hung or failing host-list function is a local problem (errno HOSTLIST), not the host's.
+      const lookup = err instanceof HostListError;
       hostFailed(
         target,
-        new HostError(`security policy failed: ${errorMessage(err)}`, "TLS"),
-        "4.7.5",
+        new HostError(`security policy failed: ${errorMessage(err)}`, lookup ? "HOSTLIST" : "TLS"),
+        lookup ? "4.3.0" : "4.7.5",
         false,
       );
       continue;
