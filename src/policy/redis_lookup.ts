@@ -5,7 +5,7 @@
  * config.ts and used as a host list (`.hostList()`), in policy (`await lookup.get(value)`), or as a limit.
  */
 
-import type { HostListFn, HostListSubject } from "../core/host_list.ts";
+import type { HostListCallOptions, HostListSubject } from "../core/host_list.ts";
 import { SmtpError } from "../core/reply.ts";
 import { parseDuration } from "../core/units.ts";
 import { errorMessage } from "../core/error_message.ts";
@@ -73,12 +73,17 @@ export class RedisLookup {
     return truthy(await this.get(value, opts));
   }
 
-  /** This lookup as a host list: the client's IP address (default) or name is the value looked up. */
-  hostList(on: "ip" | "name" = "ip"): HostListFn {
-    const has = (value: string) => this.has(value);
-    return async function redis_host_list(subject: HostListSubject) {
+  /**
+   * This lookup as a host list (a HostListFn): the client's IP address (default) or name is the value looked
+   * up; the host list's signal (its deadline) is passed on to the lookup.
+   */
+  hostList(
+    on: "ip" | "name" = "ip",
+  ): (subject: HostListSubject, opts?: Partial<HostListCallOptions>) => Promise<boolean> {
+    const has = (value: string, signal?: AbortSignal) => this.has(value, { signal });
+    return async function redis_host_list(subject: HostListSubject, opts?: Partial<HostListCallOptions>) {
       const value = subject[on];
-      return value === undefined ? false : await has(value);
+      return value === undefined ? false : await has(value, opts?.signal);
     };
   }
 }
