@@ -268,6 +268,15 @@ export class InboundConnection implements SessionHandler {
     );
   }
 
+  refused(r: Reply, what: string): void {
+    this.#logLine(
+      `${this.hostField}${this.#prx} rejected ${what}: ${
+        [r.code, r.enhanced, r.lines.join(" ")].filter(Boolean).join(" ")
+      }`,
+      { event: "rejected", code: r.code },
+    );
+  }
+
   closed(reason: string): void {
     if (reason !== "QUIT") {
       this.#logLine(`SMTP connection from ${this.hostField}${this.#prx} closed: ${reason}`, {

@@ -388,6 +388,7 @@ export class ServerSession {
       if (err instanceof SmtpError && err.code >= 500 && err.code !== 552) {
         return await this.#bad(err.toReply(), `bad MAIL: ${arg.slice(0, 100)}`);
       }
+      if (err instanceof SmtpError) this.#handler.refused?.(err.toReply(), `MAIL ${arg.slice(0, 200)}`);
       throw err;
     }
     await this.#handler.mail?.(tx);
@@ -418,7 +419,9 @@ export class ServerSession {
       return this.#send(reply(250, "2.1.5", "Recipient OK (duplicate ignored)"));
     }
     if (tx.recipients.length >= this.#opts.limits.recipients) {
-      throw new SmtpError(452, "4.5.3", "Too many recipients");
+      const tooMany = new SmtpError(452, "4.5.3", "Too many recipients");
+      this.#handler.refused?.(tooMany.toReply(), `RCPT <${entry.address}> F=<${tx.sender}>`);
+      throw tooMany;
     }
     await this.#handler.rcpt?.(tx, entry);
     tx.recipients.push(entry);

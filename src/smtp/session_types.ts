@@ -68,6 +68,8 @@ export interface SessionHandler {
   reset?(): void;
   /** A protocol problem the session answered by itself (for the log). */
   protocolError?(reply: Reply, detail: string): void;
+  /** A well-formed command the session refused by itself, by a limit (for the log): `what` names it. */
+  refused?(reply: Reply, what: string): void;
   /** The session is over; `reason` says why. */
   closed?(reason: string): void;
 }

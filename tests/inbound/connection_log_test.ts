@@ -40,3 +40,31 @@ Deno.test("a refusal by policy is logged with its code and enhanced code", async
     assert.ok(f.memlog.has(/rejected MAIL FROM:<a@client\.test>: 550 5\.7\.26 Sender blocked/));
   });
 });
+
+Deno.test("refusals the session decides itself (SIZE over the limit, too many recipients) are logged with their codes", async () => {
+  await withFerry({ limits: { messageSize: "1MB", recipients: 1 } }, async (f) => {
+    const c = await RawClient.connect(f.port);
+    try {
+      await c.reply();
+      await c.cmd("EHLO client.test");
+      const big = await c.cmd("MAIL FROM:<a@client.test> SIZE=99999999");
+      assert.equal(big?.code, 552);
+      assert.match(big!.text, /^5\.3\.4 /);
+      assert.equal((await c.cmd("MAIL FROM:<a@client.test>"))?.code, 250);
+      assert.equal((await c.cmd("RCPT TO:<one@example.test>"))?.code, 250);
+      const many = await c.cmd("RCPT TO:<two@example.test>");
+      assert.equal(many?.code, 452);
+      assert.match(many!.text, /^4\.5\.3 /);
+      assert.equal((await c.cmd("QUIT"))?.code, 221);
+    } finally {
+      c.close();
+    }
+    assert.ok(
+      f.memlog.has(/rejected MAIL FROM:<a@client\.test> SIZE=99999999: 552 5\.3\.4 Message size exceeds/),
+      "the 552 is logged",
+    );
+    assert.ok(
+      f.memlog.has(/rejected RCPT <two@example\.test> F=<a@client\.test>: 452 4\.5\.3 Too many recipients/),
+    );
+  });
+});
