@@ -7,6 +7,8 @@ import type { ConfigInput } from "./src/config/schema.ts";
 import type { HostListCallOptions, HostListFn, HostListSpec } from "./src/core/host_list.ts";
 import type { PolicyMiddleware, Stage } from "./src/policy/context.ts";
 import type { EventHandlers } from "./src/events/types.ts";
+import type { Check } from "./src/policy/check.ts";
+import type { OutboundStep } from "./src/policy/delivery_context.ts";
 import { main } from "./src/main.ts";
 
 export type {
@@ -29,10 +31,31 @@ export type {
   FerryEvents,
   MsgReceivedEvent,
 } from "./src/events/types.ts";
+export type {
+  Check,
+  CheckResult,
+  CheckState,
+  Services,
+  Verdict,
+  VerdictAction,
+  VerdictDetails,
+} from "./src/policy/check.ts";
+export { accept, defer, quarantine, reject } from "./src/policy/check.ts";
+export type { DeliveryContext, DeliveryRoute, OutboundStep } from "./src/policy/delivery_context.ts";
+export type { VariableAccess, VariableMap, VariableScope } from "./src/policy/variables.ts";
 export type { Envelope, Recipient } from "./src/core/envelope.ts";
 export type { HostListCallOptions, HostListFn, HostListSpec };
 export { SmtpError } from "./src/core/reply.ts";
 export { relayControl } from "./src/policy/relay_control.ts";
+export {
+  dkim,
+  type DkimOptions,
+  type DkimOutcome,
+  type DkimSignatureResult,
+} from "./src/policy/checks/dkim.ts";
+export { dmarc, type DmarcOptions, type DmarcOutcome, type DmarcStatus } from "./src/policy/checks/dmarc.ts";
+export { isSrs, srsForward, srsReverse } from "./src/policy/srs.ts";
+export { spf, type SpfOptions, type SpfOutcome, type SpfResultName } from "./src/policy/checks/spf.ts";
 export { senderLogin, type SenderLogins } from "./src/policy/sender_login.ts";
 export { hashPassword } from "./src/core/password_hash.ts";
 export type { AuthCheckRequest } from "./src/inbound/authenticator.ts";
@@ -49,7 +72,11 @@ export {
 export { startFerry } from "./src/main.ts";
 
 /** A Ferry configuration as written in config.ts. */
-export type FerryConfig = Omit<ConfigInput, "policy" | "events" | "routes"> & {
+export type FerryConfig = Omit<ConfigInput, "policy" | "events" | "routes" | "checks" | "outbound"> & {
+  /** Built-in and custom checks (one object per message, verdicts as values), run before `policy` chains */
+  checks?: Check[];
+  /** Steps run per message and route at delivery, after routing and before the transaction */
+  outbound?: OutboundStep[];
   /** Policy chains per stage, run in order; built-in relay control runs before the rcpt chain */
   policy?: { [S in Stage]?: PolicyMiddleware<S>[] };
   /** Event handlers by event name, prefix of the colon tree ("msg", "tls") or "*" */

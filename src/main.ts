@@ -13,12 +13,16 @@ import { buildTlsAcceptor, openTlsLibrary } from "./tls_setup.ts";
 import { DnsClient } from "./dns/client.ts";
 import type { Resolver } from "./dns/resolver.ts";
 import { Scheduler } from "./outbound/scheduler.ts";
-import { HostList } from "./core/host_list.ts";
 import { TlsClientContext } from "./tls/client.ts";
 import { TlsConfigError } from "./tls/errors.ts";
 import { errorMessage } from "./core/error_message.ts";
+import { HostList } from "./core/host_list.ts";
 import { RedisService } from "./policy/redis_service.ts";
 import { setRedisService } from "./policy/services.ts";
+import type { Check, Services } from "./policy/check.ts";
+import type { OutboundStep } from "./policy/delivery_context.ts";
+import { dkimSign, loadDkimKeys } from "./policy/checks/dkim_sign.ts";
+import { srsForwardStep, type SrsSettings } from "./policy/checks/srs.ts";
 
 /** A running Ferry. */
 export interface Ferry {
@@ -73,6 +77,16 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     tlsSetup?.close();
     throw err;
   }
+  let outbound: OutboundStep[];
+  let srs: SrsSettings | undefined;
+  try {
+    srs = await srsSettings(config);
+    outbound = await outboundChain(config, srs);
+  } catch (err) {
+    tlsSetup?.close();
+    tlsContext?.close();
+    throw err;
+  }
   const onFatal = opts.onSpoolFatal ?? ((err: Error) => {
     // A spool that cannot come back would answer 452 forever: exit for the supervisor instead.
     log.write(`spool failed for good, exiting: ${err.message}`);
@@ -113,11 +127,31 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     await redis.open();
     setRedisService(redis);
   }
-  const needsDns = config.delivery.enable || !new HostList(config.smtp.hostLookup).empty;
-  const resolver = needsDns
-    ? opts.resolver ?? new DnsClient({ nameservers: config.dns.nameservers, timeout: config.dns.timeout })
-    : undefined;
-  const server = new InboundServer({ config, hostname, spool, log, events, tls, resolver });
+  const resolver = opts.resolver ??
+    new DnsClient({ nameservers: config.dns.nameservers, timeout: config.dns.timeout });
+  const checks = config.checks as unknown as Check[];
+  const opened: Check[] = [];
+  try {
+    const services: Services = {
+      resolver,
+      log,
+      hostname,
+      authservId: config.authservId ?? hostname,
+      canQuarantine: config.quarantine !== undefined,
+    };
+    for (const check of checks) {
+      await check.open?.(services);
+      opened.push(check);
+    }
+  } catch (err) {
+    await closeChecks(opened, log);
+    await spool.close();
+    tlsSetup?.close();
+    setRedisService(undefined);
+    await redis?.close();
+    throw err;
+  }
+  const server = new InboundServer({ config, hostname, spool, log, events, tls, resolver, checks, srs });
   let scheduler: Scheduler | undefined;
   let addresses;
   try {
@@ -125,13 +159,14 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   } catch (err) {
     // A listener that cannot bind: release what is already open before the error reaches the caller.
     await server.stop(0);
+    await closeChecks(opened, log);
     await spool.close();
     tlsSetup?.close();
     setRedisService(undefined);
     await redis?.close();
     throw err;
   }
-  if (config.delivery.enable && resolver) {
+  if (config.delivery.enable) {
     scheduler = new Scheduler({
       config,
       hostname,
@@ -141,6 +176,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       events,
       tlsContext,
       endpoints: addresses.map((a) => `${a.address}:${a.port}`),
+      outbound,
     });
     events.on("msg:received", (e) => scheduler!.enqueue(e.id));
     await scheduler.start();
@@ -156,6 +192,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       stopped ??= (async () => {
         await server.stop(config.limits.shutdownGrace);
         await scheduler?.stop(config.limits.shutdownGrace);
+        await closeChecks(opened, log);
         await spool.close();
         tlsSetup?.close();
         setRedisService(undefined);
@@ -166,6 +203,57 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       return stopped;
     },
   };
+}
+
+/** SRS settings with the secrets read (`srs.secretFile`: one secret a line, as postsrsd reads it). */
+async function srsSettings(config: ResolvedConfig): Promise<SrsSettings | undefined> {
+  const s = config.srs;
+  if (!s) return undefined;
+  let secrets = s.secrets;
+  if (s.secretFile !== undefined) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(s.secretFile);
+    } catch (err) {
+      throw new ConfigError([`srs.secretFile: cannot read "${s.secretFile}": ${errorMessage(err)}`]);
+    }
+    secrets = text.split(/\r?\n/).filter((l) => l.length > 0);
+    if (secrets.length === 0) throw new ConfigError([`srs.secretFile: "${s.secretFile}" holds no secret`]);
+  }
+  return {
+    domain: s.domain,
+    secrets: secrets!,
+    maxAgeDays: Math.max(1, Math.round(s.maxAge / 86_400_000)),
+    hashLength: s.hashLength,
+    base64url: s.base64url,
+    routes: s.routes,
+    localDomains: new HostList(s.localDomains ?? config.relay.domains),
+  };
+}
+
+/**
+ * The outbound chain: SRS, then DKIM signing (keys read now: a bad one is a ConfigError naming it), then
+ * `outbound` from config.ts.
+ */
+async function outboundChain(config: ResolvedConfig, srs: SrsSettings | undefined): Promise<OutboundStep[]> {
+  const { keys, problems } = await loadDkimKeys(config.dkim.sign);
+  if (problems.length) throw new ConfigError(problems);
+  return [
+    ...(srs ? [srsForwardStep(srs)] : []),
+    ...(keys.length ? [dkimSign(keys)] : []),
+    ...(config.outbound as unknown as OutboundStep[]),
+  ];
+}
+
+/** Closes checks in reverse order of opening; a failure is logged, never stops the others. */
+async function closeChecks(checks: readonly Check[], log: Logger): Promise<void> {
+  for (const check of [...checks].reverse()) {
+    try {
+      await check.close?.();
+    } catch (err) {
+      log.write(`check ${check.name}: close failed: ${errorMessage(err)}`);
+    }
+  }
 }
 
 const USAGE = "usage: ferry [--config FILE] [--check-config]";
@@ -195,6 +283,7 @@ export async function main(args: string[]): Promise<number> {
       openTlsLibrary(config);
       if (config.tls.certificates.length > 0) (await buildTlsAcceptor(config, { write() {} })).close();
       (await deliveryTlsContext(config))?.close();
+      await outboundChain(config, await srsSettings(config));
       console.log(`${configPath}: configuration OK`);
       return 0;
     }

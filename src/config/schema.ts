@@ -98,6 +98,18 @@ const policyChain = z.array(fn).default([]);
 /** Event handlers by event name, prefix of the colon tree ("msg", "msg:host", "tls") or "*". */
 const eventHandlers = z.partialRecord(z.enum(EVENT_KEYS as [string, ...string[]]), fn);
 
+/** A check object made by a factory such as spf(): src/policy/check.ts has its type (config imports only core). */
+const check = z.custom<{ name: string }>((v) => {
+  if (typeof v !== "object" || v === null) return false;
+  const c = v as Record<string, unknown>;
+  return typeof c.name === "string" &&
+    ["open", "close", "connect", "helo", "message"].every((k) =>
+      c[k] === undefined || typeof c[k] === "function"
+    );
+}, {
+  error: "expected a check made by a factory such as spf() (an object with a name and stage methods)",
+});
+
 const retryRule = z.object({
   every: duration.refine((ms) => ms > 0, { error: "every must be more than zero" }),
   factor: z.number().min(1, { error: "factor must be 1 or more" }).optional(),
@@ -209,6 +221,43 @@ export const configSchema = z.object({
     data: policyChain,
     prdr: policyChain,
   }).strict().prefault({}),
+  checks: z.array(check).default([]),
+  authservId: z.string().regex(/^[^\s;()"]+$/, { error: "expected a token without spaces, ';' or quotes" })
+    .optional(),
+  quarantine: z.object({ route: z.string().min(1) }).strict().optional(),
+  outbound: z.array(fn).default([]),
+  srs: z.object({
+    domain: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, {
+      error: "expected a domain name",
+    }),
+    secrets: z.array(z.string().min(1, { error: "a secret must not be empty" })).min(1).optional(),
+    secretFile: z.string().min(1).optional(),
+    maxAge: duration.default(21 * 86_400_000),
+    hashLength: z.number().int().min(4).max(27).default(4),
+    base64url: z.boolean().default(false),
+    routes: z.array(z.string().min(1)).optional(),
+    localDomains: hostList.optional(),
+  }).strict().refine((s) => (s.secrets === undefined) !== (s.secretFile === undefined), {
+    error: "srs needs secrets or secretFile (one of them)",
+  }).optional(),
+  dkim: z.object({
+    sign: z.array(
+      z.object({
+        domain: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, {
+          error: "expected a domain name",
+        }),
+        selector: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/, {
+          error: "expected a selector (letters, digits, '.', '-', '_')",
+        }),
+        keyFile: z.string({ error: "expected the path of a PEM private key file" }).min(1),
+        algorithm: z.enum(["rsa-sha256", "ed25519-sha256"]).optional(),
+        headers: z.array(
+          z.string().regex(/^[\x21-\x39\x3b-\x7e]+$/, { error: "expected a header field name" }),
+        )
+          .min(1).optional(),
+      }).strict(),
+    ).default([]),
+  }).strict().prefault({}),
   events: eventHandlers.default({}),
   routes: z.array(route).superRefine((routes, ctx) => {
     const seen = new Set<string>();
@@ -275,6 +324,13 @@ export const configSchema = z.object({
     format: z.enum(["exim", "json"]).default("exim"),
   }).strict().prefault({}),
 }).strict().superRefine((c, ctx) => {
+  if (c.quarantine && !c.routes.some((r) => r.name === c.quarantine!.route)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["quarantine", "route"],
+      message: `no route is named "${c.quarantine.route}"`,
+    });
+  }
   c.listen.forEach((l, i) => {
     if (l.mode === "smtps" && c.tls.certificates.length === 0) {
       ctx.addIssue({ code: "custom", path: ["listen", i, "mode"], message: "smtps needs tls.certificates" });

@@ -5,6 +5,7 @@
 
 import type { AuthInfo, ClientInfo, Envelope, ProxyInfo, Recipient, TlsInfo } from "../core/envelope.ts";
 import { parseHeaders } from "../core/headers.ts";
+import { HeaderEdits } from "../core/header_edit.ts";
 import type { Logger } from "../core/log.ts";
 import { type Reply, reply, SmtpError } from "../core/reply.ts";
 import type { ByteStream } from "../core/stream.ts";
@@ -30,6 +31,13 @@ import {
   verdicts,
 } from "../policy/context.ts";
 import { runStage } from "../policy/run_stage.ts";
+import type { Check, CheckResult, CheckState } from "../policy/check.ts";
+import { checkSteps, VerdictSink } from "../policy/run_checks.ts";
+import { authResultsValue, claimsAuthservId } from "../policy/auth_results.ts";
+import { Variables } from "../policy/variables.ts";
+import { BoundResolver } from "../dns/bound_resolver.ts";
+import { DnsError } from "../dns/dns_error.ts";
+import { TypedLookups } from "../dns/_typed_lookups.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { Resolver } from "../dns/resolver.ts";
 import { receivedHeader } from "./received_header.ts";
@@ -54,11 +62,24 @@ export interface InboundDeps {
   builtinRcpt: Middleware<StageContexts["rcpt"]>[];
   /** The built-in mail steps that run before the configured chain (sender login binding) */
   builtinMail?: Middleware<StageContexts["mail"]>[];
+  /** Built-in data steps that run before the checks (SRS reverse rewriting) */
+  builtinData?: Middleware<StageContexts["data"]>[];
   /** Checks SMTP AUTH credentials, when `auth` is configured */
   authenticator?: Authenticator;
   tls?: TlsAcceptor;
-  /** For the client's host name (smtp.hostLookup) */
+  /** For the client's host name (smtp.hostLookup) and for policy (`c.resolver`) */
   resolver?: Resolver;
+  /** The configured checks (`checks`), already opened */
+  checks?: readonly Check[];
+}
+
+/** Answers every question with a DnsError: policy's resolver when Ferry runs without one. */
+class NoResolver extends TypedLookups {
+  query(name: string, type: string): Promise<never> {
+    return Promise.reject(
+      new DnsError("NETWORK", "no DNS resolver configured", { qname: name, qtype: type }),
+    );
+  }
 }
 
 /** Per-connection facts known before the session starts. */
@@ -71,8 +92,6 @@ export interface ConnectionFacts {
   tls?: TlsInfo;
 }
 
-const encoder = new TextEncoder();
-
 function toPolicyRecipient(r: RcptEntry): PolicyRecipient {
   return {
     address: r.address,
@@ -83,24 +102,17 @@ function toPolicyRecipient(r: RcptEntry): PolicyRecipient {
   };
 }
 
-function jsonSafe(map: Map<string, unknown>): Record<string, unknown> | undefined {
-  if (map.size === 0) return undefined;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of map) {
-    try {
-      JSON.stringify(v);
-      out[k] = v;
-    } catch { /* not serialisable: kept in memory only */ }
-  }
-  return out;
-}
+type StageMethod = "mail" | "rcpt" | "data" | "prdr";
 
 /** The SessionHandler for one connection. */
 export class InboundConnection implements SessionHandler {
   #deps: InboundDeps;
   #facts: ConnectionFacts;
-  #connVars = new Map<string, unknown>();
-  #msgVars = new Map<string, unknown>();
+  #vars = new Variables();
+  #connSink = new VerdictSink();
+  #msgSink = new VerdictSink();
+  /** Per-message state of each check (by position in `checks`), made at MAIL FROM */
+  #states: (CheckState | undefined)[] = [];
   #helo?: string;
   #esmtp = false;
   #auth?: AuthInfo;
@@ -127,11 +139,51 @@ export class InboundConnection implements SessionHandler {
     this.#deps.log.write(text, { client: this.#facts.client.ip, port: this.#facts.client.port, ...fields });
   }
 
+  get #checks(): readonly Check[] {
+    return this.#deps.config.checks.length ? this.#deps.checks ?? [] : [];
+  }
+
+  get #authservId(): string {
+    return this.#deps.config.authservId ?? this.#deps.hostname;
+  }
+
+  /** Steps running one connection-level method of every check that has it. */
+  #connectionSteps<S extends "connect" | "helo">(stage: S): Middleware<StageContexts[S]>[] {
+    const methods = this.#checks.filter((ch) => ch[stage]).map((ch) => ({
+      name: ch.name,
+      run: (c: StageContexts[S]) => (ch[stage] as (c: StageContexts[S]) => CheckResult).call(ch, c),
+    }));
+    return checkSteps(methods, () => ({ sink: this.#connSink, canQuarantine: false }));
+  }
+
+  /** Steps running one per-message method of every check's state; `recipient` scopes quarantine. */
+  #messageSteps<S extends StageMethod>(
+    stage: S,
+    recipient?: (c: StageContexts[S]) => string,
+  ): Middleware<StageContexts[S]>[] {
+    const methods = this.#checks.map((ch, i) => ({
+      name: ch.name,
+      run: (c: StageContexts[S]) => {
+        const state = this.#states[i];
+        const fn = state?.[stage] as ((c: StageContexts[S]) => CheckResult) | undefined;
+        return fn?.call(state, c);
+      },
+    }));
+    return checkSteps(methods, (c) => ({
+      sink: this.#msgSink,
+      canQuarantine: this.#deps.config.quarantine !== undefined,
+      recipient: recipient?.(c),
+    }));
+  }
+
   #base(stage: Stage, signal: AbortSignal): BaseContext {
     const f = this.#facts;
     return {
+      ...this.#vars.access(stage === "connect" || stage === "helo" ? "connection" : "message"),
       stage,
       signal,
+      resolver: new BoundResolver(this.#deps.resolver ?? new NoResolver(), signal),
+      authservId: this.#authservId,
       client: { ...f.client, helo: this.#helo },
       server: f.server,
       proxy: f.proxy,
@@ -139,8 +191,6 @@ export class InboundConnection implements SessionHandler {
       tls: f.tls,
       auth: this.#auth,
       helo: this.#helo,
-      connVars: this.#connVars,
-      msgVars: this.#msgVars,
       log: (text) => this.#logLine(`${this.hostField} ${stage}: ${text}`, { stage }),
       ...verdicts(),
     };
@@ -179,11 +229,16 @@ export class InboundConnection implements SessionHandler {
   }
 
   async connect(): Promise<void> {
-    await this.#run("connect", (base) => base, "connection");
+    await this.#run("connect", (base) => base, "connection", this.#connectionSteps("connect"));
   }
 
   async helo(name: string, esmtp: boolean): Promise<void> {
-    await this.#run("helo", (base) => ({ ...base, helo: name, esmtp }), `${esmtp ? "EHLO" : "HELO"} ${name}`);
+    await this.#run(
+      "helo",
+      (base) => ({ ...base, helo: name, esmtp }),
+      `${esmtp ? "EHLO" : "HELO"} ${name}`,
+      this.#connectionSteps("helo"),
+    );
     this.#helo = name;
     this.#esmtp = esmtp;
   }
@@ -198,13 +253,27 @@ export class InboundConnection implements SessionHandler {
     };
   }
 
+  #resetMessage(): void {
+    this.#vars.resetMessage();
+    this.#msgSink = new VerdictSink();
+    this.#states = [];
+  }
+
   async mail(tx: Transaction): Promise<void> {
-    this.#msgVars = new Map();
+    this.#resetMessage();
+    const checks = this.#checks;
+    // The per-message states are made inside the stage, under its deadline.
+    const begin: Middleware<StageContexts["mail"]> = async (c, next) => {
+      this.#states = [];
+      for (const ch of checks) this.#states.push(await ch.message?.(c));
+      await next();
+    };
+    Object.defineProperty(begin, "name", { value: "checks: new message" });
     await this.#run(
       "mail",
       (base) => this.#mailContext(base, tx),
       `MAIL FROM:<${tx.sender}>`,
-      this.#deps.builtinMail,
+      [...(this.#deps.builtinMail ?? []), ...(checks.length ? [begin, ...this.#messageSteps("mail")] : [])],
     );
   }
 
@@ -217,7 +286,7 @@ export class InboundConnection implements SessionHandler {
         recipients: tx.recipients.map(toPolicyRecipient),
       }),
       `RCPT <${rcpt.address}> F=<${tx.sender}>`,
-      this.#deps.builtinRcpt,
+      [...this.#deps.builtinRcpt, ...this.#messageSteps("rcpt", (c) => c.recipient.address)],
     );
   }
 
@@ -246,7 +315,7 @@ export class InboundConnection implements SessionHandler {
   }
 
   reset(): void {
-    this.#msgVars = new Map();
+    this.#resetMessage();
   }
 
   async startTls(stream: ByteStream): Promise<{ stream: ByteStream; info: TlsInfo }> {
@@ -292,8 +361,13 @@ export class InboundConnection implements SessionHandler {
   }
 
   async message(tx: Transaction, content: Uint8Array, info: ContentInfo): Promise<MessageOutcome> {
-    const added: string[] = [];
+    const edits = new HeaderEdits();
+    // RFC 8601 5: an Authentication-Results field claiming our authserv-id did not come from us.
+    const authservId = this.#authservId;
+    edits.remove("Authentication-Results", (v) => claimsAuthservId(v, authservId));
     let discarded = false;
+    let sender = tx.sender;
+    const rewrites = new Map<string, readonly string[]>();
     const all = tx.recipients.map(toPolicyRecipient);
     const refused: RefusedRecipient[] = [];
     // PRDR (as Exim's acl_smtp_data_prdr): per recipient, before the data stage, only for more than one.
@@ -304,11 +378,25 @@ export class InboundConnection implements SessionHandler {
       content,
       prdrChecked,
       refused,
-      addHeader: (name: string, value: string) => {
-        if (!/^[\x21-\x39\x3b-\x7e]+$/.test(name) || /[\r\n]/.test(value)) {
-          throw new TypeError(`Invalid header field ${JSON.stringify(name)}`);
+      addHeader: (name: string, value: string) => edits.add(name, value),
+      removeHeader: (name: string, match?: (value: string, index: number) => boolean) =>
+        edits.remove(name, match),
+      replaceHeader: (name: string, value: string) => edits.replace(name, value),
+      addAuthResult: (result: string) => {
+        if (/[\r\n]/.test(result)) {
+          throw new TypeError("Invalid line break in an Authentication-Results result");
         }
-        added.push(`${name}: ${value}\r\n`);
+        this.#msgSink.authResults.push(result);
+      },
+      setSender: (address: string) => {
+        if (/[\s<>]/.test(address)) throw new TypeError(`Invalid sender address ${JSON.stringify(address)}`);
+        sender = address;
+      },
+      rewriteRecipient: (address: string, to: readonly string[]) => {
+        for (const a of to) {
+          if (!/^[^\s<>]+$/.test(a)) throw new TypeError(`Invalid recipient address ${JSON.stringify(a)}`);
+        }
+        rewrites.set(address, [...to]);
       },
       discard: () => {
         discarded = true;
@@ -323,13 +411,18 @@ export class InboundConnection implements SessionHandler {
       for (const r of tx.recipients) {
         const recipient = toPolicyRecipient(r);
         try {
-          await this.#run("prdr", (base): PrdrContext => ({
-            ...this.#mailContext(base, tx),
-            ...dataFields,
-            recipients: all,
-            refused: [...refused],
-            recipient,
-          }));
+          await this.#run(
+            "prdr",
+            (base): PrdrContext => ({
+              ...this.#mailContext(base, tx),
+              ...dataFields,
+              recipients: all,
+              refused: [...refused],
+              recipient,
+            }),
+            undefined,
+            this.#messageSteps("prdr", (c) => c.recipient.address),
+          );
           kept.push(r);
           prdrReplies.push(reply(250, "2.1.5", `<${r.address}> OK`));
         } catch (err) {
@@ -362,7 +455,10 @@ export class InboundConnection implements SessionHandler {
       recipients: kept.map(toPolicyRecipient),
     });
     try {
-      await this.#run("data", dataContext, `after DATA F=<${tx.sender}>`);
+      await this.#run("data", dataContext, `after DATA F=<${tx.sender}>`, [
+        ...(this.#deps.builtinData ?? []),
+        ...this.#messageSteps("data"),
+      ]);
     } catch (err) {
       // After PRDR the per-recipient replies go out first; the data stage's refusal is then the final reply.
       if (!prdrReplies || !(err instanceof SmtpError) || err.close) throw err;
@@ -388,19 +484,29 @@ export class InboundConnection implements SessionHandler {
       recipients: kept.map((r) => r.address),
       date: now,
     });
-    const prefix = encoder.encode(trace + added.join(""));
-    const stored = new Uint8Array(prefix.length + content.length);
-    stored.set(prefix);
-    stored.set(content, prefix.length);
+    const authResults = [...this.#connSink.authResults, ...this.#msgSink.authResults];
+    let prefix = trace;
+    if (this.#checks.length || authResults.length) {
+      prefix += `Authentication-Results: ${authResultsValue(authservId, authResults)}\r\n`;
+      this.#vars.message.set("authResults", authResults);
+    }
+    for (const h of [...this.#connSink.headers, ...this.#msgSink.headers]) {
+      prefix += `${h.name}: ${h.value}\r\n`;
+    }
+    const stored = edits.apply(content, prefix);
+    const quarantined = this.#msgSink.quarantine;
     const envelope: Envelope = {
       id,
-      sender: tx.sender,
-      recipients: kept.map((r): Recipient => ({
-        address: r.address,
-        notify: r.notify,
-        orcpt: r.orcpt,
-        status: "pending",
-      })),
+      sender,
+      recipients: kept.flatMap((r): Recipient[] => {
+        const why = quarantined ?? this.#msgSink.quarantinedRecipients.get(r.address);
+        const extra = why !== undefined ? { quarantine: why } : undefined;
+        const to = rewrites.get(r.address);
+        if (!to) return [{ address: r.address, notify: r.notify, orcpt: r.orcpt, status: "pending", extra }];
+        // RFC 3461 4.2: a rewritten recipient keeps the address the client gave as ORCPT.
+        const orcpt = r.orcpt ?? { type: "rfc822", address: r.address };
+        return to.map((address) => ({ address, notify: r.notify, orcpt, status: "pending", extra }));
+      }),
       ret: tx.params.ret,
       envid: tx.params.envid,
       body: tx.params.body,
@@ -413,7 +519,7 @@ export class InboundConnection implements SessionHandler {
       tls: this.#facts.tls,
       auth: this.#auth,
       receivedBy: this.#deps.hostname,
-      policy: jsonSafe(this.#msgVars),
+      policy: this.#vars.messageJson(),
     };
     try {
       // The buffer moves to the spool's thread instead of being copied (it is not used after this).
@@ -428,22 +534,28 @@ export class InboundConnection implements SessionHandler {
     }
     const msgId = dataFields.headers.find((h) => h.name.toLowerCase() === "message-id")?.value;
     const tls = this.#facts.tls;
+    const quarantine = envelope.recipients.filter((r) => r.extra?.quarantine !== undefined).map((r) =>
+      r.address
+    );
     this.#deps.log.write(
-      `<= ${tx.sender || "<>"} ${this.hostField} P=${protocol}` +
+      `<= ${sender || "<>"} ${this.hostField} P=${protocol}` +
         (this.#auth ? ` A=${this.#auth.mechanism.toLowerCase()}:${this.#auth.user}` : "") +
         (tls ? ` X=${tls.version}:${tls.cipher}:${tls.bits}${tls.sni ? ` SNI=${tls.sni}` : ""}` : "") +
         ` S=${envelope.size}${msgId ? ` id=${msgId.replace(/^<|>$/g, "")}` : ""}${this.#prx}` +
-        ` for ${kept.map((r) => r.address).join(" ")}`,
+        (quarantine.length
+          ? ` Q=${quarantine.length === envelope.recipients.length ? "all" : quarantine.join(",")}`
+          : "") +
+        ` for ${envelope.recipients.map((r) => r.address).join(" ")}`,
       {
         id,
         event: "<=",
-        sender: tx.sender,
+        sender,
         client: client.ip,
         port: client.port,
         protocol,
         auth: this.#auth?.user,
         size: envelope.size,
-        recipients: kept.map((r) => r.address),
+        recipients: envelope.recipients.map((r) => r.address),
         proxy: this.#facts.proxy ? `${this.#facts.proxy.proxyIp}:${this.#facts.proxy.proxyPort}` : undefined,
       },
     );

@@ -10,6 +10,7 @@ import type { ByteStream } from "../core/stream.ts";
 import { ServerSession } from "../smtp/server_session.ts";
 import type { SessionExtensions, SessionHandler } from "../smtp/session_types.ts";
 import { relayControl } from "../policy/relay_control.ts";
+import { srsPermitted, srsReverseStep, srsRewriteStep, type SrsSettings } from "../policy/checks/srs.ts";
 import { senderLogin, type SenderLogins } from "../policy/sender_login.ts";
 import { Authenticator, type AuthenticatorOptions } from "./authenticator.ts";
 import type { ResolvedConfig } from "../config/schema.ts";
@@ -22,7 +23,12 @@ import { acceptLoop } from "./accept_loop.ts";
 const encoder = new TextEncoder();
 
 /** What the server needs besides its config. */
-export type InboundServerDeps = Omit<InboundDeps, "builtinRcpt" | "builtinMail" | "authenticator">;
+export type InboundServerDeps =
+  & Omit<InboundDeps, "builtinRcpt" | "builtinMail" | "builtinData" | "authenticator">
+  & {
+    /** SRS settings with secrets loaded (`srs`), for reversing SRS recipients */
+    srs?: SrsSettings;
+  };
 
 type ListenerSpec = ResolvedConfig["listen"][number];
 
@@ -59,8 +65,15 @@ export class InboundServer {
     this.#deps = {
       ...deps,
       builtinRcpt: [
-        relayControl({ domains: r.domains, clients: r.clients, timeoutMs: c.limits.policyTimeout }),
+        ...(deps.srs ? [srsReverseStep(deps.srs)] : []),
+        relayControl({
+          domains: r.domains,
+          clients: r.clients,
+          timeoutMs: c.limits.policyTimeout,
+          permit: (c) => srsPermitted(c, c.recipient.address),
+        }),
       ],
+      builtinData: deps.srs ? [srsRewriteStep()] : [],
       builtinMail: c.auth?.senderLogins ? [senderLogin(c.auth.senderLogins as SenderLogins)] : [],
       authenticator: c.auth
         ? new Authenticator({

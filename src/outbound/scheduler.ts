@@ -24,6 +24,8 @@ import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } f
 import { type TransportPolicy, transportPolicy } from "./transport.ts";
 import { errorMessage } from "../core/error_message.ts";
 import { replyText } from "../smtp/reply_parser.ts";
+import type { OutboundStep } from "../policy/delivery_context.ts";
+import { prepareDelivery } from "./outbound_chain.ts";
 
 /** What the scheduler needs. */
 export interface SchedulerDeps {
@@ -36,6 +38,8 @@ export interface SchedulerDeps {
   tlsContext?: TlsClientContext;
   /** Our own listening endpoints ("ip:port"), for loop detection */
   endpoints: string[];
+  /** The outbound chain: built-in steps (DKIM signing) then `outbound` from config.ts */
+  outbound?: readonly OutboundStep[];
 }
 
 /** Recipients that go to one destination together. */
@@ -68,6 +72,8 @@ function domainOf(address: string): string {
 export class Scheduler {
   #deps: SchedulerDeps;
   #routes: Route[];
+  /** Where quarantined recipients go (`quarantine.route`) */
+  #quarantineRoute?: Route;
   #policies = new Map<Route, TransportPolicy>();
   #buses = new Map<Route, EventBus>();
   #pool: ConnectionPool;
@@ -86,6 +92,8 @@ export class Scheduler {
     const d = deps.config.delivery;
     const timeoutMs = deps.config.limits.policyTimeout;
     this.#routes = compileRoutes(deps.config.routes as RouteSpec[], { timeoutMs });
+    const q = deps.config.quarantine?.route;
+    this.#quarantineRoute = q === undefined ? undefined : this.#routes.find((r) => r.name === q);
     this.#pool = new ConnectionPool({ perHost: d.connectionsPerHost, idleTimeoutMs: d.idleTimeout });
     this.#hostRetry = new HostRetry({ baseMs: d.hostRetryBase, maxMs: d.hostRetryMax });
     this.#retryRulesFor = compileRetryConfig(deps.config.retry, { timeoutMs });
@@ -207,7 +215,8 @@ export class Scheduler {
       let route: Route | undefined;
       let routeError: string | undefined;
       try {
-        route = await findRoute(this.#routes, domain);
+        const held = r.extra?.quarantine !== undefined ? this.#quarantineRoute : undefined;
+        route = held ?? await findRoute(this.#routes, domain);
       } catch (err) {
         // A host-list function that throws: retry later under the retry rules, like any temporary failure.
         routeError = `routing failed: ${errorMessage(err)}`;
@@ -230,7 +239,7 @@ export class Scheduler {
       else if (!g.route) outcomes = local("failed", "5.4.4", `no route for domain "${g.domain}"`);
       else {
         const route = g.route;
-        outcomes = await deliverGroup(env, data, g.recipients, route, g.domain, this.#policy(route), {
+        outcomes = await this.#deliver(env, data, g.recipients, route, g.domain, {
           resolver: this.#deps.resolver,
           pool: this.#pool,
           hostRetry: this.#hostRetry,
@@ -270,6 +279,55 @@ export class Scheduler {
     } else {
       this.#schedule(env);
     }
+  }
+
+  /** Runs the outbound chain for a group, then delivers what it produced; outcomes name the spooled recipients. */
+  async #deliver(
+    env: Envelope,
+    data: Uint8Array,
+    recipients: Recipient[],
+    route: Route,
+    domain: string,
+    deps: Parameters<typeof deliverGroup>[6],
+  ): Promise<RecipientOutcome[]> {
+    const chain = this.#deps.outbound ?? [];
+    if (chain.length === 0) {
+      return await deliverGroup(env, data, recipients, route, domain, this.#policy(route), deps);
+    }
+    const prepared = await prepareDelivery(
+      env,
+      data,
+      recipients,
+      { name: route.name, index: route.index, mx: route.spec.mx === true },
+      domain,
+      {
+        chain,
+        hostname: this.#deps.hostname,
+        resolver: this.#deps.resolver,
+        log: this.#deps.log,
+        timeoutMs: this.#deps.config.limits.policyTimeout,
+      },
+    );
+    if (!prepared.ok) {
+      return recipients.map((recipient) => ({
+        recipient,
+        kind: prepared.temporary ? "deferred" : "failed",
+        status: prepared.status,
+        text: prepared.text,
+        internal: true,
+      }));
+    }
+    const outcomes = await deliverGroup(
+      prepared.envelope,
+      prepared.data,
+      prepared.recipients,
+      route,
+      domain,
+      this.#policy(route),
+      deps,
+    );
+    // deliverGroup answers in the order of the recipients it was given: map back to the spooled ones.
+    return outcomes.map((o, i) => ({ ...o, recipient: recipients[i] }));
   }
 
   #facts(env: Envelope, router: string, o?: RecipientOutcome): DeliveryFacts {

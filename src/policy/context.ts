@@ -14,6 +14,9 @@ import type {
 import type { HeaderField } from "../core/headers.ts";
 import { SmtpError } from "../core/reply.ts";
 import type { Middleware } from "../core/compose.ts";
+import type { FieldMatcher } from "../core/header_edit.ts";
+import type { Resolver } from "../dns/resolver.ts";
+import type { VariableAccess } from "./variables.ts";
 
 /** The policy stages, in session order. */
 export type Stage = "connect" | "helo" | "mail" | "rcpt" | "data" | "prdr";
@@ -30,7 +33,7 @@ export interface PolicyRecipient {
 }
 
 /** Facts and verdicts common to every stage. */
-export interface BaseContext {
+export interface BaseContext extends VariableAccess {
   readonly stage: Stage;
   readonly client: ClientInfo;
   /** Our own address and port for this connection */
@@ -49,12 +52,12 @@ export interface BaseContext {
   /** The SMTP AUTH login, once the client authenticated */
   readonly auth?: AuthInfo;
   readonly helo?: string;
-  /** Variables kept for the whole connection */
-  readonly connVars: Map<string, unknown>;
-  /** Variables kept for the current message (saved in the spool envelope when JSON-serialisable) */
-  readonly msgVars: Map<string, unknown>;
   /** Aborted when this stage's deadline (`limits.policyTimeout`) passes: hand it to fetches and lookups */
   readonly signal: AbortSignal;
+  /** Ferry's DNS resolver; every query is abandoned with `signal` */
+  readonly resolver: Resolver;
+  /** The authserv-id of our Authentication-Results (`authservId`, default the host name) */
+  readonly authservId: string;
   /** Writes a log line tagged with the client and stage */
   log(text: string): void;
   /** Rejects permanently (default 550 5.7.1) */
@@ -108,8 +111,18 @@ export interface DataContext extends MailContext {
   readonly messageSize: number;
   /** The message as received (CRLF line endings) */
   readonly content: Uint8Array;
-  /** Adds a header field at the top of the stored message */
+  /** Adds a header field at the top of the stored message (after Received and Authentication-Results) */
   addHeader(name: string, value: string): void;
+  /** Removes every field called `name` (case-insensitive), or the occurrences `match` picks */
+  removeHeader(name: string, match?: FieldMatcher): void;
+  /** Removes every field called `name` and adds one with `value` at the top */
+  replaceHeader(name: string, value: string): void;
+  /** Adds an Authentication-Results method result (`spf=pass smtp.mailfrom=…`) to the merged header */
+  addAuthResult(result: string): void;
+  /** Rewrites the envelope sender (reverse path; "" is the null sender) */
+  setSender(address: string): void;
+  /** Replaces a recipient by others (aliases); an empty list drops it */
+  rewriteRecipient(address: string, to: readonly string[]): void;
   /** Accepts the message but throws it away */
   discard(): void;
 }

@@ -6,7 +6,7 @@
  */
 
 import { HostList, type HostListSpec, normalizeName } from "../core/host_list.ts";
-import type { PolicyMiddleware } from "./context.ts";
+import type { PolicyMiddleware, RcptContext } from "./context.ts";
 
 /** Relay control settings. */
 export interface RelayControlOptions {
@@ -14,6 +14,8 @@ export interface RelayControlOptions {
   clients: HostListSpec;
   /** Deadline for function lists (ms; the stage's own deadline applies too) */
   timeoutMs?: number;
+  /** Recipients accepted whatever their domain (valid SRS addresses of ours), decided by an earlier step */
+  permit?: (c: RcptContext) => boolean;
 }
 
 /** Creates the relay-control middleware. */
@@ -22,6 +24,7 @@ export function relayControl(opts: RelayControlOptions): PolicyMiddleware<"rcpt"
   const clients = new HostList(opts.clients, { name: "relay.clients", timeoutMs: opts.timeoutMs });
   return async function relay_control(c, next) {
     const { local, domain } = c.recipient;
+    if (opts.permit?.(c)) return await next();
     if (c.auth || (await clients.match({ ip: c.client.ip }, { signal: c.signal }))) return await next();
     // RFC 5321 4.5.1: postmaster without a domain is always ours.
     if (domain === "" && local.toLowerCase() === "postmaster") return await next();

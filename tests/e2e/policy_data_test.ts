@@ -93,20 +93,20 @@ Deno.test("c.addHeader() with a header-injection attempt is refused with 451 and
   });
 });
 
-Deno.test("msgVars set by mail, rcpt and data steps are saved in envelope.policy, per message", async () => {
+Deno.test("c.set() from mail, rcpt and data steps is saved in envelope.policy per message; connection scope persists", async () => {
   const score = async function score(c: MailContext, next: () => Promise<void>) {
-    if (c.sender === "a@sender.test") c.msgVars.set("spf", { result: "pass", domain: "sender.test" });
-    c.msgVars.set("notJson", () => "functions are not kept");
-    const n = (c.connVars.get("messages") as number | undefined) ?? 0;
-    c.connVars.set("messages", n + 1);
+    if (c.sender === "a@sender.test") c.set("spf", { result: "pass", domain: "sender.test" });
+    c.set("notJson", () => "functions are not kept");
+    const n = (c.get("messages") as number | undefined) ?? 0;
+    c.set("messages", n + 1, { scope: "connection" });
     await next();
   };
   const rcptSeen = async function rcpt_seen(c: MailContext, next: () => Promise<void>) {
-    c.msgVars.set("rcptStep", c.msgVars.has("spf") ? "saw spf" : "no spf");
+    c.set("rcptStep", c.get("spf") !== undefined ? "saw spf" : "no spf");
     await next();
   };
   const dataStep = async function data_step(c: DataContext, next: () => Promise<void>) {
-    c.msgVars.set("connMessages", c.connVars.get("messages") as number);
+    c.set("connMessages", c.get("messages") as number);
     await next();
   };
   await withFerry({ policy: { mail: [score], rcpt: [rcptSeen], data: [dataStep] } }, async (f) => {
@@ -131,7 +131,7 @@ Deno.test("msgVars set by mail, rcpt and data steps are saved in envelope.policy
 
 Deno.test("RSET forgets the message variables of the abandoned transaction", async () => {
   const mark = async function mark(c: MailContext, next: () => Promise<void>) {
-    if (c.sender === "first@sender.test") c.msgVars.set("first", true);
+    if (c.sender === "first@sender.test") c.set("first", true);
     await next();
   };
   await withFerry({ policy: { mail: [mark] } }, async (f) => {

@@ -5,6 +5,8 @@ import { parsePathArg } from "../../src/smtp/command.ts";
 import { type PolicyRecipient, type RcptContext, verdicts } from "../../src/policy/context.ts";
 import { relayControl } from "../../src/policy/relay_control.ts";
 import { runStage } from "../../src/policy/run_stage.ts";
+import { Variables } from "../../src/policy/variables.ts";
+import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 
 /** Builds the rcpt context the inbound side would build from a raw `RCPT` argument. */
 function rcptContext(clientIp: string, rcptArg: string, logs: string[]): RcptContext {
@@ -19,8 +21,9 @@ function rcptContext(clientIp: string, rcptArg: string, logs: string[]): RcptCon
     client: { ip: clientIp, port: 40000 },
     proxyFailed: false,
     server: { ip: "127.0.0.1", port: 25 },
-    connVars: new Map(),
-    msgVars: new Map(),
+    ...new Variables().access("message"),
+    resolver: new MemoryResolver(),
+    authservId: "ferry.test",
     signal: new AbortController().signal,
     log: (text) => logs.push(text),
     ...verdicts(),
