@@ -137,7 +137,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       log,
       hostname,
       authservId: config.authservId ?? hostname,
-      canQuarantine: config.quarantine !== undefined,
+      canQuarantine: true,
     };
     for (const check of checks) {
       await check.open?.(services);

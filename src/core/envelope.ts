@@ -107,6 +107,11 @@ export interface Envelope {
   auth?: AuthInfo;
   /** Name of the host that received it */
   receivedBy: string;
+  /**
+   * Set when policy quarantined the message: it is stored in the `hold` queue state with this reason and stays
+   * there until an operator releases it
+   */
+  hold?: string;
   /** Results policy chose to keep (SPF, DKIM, ...) and per-message variables */
   policy?: Record<string, unknown>;
   /** Free-form delivery state the outbound side keeps (retry, dsn sent, ...) */

@@ -171,7 +171,8 @@ export class InboundConnection implements SessionHandler {
     }));
     return checkSteps(methods, (c) => ({
       sink: this.#msgSink,
-      canQuarantine: this.#deps.config.quarantine !== undefined,
+      // A quarantine goes to quarantine.route, or else to the hold queue state.
+      canQuarantine: true,
       recipient: recipient?.(c),
     }));
   }
@@ -521,7 +522,20 @@ export class InboundConnection implements SessionHandler {
       receivedBy: this.#deps.hostname,
       policy: this.#vars.messageJson(),
     };
+    // Quarantine without a quarantine route: the quarantined recipients are stored as their own message in the
+    // `hold` queue state (all of them: this message itself), until an operator releases it.
+    let held: Envelope | undefined;
+    if (!this.#deps.config.quarantine) {
+      const marked = envelope.recipients.filter((r) => r.extra?.quarantine !== undefined);
+      const reason = () => [...new Set(marked.map((r) => String(r.extra!.quarantine)))].join("; ");
+      if (marked.length === envelope.recipients.length && marked.length > 0) envelope.hold = reason();
+      else if (marked.length > 0) {
+        held = { ...envelope, id: this.#deps.spool.newId(), recipients: marked, hold: reason() };
+        envelope.recipients = envelope.recipients.filter((r) => r.extra?.quarantine === undefined);
+      }
+    }
     try {
+      if (held) await this.#deps.spool.store(held, stored.slice());
       // The buffer moves to the spool's thread instead of being copied (it is not used after this).
       await this.#deps.spool.store(envelope, stored, { transfer: true });
     } catch (err) {
@@ -559,7 +573,17 @@ export class InboundConnection implements SessionHandler {
         proxy: this.#facts.proxy ? `${this.#facts.proxy.proxyIp}:${this.#facts.proxy.proxyPort}` : undefined,
       },
     );
-    this.#deps.events.emit("msg:received", { id, envelope });
+    for (const e of held ? [envelope, held] : [envelope]) {
+      if (e.hold !== undefined) {
+        this.#deps.log.write(
+          `${e.id === id ? "" : `<= ${sender || "<>"} R=${id} (quarantined part) `}held: ${e.hold} for ${
+            e.recipients.map((r) => r.address).join(" ")
+          }`,
+          { id: e.id, event: "held" },
+        );
+      }
+      this.#deps.events.emit("msg:received", { id: e.id, envelope: e });
+    }
     return final(reply(250, "2.0.0", `OK id=${id}`));
   }
 }

@@ -205,6 +205,11 @@ export class Scheduler {
       this.#due.delete(id);
       return;
     }
+    // A message on hold (quarantined, or parked by an operator) is not delivered until it is released.
+    if ((await spool.row(id))?.state === "hold") {
+      this.#due.delete(id);
+      return;
+    }
     const now = Date.now();
     const due = env.recipients.filter((r) => r.status === "pending" && (r.nextAttempt ?? 0) <= now);
     const data = due.length ? await spool.readData(id) : new Uint8Array();

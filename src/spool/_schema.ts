@@ -112,15 +112,22 @@ export function envelopeColumn(env: Envelope): string {
   return JSON.stringify(rest);
 }
 
-/** The state and next attempt a message has from its recipients (before any attempt: `incoming`). */
-export function initialState(env: Envelope): { state: "incoming" | "deferred"; nextAttempt: number | null } {
+/**
+ * The state and next attempt a message has from its recipients (before any attempt: `incoming`); a message
+ * stored with `hold` (quarantined by policy) starts in `hold`.
+ */
+export function initialState(
+  env: Envelope,
+): { state: "incoming" | "deferred" | "hold"; nextAttempt: number | null } {
   let next = Infinity;
   let tried = false;
   for (const r of env.recipients) {
     if ((r.attempts ?? 0) > 0) tried = true;
     if (r.status === "pending") next = Math.min(next, r.nextAttempt ?? env.receivedAt ?? 0);
   }
-  return { state: tried ? "deferred" : "incoming", nextAttempt: next === Infinity ? null : next };
+  const nextAttempt = next === Infinity ? null : next;
+  if (env.hold !== undefined) return { state: "hold", nextAttempt };
+  return { state: tried ? "deferred" : "incoming", nextAttempt };
 }
 
 /** Why a version-1 envelope cannot be converted, or undefined when it can. */

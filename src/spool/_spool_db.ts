@@ -427,6 +427,7 @@ export class SpoolDb {
     );
     env.recipients.forEach((r, i) => s.insertRecipient.run(env.id, i, ...recipientValues(r)));
     s.insertData.run(env.id, data);
+    if (state === "hold") s.setState.run("hold", `quarantined: ${env.hold}`, env.id);
   }
 
   #apply(u: DeliveryUpdate, now: number): void {

@@ -210,21 +210,46 @@ Deno.test("a check that throws becomes 451 4.3.0 naming the check; open() and cl
   assert.deepEqual(life, ["open ferry.test mx.auth.test", "close"]);
 });
 
-Deno.test("quarantine without quarantine.route defers; with it the recipient goes to that route only", async () => {
+Deno.test("quarantine: without quarantine.route the recipient is held in the queue; with it, it takes that route", async () => {
   const q: Check = {
     name: "q",
-    message: () => ({ rcpt: (c) => c.recipient.local === "suspect" ? quarantine("looks odd") : undefined }),
+    message: () => ({
+      rcpt: (c) => c.recipient.local === "suspect" ? quarantine("looks odd") : undefined,
+      data: (c) =>
+        c.headers.some((h) => /quarantine me/.test(h.value)) ? quarantine("whole message") : undefined,
+    }),
   };
-  await withFerry({ checks: [q] }, async (f) => {
-    const c = await session(f.port);
+  {
+    const ds = startDownstream();
+    const f = await startFerryIn({
+      checks: [q],
+      routes: [{ domains: "*", hosts: ["127.0.0.1"], port: ds.port }],
+    }, { resolver: new MemoryResolver() });
     try {
-      const r = await send(c, "s@sender.test", ["suspect@example.test"], "");
-      assert.equal(r.rcpt?.[0]?.code, 451);
-      assert.ok(f.memlog.has("asked for quarantine (looks odd) but none is configured: deferred"));
+      const id = await submit(f.port, ["suspect@dest.test", "fine@dest.test"]);
+      const whole = await submit(f.port, ["a@dest.test"], { body: "Subject: quarantine me\r\n\r\nx\r\n" });
+      await waitFor(() => ds.messages.length === 1, 8000, "the fine recipient's delivery");
+      assert.deepEqual(ds.messages[0].rcpts, ["fine@dest.test"]);
+      // The suspect recipient is its own message, in the hold state, with the reason.
+      const heldLine = f.memlog.lines.find((l) =>
+        l.text.includes(`R=${id} (quarantined part) held: looks odd`)
+      );
+      assert.ok(heldLine, f.memlog.lines.map((l) => l.text).join("\n"));
+      const heldId = String(heldLine.fields?.id);
+      const row = await f.spool.row(heldId);
+      assert.equal(row?.state, "hold");
+      assert.match(row?.reason ?? "", /quarantined: looks odd/);
+      assert.deepEqual((await f.spool.get(heldId))?.recipients.map((r) => r.address), ["suspect@dest.test"]);
+      // A message quarantined at data is held whole, under its own id.
+      assert.equal((await f.spool.row(whole))?.state, "hold");
+      assert.ok(f.memlog.has(/held: whole message for a@dest\.test/));
+      await waitFor(() => f.memlog.has("Completed"), 8000, "the first message to complete");
+      assert.equal(ds.messages.length, 1);
     } finally {
-      c.close();
+      await f.dispose();
+      await ds.stop();
     }
-  });
+  }
 
   const normal = startDownstream();
   const held = startDownstream();

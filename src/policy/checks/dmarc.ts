@@ -59,8 +59,8 @@ declare module "../variables.ts" {
 /** Options of `dmarc()`. */
 export interface DmarcOptions {
   /**
-   * Verdict per applied policy (default: reject → reject 550 5.7.1, quarantine → quarantine when a
-   * `quarantine` route is configured else accept, temperror → accept)
+   * Verdict per applied policy (default: reject → reject 550 5.7.1, quarantine → quarantine, temperror →
+   * accept)
    */
   actions?: Partial<Record<"reject" | "quarantine" | "temperror", VerdictAction>>;
   /** Random source for pct sampling (tests), 0 ≤ n < 1 */

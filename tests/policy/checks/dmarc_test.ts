@@ -222,7 +222,7 @@ Deno.test("evaluateDmarc(): alignment relaxed and strict, p and sp, pct sampling
   assert.equal(nofrom.status, "nofrom");
 });
 
-Deno.test("dmarc(): dmarcDisableVerify skips it; p=quarantine without a quarantine route is accepted and logged", async () => {
+Deno.test("dmarc(): dmarcDisableVerify skips it; p=quarantine puts the message on hold", async () => {
   const r = new MemoryResolver({
     records: {
       "_dmarc.q.test": { TXT: ["v=DMARC1; p=quarantine"] },
@@ -242,6 +242,7 @@ Deno.test("dmarc(): dmarcDisableVerify skips it; p=quarantine without a quaranti
     const q = await send(f.port, "x@q.test", enc.encode(message("x@q.test")));
     assert.equal(q.data?.code, 250);
     assert.equal(((await f.spool.get(q.id!))?.policy?.dmarc as DmarcOutcome).status, "quarantine");
+    assert.equal((await f.spool.row(q.id!))?.state, "hold");
     const rejected = await send(f.port, "x@r.test", enc.encode(message("x@r.test")));
     assert.equal(rejected.data?.code, 550);
     const trusted = await send(f.port, "trusted@r.test", enc.encode(message("x@r.test")));
