@@ -144,11 +144,25 @@ Deno.test("DnsClient sends one query for concurrent identical questions", async 
   }
 });
 
+/** A UDP socket and a TCP listener on the same free loopback port (retried when another test holds one half). */
+async function udpAndTcpOnOnePort() {
+  for (let attempt = 0;; attempt++) {
+    const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (tcp.addr as Deno.NetAddr).port;
+    const udp = dgram.createSocket("udp4");
+    const bound = await new Promise<boolean>((r) => {
+      udp.once("error", () => r(false));
+      udp.bind(port, "127.0.0.1", () => r(true));
+    });
+    if (bound) return { udp, tcp, port };
+    tcp.close();
+    udp.close();
+    if (attempt > 20) throw new Error("no loopback port free for both UDP and TCP");
+  }
+}
+
 Deno.test("DnsClient retries over TCP when a truncated datagram is cut inside a record", async () => {
-  const udp = dgram.createSocket("udp4");
-  await new Promise<void>((r) => udp.bind(0, "127.0.0.1", () => r()));
-  const port = udp.address().port;
-  const tcp = Deno.listen({ hostname: "127.0.0.1", port });
+  const { udp, tcp, port } = await udpAndTcpOnOnePort();
   const full = (q: WireMessage, flags: number) =>
     encodeMessage({
       id: q.id,
