@@ -53,6 +53,7 @@ export {
   type DkimOutcome,
   type DkimSignatureResult,
 } from "./src/policy/checks/dkim.ts";
+export { arc, type ArcOutcome } from "./src/policy/checks/arc.ts";
 export { dmarc, type DmarcOptions, type DmarcOutcome, type DmarcStatus } from "./src/policy/checks/dmarc.ts";
 export { isSrs, srsForward, srsReverse } from "./src/policy/srs.ts";
 export { spf, type SpfOptions, type SpfOutcome, type SpfResultName } from "./src/policy/checks/spf.ts";

@@ -23,6 +23,7 @@ import type { Check, Services } from "./policy/check.ts";
 import type { OutboundStep } from "./policy/delivery_context.ts";
 import { dkimSign, loadDkimKeys } from "./policy/checks/dkim_sign.ts";
 import { srsForwardStep, type SrsSettings } from "./policy/checks/srs.ts";
+import { arcSeal } from "./policy/checks/arc.ts";
 
 /** A running Ferry. */
 export interface Ferry {
@@ -237,10 +238,20 @@ async function srsSettings(config: ResolvedConfig): Promise<SrsSettings | undefi
  */
 async function outboundChain(config: ResolvedConfig, srs: SrsSettings | undefined): Promise<OutboundStep[]> {
   const { keys, problems } = await loadDkimKeys(config.dkim.sign);
+  const seal = config.arc.seal ? await loadDkimKeys([config.arc.seal], "arc.seal") : undefined;
+  problems.push(...(seal?.problems ?? []).map((p) => p.replace(/^arc\.seal\[0\]/, "arc.seal")));
   if (problems.length) throw new ConfigError(problems);
+  const arcKey = seal?.keys[0];
   return [
     ...(srs ? [srsForwardStep(srs)] : []),
     ...(keys.length ? [dkimSign(keys)] : []),
+    ...(arcKey
+      ? [arcSeal({
+        key: arcKey,
+        routes: config.arc.routes,
+        authservId: config.authservId ?? config.hostname ?? Deno.hostname(),
+      })]
+      : []),
     ...(config.outbound as unknown as OutboundStep[]),
   ];
 }

@@ -240,6 +240,19 @@ export const configSchema = z.object({
   }).strict().refine((s) => (s.secrets === undefined) !== (s.secretFile === undefined), {
     error: "srs needs secrets or secretFile (one of them)",
   }).optional(),
+  arc: z.object({
+    seal: z.object({
+      domain: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, {
+        error: "expected a domain name",
+      }),
+      selector: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/, {
+        error: "expected a selector (letters, digits, '.', '-', '_')",
+      }),
+      keyFile: z.string({ error: "expected the path of a PEM private key file" }).min(1),
+      algorithm: z.enum(["rsa-sha256", "ed25519-sha256"]).optional(),
+    }).strict().optional(),
+    routes: z.array(z.string().min(1)).optional(),
+  }).strict().prefault({}),
   dkim: z.object({
     sign: z.array(
       z.object({

@@ -60,18 +60,38 @@ function clean(text: string): string {
   return text.replace(/[^\x20-\x7e]/g, "?").replace(/[()\\]/g, "");
 }
 
+/** mailauth's verification result, whose hidden `arc` property carries the ARC chain for arc(). */
+export type RawDkimResult = Awaited<ReturnType<typeof dkimVerify>> & { arc?: unknown };
+
+// One verification per message: dkim(), arc() and dmarc() all see the same c.content object.
+const verified = new WeakMap<Uint8Array, Promise<RawDkimResult>>();
+
+/** mailauth's DKIM verification of `message`, done once per message object. */
+export function rawDkimVerify(
+  message: Uint8Array,
+  resolver: ReturnType<typeof mailauthResolver>,
+  opts: { minKeyBits?: number; now?: number } = {},
+): Promise<RawDkimResult> {
+  let p = verified.get(message);
+  if (!p) {
+    p = dkimVerify(message as unknown as Buffer, {
+      resolver,
+      strict: true,
+      minBitLength: opts.minKeyBits ?? 1024,
+      curTime: opts.now,
+    }) as Promise<RawDkimResult>;
+    verified.set(message, p);
+  }
+  return p;
+}
+
 /** Verifies every signature of `message` (exported for tools and tests; the check calls it). */
 export async function verifyDkim(
   message: Uint8Array,
   resolver: ReturnType<typeof mailauthResolver>,
   opts: { minKeyBits?: number; now?: number } = {},
 ): Promise<DkimOutcome> {
-  const res = await dkimVerify(message as unknown as Buffer, {
-    resolver,
-    strict: true,
-    minBitLength: opts.minKeyBits ?? 1024,
-    curTime: opts.now,
-  });
+  const res = await rawDkimVerify(message, resolver, opts);
   const signatures = (res.results ?? []).filter((r) => r.signingDomain || r.status?.result !== "none").map(
     (r): DkimSignatureResult => {
       const result = String(r.status?.result ?? "permerror");

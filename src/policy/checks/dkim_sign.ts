@@ -53,11 +53,12 @@ export const DEFAULT_SIGNED_HEADERS = [
 /** Loads every key; throws `problems` (one line each, naming the option and the file) when any is unusable. */
 export async function loadDkimKeys(
   specs: readonly DkimSignSpec[],
+  option = "dkim.sign",
 ): Promise<{ keys: DkimKey[]; problems: string[] }> {
   const keys: DkimKey[] = [];
   const problems: string[] = [];
   for (const [i, s] of specs.entries()) {
-    const where = `dkim.sign[${i}].keyFile`;
+    const where = `${option}[${i}].keyFile`;
     let pem: string;
     try {
       pem = await Deno.readTextFile(s.keyFile);

@@ -50,7 +50,15 @@ records = {k.encode(): v.encode() for k, v in req["records"].items()}
 def dnsfunc(name, timeout=5):
     return records.get(name.rstrip(b"."))
 msg = base64.b64decode(req["message"])
-if req["op"] == "sign":
+if req["op"] == "arc_sign":
+    s = req["signer"]
+    sig = dkim.arc_sign(msg, s["selector"].encode(), s["domain"].encode(), s["key"].encode(), s["srv_id"].encode(),
+                        signature_algorithm=s["algorithm"].encode())
+    print(json.dumps({"message": base64.b64encode(b"".join(sig) + msg).decode()}))
+elif req["op"] == "arc_verify":
+    cv, results, comment = dkim.arc_verify(msg, dnsfunc=dnsfunc)
+    print(json.dumps({"cv": cv.decode(), "instances": len(results), "comment": comment}))
+elif req["op"] == "sign":
     out = msg
     for s in req["signers"]:
         sig = dkim.sign(out, s["selector"].encode(), s["domain"].encode(), s["key"].encode(),
@@ -111,4 +119,38 @@ export async function dkimpyVerify(message: Uint8Array, keys: TestDkimKey[]): Pr
   const records = Object.fromEntries(keys.map((k) => [keyName(k), k.record]));
   const r = await run({ op: "verify", message: message.toBase64(), records });
   return r.results as boolean[];
+}
+
+/** Adds an ARC set with dkimpy (`srvId` must match an Authentication-Results field of the message). */
+export async function dkimpyArcSign(
+  message: Uint8Array,
+  key: TestDkimKey,
+  srvId: string,
+): Promise<Uint8Array> {
+  const r = await run({
+    op: "arc_sign",
+    message: message.toBase64(),
+    records: {},
+    signer: {
+      selector: key.selector,
+      domain: key.domain,
+      key: key.dkimpyKey,
+      algorithm: key.algorithm,
+      srv_id: srvId,
+    },
+  });
+  return Uint8Array.fromBase64(r.message as string);
+}
+
+/** dkimpy's verdict on the ARC chain: cv ("pass", "fail", "none") and the number of sets it checked. */
+export async function dkimpyArcVerify(
+  message: Uint8Array,
+  keys: TestDkimKey[],
+): Promise<{ cv: string; instances: number; comment: string }> {
+  const records = Object.fromEntries(keys.map((k) => [keyName(k), k.record]));
+  return await run({ op: "arc_verify", message: message.toBase64(), records }) as {
+    cv: string;
+    instances: number;
+    comment: string;
+  };
 }
