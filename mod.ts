@@ -70,6 +70,19 @@ export {
   redisSet,
   type RedisValue,
 } from "./src/policy/redis_lookup.ts";
+export {
+  ratelimit,
+  type RateLimitOptions,
+  type RateLimitOutcome,
+  type RatePer,
+} from "./src/policy/checks/ratelimit.ts";
+export {
+  rspamd,
+  type RspamdOptions,
+  type RspamdRecipientResult,
+  type RspamdVerdict,
+} from "./src/policy/checks/rspamd.ts";
+export { dcc, type DccOptions, type DccOutcomeVars } from "./src/policy/checks/dcc.ts";
 export { startFerry } from "./src/main.ts";
 
 /** A Ferry configuration as written in config.ts. */

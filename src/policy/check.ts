@@ -38,6 +38,11 @@ export interface Verdict {
   authResults?: string[];
   /** Header fields to add to the stored message (given at any stage, added at the data stage) */
   headers?: { name: string; value: string }[];
+  /**
+   * A quarantine at the data stage for these recipients only (per-recipient verdicts without PRDR); the
+   * others are delivered normally
+   */
+  recipients?: readonly string[];
 }
 
 /** Optional verdict details. */

@@ -47,13 +47,21 @@ export interface RateRecord {
   seen?: Set<string>;
 }
 
-/** Exim's smoothing step: the new rate after `count` events `interval` seconds after the last record. */
+/**
+ * Exim's smoothing step: the new rate after `count` events `interval` seconds after the last record. An
+ * interval of (nearly) zero is taken as 1e-9 of a period, so two events at the same instant add up. (Exim
+ * clamps only after computing `a`, so at an interval of exactly zero it drops the event; with its
+ * microsecond clock that almost never happens, with a millisecond clock it would happen all the time.)
+ */
 export function smoothedRate(prev: number, intervalS: number, periodS: number, count: number): number {
-  let iOverP = intervalS / periodS;
+  const iOverP = Math.max(intervalS / periodS, 1e-9);
   const a = Math.exp(-iOverP);
-  // A zero interval would make the rate infinite.
-  if (iOverP < 1e-9) iOverP = 1e-9;
   return (1 - a) * count / iOverP + a * prev;
+}
+
+/** Seconds since the epoch with sub-millisecond resolution. */
+export function preciseNow(): number {
+  return (performance.timeOrigin + performance.now()) / 1000;
 }
 
 /**
@@ -94,7 +102,7 @@ export class MemoryRateStore implements RateStore {
 
   /** `now` returns seconds (tests pass a fake clock). */
   constructor(opts: { now?: () => number } = {}) {
-    this.#now = opts.now ?? (() => Date.now() / 1000);
+    this.#now = opts.now ?? preciseNow;
   }
 
   update(event: RateEvent): Promise<RateResult> {

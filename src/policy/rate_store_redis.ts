@@ -47,8 +47,8 @@ if prevRate == nil then
   rate = count
 else
   local iOverP = (now - tonumber(h[2])) / period
-  local a = math.exp(-iOverP)
   if iOverP < 1e-9 then iOverP = 1e-9 end
+  local a = math.exp(-iOverP)
   rate = (1 - a) * count / iOverP + a * prevRate
 end
 local over = rate >= limit

@@ -54,8 +54,11 @@ export function applyVerdict(name: string, v: Verdict, c: BaseContext, opts: App
         c.log(`check ${name} asked for quarantine (${reason}) but none is configured: deferred`);
         throw new SmtpError(451, "4.7.1", "Temporarily rejected by policy, try again later");
       }
-      c.log(`check ${name} quarantined ${opts.recipient ? `<${opts.recipient}>` : "the message"}: ${reason}`);
-      if (opts.recipient !== undefined) sink.quarantinedRecipients.set(opts.recipient, reason);
+      const only = opts.recipient !== undefined ? [opts.recipient] : v.recipients;
+      c.log(
+        `check ${name} quarantined ${only ? only.map((r) => `<${r}>`).join(", ") : "the message"}: ${reason}`,
+      );
+      if (only) { for (const r of only) sink.quarantinedRecipients.set(r, reason); }
       else sink.quarantine ??= reason;
       return;
     }

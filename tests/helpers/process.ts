@@ -31,11 +31,17 @@ export function sleep(ms: number): Promise<void> {
  * Writes `<dir>/<name>` as a config module: `export default defineConfig(<literal>)` with `defineConfig`
  * imported from this clone's mod.ts. `literal` is TypeScript source of an object literal.
  */
-export async function writeConfig(dir: string, literal: string, name = "ferry.config.ts"): Promise<string> {
+export async function writeConfig(
+  dir: string,
+  literal: string,
+  name = "ferry.config.ts",
+  imports: readonly string[] = [],
+): Promise<string> {
   const path = `${dir}/${name}`;
+  const names = ["defineConfig", ...imports].join(", ");
   await Deno.writeTextFile(
     path,
-    `import { defineConfig } from ${JSON.stringify(MOD_URL)};\n\nexport default defineConfig(${literal});\n`,
+    `import { ${names} } from ${JSON.stringify(MOD_URL)};\n\nexport default defineConfig(${literal});\n`,
   );
   return path;
 }
@@ -79,6 +85,8 @@ export interface FerryProcessOptions {
   set?: Record<string, string>;
   /** Port to listen on (default: a free one; on a start failure another one is tried) */
   port?: number;
+  /** More names the config imports from mod.ts (e.g. `["ratelimit", "redisSet"]`) */
+  imports?: string[];
 }
 
 /**
@@ -181,7 +189,7 @@ export class FerryProcess {
       ...opts.set,
     };
     const literal = `{\n${Object.entries(props).map(([k, v]) => `  ${k}: ${v},\n`).join("")}  ${extra}\n}`;
-    const configPath = await writeConfig(dir, literal);
+    const configPath = await writeConfig(dir, literal, undefined, opts.imports);
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", fromFileUrl(MOD_URL), "--config", configPath],
       cwd: REPO_DIR,

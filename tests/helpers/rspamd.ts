@@ -3,7 +3,8 @@
  * shared/recipes/real-peers.md). Offline and deterministic: DNS goes to a dead loopback port, the public
  * suffix list is two lines, GTUBE patterns are on. A test rule FERRY_TEST (score 20: reject) fires on the
  * body text "FERRY-TEST-SPAM", FERRY_HEADER (score 7: add header) on "FERRY-TEST-HEADER"; the settings id
- * "lenient" disables FERRY_TEST, so two recipients with different settings get different verdicts.
+ * "lenient" disables both and "medium" only FERRY_TEST, so recipients with different settings get different
+ * verdicts.
  * milter_headers adds X-Spam-Status, so header edits come back in `milter`.
  */
 
@@ -61,7 +62,8 @@ enable_test_patterns = true;
   }
   await Deno.writeTextFile(
     `${local}/local.d/settings.conf`,
-    `lenient { id = "lenient"; apply { symbols_disabled = ["FERRY_TEST"]; } }\n`,
+    `lenient { id = "lenient"; apply { symbols_disabled = ["FERRY_TEST", "FERRY_HEADER"]; } }\n` +
+      `medium { id = "medium"; apply { symbols_disabled = ["FERRY_TEST"]; } }\n`,
   );
   await Deno.writeTextFile(
     `${local}/local.d/milter_headers.conf`,
