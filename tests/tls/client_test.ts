@@ -59,6 +59,15 @@ function fixture(): Promise<Fixture> {
   return shared;
 }
 
+// Every test in this file shares one PKI and two contexts, released in teardown (also when tests are filtered or fail).
+Deno.test.afterAll(async () => {
+  if (!shared) return;
+  const f = await shared;
+  f.ctx.close();
+  f.wrongCtx.close();
+  await f.pki.cleanup();
+});
+
 const t = (name: string, fn: (f: Fixture) => Promise<void>) =>
   Deno.test({ name, fn: async () => fn(await fixture()) });
 
@@ -322,12 +331,4 @@ t("both ends of this engine talk to each other over loopback, STARTTLS style", a
     listener.close();
     server.close();
   }
-});
-
-Deno.test("client test PKI cleanup", async () => {
-  if (!shared) return;
-  const f = await shared;
-  f.ctx.close();
-  f.wrongCtx.close();
-  await f.pki.cleanup();
 });

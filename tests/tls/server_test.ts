@@ -32,7 +32,10 @@ function fixture(): Promise<Fixture> {
   return shared;
 }
 
-// Every test in this file shares one PKI; the last test removes it.
+// Every test in this file shares one PKI, removed in teardown (also when tests are filtered or fail).
+Deno.test.afterAll(async () => {
+  if (shared) await (await shared).pki.cleanup();
+});
 const t = (name: string, fn: (f: Fixture) => Promise<void>) =>
   Deno.test({ name, fn: async () => fn(await fixture()), sanitizeResources: true, sanitizeOps: true });
 
@@ -357,8 +360,4 @@ t("a key that does not match its certificate, or a non-PEM file, is a TlsConfigE
       }),
     (e: unknown) => e instanceof TlsConfigError && /cipher list/.test(e.message),
   );
-});
-
-Deno.test("server test PKI cleanup", async () => {
-  if (shared) await (await shared).pki.cleanup();
 });
