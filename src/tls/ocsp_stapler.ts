@@ -93,6 +93,7 @@ export class OcspStapler {
   // file mode
   #fileSig?: string;
   #loadSeq = 0;
+  #polls = 0;
   // fetch mode
   #inflight?: Promise<OcspCheck | undefined>;
   #failures = 0;
@@ -220,6 +221,11 @@ export class OcspStapler {
     }
   }
 
+  /** File mode: how many times the file has been looked at so far (monitoring; tests await it). */
+  get polls(): number {
+    return this.#polls;
+  }
+
   /** File mode: stat the file; when it changed (or vanished), re-read and re-check it, warning once per change. */
   async #pollFile(): Promise<void> {
     const path = this.#opts.file!;
@@ -243,6 +249,7 @@ export class OcspStapler {
       const why = loaded ? `${loaded.check.status}: ${loaded.check.reason}` : "file does not exist";
       this.#opts.log(`${this.#label}: warning: not stapling "${path}": ${why}`);
     } finally {
+      this.#polls++;
       this.#schedule(this.#opts.pollMs ?? 1000, () => this.#pollFile());
     }
   }

@@ -127,7 +127,19 @@ export class FakePeer {
     await this.reply(...["fake", ...extensions].map((e, i, a) => `250${i === a.length - 1 ? " " : "-"}${e}`));
   }
 
-  /** True when nothing more arrives before the stream closes or `ms` pass. */
+  /**
+   * True when the client closes the stream without sending anything more. Waits for the close (the client's
+   * positive signal that it is done), not for a quiet time.
+   */
+  async nothingUntilClose(): Promise<boolean> {
+    if (this.#buf.length) return false;
+    return !(await this.#fill());
+  }
+
+  /**
+   * True when nothing more arrives before the stream closes or `ms` pass. Only for a client that is
+   * waiting for a reply (nothing else would tell that it sent nothing early); at the end use nothingUntilClose().
+   */
   async quietFor(ms: number): Promise<boolean> {
     if (this.#buf.length) return false;
     let timer: ReturnType<typeof setTimeout> | undefined;

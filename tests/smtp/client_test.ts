@@ -115,7 +115,7 @@ Deno.test("SmtpClient falls back to HELO when EHLO gets 5xx, then refuses an 8BI
     await p.reply("502 5.5.2 what?");
     assert.equal(await p.line(), "HELO client.example");
     await p.reply("250 old");
-    assert.ok(await p.quietFor(100), "MAIL must not be sent");
+    assert.ok(await p.nothingUntilClose(), "MAIL must not be sent");
   }, async (c) => {
     const caps = await hi(c);
     assert.equal(caps.esmtp, false);
@@ -232,7 +232,7 @@ Deno.test("SmtpClient sends RSET and no data when every recipient is refused", a
     await p.reply("450 4.2.0 later");
     assert.equal(await p.line(), "RSET");
     await p.reply("250 ok");
-    assert.ok(await p.quietFor(50));
+    assert.ok(await p.nothingUntilClose());
   }, async (c) => {
     await hi(c);
     return await c.send(env(["a@x.test", "b@x.test"]), MSG);
@@ -251,7 +251,7 @@ Deno.test("SmtpClient with PIPELINING and no accepted recipient reads DATA's ref
     await p.reply("250 ok", "550 no", "554 5.5.1 no valid recipients");
     assert.equal(await p.line(), "RSET");
     await p.reply("250 ok");
-    assert.ok(await p.quietFor(50));
+    assert.ok(await p.nothingUntilClose());
   }, async (c) => {
     await hi(c);
     return await c.send(env(["a@x.test"]), MSG);
@@ -266,7 +266,7 @@ Deno.test("SmtpClient reports a failed MAIL for every recipient without sending 
     await p.hello([]);
     await p.line();
     await p.reply("451 4.7.1 greylisted");
-    assert.ok(await p.quietFor(50));
+    assert.ok(await p.nothingUntilClose());
   }, async (c) => {
     await hi(c);
     return await c.send(env(["a@x.test", "b@x.test"]), MSG);
@@ -367,7 +367,7 @@ Deno.test("SmtpClient sends SIZE and refuses a message above the peer's limit be
     await p.reply("354 go");
     await p.dataRaw();
     await p.reply("250 ok");
-    assert.ok(await p.quietFor(50), "second MAIL must not be sent");
+    assert.ok(await p.nothingUntilClose(), "second MAIL must not be sent");
   }, async (c) => {
     await hi(c);
     assert.equal(c.capabilities?.sizeLimit, 100);
@@ -386,7 +386,7 @@ Deno.test("SmtpClient refuses SMTPUTF8 mail to a peer without SMTPUTF8 and sends
   const utf8 = env(["jürgen@x.test"]);
   const refused = await session(async (p) => {
     await p.hello(["8BITMIME"]);
-    assert.ok(await p.quietFor(50));
+    assert.ok(await p.nothingUntilClose());
   }, async (c) => {
     await hi(c);
     return await c.send(utf8, MSG);
@@ -462,7 +462,7 @@ Deno.test("SmtpClient refuses addresses and parameters that could break the comm
   ];
   const { value, peer } = await session(async (p) => {
     await p.hello(["DSN"]);
-    assert.ok(await p.quietFor(50));
+    assert.ok(await p.nothingUntilClose());
   }, async (c) => {
     await hi(c);
     const errors = [];

@@ -39,7 +39,8 @@ Deno.test("OcspStapler file mode serves only a valid response and follows atomic
     try {
       assert.equal(stapler.current(), undefined, "a truncated file is not stapled");
       for (let i = 0; i < 20; i++) stapler.current();
-      await new Promise((r) => setTimeout(r, 150)); // several polls of an unchanged file
+      const polled = stapler.polls;
+      await waitFor(() => stapler.polls >= polled + 3); // several polls of an unchanged file
       const warnings = logs.filter((l) => l.includes("warning"));
       assert.equal(warnings.length, 1, `warned once: ${logs.join(" | ")}`);
       assert.match(warnings[0], /does not parse/);
