@@ -7,6 +7,7 @@
  * - FERRY_DELIVER_TO=127.0.0.1:PORT (relay): delivery on, bench.test routed to that one host (a host
  *   route with an IP literal: no DNS query at all).
  * - FERRY_TLS_CERT / FERRY_TLS_KEY (starttls): one certificate set, STARTTLS offered to every client.
+ * - FERRY_CONNECTIONS=N (idle-connections): N connections in total and from one address.
  *
  * Whatever the mode, the DNS client is pointed at 127.0.0.1:9 (discard), so no query can ever leave the
  * machine through /etc/resolv.conf.
@@ -16,14 +17,18 @@ import { defineConfig } from "../mod.ts";
 const deliverTo = Deno.env.get("FERRY_DELIVER_TO");
 const cert = Deno.env.get("FERRY_TLS_CERT");
 const key = Deno.env.get("FERRY_TLS_KEY");
+const connections = Deno.env.get("FERRY_CONNECTIONS");
 
 export default defineConfig({
   hostname: "ferry.bench.test",
   listen: [{ address: "127.0.0.1", port: Number(Deno.env.get("FERRY_PORT")) }],
   spool: { dir: Deno.env.get("FERRY_SPOOL")! },
   relay: { domains: ["bench.test"], clients: ["127.0.0.0/8"] },
-  // 50 load sessions plus the readiness probe all come from 127.0.0.1.
-  limits: { connectionsPerIp: 500 },
+  // 50 load sessions plus the readiness probe all come from 127.0.0.1; FERRY_CONNECTIONS raises both
+  // limits for the idle-connections bench.
+  limits: connections
+    ? { connections: Number(connections), connectionsPerIp: Number(connections) }
+    : { connectionsPerIp: 500 },
   delivery: deliverTo ? { enable: true, concurrency: 100, connectionsPerHost: 50 } : { enable: false },
   routes: deliverTo ? [{ domains: "bench.test", hosts: [deliverTo] }] : [],
   dns: { nameservers: [{ address: "127.0.0.1", port: 9 }] },
