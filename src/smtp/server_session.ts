@@ -135,7 +135,23 @@ export class ServerSession {
     if (this.#out.length === 0) return;
     const text = this.#out.join("");
     this.#out = [];
-    await writeAll(this.#stream, encoder.encode(text));
+    // A client that pipelines and never reads its replies would hold the session in this write for ever:
+    // the write gets the command deadline, and the connection is closed under it when that passes.
+    let stalled = false;
+    const timer = setTimeout(() => {
+      stalled = true;
+      try {
+        this.#stream.close();
+      } catch { /* already closed */ }
+    }, this.#opts.limits.commandTimeoutMs);
+    try {
+      await writeAll(this.#stream, encoder.encode(text));
+    } catch (err) {
+      if (stalled) throw new SessionEnd("timeout sending reply");
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async #fatal(r: Reply, why: string): Promise<never> {

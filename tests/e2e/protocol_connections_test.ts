@@ -212,6 +212,41 @@ for (const mode of ["DATA", "BDAT"]) {
   });
 }
 
+/** A Python client that pipelines NOOPs for up to 15 s and never reads a reply (a tiny receive buffer). */
+const NEVER_READS = `
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"EHLO deaf.test\\r\\n")
+while f.readline()[3:4] == b"-": pass
+s.settimeout(0.5)
+chunk = b"NOOP\\r\\n" * 10000
+t0 = time.time()
+while time.time() - t0 < 15:
+    try:
+        s.send(chunk)
+    except socket.timeout:
+        continue
+    except OSError as e:
+        print("closed after %.1f s: %s" % (time.time() - t0, e))
+        break
+else:
+    print("still open after 15 s")
+`;
+
+Deno.test("commandTimeout also bounds writing replies: a client that pipelines and never reads is disconnected", async () => {
+  await withFerry({ limits: { commandTimeout: "1s" } }, async (f) => {
+    const r = await runPython(NEVER_READS, [String(f.port)], { timeoutMs: 30_000 });
+    const m = /closed after ([\d.]+) s/.exec(r.stdout);
+    assert.ok(m, r.stdout + r.stderr);
+    assert.ok(Number(m[1]) < 6, `closed only after ${m[1]} s`);
+    await waitFor(() => f.memlog.has("closed: timeout sending reply"), 5000, "the close line");
+  });
+});
+
 Deno.test("greetingDelay: a client that talks before the banner gets 554 and is closed", async () => {
   await withFerry({ limits: { greetingDelay: "300ms" } }, async (f) => {
     const c = await RawClient.connect(f.port);
