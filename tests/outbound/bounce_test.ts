@@ -143,7 +143,7 @@ Deno.test("NOTIFY=SUCCESS to a DSN-aware host passes the request on and sends no
     });
     await waitFor(() => r.up.memlog.has("Completed"), 6000, "delivery");
     assert.match(aware.messages[0].rcptLines[0], /NOTIFY=SUCCESS/);
-    await new Promise((res) => setTimeout(res, 300));
+    // Reports are queued (a "<= <>" line) before a message's "Completed": after it, none can come.
     assert.equal(r.reports.messages.length, 0);
     assert.ok(!r.up.memlog.has(/^<= <>/));
   } finally {
@@ -158,7 +158,7 @@ Deno.test("NOTIFY=NEVER: a failed recipient brings no report", async () => {
     await submit(r.up.port, ["user@dead.test"], { rcptParams: { "user@dead.test": " NOTIFY=NEVER" } });
     await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 6000, "the failure");
     await waitFor(() => r.up.memlog.has("Completed"), 3000, "Completed");
-    await new Promise((res) => setTimeout(res, 300));
+    // Reports are queued (a "<= <>" line) before a message's "Completed": after it, none can come.
     assert.equal(r.reports.messages.length, 0);
     assert.ok(!r.up.memlog.has(/^<= <>/));
     assert.equal(await r.up.spool.count(), 0);
@@ -173,7 +173,7 @@ Deno.test("a message from the null sender that fails brings no report", async ()
     await submit(r.up.port, ["user@dead.test"], { from: "" });
     await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 6000, "the failure");
     await waitFor(() => r.up.memlog.has("Completed"), 3000, "Completed");
-    await new Promise((res) => setTimeout(res, 300));
+    // Reports are queued (a "<= <>" line) before a message's "Completed": after it, none can come.
     assert.equal(r.reports.messages.length, 0);
     assert.ok(!r.up.memlog.has(/^<= <>.*report/));
     assert.equal(await r.up.spool.count(), 0);
