@@ -79,7 +79,7 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
     return {
       accept: async (stream) => {
         const tls = await tlsAccept(stream, ctx);
-        return { stream: tls, info: tls.info };
+        return { stream: tls, info: tls.info, certificates: tls.peerCertificates };
       },
       close() {
         for (const s of staplers) s.stop();

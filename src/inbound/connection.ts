@@ -49,7 +49,38 @@ import type { SaslCredentials, SaslMechanism } from "../smtp/sasl.ts";
 export type TlsAcceptor = (
   stream: ByteStream,
   sni?: undefined,
-) => Promise<{ stream: ByteStream; info: TlsInfo }>;
+) => Promise<{ stream: ByteStream; info: TlsInfo; certificates?: Uint8Array[] }>;
+
+/**
+ * Fires `tls:cert` (direction "inbound") for each certificate the client presented, leaf first, as Exim does
+ * "before both" directions' verification; a veto — or a handler that fails — marks the client certificate as
+ * not verified (`c.tls.peerVerified` false). Returns the TLS facts to keep.
+ */
+export async function vetClientCertificates(
+  deps: Pick<InboundDeps, "events" | "log">,
+  client: ClientInfo,
+  result: { info: TlsInfo; certificates?: Uint8Array[] },
+): Promise<TlsInfo> {
+  const chain = result.certificates ?? [];
+  for (const [depth, certificate] of chain.entries()) {
+    const veto = await deps.events.dispatch("tls:cert", {
+      host: client.name ?? client.ip,
+      address: client.ip,
+      port: client.port,
+      depth,
+      certificate,
+      direction: "inbound",
+    });
+    if (veto) {
+      deps.log.write(
+        `TLS client certificate of [${client.ip}]:${client.port} refused by tls:cert at depth ${depth}: ${veto}`,
+        { client: client.ip, event: "tls_cert_refused" },
+      );
+      return { ...result.info, peerVerified: false };
+    }
+  }
+  return result.info;
+}
 
 /** What every connection shares. */
 export interface InboundDeps {
@@ -322,9 +353,10 @@ export class InboundConnection implements SessionHandler {
   async startTls(stream: ByteStream): Promise<{ stream: ByteStream; info: TlsInfo }> {
     if (!this.#deps.tls) throw new Error("TLS is not configured");
     const result = await this.#deps.tls(stream);
-    this.#facts.tls = result.info;
+    const info = await vetClientCertificates(this.#deps, this.#facts.client, result);
+    this.#facts.tls = info;
     this.#helo = undefined;
-    return result;
+    return { stream: result.stream, info };
   }
 
   protocolError(r: Reply, detail: string): void {

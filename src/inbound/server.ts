@@ -14,7 +14,12 @@ import { srsPermitted, srsReverseStep, srsRewriteStep, type SrsSettings } from "
 import { senderLogin, type SenderLogins } from "../policy/sender_login.ts";
 import { Authenticator, type AuthenticatorOptions } from "./authenticator.ts";
 import type { ResolvedConfig } from "../config/schema.ts";
-import { type ConnectionFacts, InboundConnection, type InboundDeps } from "./connection.ts";
+import {
+  type ConnectionFacts,
+  InboundConnection,
+  type InboundDeps,
+  vetClientCertificates,
+} from "./connection.ts";
 import { readProxyHeader } from "./proxy_reader.ts";
 import { lookupClientName } from "./host_lookup.ts";
 import { errorMessage } from "../core/error_message.ts";
@@ -201,7 +206,7 @@ export class InboundServer {
         try {
           const upgraded = await this.#deps.tls!(stream);
           stream = upgraded.stream;
-          facts.tls = upgraded.info;
+          facts.tls = await vetClientCertificates(this.#deps, client, upgraded);
         } catch (err) {
           log.write(
             `TLS error on connection from [${client.ip}]:${client.port}: ${errorMessage(err)}`,
