@@ -4,7 +4,7 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { z } from "zod";
 import { configSchema, type ResolvedConfig } from "./schema.ts";
-import { EVENT_NAMES } from "../core/event_names.ts";
+import { EVENT_NAMES, EVENT_PREFIXES } from "../core/event_names.ts";
 
 /** A configuration that cannot be used; `problems` has one line per problem, each naming its path. */
 export class ConfigError extends Error {
@@ -28,8 +28,10 @@ export function formatPath(path: readonly PropertyKey[]): string {
 
 function describe(issue: z.core.$ZodIssue): string {
   if (issue.code === "unrecognized_keys") {
-    const what = issue.path.length === 1 && issue.path[0] === "events"
-      ? `unknown event (known: ${EVENT_NAMES.join(", ")})`
+    const events = issue.path.at(-1) === "events" &&
+      (issue.path.length === 1 || (issue.path.length === 3 && issue.path[0] === "routes"));
+    const what = events
+      ? `unknown event (known: ${EVENT_NAMES.join(", ")}; prefixes: ${EVENT_PREFIXES.join(", ")})`
       : "unknown option";
     return issue.keys.map((k) => `${formatPath([...issue.path, k])}: ${what}`).join("\n");
   }

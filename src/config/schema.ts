@@ -4,7 +4,7 @@
  */
 
 import { z } from "zod";
-import { HostList, type HostListSpec } from "../core/host_list.ts";
+import { HostList, type HostListSpec, parseHostListItem } from "../core/host_list.ts";
 import { parseDuration, parseSize } from "../core/units.ts";
 import { EVENT_KEYS } from "../core/event_names.ts";
 import { parseScryptHash } from "../core/password_hash.ts";
@@ -95,6 +95,20 @@ const authSection = z.object({
 
 const policyChain = z.array(fn).default([]);
 
+/** One name a peer certificate may carry (RFC 6125): a host name, an IP address, or `*.domain`. */
+const verifyName = z.string().refine((n) => {
+  const item = parseHostListItem(n);
+  if (typeof item === "string" || item.negate) return false;
+  if (item.kind === "cidr") return !n.includes("/");
+  if (item.kind === "suffix") return item.suffix.split(".").length > 2; // ".partner.example", never ".com"
+  return item.kind === "name";
+}, {
+  error: (i) =>
+    `expected a host name, an IP address or "*.domain" with two labels at least, got ${
+      JSON.stringify(i.input)
+    }`,
+});
+
 /** Event handlers by event name, prefix of the colon tree ("msg", "msg:host", "tls") or "*". */
 const eventHandlers = z.partialRecord(z.enum(EVENT_KEYS as [string, ...string[]]), fn);
 
@@ -147,6 +161,9 @@ const route = z.object({
   auth: z.object({ user: z.string().min(1), password: z.string().min(1) }).strict().optional(),
   /** This route's own event handlers: they run before the global ones for its deliveries */
   events: eventHandlers.optional(),
+  /** Names (or `*.suffix` patterns, or IP addresses) the peer certificate may carry besides the host's own */
+  tlsVerifyNames: z.array(verifyName).min(1, { error: "list at least one name, or leave tlsVerifyNames out" })
+    .optional(),
   ...transportOptions,
 }).strict().refine((r) => (r.hosts !== undefined) !== (r.mx === true), {
   error: "a route needs either hosts or mx: true",

@@ -25,6 +25,8 @@ export interface RouteSpec {
   tlsVerifyHosts?: HostListSpec;
   tlsTryVerifyHosts?: HostListSpec;
   tlsVerifyCertHostnames?: HostListSpec;
+  /** Names or `*.suffix` patterns the peer certificate may carry besides the host's own (RFC 6125) */
+  tlsVerifyNames?: string[];
   hostsRequestOcsp?: HostListSpec;
   hostsRequireOcsp?: HostListSpec;
   hostsTryPrdr?: HostListSpec;

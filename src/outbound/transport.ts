@@ -101,7 +101,7 @@ export function transportPolicy(
     tlsVerifyCertHostnames: pick("tlsVerifyCertHostnames"),
     hostsRequestOcsp: pick("hostsRequestOcsp"),
     hostsRequireOcsp: pick("hostsRequireOcsp"),
-    tlsVerifyNames: (route as { tlsVerifyNames?: string[] }).tlsVerifyNames,
+    tlsVerifyNames: route.tlsVerifyNames,
   });
   return {
     heloName: delivery.heloName ?? hostname,
@@ -218,7 +218,7 @@ export async function openSession(
       const named = !isIp(target.name);
       const dane = req.dane;
       // RFC 6125 reference identities: the host name, or for an IP-literal host its address (matched against
-      // IP SANs) and the names the route lists for it. Under MTA-STS the MX name is always checked.
+      // IP SANs), and the names the route lists in tlsVerifyNames. Under MTA-STS the MX name is always checked.
       const names = named ? [target.name, ...req.names] : [target.ip, ...req.names];
       const checkNames = req.checkNames || req.tls === 2 || req.mtaSts !== undefined;
       let tlsStream: Awaited<ReturnType<typeof tlsConnect>> | undefined;

@@ -63,8 +63,30 @@ export function matchesPresented(presented: string, reference: string): boolean 
 }
 
 /**
+ * The suffix of an acceptable-name pattern `*.suffix` (a route's `tlsVerifyNames`) in canonical form, or
+ * undefined when `name` is no such pattern. The suffix needs two labels at least: `*.com` is never a pattern.
+ */
+export function namePatternSuffix(name: string): string | undefined {
+  if (!name.startsWith("*.")) return undefined;
+  const rest = canonicalHostname(name.slice(2));
+  return rest !== undefined && rest.includes(".") ? rest : undefined;
+}
+
+/**
+ * Whether a presented identifier matches an acceptable-name pattern `*.suffix`: a plain name exactly one
+ * label below the suffix, or the very same wildcard (which covers the same names; a wider one does not).
+ */
+function matchesPattern(presented: string, suffix: string): boolean {
+  const p = canonicalPresented(presented);
+  if (p === undefined) return false;
+  if (p.includes("*")) return p === `*.${suffix}`;
+  const dot = p.indexOf(".");
+  return dot > 0 && p.slice(dot + 1) === suffix;
+}
+
+/**
  * Whether the certificate's names match any of the acceptable reference names. DNS-IDs when there are
- * any, otherwise CN-IDs.
+ * any, otherwise CN-IDs. An acceptable name may also be a pattern `*.suffix` (see namePatternSuffix).
  */
 export function checkHostname(names: PresentedNames, acceptable: string[]): boolean {
   const presented = names.dns.length > 0 ? names.dns : names.cn;
@@ -73,6 +95,11 @@ export function checkHostname(names: PresentedNames, acceptable: string[]): bool
     const ip = parseIp(a.replace(/^\[|\]$/g, ""));
     if (ip) {
       if ((names.ip ?? []).some((p) => sameIp(parseIp(p), ip))) return true;
+      continue;
+    }
+    const suffix = namePatternSuffix(a);
+    if (suffix !== undefined) {
+      if (presented.some((p) => matchesPattern(p, suffix))) return true;
       continue;
     }
     const ref = canonicalHostname(a);

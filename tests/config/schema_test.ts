@@ -217,3 +217,44 @@ Deno.test("validateConfig() refuses an smtps listener without certificates", () 
     /smtps needs tls\.certificates/,
   );
 });
+
+Deno.test("validateConfig() checks routes[].tlsVerifyNames: names, IP addresses or *.suffix patterns", () => {
+  const ok = validateConfig({
+    routes: [{
+      domains: "*",
+      mx: true,
+      tlsVerifyNames: ["mx.partner.example", "*.partner.example", "192.0.2.1"],
+    }],
+  });
+  assert.deepEqual(ok.routes[0].tlsVerifyNames, ["mx.partner.example", "*.partner.example", "192.0.2.1"]);
+  onlyProblemAt(
+    { routes: [{ domains: "*", mx: true, tlsVerifyNames: ["mx.partner.example", "*.com"] }] },
+    "routes[0].tlsVerifyNames[1]",
+    /expected a host name, an IP address or "\*\.domain" with two labels at least, got "\*\.com"/,
+  );
+  onlyProblemAt(
+    { routes: [{ domains: "*", mx: true, tlsVerifyNames: ["mx*.x.test"] }] },
+    "routes[0].tlsVerifyNames[0]",
+  );
+  onlyProblemAt({ routes: [{ domains: "*", mx: true, tlsVerifyNames: [] }] }, "routes[0].tlsVerifyNames");
+});
+
+Deno.test('validateConfig() accepts event handlers for names, prefixes and "*", globally and per route; not unknown keys', () => {
+  const h = () => {};
+  const ok = validateConfig({
+    events: { "*": h, "msg": h, "msg:host": h, "tls:cert": h },
+    routes: [{ domains: "*", mx: true, events: { "tcp": h } }],
+  });
+  assert.equal(typeof ok.events["msg:host"], "function");
+  assert.equal(typeof ok.routes[0].events?.tcp, "function");
+  onlyProblemAt(
+    { events: { "msg:hst": h } },
+    "events.msg:hst",
+    /^unknown event \(known: .*; prefixes: \*, msg, msg:host/,
+  );
+  onlyProblemAt(
+    { routes: [{ domains: "*", mx: true, events: { "ms": h } }] },
+    "routes[0].events.ms",
+    /^unknown event/,
+  );
+});

@@ -170,3 +170,36 @@ Deno.test("a route's hostsRequireTls overrides the delivery default", async () =
     await Deno.remove(down.dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("routes[].tlsVerifyNames: a certificate carrying a listed name or a name under a *.suffix pattern verifies", async () => {
+  await withTlsDownstream(async ({ pki, down }) => {
+    // The host is reached as alias.test; its certificate names mx.example.test only.
+    const outcome = async (tlsVerifyNames?: string[]) => {
+      const up = await startFerryIn({
+        routes: [{
+          domains: "example.test",
+          hosts: [`alias.test:${down.port}`],
+          tlsVerifyHosts: "*",
+          ...(tlsVerifyNames ? { tlsVerifyNames } : {}),
+        }],
+        retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+        delivery: { enable: true, tlsVerifyCertificates: pki.certFile },
+      }, { resolver: resolver() });
+      try {
+        await submit(up.port, ["user@example.test"]);
+        await waitFor(
+          () => linesOf(up.memlog, "=>").length > 0 || linesOf(up.memlog, "==").length > 0,
+          8000,
+          "an outcome",
+        );
+        return [...linesOf(up.memlog, "=>"), ...linesOf(up.memlog, "==")][0];
+      } finally {
+        await up.dispose();
+      }
+    };
+    assert.match(await outcome(["*.example.test"]), /^=> user@example\.test .* H=alias\.test .* CV=yes /);
+    assert.match(await outcome(["mx.other.test", "mx.example.test"]), /^=> .* CV=yes /);
+    assert.match(await outcome(["mx.other.test", "*.other.test"]), /^== .*certificate does not match/);
+    assert.match(await outcome(), /^== .*certificate does not match alias\.test/);
+  });
+});

@@ -57,3 +57,25 @@ Deno.test("checkHostname() matches an IP reference only against iPAddress SANs, 
   assert.equal(checkHostname(names, ["127.0.0.2"]), false);
   assert.equal(checkHostname(names, ["mx.example.test"]), true);
 });
+
+Deno.test("checkHostname() accepts a *.suffix pattern as an acceptable name: one label below it, or the same wildcard", () => {
+  const accept = ["*.partner.example"];
+  assert.equal(checkHostname({ dns: ["mx1.partner.example"], cn: [] }, accept), true);
+  assert.equal(checkHostname({ dns: ["MX2.Partner.Example."], cn: [] }, accept), true);
+  assert.equal(checkHostname({ dns: ["*.partner.example"], cn: [] }, accept), true, "the same wildcard");
+  // RFC 6125: one label only, and not the suffix itself.
+  assert.equal(checkHostname({ dns: ["a.b.partner.example"], cn: [] }, accept), false);
+  assert.equal(checkHostname({ dns: ["partner.example"], cn: [] }, accept), false);
+  assert.equal(checkHostname({ dns: ["mx.partner.example.evil.test"], cn: [] }, accept), false);
+  assert.equal(
+    checkHostname({ dns: ["*.example"], cn: [] }, accept),
+    false,
+    "a wider wildcard is not enough",
+  );
+  assert.equal(checkHostname({ dns: ["mx*.partner.example"], cn: [] }, accept), false);
+  // CN only when there is no DNS-ID.
+  assert.equal(checkHostname({ dns: [], cn: ["mx.partner.example"] }, accept), true);
+  assert.equal(checkHostname({ dns: ["other.test"], cn: ["mx.partner.example"] }, accept), false);
+  // A pattern never widens to a public suffix.
+  assert.equal(checkHostname({ dns: ["anything.com"], cn: [] }, ["*.com"]), false);
+});

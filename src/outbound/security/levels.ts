@@ -50,7 +50,7 @@ export class Requirement {
   requestOcsp = false;
   /** A good stapled OCSP response is part of authentication (hostsRequireOcsp) */
   requireOcsp = false;
-  /** Further acceptable certificate names (route tlsVerifyNames; for IP-literal hosts) */
+  /** Further acceptable certificate names or `*.suffix` patterns (the route's tlsVerifyNames) */
   names: string[] = [];
   /** Minimum TLS version when authenticated by MTA-STS (RFC 8461 §4.2: TLS 1.2 or later) */
   minTls12 = false;

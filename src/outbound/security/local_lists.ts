@@ -5,7 +5,6 @@
  */
 
 import type { HostList } from "../../core/host_list.ts";
-import { isIp } from "../../core/ip.ts";
 import type { SecurityPolicy } from "./engine.ts";
 
 /** The host lists, resolved for one route. */
@@ -16,7 +15,7 @@ export interface LocalLists {
   tlsVerifyCertHostnames: HostList;
   hostsRequestOcsp: HostList;
   hostsRequireOcsp: HostList;
-  /** Names a certificate may carry for an IP-literal route host (the route's tlsVerifyNames) */
+  /** Further names (or `*.suffix` patterns) a host's certificate may carry: the route's tlsVerifyNames */
   tlsVerifyNames?: readonly string[];
 }
 
@@ -38,7 +37,7 @@ export function localListsPolicy(lists: LocalLists): SecurityPolicy {
         req.tryVerify ||= requireVerify || requireOcsp || await lists.tlsTryVerifyHosts.match(subject);
         req.checkNames ||= await lists.tlsVerifyCertHostnames.match(subject);
         req.requestOcsp ||= requireOcsp || await lists.hostsRequestOcsp.match(subject);
-        if (isIp(target.name) && lists.tlsVerifyNames) req.names.push(...lists.tlsVerifyNames);
+        if (lists.tlsVerifyNames) req.names.push(...lists.tlsVerifyNames);
       });
     },
   };
