@@ -1,7 +1,7 @@
 /**
  * Test helper: Debian's Exim 4 unpacked (not installed: it conflicts with postfix) by .ci/exim-unpack.sh,
  * run as `exim -C CONF -bh IP`: one scripted SMTP session through Exim's ACLs on stdin/stdout, replies read
- * back line by line. Needs root (Exim's spool belongs to the Debian-exim user the script creates).
+ * back line by line. Needs root or sudo (Exim's spool belongs to the Debian-exim user the script creates).
  */
 
 import { REPO_DIR } from "./process.ts";
@@ -30,8 +30,17 @@ export async function eximConfig(exim: string, mainSection: string, acl: string)
   const id = await new Deno.Command("id", { args: ["-u", "Debian-exim"], stdout: "piped" }).output();
   const gid = await new Deno.Command("id", { args: ["-g", "Debian-exim"], stdout: "piped" }).output();
   const [u, g] = [Number(dec.decode(id.stdout)), Number(dec.decode(gid.stdout))];
-  await Deno.chown(`${dir}/spool`, u, g);
-  await Deno.chown(`${dir}/log`, u, g);
+  if (Deno.uid() === 0) {
+    await Deno.chown(`${dir}/spool`, u, g);
+    await Deno.chown(`${dir}/log`, u, g);
+  } else {
+    // CI may run the tests as a user with sudo (.ci/run does).
+    const out = await new Deno.Command("sudo", {
+      args: ["-n", "chown", `${u}:${g}`, `${dir}/spool`, `${dir}/log`],
+      stderr: "piped",
+    }).output();
+    if (!out.success) throw new Error(`chown to Debian-exim needs root or sudo: ${dec.decode(out.stderr)}`);
+  }
   await Deno.writeTextFile(
     `${dir}/exim.conf`,
     [

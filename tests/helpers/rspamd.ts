@@ -2,7 +2,8 @@
  * Test helper: Debian's rspamd 3.4 run from a temp config dir on a free loopback port (recipe:
  * shared/recipes/real-peers.md). Offline and deterministic: DNS goes to a dead loopback port, the public
  * suffix list is two lines, GTUBE patterns are on. A test rule FERRY_TEST (score 20: reject) fires on the
- * body text "FERRY-TEST-SPAM", FERRY_HEADER (score 7: add header) on "FERRY-TEST-HEADER"; the settings id
+ * body text "FERRY-TEST-SPAM", FERRY_HEADER (score 7: add header) on "FERRY-TEST-HEADER", FERRY_GREY (score 4.5:
+ * greylist) on "FERRY-TEST-GREY", FERRY_SUBJECT (score 10: rewrite subject) on "FERRY-TEST-SUBJECT"; the settings id
  * "lenient" disables both and "medium" only FERRY_TEST, so recipients with different settings get different
  * verdicts.
  * milter_headers adds X-Spam-Status, so header edits come back in `milter`.
@@ -65,6 +66,8 @@ enable_test_patterns = true;
     `lenient { id = "lenient"; apply { symbols_disabled = ["FERRY_TEST", "FERRY_HEADER"]; } }\n` +
       `medium { id = "medium"; apply { symbols_disabled = ["FERRY_TEST"]; } }\n`,
   );
+  // Thresholds as shipped (greylist 4, add header 6, reject 15) plus rewrite subject at 9.
+  await Deno.writeTextFile(`${local}/local.d/actions.conf`, "rewrite_subject = 9;\n");
   await Deno.writeTextFile(
     `${local}/local.d/milter_headers.conf`,
     `use = ["x-spam-status"];\nskip_authenticated = false;\nskip_local = false;\n`,
@@ -79,6 +82,10 @@ rspamd_config:register_symbol({ name = 'FERRY_TEST', score = 20.0, group = 'ferr
   callback = function(task) return body_has(task, 'FERRY-TEST-SPAM') end })
 rspamd_config:register_symbol({ name = 'FERRY_HEADER', score = 7.0, group = 'ferry',
   callback = function(task) return body_has(task, 'FERRY-TEST-HEADER') end })
+rspamd_config:register_symbol({ name = 'FERRY_GREY', score = 4.5, group = 'ferry',
+  callback = function(task) return body_has(task, 'FERRY-TEST-GREY') end })
+rspamd_config:register_symbol({ name = 'FERRY_SUBJECT', score = 10.0, group = 'ferry',
+  callback = function(task) return body_has(task, 'FERRY-TEST-SUBJECT') end })
 -- Echoes what the request told rspamd, so a test can see every fact arrive.
 rspamd_config:register_symbol({ name = 'FERRY_FACTS', score = 0.0, group = 'ferry',
   callback = function(task)

@@ -3,13 +3,13 @@
  * `exim -bh` session, one RCPT an event, with real pauses between them) and through Ferry's engine with the
  * memory store and the Redis store, replaying Exim's own event times. Where Exim stored the event, its time
  * and rate come from its hints database (exim_dumpdb: microseconds, rate to 0.001) and Ferry must agree
- * exactly. An event Exim did not store (leaky, over the limit) has only $tod_epoch_l, read a moment before
- * Exim's clock reading, and the rate Exim printed (0.1): the decision must match unless the rate is within
- * that uncertainty of the limit.
+ * exactly. An event Exim did not store (leaky, over the limit) has only the rate Exim printed (0.1) and
+ * its time between two $tod_epoch_l readings, one before the ratelimit condition and one after: Ferry's rate
+ * must lie within what that interval allows, and the decision must match unless the limit lies inside it.
  */
 
 import assert from "node:assert/strict";
-import { MemoryRateStore, type RateMode, type RateStore } from "../../src/policy/rate_limit.ts";
+import { MemoryRateStore, type RateMode, type RateStore, smoothedRate } from "../../src/policy/rate_limit.ts";
 import { RedisRateStore } from "../../src/policy/rate_store_redis.ts";
 import { RedisService } from "../../src/policy/redis_service.ts";
 import { ensureExim, eximConfig, eximRateRecords, EximSession } from "../helpers/exim.ts";
@@ -34,6 +34,15 @@ interface EximEvent {
   rate: number;
   /** True when time and rate are Exim's stored values (exact), false when from $tod_epoch_l and %.1f */
   exact: boolean;
+  /** For an inexact event: $tod_epoch_l after the condition (`time` is the reading before it) */
+  timeAfter: number;
+  /**
+   * Exim stamps the stored record's seconds with time(), a coarse clock that can still show the previous
+   * second just after a second boundary, while it computed the rate with gettimeofday(): the stored time is
+   * then a second early. Later events are measured from that stored time (in Exim and in the replay), but
+   * this event's own rate cannot be replayed from it, so it is not compared.
+   */
+  stampedEarly: boolean;
 }
 
 const PAUSES = [0, 40, 40, 40, 40, 450, 40, 700, 40, 40, 1300, 40, 40, 40, 1900, 40, 40, 40];
@@ -51,6 +60,19 @@ const SCENARIOS: Scenario[] = [
   },
 ];
 
+/**
+ * Runs a scenario through Exim until no stored record was stamped a second early (see `stampedEarly`: a
+ * sequence with one cannot be replayed past it), at most 5 times.
+ */
+async function throughEximCleanly(exim: string, s: Scenario): Promise<EximEvent[]> {
+  let events: EximEvent[] = [];
+  for (let attempt = 0; attempt < 5; attempt++) {
+    events = await throughExim(exim, s);
+    if (!events.some((e) => e.stampedEarly)) return events;
+  }
+  return events;
+}
+
 /** Runs a scenario through Exim and returns what it decided for each event. */
 async function throughExim(exim: string, s: Scenario): Promise<EximEvent[]> {
   const options = [`${s.limit} / ${s.periodS}s / per_rcpt / ${s.mode}`];
@@ -63,8 +85,8 @@ async function throughExim(exim: string, s: Scenario): Promise<EximEvent[]> {
       "acl_rcpt:",
       "  warn set acl_m_t = $tod_epoch_l",
       `  deny ratelimit = ${options.join(" / ")}`,
-      "       message = OVER $acl_m_t $sender_rate",
-      "  accept message = UNDER $acl_m_t $sender_rate",
+      "       message = OVER $acl_m_t $tod_epoch_l $sender_rate",
+      "  accept message = UNDER $acl_m_t $tod_epoch_l $sender_rate",
     ].join("\n"),
   );
   const session = await EximSession.start(exim, dir);
@@ -77,7 +99,7 @@ async function throughExim(exim: string, s: Scenario): Promise<EximEvent[]> {
     for (let i = 0; i < s.pauses.length; i++) {
       await sleep(s.pauses[i]);
       const line = await session.cmd(`RCPT TO:<${s.unique?.[i] ?? "u"}@rcpt.test>`);
-      const m = /^(250|550) (UNDER|OVER) (\d+) (\d+\.\d)$/.exec(line);
+      const m = /^(250|550) (UNDER|OVER) (\d+) (\d+) (\d+\.\d)$/.exec(line);
       assert.ok(m, `unexpected Exim reply ${JSON.stringify(line)}`);
       const stored = (await eximRateRecords(exim, dir)).get(key);
       const fresh = stored !== undefined && stored.time !== lastStored;
@@ -85,8 +107,10 @@ async function throughExim(exim: string, s: Scenario): Promise<EximEvent[]> {
       events.push({
         over: m[2] === "OVER",
         time: fresh ? stored.time : Number(m[3]) / 1e6,
-        rate: fresh ? stored.rate : Number(m[4]),
+        rate: fresh ? stored.rate : Number(m[5]),
         exact: fresh,
+        timeAfter: Number(m[4]) / 1e6,
+        stampedEarly: fresh && stored.time < Number(m[3]) / 1e6 - 0.5,
       });
     }
     return events;
@@ -122,22 +146,35 @@ async function replay(
 
 function assertSame(s: Scenario, store: string, exim: EximEvent[], ours: { over: boolean; rate: number }[]) {
   const table = exim.map((e, i) =>
-    `${i}: exim ${e.over ? "over " : "under"} ${e.rate.toFixed(3)}${e.exact ? "" : "~"}  ${store} ${
-      ours[i].over ? "over " : "under"
-    } ${ours[i].rate.toFixed(3)}`
+    `${i}: exim ${e.over ? "over " : "under"} ${e.rate.toFixed(3)}${e.exact ? "" : "~"}${
+      e.stampedEarly ? "!" : ""
+    }  ${store} ${ours[i].over ? "over " : "under"} ${ours[i].rate.toFixed(3)}`
   ).join("\n");
+  let last: EximEvent | undefined;
   for (let i = 0; i < exim.length; i++) {
-    assert.equal(ours[i].over, exim[i].over, `${s.name}, event ${i}, ${store}:\n${table}`);
+    const e = exim[i];
+    // Five sequences in a row each with a record stamped early: compare what comes before it.
+    if (e.stampedEarly) break;
+    // An inexact event is measured from the last stored one (leaky mode did not store it): how much the rate
+    // can move between the two clock readings around it widens the tolerance.
+    const spread = e.exact || !last ? 0 : Math.abs(
+      smoothedRate(last.rate, e.timeAfter - last.time, s.periodS, 1) -
+        smoothedRate(last.rate, e.time - last.time, s.periodS, 1),
+    );
+    const tolerance = e.exact ? 0.0006 : 0.0501 + spread;
+    const ambiguous = !e.exact && Math.abs(ours[i].rate - s.limit) <= tolerance;
+    if (!ambiguous) assert.equal(ours[i].over, e.over, `${s.name}, event ${i}, ${store}:\n${table}`);
     assert.ok(
-      Math.abs(ours[i].rate - exim[i].rate) <= 0.0501,
+      Math.abs(ours[i].rate - e.rate) <= tolerance,
       `${s.name}, event ${i}, ${store} rate:\n${table}`,
     );
+    if (e.exact) last = e;
   }
 }
 
 Deno.test("ratelimit: the memory and Redis stores decide as Exim 4.96 does, leaky, strict and unique", async () => {
   const exim = await ensureExim();
-  const results = await Promise.all(SCENARIOS.map((s) => throughExim(exim, s)));
+  const results = await Promise.all(SCENARIOS.map((s) => throughEximCleanly(exim, s)));
   const redis = await TestRedis.start();
   const service = new RedisService({ servers: [{ url: redis.url }], timeoutMs: 2000, log: () => {} });
   try {

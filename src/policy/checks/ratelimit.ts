@@ -2,7 +2,7 @@
  * Exim's `ratelimit` condition as a check: `ratelimit({ limit, period, per, mode, unique, key, count })`.
  * `per` says what is counted and where: `conn` once per connection (connect stage), `mail` once per message
  * (MAIL), `rcpt` per recipient (RCPT), `byte` the message's size (data stage), `cmd` every time the check runs
- * at its `stage` (default rcpt). The rate (./rate_limit.ts) is kept in Redis when `redis` is configured
+ * at its `stage` (helo, mail, rcpt, data or prdr; default rcpt). The rate (./rate_limit.ts) is kept in Redis when `redis` is configured
  * (shared by every node), else in this process. The result is `c.get("ratelimit")[name]`; over the limit
  * the check defers (default), rejects, or only records (`over: "accept"`), as the config says.
  */
@@ -52,7 +52,7 @@ export interface RateLimitOptions {
   /** Weight of an event (default 1; for per byte the message size) */
   count?: Value<number>;
   /** For `per: "cmd"`: the stage that counts (default rcpt) */
-  stage?: Exclude<Stage, "connect" | "helo">;
+  stage?: Exclude<Stage, "connect">;
   /** Over the limit: `defer` (451 4.7.1, default), `reject` (550 5.7.1), or `accept` (only record) */
   over?: "defer" | "reject" | "accept";
   /** Where rates live: `redis` when `redis` is configured (default), else `memory` */
@@ -128,6 +128,11 @@ export function ratelimit(opts: RateLimitOptions): Check {
     : per === "byte"
     ? "data"
     : opts.stage ?? "rcpt";
+  // Every HELO/EHLO counts (a per-connection method: it runs before any message).
+  if (stage === "helo") {
+    check.helo = (c): CheckResult => measure(c);
+    return check;
+  }
   check.message = (): CheckState => {
     const state: CheckState = {};
     if (stage === "mail") state.mail = (c) => measure(c);

@@ -91,6 +91,19 @@ Deno.test("ratelimit: per mail reject, per conn at connect, per byte at data, re
       assert.equal((await message(f, ["a@example.test"], 600)).at(-1), 451);
     },
   );
+  await withFerry({
+    checks: [ratelimit({ limit: 2, period: "1h", per: "cmd", stage: "helo", mode: "strict" })],
+  }, async (f) => {
+    const c = await RawClient.connect(f.port);
+    try {
+      assert.equal((await c.reply())?.code, 220);
+      assert.equal((await c.cmd("EHLO a.test"))?.code, 250);
+      assert.equal((await c.cmd("EHLO a.test"))?.code, 250);
+      assert.equal((await c.cmd("EHLO a.test"))?.code, 451);
+    } finally {
+      c.close();
+    }
+  });
   await withFerry(
     { checks: [ratelimit({ limit: 1, period: "1h", per: "rcpt", mode: "readonly" })] },
     async (f) => {

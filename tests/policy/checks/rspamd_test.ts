@@ -113,6 +113,24 @@ Deno.test("rspamd check: per-recipient verdicts with and without PRDR, saved wit
         assert.match(stored, /^X-Spam-Status: Yes, score=/m);
         assert.ok(f.memlog.has(/Q=strict@example\.test for/));
 
+        // greylist → 451 4.7.1 for the message; rewrite subject → delivered with rspamd's new Subject.
+        assert.equal((await c.cmd("MAIL FROM:<a@sender.test>"))?.code, 250);
+        assert.equal((await c.cmd("RCPT TO:<lenient@example.test>"))?.code, 250);
+        assert.equal((await c.cmd("DATA"))?.code, 354);
+        await c.send(body("FERRY-TEST-GREY"));
+        const grey = await c.reply(15_000);
+        assert.equal(grey?.code, 451, grey?.text);
+        assert.match(grey!.text, /^4\.7\.1 /);
+        assert.equal((await c.cmd("MAIL FROM:<a@sender.test>"))?.code, 250);
+        assert.equal((await c.cmd("RCPT TO:<lenient@example.test>"))?.code, 250);
+        assert.equal((await c.cmd("DATA"))?.code, 354);
+        await c.send(body("FERRY-TEST-SUBJECT"));
+        const rewritten = await c.reply(15_000);
+        assert.equal(rewritten?.code, 250, rewritten?.text);
+        const text = dec.decode(await f.spool.readData(/id=(\S+)/.exec(rewritten!.text)![1]));
+        assert.match(text, /^Subject: \*\*\* SPAM \*\*\* hello\r$/m);
+        assert.doesNotMatch(text, /^Subject: hello\r$/m);
+
         // Both recipients strict and the message rejected for both: the client is told.
         assert.equal((await c.cmd("MAIL FROM:<a@sender.test>"))?.code, 250);
         assert.equal((await c.cmd("RCPT TO:<strict@example.test>"))?.code, 250);
