@@ -9,6 +9,17 @@ const DURATION_UNITS: Record<string, number> = {
   w: 604_800_000,
 };
 
+/** Parses a duration given to a factory in config.ts; a bad one is a TypeError naming the factory and option. */
+export function optionDuration(factory: string, option: string, input: string | number): number {
+  try {
+    return parseDuration(input);
+  } catch {
+    throw new TypeError(
+      `${factory}: ${option}: expected a duration like "30s" or "5m", got ${JSON.stringify(input)}`,
+    );
+  }
+}
+
 /** Parses a duration into milliseconds; a bare number is milliseconds. Throws RangeError on bad input. */
 export function parseDuration(input: string | number): number {
   if (typeof input === "number") {

@@ -7,7 +7,7 @@
 
 import type { HostListCallOptions, HostListSubject } from "../core/host_list.ts";
 import { SmtpError } from "../core/reply.ts";
-import { parseDuration } from "../core/units.ts";
+import { optionDuration } from "../core/units.ts";
 import { errorMessage } from "../core/error_message.ts";
 import type { RedisReply } from "./redis_service.ts";
 import { redisService } from "./services.ts";
@@ -35,7 +35,7 @@ export class RedisLookup {
   constructor(command: (value: string) => string[], opts: RedisLookupOptions = {}) {
     this.#command = command;
     this.#failOpen = opts.failOpen ?? false;
-    this.#cacheMs = opts.cache === undefined ? 0 : parseDuration(opts.cache);
+    this.#cacheMs = opts.cache === undefined ? 0 : optionDuration("redis lookup", "cache", opts.cache);
   }
 
   /** Looks `value` up. Throws SmtpError 451 4.3.0 when Redis fails (unless failOpen). */

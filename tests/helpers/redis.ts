@@ -13,16 +13,19 @@ const dec = new TextDecoder();
 export class TestRedis {
   readonly port: number;
   readonly dir: string;
+  /** `requirepass`, when the server wants one */
+  readonly password?: string;
   #child?: Deno.ChildProcess;
 
-  private constructor(port: number, dir: string) {
+  private constructor(port: number, dir: string, password?: string) {
     this.port = port;
     this.dir = dir;
+    this.password = password;
   }
 
-  /** Starts a redis-server on a free port. */
-  static async start(): Promise<TestRedis> {
-    const r = new TestRedis(freePort(), await Deno.makeTempDir({ prefix: "ferry-redis-" }));
+  /** Starts a redis-server on a free port (with `requirepass` when `password` is given). */
+  static async start(opts: { password?: string } = {}): Promise<TestRedis> {
+    const r = new TestRedis(freePort(), await Deno.makeTempDir({ prefix: "ferry-redis-" }), opts.password);
     await r.start();
     return r;
   }
@@ -51,6 +54,7 @@ export class TestRedis {
         "no",
         "--logfile",
         `${this.dir}/redis.log`,
+        ...(this.password ? ["--requirepass", this.password] : []),
       ],
       stdin: "null",
       stdout: "null",
@@ -83,16 +87,33 @@ export class TestRedis {
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 
-  /** Sends one command in RESP (inline arguments) and returns the raw reply text. */
-  async command(...args: string[]): Promise<string> {
+  /** Sends one command (on database 0) and returns the raw reply text. */
+  command(...args: string[]): Promise<string> {
+    return this.commandIn(0, ...args);
+  }
+
+  /** Sends one command on database `db` (after AUTH when there is a password); returns its raw reply. */
+  async commandIn(db: number, ...args: string[]): Promise<string> {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
     try {
-      const req = `*${args.length}\r\n` + args.map((a) => `$${enc.encode(a).length}\r\n${a}\r\n`).join("");
+      const cmds = [
+        ...(this.password ? [["AUTH", this.password]] : []),
+        ...(db ? [["SELECT", String(db)]] : []),
+        args,
+      ];
+      const req = cmds.map((c) =>
+        `*${c.length}\r\n` + c.map((a) => `$${enc.encode(a).length}\r\n${a}\r\n`).join("")
+      ).join("");
       await conn.write(enc.encode(req));
+      // One reply line per command before ours (+OK); ours is whatever follows.
+      let text = "";
       const buf = new Uint8Array(65536);
-      const n = await conn.read(buf);
-      if (n === null) throw new Error("redis-server closed the connection");
-      return dec.decode(buf.subarray(0, n));
+      while (text.split("\r\n").length <= cmds.length) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        text += dec.decode(buf.subarray(0, n));
+      }
+      return text.split("\r\n").slice(cmds.length - 1).join("\r\n");
     } finally {
       conn.close();
     }

@@ -174,3 +174,37 @@ Deno.test("Redis lookups: a Redis set as relay.domains; Redis restarted mid-run 
     await redis.cleanup();
   }
 });
+
+Deno.test("Redis: password and database from config; a wrong password defers with a log line", async () => {
+  const redis = await TestRedis.start({ password: "s3cret" });
+  try {
+    await redis.commandIn(3, "SADD", "blocked", "192.0.2.7");
+    for (const password of ["s3cret", "wrong"]) {
+      const logs: string[] = [];
+      const service = new RedisService({
+        servers: [{ url: redis.url, db: 3, password }],
+        timeoutMs: 1000,
+        log: (t) => logs.push(t),
+      });
+      try {
+        await service.open();
+        setRedisService(service);
+        if (password === "s3cret") {
+          assert.equal(await redisSet("blocked").get("192.0.2.7"), true);
+          // Written through Ferry's client: it lands in database 3, not 0.
+          await redisLookup(() => ["SADD", "written", "x"]).get("");
+          assert.match(await redis.commandIn(3, "SISMEMBER", "written", "x"), /^:1/);
+          assert.match(await redis.command("EXISTS", "written"), /^:0/);
+        } else {
+          await assert.rejects(redisSet("blocked").get("192.0.2.7"), SmtpError);
+          assert.ok(logs.some((l) => /WRONGPASS|invalid password|not connected/i.test(l)), logs.join("\n"));
+        }
+      } finally {
+        setRedisService(undefined);
+        await service.close();
+      }
+    }
+  } finally {
+    await redis.cleanup();
+  }
+});

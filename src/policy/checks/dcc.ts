@@ -10,7 +10,7 @@
 import type { Check, CheckState, Verdict } from "../check.ts";
 import { accept, defer, reject } from "../check.ts";
 import type { DataContext, PrdrContext } from "../context.ts";
-import { parseDuration } from "../../core/units.ts";
+import { optionDuration } from "../../core/units.ts";
 import { errorMessage } from "../../core/error_message.ts";
 import {
   DccifdClient,
@@ -53,7 +53,7 @@ export interface DccOptions {
 export function dcc(opts: DccOptions = {}): Check {
   const client = new DccifdClient({
     address: opts.address ?? "/var/dcc/dccifd",
-    timeoutMs: parseDuration(opts.timeout ?? "10s"),
+    timeoutMs: optionDuration("dcc", "timeout", opts.timeout ?? "10s"),
   });
   const failVerdict = (text: string): Verdict =>
     opts.fail === "reject"

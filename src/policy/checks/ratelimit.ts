@@ -10,7 +10,7 @@
 import type { Check, CheckResult, CheckState, Verdict } from "../check.ts";
 import { defer, reject } from "../check.ts";
 import type { BaseContext, DataContext, Stage } from "../context.ts";
-import { parseDuration } from "../../core/units.ts";
+import { optionDuration } from "../../core/units.ts";
 import { errorMessage } from "../../core/error_message.ts";
 import { MemoryRateStore, type RateMode, type RateResult, type RateStore } from "../rate_limit.ts";
 import { RedisRateStore } from "../rate_store_redis.ts";
@@ -63,9 +63,20 @@ export interface RateLimitOptions {
 
 /** Creates a rate-limit check. */
 export function ratelimit(opts: RateLimitOptions): Check {
-  const periodMs = parseDuration(opts.period);
+  const periodMs = optionDuration("ratelimit", "period", opts.period);
   if (!(periodMs > 0)) throw new TypeError(`ratelimit: period must be more than zero, got "${opts.period}"`);
   const per = opts.per;
+  if (!["conn", "mail", "rcpt", "byte", "cmd"].includes(per)) {
+    throw new TypeError(`ratelimit: per must be conn, mail, rcpt, byte or cmd, got ${JSON.stringify(per)}`);
+  }
+  if (opts.mode !== undefined && !["leaky", "strict", "readonly"].includes(opts.mode)) {
+    throw new TypeError(
+      `ratelimit: mode must be leaky, strict or readonly, got ${JSON.stringify(opts.mode)}`,
+    );
+  }
+  if (typeof opts.limit !== "function" && !(typeof opts.limit === "number" && opts.limit >= 0)) {
+    throw new TypeError(`ratelimit: limit must be a number of 0 or more, or a function`);
+  }
   const mode = opts.mode ?? "leaky";
   const name = opts.name ?? `per_${per}`;
   const memory = new MemoryRateStore();

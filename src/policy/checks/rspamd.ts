@@ -12,7 +12,7 @@
 import type { Check, CheckState, Verdict } from "../check.ts";
 import { accept, defer, quarantine, reject } from "../check.ts";
 import type { DataContext, PolicyRecipient, PrdrContext } from "../context.ts";
-import { parseDuration } from "../../core/units.ts";
+import { optionDuration } from "../../core/units.ts";
 import { errorMessage } from "../../core/error_message.ts";
 import { type RspamdAction, RspamdClient, type RspamdResult } from "../rspamd_client.ts";
 
@@ -68,7 +68,7 @@ function verdictOf(action: RspamdAction, quarantined: readonly RspamdAction[]): 
 export function rspamd(opts: RspamdOptions = {}): Check {
   const client = new RspamdClient({
     url: opts.url ?? "http://127.0.0.1:11333",
-    timeoutMs: parseDuration(opts.timeout ?? "20s"),
+    timeoutMs: optionDuration("rspamd", "timeout", opts.timeout ?? "20s"),
   });
   const quarantined = opts.quarantine ?? [];
   const headers = opts.headers ?? true;

@@ -8,6 +8,7 @@ import { TestRedis } from "../../helpers/redis.ts";
 import { ratelimit } from "../../../src/policy/checks/ratelimit.ts";
 import { redisHash } from "../../../src/policy/redis_lookup.ts";
 import type { PolicyMiddleware } from "../../../mod.ts";
+import { runFerryCli, writeConfig } from "../../helpers/process.ts";
 
 async function open(f: TestFerry): Promise<RawClient> {
   const c = await RawClient.connect(f.port);
@@ -149,5 +150,36 @@ Deno.test("ratelimit: the limit from a Redis lookup, rates kept in Redis across 
     });
   } finally {
     await redis.cleanup();
+  }
+});
+
+Deno.test("config errors in issue 11 options stop start-up with exit 78 naming the option", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cases: [string, RegExp][] = [
+      [
+        `{ checks: [ratelimit({ limit: 3, period: "soon", per: "mail" })] }`,
+        /ratelimit: period: expected a duration/,
+      ],
+      [
+        `{ checks: [ratelimit({ limit: 3, period: "1h", per: "day" })] }`,
+        /ratelimit: per must be conn, mail/,
+      ],
+      [`{ checks: [rspamd({ timeout: "later" })] }`, /rspamd: timeout: expected a duration/],
+      [`{ checks: [dcc({ timeout: -1 })] }`, /dcc: timeout: expected a duration/],
+      [
+        `{ redis: { servers: [{ url: "localhost:6379" }] } }`,
+        /redis\.servers\[0\]\.url: expected redis:\/\/host:port/,
+      ],
+      [`{ redis: { servers: [] } }`, /redis\.servers: at least one server/],
+    ];
+    for (const [i, [literal, expected]] of cases.entries()) {
+      const path = await writeConfig(dir, literal, `case${i}.ts`, ["ratelimit", "rspamd", "dcc"]);
+      const r = await runFerryCli(["--config", path, "--check-config"]);
+      assert.equal(r.code, 78, `${literal}: ${r.stderr}`);
+      assert.match(r.stderr, expected);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
