@@ -24,12 +24,16 @@ import type { OutboundStep } from "./policy/delivery_context.ts";
 import { dkimSign, loadDkimKeys } from "./policy/checks/dkim_sign.ts";
 import { srsForwardStep, type SrsSettings } from "./policy/checks/srs.ts";
 import { arcSeal } from "./policy/checks/arc.ts";
+import { DmarcHistory } from "./policy/dmarc_history.ts";
+import { DmarcReporter } from "./outbound/dmarc_reporter.ts";
 
 /** A running Ferry. */
 export interface Ferry {
   addresses: BoundAddress[];
   /** The delivery side, when `delivery.enable` */
   scheduler?: Scheduler;
+  /** The DMARC reporter, when `dmarc.reports` is configured (`sendPending()` queues the reports now) */
+  dmarcReports?: DmarcReporter;
   spool: Spool;
   log: Logger;
   /** Graceful stop: no new connections, open transactions finish (up to the grace period), spool closed. */
@@ -132,13 +136,37 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     new DnsClient({ nameservers: config.dns.nameservers, timeout: config.dns.timeout });
   const checks = config.checks as unknown as Check[];
   const opened: Check[] = [];
+  let scheduler: Scheduler | undefined;
+  let dmarcReports: DmarcReporter | undefined;
+  let dmarcHistory: DmarcHistory | undefined;
   try {
+    const r = config.dmarc.reports;
+    if (r) {
+      const file = r.historyFile ?? `${config.spool.dir}/dmarc-history.db`;
+      try {
+        dmarcHistory = new DmarcHistory(file);
+      } catch (err) {
+        throw new ConfigError([`dmarc.reports.historyFile: cannot open "${file}": ${errorMessage(err)}`]);
+      }
+      dmarcReports = new DmarcReporter({
+        history: dmarcHistory,
+        spool,
+        resolver,
+        log,
+        hostname,
+        orgName: r.orgName ?? hostname,
+        email: r.email ?? `postmaster@${hostname}`,
+        failureReports: r.failure,
+        enqueue: (id) => scheduler?.enqueue(id),
+      });
+    }
     const services: Services = {
       resolver,
       log,
       hostname,
       authservId: config.authservId ?? hostname,
       canQuarantine: true,
+      dmarcReports,
     };
     for (const check of checks) {
       await check.open?.(services);
@@ -146,6 +174,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     }
   } catch (err) {
     await closeChecks(opened, log);
+    dmarcHistory?.close();
     await spool.close();
     tlsSetup?.close();
     setRedisService(undefined);
@@ -153,7 +182,6 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     throw err;
   }
   const server = new InboundServer({ config, hostname, spool, log, events, tls, resolver, checks, srs });
-  let scheduler: Scheduler | undefined;
   let addresses;
   try {
     addresses = server.start();
@@ -161,6 +189,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     // A listener that cannot bind: release what is already open before the error reaches the caller.
     await server.stop(0);
     await closeChecks(opened, log);
+    dmarcHistory?.close();
     await spool.close();
     tlsSetup?.close();
     setRedisService(undefined);
@@ -182,6 +211,17 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     events.on("msg:received", (e) => scheduler!.enqueue(e.id));
     await scheduler.start();
   }
+  // Aggregate reports once per dmarc.reports.interval (and on SIGUSR1, see main()).
+  const sendReports = async () => {
+    try {
+      const ids = await dmarcReports?.sendPending();
+      if (ids?.length) log.write(`DMARC: ${ids.length} aggregate report(s) queued`);
+    } catch (err) {
+      log.write(`DMARC reports failed: ${errorMessage(err)}`);
+    }
+  };
+  const reportTimer = dmarcReports ? setInterval(sendReports, config.dmarc.reports!.interval) : undefined;
+  if (reportTimer !== undefined) Deno.unrefTimer(reportTimer);
   log.write(`Ferry started as ${hostname}`);
   let stopped: Promise<void> | undefined;
   return {
@@ -189,11 +229,14 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     scheduler,
     spool,
     log,
+    dmarcReports,
     stop() {
       stopped ??= (async () => {
+        clearInterval(reportTimer);
         await server.stop(config.limits.shutdownGrace);
         await scheduler?.stop(config.limits.shutdownGrace);
         await closeChecks(opened, log);
+        dmarcHistory?.close();
         await spool.close();
         tlsSetup?.close();
         setRedisService(undefined);
@@ -320,19 +363,33 @@ export async function main(args: string[]): Promise<number> {
       log.write(`${signal} received: stopping`);
       if (running.ferry) finish(running.ferry);
     };
-    signals.push(["SIGTERM", stop("SIGTERM")], ["SIGINT", stop("SIGINT")], ["SIGHUP", () => {
-      // A log path that cannot be opened now (directory gone, permissions) must not stop mail.
-      try {
-        log.reopen();
-        log.write("SIGHUP received: log file reopened");
-      } catch (err) {
-        log.write(
-          `SIGHUP received: cannot reopen "${config.log.file}", still writing to the old file: ${
-            errorMessage(err)
-          }`,
+    signals.push(
+      ["SIGUSR1", () => {
+        // `kill -USR1 <pid>`: queue the pending DMARC aggregate reports now.
+        const reporter = running.ferry?.dmarcReports;
+        if (!reporter) return log.write("SIGUSR1 received: no dmarc.reports configured");
+        log.write("SIGUSR1 received: sending DMARC aggregate reports");
+        reporter.sendPending().then(
+          (ids) => log.write(`DMARC: ${ids.length} aggregate report(s) queued`),
+          (err) => log.write(`DMARC reports failed: ${errorMessage(err)}`),
         );
-      }
-    }]);
+      }],
+      ["SIGTERM", stop("SIGTERM")],
+      ["SIGINT", stop("SIGINT")],
+      ["SIGHUP", () => {
+        // A log path that cannot be opened now (directory gone, permissions) must not stop mail.
+        try {
+          log.reopen();
+          log.write("SIGHUP received: log file reopened");
+        } catch (err) {
+          log.write(
+            `SIGHUP received: cannot reopen "${config.log.file}", still writing to the old file: ${
+              errorMessage(err)
+            }`,
+          );
+        }
+      }],
+    );
     for (const [sig, fn] of signals) Deno.addSignalListener(sig, fn);
     running.ferry = await startFerry(config, { log });
     if (stopRequested) finish(running.ferry);

@@ -257,6 +257,18 @@ export const configSchema = z.object({
   }).strict().refine((s) => (s.secrets === undefined) !== (s.secretFile === undefined), {
     error: "srs needs secrets or secretFile (one of them)",
   }).optional(),
+  dmarc: z.object({
+    reports: z.object({
+      interval: duration.refine((ms) => ms >= 60_000, { error: "at least one minute" }).default(86_400_000),
+      orgName: z.string().min(1).optional(),
+      email: z.string().regex(/^[^\s@<>]+@[^\s@<>]+$/, {
+        error: "expected an address like dmarc@example.org",
+      })
+        .optional(),
+      historyFile: z.string().min(1).optional(),
+      failure: z.boolean().default(false),
+    }).strict().optional(),
+  }).strict().prefault({}),
   arc: z.object({
     seal: z.object({
       domain: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, {

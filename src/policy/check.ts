@@ -13,6 +13,7 @@
 
 import type { Logger } from "../core/log.ts";
 import type { Resolver } from "../dns/resolver.ts";
+import type { DmarcReportSink } from "./dmarc_history.ts";
 import type {
   ConnectContext,
   DataContext,
@@ -80,6 +81,8 @@ export interface Services {
   authservId: string;
   /** True when a quarantine verdict has somewhere to go (`quarantine.route`); false makes it defer */
   canQuarantine?: boolean;
+  /** Where DMARC results go for reports (`dmarc.reports`), when configured */
+  dmarcReports?: DmarcReportSink;
 }
 
 /** One check's per-message state: a method per stage it needs. */

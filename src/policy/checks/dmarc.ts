@@ -15,6 +15,7 @@ import type { DataContext } from "../context.ts";
 import { mailauthResolver } from "./_mailauth_dns.ts";
 import { type DkimOutcome, verifyDkim } from "./dkim.ts";
 import type { SpfOutcome } from "./spf.ts";
+import type { DmarcHistoryEntry, DmarcReportSink } from "../dmarc_history.ts";
 
 /** Exim's `$dmarc_status` values. */
 export type DmarcStatus = "accept" | "reject" | "quarantine" | "none" | "norecord" | "nofrom" | "temperror";
@@ -174,13 +175,55 @@ export async function evaluateDmarc(
   return { ...base, status, statusText, sampledOut, applied };
 }
 
+/** The aggregate-report row for one evaluated message. */
+function historyEntry(o: DmarcOutcome, c: DataContext, dkim: DkimOutcome, action: string): DmarcHistoryEntry {
+  const spf = c.get("spf");
+  const at = c.sender.lastIndexOf("@");
+  const mailFrom = at < 0 ? "" : c.sender.slice(at + 1).toLowerCase();
+  const envelopeFrom = spf?.domain ?? (mailFrom || (c.helo ?? "").toLowerCase());
+  const firstRcpt = c.recipients[0]?.domain?.toLowerCase();
+  const disposition = action === "reject" ? "reject" : action === "quarantine" ? "quarantine" : "none";
+  const reason = o.sampledOut
+    ? "sampled_out"
+    : (o.status === "reject" || o.status === "quarantine") && disposition !== o.status
+    ? "local_policy"
+    : undefined;
+  return {
+    at: Date.now(),
+    policyDomain: o.usedDomain || o.fromDomain,
+    tags: o.tags,
+    sourceIp: c.client.ip,
+    headerFrom: o.fromDomain,
+    envelopeFrom,
+    envelopeTo: firstRcpt || undefined,
+    disposition,
+    dkimAligned: o.alignedDkim !== undefined,
+    spfAligned: o.alignedSpf !== undefined,
+    reason,
+    dkim: dkim.signatures.filter((s) => s.domain).map((s) => ({
+      domain: s.domain,
+      selector: s.selector || undefined,
+      result: s.result,
+    })),
+    spf: {
+      domain: envelopeFrom,
+      scope: spf?.identity === "helo" ? "helo" : "mfrom",
+      result: spf?.result ?? "none",
+    },
+  };
+}
+
 /** The DMARC check for `checks: [spf(), dkim(), dmarc()]`. */
 export function dmarc(options: DmarcOptions = {}): Check {
   let canQuarantine = false;
+  let reports: DmarcReportSink | undefined;
+  let authservId = "localhost";
   return {
     name: "dmarc",
     open(services) {
       canQuarantine = services.canQuarantine ?? false;
+      reports = services.dmarcReports;
+      authservId = services.authservId;
     },
     message(): CheckState {
       return {
@@ -219,6 +262,16 @@ export function dmarc(options: DmarcOptions = {}): Check {
               ...details,
             }
             : { action: "quarantine", reason: o.statusText, ...details };
+          if (reports && ["accept", "reject", "quarantine", "none"].includes(o.status)) {
+            const entry = historyEntry(o, c, dkim, verdict.action);
+            reports.record(entry);
+            if (o.result !== "pass") {
+              await reports.failure(entry, c.content, {
+                forced: c.get("dmarcEnableForensic") === true,
+                authResults: `${authservId}; ${o.arHeader}`,
+              });
+            }
+          }
           return verdict;
         },
       };
