@@ -10,6 +10,10 @@ export default defineConfig({
     domains: [], //                        domains we accept mail for from anyone
     clients: ["127.0.0.0/8", "::1"], //    clients that may relay to any domain
   },
+  // Message authentication (README "Checks"): import { arc, dkim, dmarc, spf } from "./mod.ts", then
+  // checks: [spf(), dkim(), arc(), dmarc()],
+  // dkim: { sign: [{ domain: "example.org", selector: "s1", keyFile: "./keys/s1.pem" }] },
+  // srs: { domain: "srs.example.org", secretFile: "./keys/srs-secrets" },
   policy: {
     rcpt: [
       // Example: refuse one local part everywhere.
