@@ -271,7 +271,10 @@ async function srsSettings(config: ResolvedConfig): Promise<SrsSettings | undefi
     hashLength: s.hashLength,
     base64url: s.base64url,
     routes: s.routes,
-    localDomains: new HostList(s.localDomains ?? config.relay.domains),
+    localDomains: new HostList(s.localDomains ?? config.relay.domains, {
+      name: s.localDomains ? "srs.localDomains" : "relay.domains",
+      timeoutMs: config.limits.policyTimeout,
+    }),
   };
 }
 
