@@ -98,6 +98,13 @@ Deno.test("scale-out: two nodes behind HAProxy share a per-IP rate limit and Red
       await send(fePort, "127.0.0.7", "u@new.test"),
     ];
     assert.deepEqual(before.map((r) => r.code), [550, 550]);
+    // Round robin: each node refused one of them.
+    for (const n of nodes) {
+      await n.waitFor(
+        /\[127\.0\.0\.7\].* rejected RCPT <u@new\.test> F=<a@sender\.test>: 550 5\.7\.1 Relay access denied/,
+        10_000,
+      );
+    }
     await redis.command("SADD", "relay_domains", "new.test");
     const after = [
       await send(fePort, "127.0.0.8", "u@new.test"),
