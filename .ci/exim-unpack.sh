@@ -10,7 +10,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 if [ ! -x "$DEST/usr/sbin/exim4" ]; then
   work="$(mktemp -d)"
-  (cd "$work" && apt-get download -qq exim4-daemon-heavy exim4-base exim4-config >/dev/null)
+  # apt-get download needs package lists: update once if they are missing or stale.
+  (cd "$work" && apt-get download -qq exim4-daemon-heavy exim4-base exim4-config >/dev/null 2>&1) ||
+    { $SUDO apt-get update -qq && (cd "$work" && apt-get download -qq exim4-daemon-heavy exim4-base exim4-config >/dev/null); }
   mkdir -p "$DEST"
   for deb in "$work"/*.deb; do $SUDO dpkg -x "$deb" "$DEST"; done
   rm -rf "$work"
