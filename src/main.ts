@@ -181,7 +181,20 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     await redis?.close();
     throw err;
   }
-  const server = new InboundServer({ config, hostname, spool, log, events, tls, resolver, checks, srs });
+  // New mail wakes the queue manager directly: a slow msg:received handler must not delay first delivery.
+  const onStored = (id: string) => scheduler?.enqueue(id);
+  const server = new InboundServer({
+    config,
+    hostname,
+    spool,
+    log,
+    events,
+    tls,
+    resolver,
+    checks,
+    srs,
+    onStored,
+  });
   let addresses;
   try {
     addresses = server.start();
@@ -208,7 +221,6 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       endpoints: addresses.map((a) => `${a.address}:${a.port}`),
       outbound,
     });
-    events.on("msg:received", (e) => scheduler!.enqueue(e.id));
     await scheduler.start();
   }
   // Aggregate reports once per dmarc.reports.interval (and on SIGUSR1, see main()).

@@ -100,6 +100,8 @@ export interface InboundDeps {
   tls?: TlsAcceptor;
   /** For the client's host name (smtp.hostLookup) and for policy (`c.resolver`) */
   resolver?: Resolver;
+  /** Called when a message is stored: wakes the queue manager directly (not through the user event bus) */
+  onStored?: (id: string) => void;
   /** The configured checks (`checks`), already opened */
   checks?: readonly Check[];
 }
@@ -614,6 +616,7 @@ export class InboundConnection implements SessionHandler {
           { id: e.id, event: "held" },
         );
       }
+      if (e.hold === undefined) this.#deps.onStored?.(e.id);
       this.#deps.events.emit("msg:received", { id: e.id, envelope: e });
     }
     return final(reply(250, "2.0.0", `OK id=${id}`));

@@ -54,6 +54,11 @@ export interface DeliverDeps {
   self: SelfInfo;
   /** Called for each host that failed (msg:host:defer is fired by the caller's logging) */
   onHostError(target: TargetHost, err: HostError): void;
+  /**
+   * Aborts the attempt (graceful stop): no further host is tried and a session in use is closed, so its
+   * recipients come back deferred (the caller, seeing the signal, leaves them as they were)
+   */
+  signal?: AbortSignal;
 }
 
 function statusOf(r: Reply, fallback: string): string {
@@ -127,6 +132,7 @@ export async function deliverGroup(
   // about the host: such a target is tried once more on a fresh connection.
   const queue = targets.map((target) => ({ target, retry: false }));
   for (let qi = 0; qi < queue.length; qi++) {
+    if (deps.signal?.aborted) break;
     const { target, retry } = queue[qi];
     const hostKey = `${target.ip}:${target.port}`;
     if (!retry && deps.hostRetry.inBackoff(hostKey)) continue;
@@ -190,6 +196,8 @@ export async function deliverGroup(
       sendingIp: session.sendingIp,
       sendingPort: session.sendingPort,
     };
+    const abort = () => void session.close();
+    deps.signal?.addEventListener("abort", abort, { once: true });
     try {
       const result = await session.client.send({
         from: envelope.sender,
@@ -240,6 +248,8 @@ export async function deliverGroup(
         continue;
       }
       hostFailed(target, hostErrorOf(err), "4.4.2");
+    } finally {
+      deps.signal?.removeEventListener("abort", abort);
     }
   }
   if (tried === 0) return all("deferred", lastStatus, "retry time not reached for any host");

@@ -1,9 +1,12 @@
 /**
- * The queue runner: picks due messages from the spool, groups pending recipients by route and destination,
- * delivers each group in one transaction, and writes every recipient's new state to the spool before moving
- * on, so a recipient that got 250 is never sent again after a restart. Deferrals follow the retry rules;
- * past the last rule a recipient fails. Failure, delay and success reports (RFC 3464) go to the sender as new
- * messages from the null sender.
+ * The queue manager (after Postfix's qmgr): claims due messages from the spool's index into a bounded
+ * active window — `incoming` before `deferred`, earliest due first — and is woken by one timer armed at the
+ * earliest next attempt the index holds (re-armed after every change), by new mail directly, and by queue
+ * operations; it never walks the queue. Each message's recipients are grouped by route and destination and
+ * the groups run concurrently, under per-destination concurrency and dead-destination throttling. Each
+ * group's outcomes, with the reports (RFC 3464) they cause, are written in one spool transaction as soon as
+ * its replies are in; a write that fails is retried, never followed by sending those recipients again.
+ * Retry times follow the retry rules plus jitter. A stop aborts deliveries in flight and saves what completed.
  */
 
 import type { Envelope, Recipient } from "../core/envelope.ts";
@@ -12,18 +15,28 @@ import { normalizeName } from "../core/host_list.ts";
 import type { ResolvedConfig } from "../config/schema.ts";
 import type { Resolver } from "../dns/resolver.ts";
 import type { EventBus } from "../events/bus.ts";
-import type { DeliveryFacts } from "../events/types.ts";
-import { CorruptMessageError, type Spool } from "../spool/spool.ts";
+import { CorruptMessageError, type DeliveryUpdate, type NewMessage, type Spool } from "../spool/spool.ts";
 import type { TlsClientContext } from "../tls/client.ts";
 import { ConnectionPool } from "./connection_pool.ts";
 import { deliverGroup, type RecipientOutcome } from "./deliver.ts";
-import { buildDsn, type DsnKind, type DsnRecipient, shouldSendDsn } from "./dsn_report.ts";
+import { buildDsn } from "./dsn_report.ts";
 import { HostRetry } from "./host_retry.ts";
-import { compileRetryConfig, nextRetry, type RetryRule } from "./retry_rules.ts";
+import { compileRetryConfig, type RetryRule } from "./retry_rules.ts";
 import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } from "./routing.ts";
 import { type TransportPolicy, transportPolicy } from "./transport.ts";
 import { errorMessage } from "../core/error_message.ts";
-import { replyText } from "../smtp/reply_parser.ts";
+import { type Clock, type ClockTimer, retryJitter, systemClock } from "./queue_clock.ts";
+import { Destinations } from "./destinations.ts";
+import {
+  applyOutcome,
+  deliveryFacts,
+  domainOf,
+  type OutcomeContext,
+  recipientChange,
+  type RecipientExtra,
+  type Reports,
+} from "./outcome.ts";
+import { delayReports } from "./delay_warning.ts";
 import type { OutboundStep } from "../policy/delivery_context.ts";
 import { prepareDelivery } from "./outbound_chain.ts";
 
@@ -38,12 +51,20 @@ export interface SchedulerDeps {
   tlsContext?: TlsClientContext;
   /** Our own listening endpoints ("ip:port"), for loop detection */
   endpoints: string[];
+  /** Time and timers (tests use a fake clock) */
+  clock?: Clock;
+  /** Random numbers in [0, 1) for retry jitter */
+  random?: () => number;
+  /** Delivers one group (tests replace the SMTP side); default: deliverGroup() */
+  deliver?: typeof deliverGroup;
   /** The outbound chain: built-in steps (DKIM signing) then `outbound` from config.ts */
   outbound?: readonly OutboundStep[];
 }
 
 /** Recipients that go to one destination together. */
 interface Group {
+  /** Destination key: the route for host routes, route and domain for MX routes */
+  key: string;
   route?: Route;
   /** Set when finding the route failed */
   routeError?: string;
@@ -51,26 +72,16 @@ interface Group {
   recipients: Recipient[];
 }
 
-/** Report entries collected while applying outcomes, by kind. */
-type Reports = Record<DsnKind, DsnRecipient[]>;
-
-interface Extra {
-  firstFailure?: number;
-  lastInterval?: number;
-  /** The host that answered last (for a delay report's Remote-MTA) */
-  remoteMta?: string;
-  /** Its diagnostic with type, `smtp; 450 4.2.0 …` (for a delay report's Diagnostic-Code) */
-  diagnostic?: string;
-}
-
-function domainOf(address: string): string {
-  const at = address.lastIndexOf("@");
-  return at < 0 ? "" : normalizeName(address.slice(at + 1));
+/** A message being delivered. */
+interface ActiveRun {
+  abort: AbortController;
+  done: Promise<void>;
 }
 
 /** Runs deliveries from the spool. */
 export class Scheduler {
   #deps: SchedulerDeps;
+  #clock: Clock;
   #routes: Route[];
   /** Where quarantined recipients go (`quarantine.route`) */
   #quarantineRoute?: Route;
@@ -78,94 +89,144 @@ export class Scheduler {
   #buses = new Map<Route, EventBus>();
   #pool: ConnectionPool;
   #hostRetry: HostRetry;
+  #destinations: Destinations;
   #retryRulesFor: (domain: string) => Promise<RetryRule[] | undefined>;
+  #jitter: (at: number, interval: number) => number;
   #self: SelfInfo;
-  /** Message id → when it is next due */
-  #due = new Map<string, number>();
-  #active = new Set<string>();
-  #running = new Set<Promise<void>>();
-  #timer?: ReturnType<typeof setTimeout>;
+  #active = new Map<string, ActiveRun>();
+  #pumping: Promise<void> | undefined;
+  #again = false;
+  #timer: ClockTimer | undefined;
+  #wakeAt = Infinity;
   #stopped = false;
 
   constructor(deps: SchedulerDeps) {
     this.#deps = deps;
+    this.#clock = deps.clock ?? systemClock;
     const d = deps.config.delivery;
     const timeoutMs = deps.config.limits.policyTimeout;
     this.#routes = compileRoutes(deps.config.routes as RouteSpec[], { timeoutMs });
     const q = deps.config.quarantine?.route;
     this.#quarantineRoute = q === undefined ? undefined : this.#routes.find((r) => r.name === q);
     this.#pool = new ConnectionPool({ perHost: d.connectionsPerHost, idleTimeoutMs: d.idleTimeout });
-    this.#hostRetry = new HostRetry({ baseMs: d.hostRetryBase, maxMs: d.hostRetryMax });
+    this.#hostRetry = new HostRetry({ baseMs: d.hostRetryBase, maxMs: d.hostRetryMax, now: this.#clock.now });
+    this.#destinations = new Destinations({
+      concurrency: d.destinationConcurrency,
+      deadAfter: d.deadDestinationAfter,
+      baseMs: d.hostRetryBase,
+      maxMs: d.hostRetryMax,
+      clock: this.#clock,
+    });
     this.#retryRulesFor = compileRetryConfig(deps.config.retry, { timeoutMs });
+    this.#jitter = retryJitter(d.retryJitter, deps.random);
     this.#self = { names: [normalizeName(deps.hostname)], endpoints: deps.endpoints };
   }
 
-  /** Number of messages waiting or in progress. */
-  get size(): number {
-    return this.#due.size;
+  /** Messages being delivered now. */
+  get activeCount(): number {
+    return this.#active.size;
   }
 
-  /** Loads the queue from the spool and starts the queue runner. */
-  async start(): Promise<void> {
-    for (const { envelope } of await this.#deps.spool.list()) this.#schedule(envelope);
-    this.#tick();
+  /** When the wake timer is armed for (ms since epoch), or undefined when it is not armed. */
+  get wakeAt(): number | undefined {
+    return this.#timer === undefined ? undefined : this.#wakeAt;
   }
 
-  /** Queues a message now (called when one was received). */
-  enqueue(id: string): void {
-    if (this.#stopped) return;
-    this.#due.set(id, 0);
-    this.#pump();
+  /** Whether a message is being delivered now. */
+  isActive(id: string): boolean {
+    return this.#active.has(id);
   }
 
-  /** Due at the earliest pending recipient's next attempt; at once when none is pending (to complete it). */
-  #schedule(env: Envelope): void {
-    let at = Infinity;
-    for (const r of env.recipients) if (r.status === "pending") at = Math.min(at, r.nextAttempt ?? 0);
-    this.#due.set(env.id, at === Infinity ? 0 : at);
+  /** Starts the queue manager: the first pass claims what is due (nothing is loaded into memory). */
+  start(): Promise<void> {
+    return this.wake();
   }
 
-  #tick(): void {
-    if (this.#stopped) return;
-    this.#pump();
-    const next = Math.min(this.#deps.config.delivery.queueInterval, this.#nextDueIn());
-    this.#timer = setTimeout(() => this.#tick(), Math.max(50, next));
-    this.#timer.unref?.();
+  /** New mail was stored (called directly by the inbound side, not through the event bus). */
+  enqueue(_id: string): void {
+    void this.wake();
   }
 
-  #nextDueIn(): number {
-    let min = Infinity;
-    const now = Date.now();
-    for (const [id, at] of this.#due) if (!this.#active.has(id)) min = Math.min(min, at - now);
-    return min;
-  }
-
-  #pump(): void {
-    if (this.#stopped) return;
-    const now = Date.now();
-    const limit = this.#deps.config.delivery.concurrency;
-    for (const [id, at] of this.#due) {
-      if (this.#active.size >= limit) break;
-      if (at > now || this.#active.has(id)) continue;
-      this.#active.add(id);
-      const p = this.#run(id).catch((err) => {
-        if (err instanceof CorruptMessageError) {
-          // The spool moved it to `corrupt` and logged why: it stays there for an operator, never retried.
-          this.#due.delete(id);
-          return;
-        }
-        this.#deps.log.write(
-          `delivery of ${id} failed internally: ${errorMessage(err)}`,
-          { id },
-        );
-        this.#due.set(id, Date.now() + 60_000);
-      }).finally(() => {
-        this.#active.delete(id);
-        this.#running.delete(p);
-        this.#pump();
-      });
-      this.#running.add(p);
+  /**
+   * Looks at the index now: claims due messages into free slots and re-arms the timer at the earliest next
+   * attempt. Resolves when that pass is over.
+   */
+  wake(): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
+    if (this.#pumping !== undefined) {
+      this.#again = true;
+      return this.#pumping;
     }
+    this.#pumping = this.#pump().finally(() => (this.#pumping = undefined));
+    return this.#pumping;
+  }
+
+  /** Aborts the delivery of `id` in flight, if any, and resolves when it has ended (its results saved). */
+  async interrupt(id: string): Promise<void> {
+    const run = this.#active.get(id);
+    if (run === undefined) return;
+    run.abort.abort(new Error("interrupted by an operator"));
+    await run.done;
+  }
+
+  async #pump(): Promise<void> {
+    const { spool, log, config } = this.#deps;
+    try {
+      do {
+        this.#again = false;
+        const free = config.delivery.concurrency - this.#active.size;
+        if (free <= 0 || this.#stopped) break;
+        const claimed = await spool.claim(this.#clock.now(), free);
+        for (const c of claimed) this.#start(c.id);
+        if (claimed.length === free) this.#again = true;
+      } while (this.#again && !this.#stopped);
+      await this.#arm();
+    } catch (err) {
+      if (this.#stopped) return;
+      log.write(`queue run failed: ${errorMessage(err)}; trying again in 1s`);
+      this.#setTimer(this.#clock.now() + 1000);
+    }
+  }
+
+  /** Arms the wake timer at the earliest due message (or after `queueInterval`, a safety net). */
+  async #arm(): Promise<void> {
+    if (this.#stopped) return;
+    const now = this.#clock.now();
+    let at = now + this.#deps.config.delivery.queueInterval;
+    // A full window is woken by the next run that ends; no timer can add anything before that.
+    if (this.#active.size < this.#deps.config.delivery.concurrency) {
+      const next = await this.#deps.spool.nextDue();
+      if (next !== undefined) at = Math.min(at, Math.max(next, now + 1));
+    }
+    this.#setTimer(at);
+  }
+
+  #setTimer(at: number): void {
+    if (this.#stopped) return;
+    this.#timer?.cancel();
+    this.#wakeAt = at;
+    this.#timer = this.#clock.timer(at - this.#clock.now(), () => {
+      this.#timer = undefined;
+      void this.wake();
+    });
+  }
+
+  #start(id: string): void {
+    const abort = new AbortController();
+    const run: ActiveRun = { abort, done: Promise.resolve() };
+    this.#active.set(id, run);
+    run.done = this.#run(id, abort.signal).catch(async (err) => {
+      // Corrupt data: the spool moved it to `corrupt` and logged why; it stays for an operator, never retried.
+      if (err instanceof CorruptMessageError) return;
+      this.#deps.log.write(`delivery of ${id} failed internally: ${errorMessage(err)}`, { id });
+      await this.#deps.spool.setState(id, "deferred", {
+        from: ["active"],
+        nextAttempt: this.#clock.now() + 60_000,
+      }).catch(() => {});
+    }).finally(() => {
+      this.#active.delete(id);
+      void this.wake();
+    });
   }
 
   /** The route's own event handlers (`routes[].events`) in front of the global ones. */
@@ -198,22 +259,34 @@ export class Scheduler {
     return p;
   }
 
-  async #run(id: string): Promise<void> {
-    const { spool, log } = this.#deps;
+  #outcomeContext(route: Route | undefined): OutcomeContext {
+    return {
+      log: this.#deps.log,
+      events: this.#busFor(route),
+      rulesFor: this.#retryRulesFor,
+      now: this.#clock.now(),
+      jitter: this.#jitter,
+    };
+  }
+
+  async #run(id: string, signal: AbortSignal): Promise<void> {
+    const { spool } = this.#deps;
     const env = await spool.get(id);
-    if (!env) {
-      this.#due.delete(id);
-      return;
-    }
-    // A message on hold (quarantined, or parked by an operator) is not delivered until it is released.
-    if ((await spool.row(id))?.state === "hold") {
-      this.#due.delete(id);
-      return;
-    }
-    const now = Date.now();
+    if (!env) return;
+    const now = this.#clock.now();
     const due = env.recipients.filter((r) => r.status === "pending" && (r.nextAttempt ?? 0) <= now);
-    const data = due.length ? await spool.readData(id) : new Uint8Array();
-    // Group by route, then by domain (MX routes) or by route (host routes: one destination).
+    if (due.length > 0) {
+      const data = await spool.readData(id);
+      const groups = await this.#groups(due);
+      // One slow destination must not hold the others: the groups of a message run side by side.
+      await Promise.all(groups.map((g) => this.#deliverGroup(env, data, g, signal)));
+      if (!signal.aborted) await this.#delayWarning(env, data);
+    }
+    await this.#finish(env);
+  }
+
+  /** Groups by route, then by domain (MX routes) or by route (host routes: one destination). */
+  async #groups(due: Recipient[]): Promise<Group[]> {
     const groups = new Map<string, Group>();
     for (const r of due) {
       const domain = domainOf(r.address);
@@ -226,95 +299,122 @@ export class Scheduler {
         // A host-list function that throws: retry later under the retry rules, like any temporary failure.
         routeError = `routing failed: ${errorMessage(err)}`;
       }
-      // Host routes have one destination whatever the domain; MX routes one per domain.
       const key = route && !route.spec.mx
         ? `${route.index}`
         : `${route?.index ?? "-"}|${routeError ? "!" : ""}${domain}`;
-      const g = groups.get(key) ?? { route, routeError, domain, recipients: [] };
+      const g = groups.get(key) ?? { key, route, routeError, domain, recipients: [] };
       g.recipients.push(r);
       groups.set(key, g);
     }
-    for (const g of groups.values()) {
-      // Stopping: leave the remaining groups queued rather than start them.
-      if (this.#stopped) break;
-      const local = (kind: RecipientOutcome["kind"], status: string, text: string): RecipientOutcome[] =>
-        g.recipients.map((recipient) => ({ recipient, kind, status, text, internal: true }));
-      let outcomes: RecipientOutcome[];
-      if (g.routeError) outcomes = local("deferred", "4.3.0", g.routeError);
-      else if (!g.route) outcomes = local("failed", "5.4.4", `no route for domain "${g.domain}"`);
-      else {
-        const route = g.route;
-        outcomes = await this.#deliver(env, data, g.recipients, route, g.domain, {
-          resolver: this.#deps.resolver,
-          pool: this.#pool,
-          hostRetry: this.#hostRetry,
-          events: this.#busFor(route),
-          self: this.#self,
-          onHostError: (target, err) => {
-            log.write(
-              `H=${target.name} [${target.ip}]:${target.port} ${err.message} (errno ${err.errno})`,
-              { id, event: "host_error", host: target.name, errno: err.errno },
-            );
-            this.#busFor(route).emit("msg:host:defer", {
-              ...this.#facts(env, route.name),
-              host: { host: target.name, address: target.ip, port: target.port },
-              error: err.message,
-              errno: err.errno,
-              security: err.security,
-            });
-          },
-        });
-      }
-      const reports: Reports = { failure: [], success: [], delay: [] };
-      try {
-        for (const o of outcomes) await this.#apply(env, g.route, o, reports);
-        // Reports are queued before the new states are saved: a crash in between repeats a report, never loses one.
-        await this.#reports(env, data, reports);
-      } finally {
-        // Durable before the next group: a delivered recipient is never delivered again.
-        await spool.update(env);
-      }
-    }
-    await this.#delayWarning(env, data);
-    if (env.recipients.every((r) => r.status !== "pending")) {
-      await spool.remove(id);
-      this.#due.delete(id);
-      log.write("Completed", { id, event: "Completed" });
-      this.#deps.events.emit("msg:complete", { id, sender: env.sender });
-    } else {
-      this.#schedule(env);
-    }
+    return [...groups.values()];
   }
 
-  /** Runs the outbound chain for a group, then delivers what it produced; outcomes name the spooled recipients. */
-  async #deliver(
+  async #deliverGroup(env: Envelope, data: Uint8Array, g: Group, signal: AbortSignal): Promise<void> {
+    const local = (kind: RecipientOutcome["kind"], status: string, text: string, internal = true) =>
+      g.recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, internal }));
+    let outcomes: RecipientOutcome[];
+    if (g.routeError) outcomes = local("deferred", "4.3.0", g.routeError);
+    else if (!g.route) outcomes = local("failed", "5.4.4", `no route for domain "${g.domain}"`);
+    else {
+      const dead = this.#destinations.dead(g.key);
+      if (dead) {
+        // Dead-destination throttling: deferred without trying, until the back-off ends.
+        outcomes = local(
+          "deferred",
+          "4.4.1",
+          `destination not responding (${dead.failures} connection failures, last: ${dead.lastError}); not tried`,
+          false,
+        );
+      } else {
+        let release: () => void;
+        try {
+          release = await this.#destinations.acquire(g.key, signal);
+        } catch {
+          return; // stopping before it started: left as it was
+        }
+        try {
+          outcomes = await this.#attempt(env, data, g, g.route, signal);
+        } finally {
+          release();
+        }
+        const answered = outcomes.some((o) => o.kind === "delivered" || o.reply !== undefined);
+        const connectionFailure = outcomes.every((o) => o.kind === "deferred" && !o.reply && !o.internal);
+        if (answered) this.#destinations.succeeded(g.key);
+        else if (connectionFailure && !signal.aborted) {
+          this.#destinations.failed(g.key, outcomes[0]?.text ?? "");
+        }
+        // Interrupted: only definite replies count; the rest stays as it was, due again at once.
+        if (signal.aborted) outcomes = outcomes.filter((o) => o.kind !== "deferred");
+      }
+    }
+    if (outcomes.length === 0) return;
+    const reports: Reports = { failure: [], success: [], delay: [] };
+    const ctx = this.#outcomeContext(g.route);
+    const history: string[] = [];
+    for (const o of outcomes) history.push(await applyOutcome(env, g.route, o, reports, ctx));
+    const built = this.#buildReports(env, data, reports);
+    // The recipients' states and the reports they cause: one transaction, as soon as the replies are in.
+    await this.#save({
+      id: env.id,
+      recipients: outcomes.map((o) => recipientChange(env, o.recipient)),
+      reports: built,
+      history,
+    });
+    this.#reportsQueued(env, built);
+  }
+
+  async #attempt(
     env: Envelope,
     data: Uint8Array,
-    recipients: Recipient[],
+    g: Group,
     route: Route,
-    domain: string,
-    deps: Parameters<typeof deliverGroup>[6],
+    signal: AbortSignal,
   ): Promise<RecipientOutcome[]> {
+    const { log } = this.#deps;
+    const events = this.#busFor(route);
+    const deliver = this.#deps.deliver ?? deliverGroup;
+    const deps: Parameters<typeof deliverGroup>[6] = {
+      resolver: this.#deps.resolver,
+      pool: this.#pool,
+      hostRetry: this.#hostRetry,
+      events,
+      self: this.#self,
+      signal,
+      onHostError: (target, err) => {
+        log.write(
+          `H=${target.name} [${target.ip}]:${target.port} ${err.message} (errno ${err.errno})`,
+          { id: env.id, event: "host_error", host: target.name, errno: err.errno },
+        );
+        events.emit("msg:host:defer", {
+          ...deliveryFacts(env, route.name),
+          host: { host: target.name, address: target.ip, port: target.port },
+          error: err.message,
+          errno: err.errno,
+          security: err.security,
+        });
+      },
+    };
     const chain = this.#deps.outbound ?? [];
     if (chain.length === 0) {
-      return await deliverGroup(env, data, recipients, route, domain, this.#policy(route), deps);
+      return await deliver(env, data, g.recipients, route, g.domain, this.#policy(route), deps);
     }
+    // The outbound chain (SRS, DKIM signing, ARC sealing, config.ts steps) prepares what is sent.
     const prepared = await prepareDelivery(
       env,
       data,
-      recipients,
+      g.recipients,
       { name: route.name, index: route.index, mx: route.spec.mx === true },
-      domain,
+      g.domain,
       {
         chain,
         hostname: this.#deps.hostname,
         resolver: this.#deps.resolver,
-        log: this.#deps.log,
+        log,
         timeoutMs: this.#deps.config.limits.policyTimeout,
       },
     );
     if (!prepared.ok) {
-      return recipients.map((recipient) => ({
+      return g.recipients.map((recipient) => ({
         recipient,
         kind: prepared.temporary ? "deferred" : "failed",
         status: prepared.status,
@@ -322,147 +422,67 @@ export class Scheduler {
         internal: true,
       }));
     }
-    const outcomes = await deliverGroup(
+    const outcomes = await deliver(
       prepared.envelope,
       prepared.data,
       prepared.recipients,
       route,
-      domain,
+      g.domain,
       this.#policy(route),
       deps,
     );
     // deliverGroup answers in the order of the recipients it was given: map back to the spooled ones.
-    return outcomes.map((o, i) => ({ ...o, recipient: recipients[i] }));
+    return outcomes.map((o, i) => ({ ...o, recipient: g.recipients[i] }));
   }
 
-  #facts(env: Envelope, router: string, o?: RecipientOutcome): DeliveryFacts {
-    return {
-      id: env.id,
-      sender: env.sender,
-      recipient: o?.recipient.address,
-      router,
-      transport: "smtp",
-      host: o?.host,
-      tls: o?.tls,
-      security: o?.security,
-      sendingIp: o?.sendingIp,
-      sendingPort: o?.sendingPort,
-    };
-  }
-
-  async #apply(
-    env: Envelope,
-    route: Route | undefined,
-    o: RecipientOutcome,
-    reports: Reports,
-  ): Promise<void> {
-    const { log } = this.#deps;
-    const events = this.#busFor(route);
-    const r = o.recipient;
-    const now = Date.now();
-    const router = route?.name ?? "none";
-    const where = o.host ? ` H=${o.host.host} [${o.host.address}]:${o.host.port}` : "";
-    const x = o.tls ? ` X=${o.tls.version}:${o.tls.cipher}:${o.tls.bits} CV=${o.tls.cv}` : "";
-    // Bare values: buildDsn adds the "dns; " type to Remote-MTA; replyText already starts with the code.
-    const remoteMta = o.host?.host;
-    const diagnostic = o.reply ? `smtp; ${replyText(o.reply)}` : undefined;
-    const sec = o.security
-      ? ` TLS=${o.security.policy}${o.security.tlsaUsage ? `(${o.security.tlsaUsage})` : ""}`
-      : "";
-    r.attempts = (r.attempts ?? 0) + 1;
-    r.lastError = o.kind === "delivered" ? undefined : o.text;
-    if (o.kind === "delivered") {
-      r.status = "delivered";
-      log.write(`=> ${r.address} R=${router} T=smtp${where}${x}${sec} C="${o.text.replace(/"/g, "'")}"`, {
-        id: env.id,
-        event: "=>",
-        recipient: r.address,
-        host: o.host?.host,
-      });
-      events.emit("msg:delivery", { ...this.#facts(env, router, o), confirmation: o.text });
-      // dsnLasthop: the parameters were not passed on and delivery ends DSN processing: "delivered".
-      const lasthop = route?.spec.dsnLasthop === true;
-      if (!o.dsnPassed && shouldSendDsn(env, r, "success")) {
-        reports.success.push({
-          recipient: r,
-          action: lasthop ? "delivered" : "relayed",
-          status: o.status.startsWith("2.") ? o.status : "2.0.0",
-          remoteMta,
-          diagnostic,
-          lastAttempt: new Date(now),
+  /**
+   * Writes an update, retrying while the spool refuses (disk full, I/O error): the outcomes it carries are
+   * never dropped, so recipients that got 250 are never sent again while this process runs. Resolves false
+   * when the message is gone (deleted by an operator meanwhile).
+   */
+  async #save(update: DeliveryUpdate): Promise<boolean> {
+    let delay = 1000;
+    for (;;) {
+      try {
+        await this.#deps.spool.apply(update);
+        return true;
+      } catch (err) {
+        const text = errorMessage(err);
+        if (/^No queued message/.test(text)) return false;
+        if (this.#stopped) {
+          this.#deps.log.write(
+            `spool write for ${update.id} failed at shutdown: ${text}; its outcomes are lost and may be repeated`,
+            { id: update.id },
+          );
+          return false;
+        }
+        this.#deps.log.write(`spool write for ${update.id} failed: ${text}; retrying in ${delay / 1000}s`, {
+          id: update.id,
+          event: "spool_error",
         });
-      }
-      return;
-    }
-    let failed = o.kind === "failed";
-    let text = o.text;
-    if (!failed) {
-      const extra = (r.extra ??= {}) as Extra;
-      extra.firstFailure ??= now;
-      extra.remoteMta = remoteMta;
-      extra.diagnostic = diagnostic ?? `x-ferry; ${o.text}`;
-      const rules = await this.#retryRulesFor(domainOf(r.address)) ?? [];
-      const decision = nextRetry(rules, extra.firstFailure, now, extra.lastInterval);
-      if ("giveUp" in decision) {
-        failed = true;
-        text = `retry timeout exceeded (last error: ${o.text})`;
-      } else {
-        extra.lastInterval = decision.at - now;
-        r.nextAttempt = decision.at;
-        log.write(`== ${r.address} R=${router} T=smtp defer${where}${sec}: ${o.text}`, {
-          id: env.id,
-          event: "==",
-          recipient: r.address,
-        });
-        return;
+        await new Promise<void>((resolve) => this.#clock.timer(delay, resolve));
+        delay = Math.min(delay * 2, 30_000);
       }
     }
-    r.status = "failed";
-    log.write(`** ${r.address} R=${router} T=smtp${where}: ${text}`, {
+  }
+
+  /** Leaves the message in its next state: removed when nothing is pending, else deferred (or incoming). */
+  async #finish(env: Envelope): Promise<void> {
+    const pending = env.recipients.some((r) => r.status === "pending");
+    const tried = env.recipients.some((r) => (r.attempts ?? 0) > 0);
+    const saved = await this.#save({
       id: env.id,
-      event: "**",
-      recipient: r.address,
+      state: pending ? (tried ? "deferred" : "incoming") : "done",
+      delivery: env.delivery,
     });
-    events.emit(o.internal ? "msg:fail:internal" : "msg:fail:delivery", {
-      ...this.#facts(env, router, o),
-      error: text,
-    });
-    if (shouldSendDsn(env, r, "failure")) {
-      reports.failure.push({
-        recipient: r,
-        action: "failed",
-        status: /^5\./.test(o.status) ? o.status : "5.4.7",
-        remoteMta,
-        diagnostic: diagnostic ?? `x-ferry; ${text}`,
-        lastAttempt: new Date(now),
-      });
+    if (saved && !pending) {
+      this.#deps.log.write("Completed", { id: env.id, event: "Completed" });
+      this.#deps.events.emit("msg:complete", { id: env.id, sender: env.sender });
     }
   }
 
-  async #queueReport(env: Envelope, report: Uint8Array, kind: string): Promise<void> {
-    const { spool, log } = this.#deps;
-    const id = spool.newId();
-    const now = Date.now();
-    const dsnEnv: Envelope = {
-      id,
-      sender: "",
-      recipients: [{ address: env.sender, status: "pending" }],
-      size: report.length,
-      receivedAt: now,
-      protocol: "local",
-      client: { ip: "127.0.0.1", port: 0 },
-      receivedBy: this.#deps.hostname,
-      delivery: { reportFor: env.id, kind },
-    };
-    await spool.store(dsnEnv, report);
-    log.write(`<= <> R=${env.id} U=ferry P=local S=${report.length} for ${env.sender} (${kind} report)`, {
-      id,
-      event: "<=",
-    });
-    this.enqueue(id);
-  }
-
-  async #reports(env: Envelope, data: Uint8Array, reports: Reports): Promise<void> {
+  #buildReports(env: Envelope, data: Uint8Array, reports: Reports): NewMessage[] {
+    const out: NewMessage[] = [];
     for (const kind of ["failure", "delay", "success"] as const) {
       if (reports[kind].length === 0) continue;
       const report = buildDsn({
@@ -472,8 +492,33 @@ export class Scheduler {
         recipients: reports[kind],
         original: data,
       });
-      await this.#queueReport(env, report, kind);
+      out.push({
+        envelope: {
+          id: this.#deps.spool.newId(),
+          sender: "",
+          recipients: [{ address: env.sender, status: "pending" }],
+          size: report.length,
+          receivedAt: this.#clock.now(),
+          protocol: "local",
+          client: { ip: "127.0.0.1", port: 0 },
+          receivedBy: this.#deps.hostname,
+          delivery: { reportFor: env.id, kind },
+        },
+        data: report,
+      });
     }
+    return out;
+  }
+
+  #reportsQueued(env: Envelope, built: NewMessage[]): void {
+    for (const { envelope, data } of built) {
+      const kind = envelope.delivery?.kind;
+      this.#deps.log.write(
+        `<= <> R=${env.id} U=ferry P=local S=${data.length} for ${env.sender} (${kind} report)`,
+        { id: envelope.id, event: "<=" },
+      );
+    }
+    if (built.length > 0) void this.wake();
   }
 
   /** A delay report once per `delivery.delayWarning` interval while recipients are still pending. */
@@ -481,46 +526,40 @@ export class Scheduler {
     const every = this.#deps.config.delivery.delayWarning;
     const pending = env.recipients.filter((r) => r.status === "pending");
     if (pending.length === 0 || every <= 0) return;
-    const intervals = Math.floor((Date.now() - env.receivedAt) / every);
+    const intervals = Math.floor((this.#clock.now() - env.receivedAt) / every);
     const delivery = (env.delivery ??= {});
     const sent = typeof delivery.delayWarnings === "number" ? delivery.delayWarnings : 0;
     if (intervals <= sent) return;
     delivery.delayWarnings = intervals;
-    const reports: Reports = { failure: [], success: [], delay: [] };
-    for (const r of pending) {
-      if (!shouldSendDsn(env, r, "delay")) continue;
-      const rules = await this.#retryRulesFor(domainOf(r.address)) ?? [];
-      const extra = (r.extra ?? {}) as Extra;
-      const first = extra.firstFailure ?? env.receivedAt;
-      const last = rules.length ? rules[rules.length - 1].until : 0;
-      reports.delay.push({
-        recipient: r,
-        action: "delayed",
-        status: "4.4.7",
-        remoteMta: extra.remoteMta,
-        diagnostic: extra.diagnostic ?? (r.lastError ? `x-ferry; ${r.lastError}` : undefined),
-        lastAttempt: new Date(),
-        willRetryUntil: new Date(first + last),
-      });
-    }
-    // As for failures: the report is queued before "warned" is saved, so it is never lost.
-    await this.#reports(env, data, reports);
-    await this.#deps.spool.update(env);
+    const reports = await delayReports(env, pending, {
+      rulesFor: this.#retryRulesFor,
+      now: this.#clock.now(),
+      extraOf: (r) => (r.extra ?? {}) as RecipientExtra,
+    });
+    // The report and "warned" in one transaction: never lost, never sent twice.
+    const built = this.#buildReports(env, data, reports);
+    await this.#save({ id: env.id, delivery, reports: built });
+    this.#reportsQueued(env, built);
   }
 
-  /** Stops picking messages, waits for deliveries in progress (up to `graceMs`), closes idle connections. */
+  /**
+   * Stops claiming messages, aborts deliveries in flight (their completed recipients are saved, the rest
+   * stays queued as it was), waits for them up to `graceMs`, and closes idle connections.
+   */
   async stop(graceMs: number): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#timer);
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    for (const run of this.#active.values()) run.abort.abort(new Error("Ferry is stopping"));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const finished = await Promise.race([
-      Promise.allSettled([...this.#running]).then(() => true),
+      Promise.allSettled([...this.#active.values()].map((r) => r.done)).then(() => true),
       new Promise<false>((r) => (timer = setTimeout(() => r(false), graceMs))),
     ]);
     clearTimeout(timer);
     if (!finished) {
       this.#deps.log.write(
-        `${this.#running.size} delivery run(s) still in progress at shutdown: their recipients stay queued and ` +
+        `${this.#active.size} delivery run(s) still in progress at shutdown: their recipients stay queued and ` +
           `may be delivered again after restart`,
       );
     }

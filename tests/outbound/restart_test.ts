@@ -37,7 +37,14 @@ Deno.test("after a restart a delivered recipient is not sent again and a deferre
     const id = await submit(first.port, ["a@fast.test", "b@slow.test"], {
       rcptParams: { "b@slow.test": " NOTIFY=NEVER" },
     });
+    // The two destinations run side by side: wait for both outcomes.
     await waitFor(() => linesOf(first!.memlog, "==").length > 0, 8000, "the deferral");
+    await waitFor(() => linesOf(first!.memlog, "=>").length > 0, 8000, "the delivery");
+    await waitFor(
+      async () => (await first!.spool.get(id))?.recipients.every((r) => (r.attempts ?? 0) > 0) ?? false,
+      4000,
+      "both outcomes saved",
+    );
     assert.equal(linesOf(first.memlog, "=>").length, 1);
     assert.equal(fast.messages.length, 1);
     const before = await first.spool.get(id);

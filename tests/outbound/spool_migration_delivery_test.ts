@@ -88,3 +88,24 @@ Deno.test("data damaged in the spool is found when read for delivery: corrupt, l
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("new mail wakes the queue manager directly: a slow msg:received handler does not delay delivery", async () => {
+  const down = startDownstream();
+  let releaseHandler!: () => void;
+  const handlerDone = new Promise<void>((res) => (releaseHandler = res));
+  let ferry: DirFerry | undefined;
+  try {
+    ferry = await startFerryIn({
+      ...config(down.port),
+      delivery: { queueInterval: "1h" },
+      events: { "msg:received": () => handlerDone },
+    }, { resolver: new MemoryResolver() });
+    await submit(ferry.port, ["r@dest.test"]);
+    // Delivered while the handler is still running (and with no queue interval to fall back on).
+    await waitFor(() => down.messages.length === 1, 8000, "delivery while the handler still runs");
+  } finally {
+    releaseHandler();
+    await ferry?.dispose();
+    await down.stop();
+  }
+});
