@@ -42,6 +42,8 @@ export interface PostfixOptions {
   parent?: string;
   /** Domain accepted for relay (default "bench.test"). */
   domain?: string;
+  /** Further domains accepted for relay. */
+  moreDomains?: string[];
   /** Postfix in_flow_delay (default "0s": no inbound flow throttling, Postfix's best case). */
   inFlowDelay?: string;
   /** Deliver every message to this host (relayhost) instead of holding it. */
@@ -156,7 +158,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     "mynetworks = 127.0.0.0/8",
     "mydestination =",
     "local_recipient_maps =",
-    `relay_domains = ${domain}`,
+    `relay_domains = ${[domain, ...options.moreDomains ?? []].join(", ")}`,
     "relay_recipient_maps =",
     "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
     "smtpd_recipient_restrictions = permit_mynetworks, reject",

@@ -148,6 +148,10 @@ const transportOptions = {
   hostsRequestOcsp: hostList.optional(),
   hostsRequireOcsp: hostList.optional(),
   hostsTryPrdr: hostList.optional(),
+  hostsTryDane: hostList.optional(),
+  hostsRequireDane: hostList.optional(),
+  dnssecRequestDomains: hostList.optional(),
+  dnssecRequireDomains: hostList.optional(),
 };
 
 const route = z.object({
@@ -343,6 +347,10 @@ export const configSchema = z.object({
     hostsRequestOcsp: hostList.default("*"),
     hostsRequireOcsp: hostList.default([]),
     hostsTryPrdr: hostList.default("*"),
+    hostsTryDane: hostList.default("*"),
+    hostsRequireDane: hostList.default([]),
+    dnssecRequestDomains: hostList.default("*"),
+    dnssecRequireDomains: hostList.default([]),
   }).strict().prefault({}),
   dns: z.object({
     nameservers: z.array(

@@ -14,7 +14,14 @@ import { replyText } from "../smtp/reply_parser.ts";
 import { SmtpClientError } from "../smtp/client.ts";
 import type { ConnectionPool } from "./connection_pool.ts";
 import type { HostRetry } from "./host_retry.ts";
-import { resolveTargets, type Route, RoutingError, type SelfInfo, type TargetHost } from "./routing.ts";
+import {
+  resolveTargets,
+  type Route,
+  type RouteDnssec,
+  RoutingError,
+  type SelfInfo,
+  type TargetHost,
+} from "./routing.ts";
 import { HostError, hostErrorOf, type OpenSession, openSession, type TransportPolicy } from "./transport.ts";
 import { errorMessage } from "../core/error_message.ts";
 import { HostListError } from "../core/host_list.ts";
@@ -87,8 +94,9 @@ export async function deliverGroup(
   ) => recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, ...extra }));
 
   let targets: TargetHost[];
+  const dnssec: RouteDnssec = { viaMx: false, mxSecure: false };
   try {
-    targets = await resolveTargets(route, domain, deps.resolver, deps.self);
+    targets = await resolveTargets(route, domain, deps.resolver, deps.self, dnssec);
   } catch (err) {
     if (err instanceof RoutingError) {
       return all(err.temporary ? "deferred" : "failed", err.status, err.message, {
@@ -102,11 +110,7 @@ export async function deliverGroup(
 
   let security: DomainSecurity;
   try {
-    security = await policy.security.prepare({
-      domain,
-      viaMx: route.spec.mx === true && !domain.startsWith("["),
-      mxSecure: false,
-    });
+    security = await policy.security.prepare({ domain, viaMx: dnssec.viaMx, mxSecure: dnssec.mxSecure });
   } catch (err) {
     return all("deferred", "4.7.5", `security policies failed: ${errorMessage(err)}`, { internal: true });
   }

@@ -30,6 +30,10 @@ export interface RouteSpec {
   hostsRequestOcsp?: HostListSpec;
   hostsRequireOcsp?: HostListSpec;
   hostsTryPrdr?: HostListSpec;
+  hostsTryDane?: HostListSpec;
+  hostsRequireDane?: HostListSpec;
+  dnssecRequestDomains?: HostListSpec;
+  dnssecRequireDomains?: HostListSpec;
 }
 
 /** A compiled route. */
@@ -49,6 +53,18 @@ export interface TargetHost {
   port: number;
   /** MX preference, or the position in a host list */
   preference: number;
+  /** Present (true) when the address answer was DNSSEC-validated (RFC 7672 §2.2.1) */
+  secure?: true;
+  /** The end of the host name's CNAME chain when the name is an alias and the chain validated (§2.2.2) */
+  alias?: string;
+}
+
+/** What routing learnt about the destination's DNSSEC state (filled in by `resolveTargets`). */
+export interface RouteDnssec {
+  /** The hosts came from an MX lookup */
+  viaMx: boolean;
+  /** The MX answer (or its secure denial, for an implicit MX) was DNSSEC-validated */
+  mxSecure: boolean;
 }
 
 /** Why a domain cannot be routed now. `temporary` → retry later; otherwise fail the recipients. */
@@ -116,17 +132,29 @@ function dnsTrouble(err: unknown, what: string): never {
   throw err;
 }
 
-/** Looks up the addresses of a host name (A, then AAAA); an IP literal is its own address. */
+/**
+ * Looks up the addresses of a host name (A, then AAAA); an IP literal is its own address. `secure`: both
+ * answers were DNSSEC-validated; `alias`: where a validated CNAME chain ended, when the name is an alias.
+ */
 export async function addressesOf(
   resolver: Resolver,
   name: string,
-): Promise<{ ips: string[]; nxdomain: boolean }> {
-  if (isIp(name)) return { ips: [name], nxdomain: false };
+): Promise<{ ips: string[]; nxdomain: boolean; secure: boolean; alias?: string }> {
+  if (isIp(name)) return { ips: [name], nxdomain: false, secure: false };
   const [a, aaaa] = await Promise.all([
     resolver.a(name).catch((e) => dnsTrouble(e, `${name} (A)`)),
     resolver.aaaa(name).catch((e) => dnsTrouble(e, `${name} (AAAA)`)),
   ]);
-  return { ips: [...a.records, ...aaaa.records], nxdomain: a.rcode === "NXDOMAIN" };
+  const secure = a.ad && aaaa.ad;
+  const end = a.records.length ? a.name : aaaa.name;
+  const alias = secure && end && normalizeName(end) !== normalizeName(name) ? normalizeName(end) : undefined;
+  return { ips: [...a.records, ...aaaa.records], nxdomain: a.rcode === "NXDOMAIN", secure, alias };
+}
+
+/** The DNSSEC facts of one address lookup, as TargetHost fields (absent when insecure). */
+function secureFields(r: { secure: boolean; alias?: string }): Pick<TargetHost, "secure" | "alias"> {
+  if (!r.secure) return {};
+  return r.alias ? { secure: true, alias: r.alias } : { secure: true };
 }
 
 /** What routing needs to know about us, to find loops. */
@@ -137,22 +165,30 @@ export interface SelfInfo {
   endpoints: string[];
 }
 
-/** Resolves the hosts to try for `domain` on `route`. Throws RoutingError. */
+/**
+ * Resolves the hosts to try for `domain` on `route`. Throws RoutingError. When `dnssec` is given, it is
+ * filled in with what the MX lookup said about DNSSEC (each target carries its own address's state).
+ */
 export async function resolveTargets(
   route: Route,
   domain: string,
   resolver: Resolver,
   self: SelfInfo,
+  dnssec?: RouteDnssec,
 ): Promise<TargetHost[]> {
   const spec = route.spec;
   const d = normalizeName(domain);
   let out: TargetHost[] = [];
+  if (dnssec) {
+    dnssec.viaMx = false;
+    dnssec.mxSecure = false;
+  }
   if (!spec.mx) {
     const list = typeof spec.hosts === "function" ? await spec.hosts(d) : spec.hosts ?? [];
     for (const [i, h] of list.entries()) {
       const { name, port } = parseHostPort(h, spec.port);
-      const { ips } = await addressesOf(resolver, name);
-      for (const ip of ips) out.push({ name, ip, port, preference: i });
+      const found = await addressesOf(resolver, name);
+      for (const ip of found.ips) out.push({ name, ip, port, preference: i, ...secureFields(found) });
     }
     if (out.length === 0) {
       throw new RoutingError(`No address for the hosts of route ${route.name}`, "4.4.3", true);
@@ -164,11 +200,16 @@ export async function resolveTargets(
   } else {
     const mx = await resolver.mx(d).catch((e) => dnsTrouble(e, `${d} (MX)`));
     const records = mx.records;
+    if (dnssec) {
+      dnssec.viaMx = true;
+      dnssec.mxSecure = mx.ad;
+    }
     if (records.length === 1 && (records[0].exchange === "" || records[0].exchange === ".")) {
       throw new RoutingError(`Domain ${d} accepts no mail (null MX)`, "5.1.10", false);
     }
     if (records.length === 0) {
-      const { ips, nxdomain } = await addressesOf(resolver, d);
+      const found = await addressesOf(resolver, d);
+      const { ips, nxdomain } = found;
       if (ips.length === 0) {
         throw new RoutingError(
           nxdomain || mx.rcode === "NXDOMAIN"
@@ -178,7 +219,7 @@ export async function resolveTargets(
           false,
         );
       }
-      out = ips.map((ip) => ({ name: d, ip, port: spec.port, preference: 0 }));
+      out = ips.map((ip) => ({ name: d, ip, port: spec.port, preference: 0, ...secureFields(found) }));
     } else {
       let hosts = shuffleEqual(
         records.map((r) => ({ name: normalizeName(r.exchange), preference: r.preference })),
@@ -195,8 +236,10 @@ export async function resolveTargets(
       let lastError: unknown;
       for (const h of hosts) {
         try {
-          const { ips } = await addressesOf(resolver, h.name);
-          for (const ip of ips) out.push({ name: h.name, ip, port: spec.port, preference: h.preference });
+          const found = await addressesOf(resolver, h.name);
+          for (const ip of found.ips) {
+            out.push({ name: h.name, ip, port: spec.port, preference: h.preference, ...secureFields(found) });
+          }
         } catch (err) {
           lastError = err;
         }

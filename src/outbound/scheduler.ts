@@ -252,6 +252,7 @@ export class Scheduler {
         {
           route: route.index,
           timeoutMs: this.#deps.config.limits.policyTimeout,
+          resolver: this.#deps.resolver,
         },
       );
       this.#policies.set(route, p);

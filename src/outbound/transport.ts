@@ -7,7 +7,9 @@
  * and never falls back to clear text.
  */
 
-import { HostList, HostListError } from "../core/host_list.ts";
+import { HostList, HostListError, type HostListSpec } from "../core/host_list.ts";
+import type { Resolver } from "../dns/resolver.ts";
+import { danePolicy } from "./security/dane.ts";
 import { isIp } from "../core/ip.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { HostFacts, OutboundTlsFacts } from "../events/types.ts";
@@ -84,17 +86,19 @@ export function transportPolicy(
   hostname: string,
   tlsContext?: TlsClientContext,
   extraPolicies: readonly SecurityPolicy[] = [],
-  opts: { route?: number; timeoutMs?: number } = {},
+  opts: { route?: number; timeoutMs?: number; resolver?: Resolver } = {},
 ): TransportPolicy {
+  const spec = (key: keyof RouteSpec & keyof typeof delivery) =>
+    (route[key] ?? delivery[key] ?? []) as HostListSpec;
   // A list is named by where it was configured, for the log line when its function hangs or fails.
   const pick = (key: keyof RouteSpec & keyof typeof delivery) =>
-    new HostList((route[key] ?? delivery[key] ?? []) as ConstructorParameters<typeof HostList>[0], {
+    new HostList(spec(key), {
       name: route[key] !== undefined && opts.route !== undefined
         ? `routes[${opts.route}].${key}`
         : `delivery.${key}`,
       timeoutMs: opts.timeoutMs,
     });
-  const local = localListsPolicy({
+  const policies: SecurityPolicy[] = [localListsPolicy({
     hostsRequireTls: pick("hostsRequireTls"),
     tlsVerifyHosts: pick("tlsVerifyHosts"),
     tlsTryVerifyHosts: pick("tlsTryVerifyHosts"),
@@ -102,14 +106,23 @@ export function transportPolicy(
     hostsRequestOcsp: pick("hostsRequestOcsp"),
     hostsRequireOcsp: pick("hostsRequireOcsp"),
     tlsVerifyNames: route.tlsVerifyNames,
-  });
+  })];
+  if (opts.resolver) {
+    policies.push(danePolicy(opts.resolver, {
+      hostsTryDane: pick("hostsTryDane"),
+      hostsRequireDane: pick("hostsRequireDane"),
+      dnssecRequestDomains: pick("dnssecRequestDomains"),
+      dnssecRequireDomains: pick("dnssecRequireDomains"),
+    }));
+  }
+  policies.push(...extraPolicies);
   return {
     heloName: delivery.heloName ?? hostname,
     connectTimeoutMs: delivery.connectTimeout,
     commandTimeoutMs: delivery.commandTimeout,
     dataTimeoutMs: delivery.dataTimeout,
     tlsContext,
-    security: new SecurityEngine([local, ...extraPolicies]),
+    security: new SecurityEngine(policies),
     hostsTryPrdr: pick("hostsTryPrdr"),
     auth: route.auth,
   };

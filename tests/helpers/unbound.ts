@@ -17,6 +17,8 @@ export interface TestZone {
   ttl?: number;
   /** SOA minimum, the negative TTL (default 300) */
   negativeTtl?: number;
+  /** Signed, but the installed trust anchor does not match: answers are bogus (SERVFAIL) */
+  bogus?: boolean;
 }
 
 /** Options for `startUnbound`. */
@@ -26,6 +28,8 @@ export interface UnboundOptions {
   localData?: string[];
   /** Install a trust anchor that does not match the signing key, so validation fails (SERVFAIL) */
   wrongTrustAnchor?: boolean;
+  /** Further addresses to answer on, "ip@port" (e.g. "127.53.0.1@53" for tools that read resolv.conf) */
+  extraInterfaces?: string[];
 }
 
 /** A running unbound. */
@@ -80,7 +84,7 @@ async function writeZone(
 export async function startUnbound(options: UnboundOptions = {}): Promise<Unbound> {
   const dir = await Deno.makeTempDir({ prefix: "ferry-unbound-" });
   const written = await Promise.all(
-    (options.zones ?? []).map((z) => writeZone(dir, z, !!options.wrongTrustAnchor)),
+    (options.zones ?? []).map((z) => writeZone(dir, z, !!options.wrongTrustAnchor || !!z.bogus)),
   );
   const anchors = written.filter((w) => w.anchor).map((w) => `    trust-anchor-file: "${w.anchor}"`);
   const authZones = (options.zones ?? []).map((z, i) =>
@@ -103,6 +107,7 @@ export async function startUnbound(options: UnboundOptions = {}): Promise<Unboun
     const conf = [
       "server:",
       "    interface: 127.0.0.1",
+      ...(options.extraInterfaces ?? []).map((i) => `    interface: ${i}`),
       `    port: ${port}`,
       "    do-ip6: no",
       "    do-daemonize: no",

@@ -88,7 +88,7 @@ export class Requirement {
   }
 
   #requiredLabel(): string {
-    if (this.dane) return "dane";
+    if (this.dane || this.tlsBy === "dane" || this.failure?.policy === "dane") return "dane";
     if (this.mtaSts) return `mta-sts(${this.mtaSts})`;
     if (this.tls === 2) return "pkix";
     return this.tls === 1 ? "encrypted" : "none";
