@@ -223,7 +223,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     });
     await scheduler.start();
   }
-  // Aggregate reports once per dmarc.reports.interval (and on SIGUSR1, see main()).
+  // Aggregate reports once per dmarc.reports.interval (and on SIGUSR2, see main()).
   const sendReports = async () => {
     try {
       const ids = await dmarcReports?.sendPending();
@@ -379,11 +379,11 @@ export async function main(args: string[]): Promise<number> {
       if (running.ferry) finish(running.ferry);
     };
     signals.push(
-      ["SIGUSR1", () => {
-        // `kill -USR1 <pid>`: queue the pending DMARC aggregate reports now.
+      ["SIGUSR2", () => {
+        // `kill -USR2 <pid>`: queue the pending DMARC aggregate reports now.
         const reporter = running.ferry?.dmarcReports;
-        if (!reporter) return log.write("SIGUSR1 received: no dmarc.reports configured");
-        log.write("SIGUSR1 received: sending DMARC aggregate reports");
+        if (!reporter) return log.write("SIGUSR2 received: no dmarc.reports configured");
+        log.write("SIGUSR2 received: sending DMARC aggregate reports");
         reporter.sendPending().then(
           (ids) => log.write(`DMARC: ${ids.length} aggregate report(s) queued`),
           (err) => log.write(`DMARC reports failed: ${errorMessage(err)}`),

@@ -1,6 +1,6 @@
 /**
  * Sends DMARC reports (RFC 7489 7.2, 7.3): keeps every evaluated message in the history, and once per
- * `dmarc.reports.interval` (or when asked: SIGUSR1) queues one aggregate report per reporting domain to each
+ * `dmarc.reports.interval` (or when asked: SIGUSR2) queues one aggregate report per reporting domain to each
  * of its `rua` destinations that passes External Destination Verification (7.1); failure reports (RFC 6591)
  * go to `ruf` when enabled and the record's `fo` asks for them. Reports are queued in the spool like any
  * message, from `dmarc.reports.email`.

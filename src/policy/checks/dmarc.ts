@@ -61,7 +61,7 @@ declare module "../variables.ts" {
 export interface DmarcOptions {
   /**
    * Verdict per applied policy (default: reject → reject 550 5.7.1, quarantine → quarantine, temperror →
-   * accept)
+   * defer 451 4.7.1: a DNS failure never becomes a 5xx nor lets a spoof through)
    */
   actions?: Partial<Record<"reject" | "quarantine" | "temperror", VerdictAction>>;
   /** Random source for pct sampling (tests), 0 ≤ n < 1 */
@@ -248,7 +248,7 @@ export function dmarc(options: DmarcOptions = {}): Check {
             : o.status === "quarantine"
             ? options.actions?.quarantine ?? (canQuarantine ? "quarantine" : "accept")
             : o.status === "temperror"
-            ? options.actions?.temperror ?? "accept"
+            ? options.actions?.temperror ?? "defer"
             : "accept";
           const verdict: Verdict = wanted === "accept"
             ? accept(details)

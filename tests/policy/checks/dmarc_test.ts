@@ -222,13 +222,14 @@ Deno.test("evaluateDmarc(): alignment relaxed and strict, p and sp, pct sampling
   assert.equal(nofrom.status, "nofrom");
 });
 
-Deno.test("dmarc(): dmarcDisableVerify skips it; p=quarantine puts the message on hold", async () => {
+Deno.test("dmarc(): dmarcDisableVerify skips it; p=quarantine puts the message on hold; temperror is 451", async () => {
   const r = new MemoryResolver({
     records: {
       "_dmarc.q.test": { TXT: ["v=DMARC1; p=quarantine"] },
       "_dmarc.r.test": { TXT: ["v=DMARC1; p=reject"] },
     },
   });
+  r.fail("_dmarc.slow.test", "TXT", "TIMEOUT");
   const f = await startTestFerry({
     checks: [dkim(), dmarc()],
     policy: {
@@ -245,6 +246,10 @@ Deno.test("dmarc(): dmarcDisableVerify skips it; p=quarantine puts the message o
     assert.equal((await f.spool.row(q.id!))?.state, "hold");
     const rejected = await send(f.port, "x@r.test", enc.encode(message("x@r.test")));
     assert.equal(rejected.data?.code, 550);
+    // A DNS timeout on the DMARC record is a 451, never a 5xx.
+    const slow = await send(f.port, "x@slow.test", enc.encode(message("x@slow.test")));
+    assert.equal(slow.data?.code, 451);
+    assert.match(slow.data!.text, /^4\.7\.1 /);
     const trusted = await send(f.port, "trusted@r.test", enc.encode(message("x@r.test")));
     assert.equal(trusted.data?.code, 250);
     assert.equal((await f.spool.get(trusted.id!))?.policy?.dmarc, undefined);
