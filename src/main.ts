@@ -13,6 +13,8 @@ import { buildTlsAcceptor, openTlsLibrary } from "./tls_setup.ts";
 import { DnsClient } from "./dns/client.ts";
 import type { Resolver } from "./dns/resolver.ts";
 import { Scheduler } from "./outbound/scheduler.ts";
+import { QueueOps } from "./outbound/queue_ops.ts";
+import { type ControlServer, serveQueueControl } from "./outbound/queue_control.ts";
 import { TlsClientContext } from "./tls/client.ts";
 import { TlsConfigError } from "./tls/errors.ts";
 import { errorMessage } from "./core/error_message.ts";
@@ -34,6 +36,8 @@ export interface Ferry {
   scheduler?: Scheduler;
   /** The DMARC reporter, when `dmarc.reports` is configured (`sendPending()` queues the reports now) */
   dmarcReports?: DmarcReporter;
+  /** Queue operations (list, hold, bounce, …), also served on `<spool.dir>/control.sock` */
+  queueOps: QueueOps;
   spool: Spool;
   log: Logger;
   /** Graceful stop: no new connections, open transactions finish (up to the grace period), spool closed. */
@@ -234,17 +238,29 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   };
   const reportTimer = dmarcReports ? setInterval(sendReports, config.dmarc.reports!.interval) : undefined;
   if (reportTimer !== undefined) Deno.unrefTimer(reportTimer);
+  const queueOps = new QueueOps({ spool, hostname, log, manager: scheduler });
+  // The queue command reaches a running Ferry through this socket (a spool passed in by a test has no dir).
+  let control: ControlServer | undefined;
+  if (!opts.spool) {
+    try {
+      control = serveQueueControl(config.spool.dir, queueOps, log);
+    } catch (err) {
+      log.write(`queue control socket not available: ${errorMessage(err)}`);
+    }
+  }
   log.write(`Ferry started as ${hostname}`);
   let stopped: Promise<void> | undefined;
   return {
     addresses,
     scheduler,
+    queueOps,
     spool,
     log,
     dmarcReports,
     stop() {
       stopped ??= (async () => {
         clearInterval(reportTimer);
+        await control?.close();
         await server.stop(config.limits.shutdownGrace);
         await scheduler?.stop(config.limits.shutdownGrace);
         await closeChecks(opened, log);

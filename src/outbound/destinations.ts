@@ -99,6 +99,16 @@ export class Destinations {
     }
   }
 
+  /** Forgets every destination's failures (a flush: try everything now). */
+  forgetFailures(): void {
+    for (const [key, s] of this.#state) {
+      s.failures = 0;
+      s.deadUntil = 0;
+      s.lastError = undefined;
+      this.#forget(key, s);
+    }
+  }
+
   /** Records that a host of `key` answered: the destination is alive. */
   succeeded(key: string): void {
     const s = this.#state.get(key);

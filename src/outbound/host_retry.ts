@@ -38,6 +38,11 @@ export class HostRetry {
     this.#state.set(host, s);
   }
 
+  /** Forgets every host's failures (a flush: try everything now). */
+  clear(): void {
+    this.#state.clear();
+  }
+
   /** Forgets a host's failures. */
   succeeded(host: string): void {
     this.#state.delete(host);

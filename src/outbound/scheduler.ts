@@ -37,6 +37,7 @@ import {
   type Reports,
 } from "./outcome.ts";
 import { delayReports } from "./delay_warning.ts";
+import type { QueueManagerHooks } from "./queue_ops.ts";
 import type { OutboundStep } from "../policy/delivery_context.ts";
 import { prepareDelivery } from "./outbound_chain.ts";
 
@@ -79,7 +80,7 @@ interface ActiveRun {
 }
 
 /** Runs deliveries from the spool. */
-export class Scheduler {
+export class Scheduler implements QueueManagerHooks {
   #deps: SchedulerDeps;
   #clock: Clock;
   #routes: Route[];
@@ -159,6 +160,12 @@ export class Scheduler {
     }
     this.#pumping = this.#pump().finally(() => (this.#pumping = undefined));
     return this.#pumping;
+  }
+
+  /** Forgets connection failures and host back-off (a flush: try every destination now). */
+  forgetFailures(_domain?: string): void {
+    this.#destinations.forgetFailures();
+    this.#hostRetry.clear();
   }
 
   /** Aborts the delivery of `id` in flight, if any, and resolves when it has ended (its results saved). */

@@ -49,7 +49,7 @@ export type BatchOp =
     reason?: string;
     nextAttempt?: number;
   }
-  | { kind: "retryDomain"; domain: string; at: number }
+  | { kind: "retryNow"; domain?: string; at: number }
   | { kind: "remove"; id: string };
 
 /** What became of one op in a committed batch: done (with a value for claims), or refused. */
@@ -295,6 +295,13 @@ export class SpoolDb {
       retryDomainRecipients: prepare(
         "UPDATE recipients SET next_attempt = ? WHERE domain = ? AND status = 'pending'",
       ),
+      retryEverything: prepare(
+        `UPDATE recipients SET next_attempt = ? WHERE status = 'pending' AND message_id IN
+           (SELECT id FROM messages WHERE state IN ('incoming', 'deferred', 'active'))`,
+      ),
+      pullEverything: prepare(
+        `UPDATE messages SET next_attempt = ? WHERE state IN ('incoming', 'deferred') AND next_attempt > ?`,
+      ),
       markCorrupt: prepare("UPDATE messages SET state = 'corrupt', reason = ? WHERE id = ?"),
     };
   }
@@ -396,11 +403,15 @@ export class SpoolDb {
         return this.#claim(op.now, op.limit);
       case "setState":
         return this.#setState(op);
-      case "retryDomain": {
+      case "retryNow": {
+        if (op.domain === undefined) {
+          s.retryEverything.run(op.at);
+          return Number(s.pullEverything.run(op.at, op.at).changes);
+        }
         const ids = (s.domainMessages.all(op.domain) as { message_id: string }[]).map((r) => r.message_id);
         s.retryDomainRecipients.run(op.at, op.domain);
         for (const id of ids) s.recomputeNext.run(id);
-        return ids;
+        return ids.length;
       }
       case "remove":
         this.#remove(op.id);

@@ -195,6 +195,11 @@ export interface Spool {
     state: QueueState,
     options?: { from?: QueueState[]; reason?: string; nextAttempt?: number },
   ): Promise<boolean>;
+  /**
+   * Retry now: makes the pending recipients of queued (`incoming`, `deferred`, `active`) messages due at `at`,
+   * for one recipient domain or, without one, the whole queue. Resolves to the number of messages touched.
+   */
+  retryNow(domain: string | undefined, at: number): Promise<number>;
   /** Removes a message for good (delivery complete, or deleted by an operator). */
   remove(id: string): Promise<void>;
   /** Number of queued messages (every state). */

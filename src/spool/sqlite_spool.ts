@@ -216,13 +216,10 @@ export class SqliteSpool implements Spool {
     return (await this.#enqueue({ kind: "setState", id, state, ...options })) as boolean;
   }
 
-  /** Makes every pending recipient in `domain` due at `at`; resolves to the ids of the messages touched. */
-  async retryDomain(domain: string, at: number): Promise<string[]> {
-    return (await this.#enqueue({
-      kind: "retryDomain",
-      domain: domain.toLowerCase().replace(/\.$/, ""),
-      at,
-    })) as string[];
+  /** Makes pending recipients (of one domain, or all) due at `at`; resolves to the number of messages. */
+  async retryNow(domain: string | undefined, at: number): Promise<number> {
+    const d = domain === undefined ? undefined : domain.toLowerCase().replace(/\.$/, "");
+    return (await this.#enqueue({ kind: "retryNow", domain: d, at })) as number;
   }
 
   /** Removes a message for good; removing an unknown id is not an error. */
