@@ -250,7 +250,7 @@ export function failureReportMessage(opts: {
     `Auth-Failure: dmarc`,
     `Authentication-Results: ${opts.authResults.replace(/\r?\n[ \t]*/g, " ")}`,
     `Original-Envelope-Id: ${opts.messageId}`,
-    `Original-Mail-From: <${e.envelopeFrom}>`,
+    `Original-Mail-From: <${e.mailFrom ?? e.envelopeFrom}>`,
     `Arrival-Date: ${new Date(e.at).toUTCString().replace("GMT", "+0000")}`,
     `Reported-Domain: ${e.headerFrom}`,
     `Source-IP: ${e.sourceIp}`,

@@ -18,6 +18,8 @@ export interface DmarcHistoryEntry {
   headerFrom: string;
   envelopeFrom: string;
   envelopeTo?: string;
+  /** The whole MAIL FROM address, for failure reports ("" for the null sender) */
+  mailFrom?: string;
   /** The policy applied: none, quarantine, reject */
   disposition: string;
   dkimAligned: boolean;

@@ -205,3 +205,37 @@ Deno.test("DMARC aggregate and failure reports: recorded, queued per rua after v
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("failure reports only where dmarcEnableForensic is set when dmarc.reports.failure is off", async () => {
+  const resolver = new MemoryResolver({
+    records: {
+      "evil.test": { TXT: ["v=spf1 ip4:127.0.0.1 -all"] },
+      "_dmarc.sender.test": { TXT: ["v=DMARC1; p=none; fo=1; ruf=mailto:fail@sender.test"] },
+    },
+  });
+  const f = await startTestFerry({
+    checks: [spf(), dkim(), dmarc()],
+    dmarc: { reports: {} },
+    policy: {
+      mail: [async (c, next) => {
+        // Exim's control = dmarc_enable_forensic, for one sender.
+        if (c.sender === "traced@evil.test") c.set("dmarcEnableForensic", true);
+        await next();
+      }],
+    },
+  }, { resolver });
+  try {
+    assert.equal((await send(f.port, "x@evil.test", "ceo@sender.test"))?.code, 250);
+    assert.equal((await send(f.port, "traced@evil.test", "ceo@sender.test"))?.code, 250);
+    const reports = (await f.spool.list()).filter((e) =>
+      e.envelope.recipients[0].address === "fail@sender.test"
+    );
+    assert.equal(reports.length, 1);
+    const text = dec.decode(await f.spool.readData(reports[0].envelope.id));
+    assert.match(text, /Original-Mail-From: <traced@evil\.test>/);
+    assert.match(text, /^From: postmaster@ferry\.test\r$/m);
+  } finally {
+    await f.stop();
+    await Deno.remove(f.dir, { recursive: true }).catch(() => {});
+  }
+});

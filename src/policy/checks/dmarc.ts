@@ -196,6 +196,7 @@ function historyEntry(o: DmarcOutcome, c: DataContext, dkim: DkimOutcome, action
     headerFrom: o.fromDomain,
     envelopeFrom,
     envelopeTo: firstRcpt || undefined,
+    mailFrom: c.sender,
     disposition,
     dkimAligned: o.alignedDkim !== undefined,
     spfAligned: o.alignedSpf !== undefined,

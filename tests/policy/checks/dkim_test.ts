@@ -19,6 +19,7 @@ import { MemoryLog } from "../../../src/core/log.ts";
 import { createHash } from "node:crypto";
 import { relaxedBody } from "../../../src/policy/checks/_dkim_canon.ts";
 import { dkimpySign, dkimpyVerify, keyName, makeKey } from "./_dkim.ts";
+import { runFerryCli, writeConfig } from "../../helpers/process.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -210,6 +211,31 @@ Deno.test("dkim.sign: a missing key file, a non-key and a key of the wrong type 
     );
     // The spool was never opened.
     assert.equal(await Deno.stat(`${dir}/spool`).then(() => true, () => false), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the ferry command exits 78 naming the file for a bad DKIM key, also under --check-config", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-dkim-cli-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/junk.pem`,
+      "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    );
+    const path = await writeConfig(
+      dir,
+      `{ listen: [{ address: "127.0.0.1", port: 0 }], spool: { dir: ${JSON.stringify(`${dir}/spool`)} },
+        delivery: { enable: false },
+        dkim: { sign: [{ domain: "a.test", selector: "s", keyFile: ${
+        JSON.stringify(`${dir}/junk.pem`)
+      } }] } }`,
+    );
+    for (const args of [["--config", path], ["--config", path, "--check-config"]]) {
+      const r = await runFerryCli(args);
+      assert.equal(r.code, 78, r.stderr);
+      assert.match(r.stderr, /^config: dkim\.sign\[0\]\.keyFile: ".*junk\.pem" is not a PEM private key/m);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
