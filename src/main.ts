@@ -14,6 +14,7 @@ import { DnsClient } from "./dns/client.ts";
 import type { Resolver } from "./dns/resolver.ts";
 import { Scheduler } from "./outbound/scheduler.ts";
 import { QueueOps } from "./outbound/queue_ops.ts";
+import { SpaceGuard } from "./spool/free_space.ts";
 import { type ControlServer, serveQueueControl } from "./outbound/queue_control.ts";
 import { TlsClientContext } from "./tls/client.ts";
 import { TlsConfigError } from "./tls/errors.ts";
@@ -198,6 +199,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     checks,
     srs,
     onStored,
+    spaceGuard: new SpaceGuard({ dir: config.spool.dir, minFree: config.spool.minFree }),
   });
   let addresses;
   try {

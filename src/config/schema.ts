@@ -183,7 +183,10 @@ export const configSchema = z.object({
     mode: "smtp",
     submission: false,
   }]),
-  spool: z.object({ dir: z.string().min(1).default("./var/spool") }).strict().default({ dir: "./var/spool" }),
+  spool: z.object({
+    dir: z.string().min(1).default("./var/spool"),
+    minFree: size.default(100 * 1024 * 1024),
+  }).strict().prefault({}),
   relay: z.object({
     domains: hostList.default([]),
     clients: hostList.default(["127.0.0.0/8", "::1"]),

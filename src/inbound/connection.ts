@@ -12,6 +12,7 @@ import type { ByteStream } from "../core/stream.ts";
 import type { Middleware } from "../core/compose.ts";
 import type { ResolvedConfig } from "../config/schema.ts";
 import { SpoolWriteError } from "../spool/spool.ts";
+import type { SpaceGuard } from "../spool/free_space.ts";
 import type { Spool } from "../spool/spool.ts";
 import type {
   ContentInfo,
@@ -102,6 +103,8 @@ export interface InboundDeps {
   resolver?: Resolver;
   /** Called when a message is stored: wakes the queue manager directly (not through the user event bus) */
   onStored?: (id: string) => void;
+  /** The spool's free-space guard (`spool.minFree`), checked at MAIL */
+  spaceGuard?: SpaceGuard;
   /** The configured checks (`checks`), already opened */
   checks?: readonly Check[];
 }
@@ -303,11 +306,23 @@ export class InboundConnection implements SessionHandler {
       await next();
     };
     Object.defineProperty(begin, "name", { value: "checks: new message" });
+    const guard = this.#deps.spaceGuard;
+    // Postfix's queue_minfree: refuse before the client sends data, not after.
+    const space: Middleware<StageContexts["mail"]> = async function spool_space(_c, next) {
+      if (guard && !guard.hasRoom(tx.params.size)) {
+        throw new SmtpError(452, "4.3.1", "Insufficient system storage");
+      }
+      await next();
+    };
     await this.#run(
       "mail",
       (base) => this.#mailContext(base, tx),
       `MAIL FROM:<${tx.sender}>`,
-      [...(this.#deps.builtinMail ?? []), ...(checks.length ? [begin, ...this.#messageSteps("mail")] : [])],
+      [
+        space,
+        ...(this.#deps.builtinMail ?? []),
+        ...(checks.length ? [begin, ...this.#messageSteps("mail")] : []),
+      ],
     );
   }
 
@@ -577,7 +592,10 @@ export class InboundConnection implements SessionHandler {
       this.#logLine(`${this.hostField} F=<${tx.sender}> spool write failed: ${detail}`, {
         event: "spool_error",
       });
-      if (err instanceof SpoolWriteError) return final(reply(452, "4.3.1", "Insufficient system storage"));
+      if (err instanceof SpoolWriteError) {
+        this.#deps.spaceGuard?.invalidate();
+        return final(reply(452, "4.3.1", "Insufficient system storage"));
+      }
       return final(reply(451, "4.3.0", "Temporary local problem, please try again later"));
     }
     const msgId = dataFields.headers.find((h) => h.name.toLowerCase() === "message-id")?.value;

@@ -79,10 +79,14 @@ export function buildDsn(opts: DsnOptions): Uint8Array {
     opts.recipients.some((r) =>
       NON_ASCII.test(r.recipient.address) || NON_ASCII.test(r.recipient.orcpt?.address ?? "")
     );
-  const original = crlf(opts.original);
-  const full = (env.ret ?? (kind === "failure" ? "FULL" : "HDRS")) === "FULL" &&
-    original.length <= (opts.returnSizeLimit ?? 10 * 1024 * 1024) && carriable(original);
-  const returned = full ? original : headerOf(original);
+  // Memory in proportion to what the report returns: only the header section is copied when only the
+  // header goes back, and a message that already has CRLF line ends is not copied at all.
+  const limit = opts.returnSizeLimit ?? 10 * 1024 * 1024;
+  const wantFull = (env.ret ?? (kind === "failure" ? "FULL" : "HDRS")) === "FULL" &&
+    opts.original.length <= limit && carriable(opts.original);
+  const whole = wantFull ? crlf(opts.original) : undefined;
+  const full = whole !== undefined && whole.length <= limit;
+  const returned = full ? whole : headerOf(crlf(headerPart(opts.original)));
   const boundary = makeBoundary(returned);
   const messageId = clean(opts.messageId ?? `${now.getTime().toString(36)}.${randomHex(8)}@${mta}`);
 
@@ -202,16 +206,40 @@ function wrap(s: string): string {
   return field("", s).slice(2).replace(/\r\n\t/g, "\r\n    ").replace(/\r\n$/, "");
 }
 
+/** The data with CRLF line ends; the data itself (no copy) when it has them already. */
 function crlf(data: Uint8Array): Uint8Array {
-  const out: number[] = [];
+  let extra = 0;
   for (let i = 0; i < data.length; i++) {
     const b = data[i];
-    if (b === 0x0a && data[i - 1] !== 0x0d) out.push(0x0d);
-    out.push(b);
-    if (b === 0x0d && data[i + 1] !== 0x0a) out.push(0x0a);
+    if ((b === 0x0a && data[i - 1] !== 0x0d) || (b === 0x0d && data[i + 1] !== 0x0a)) extra++;
   }
-  if (out.length && out[out.length - 1] !== 0x0a) out.push(0x0d, 0x0a);
-  return new Uint8Array(out);
+  const last = data[data.length - 1];
+  const end = data.length > 0 && last !== 0x0a && last !== 0x0d ? 2 : 0;
+  if (extra === 0 && end === 0) return data;
+  const out = new Uint8Array(data.length + extra + end);
+  let o = 0;
+  for (let i = 0; i < data.length; i++) {
+    const b = data[i];
+    if (b === 0x0a && data[i - 1] !== 0x0d) out[o++] = 0x0d;
+    out[o++] = b;
+    if (b === 0x0d && data[i + 1] !== 0x0a) out[o++] = 0x0a;
+  }
+  if (end) {
+    out[o++] = 0x0d;
+    out[o++] = 0x0a;
+  }
+  return out;
+}
+
+/** The raw data up to and including the empty line that ends its header (all of it when there is none). */
+function headerPart(data: Uint8Array): Uint8Array {
+  for (let i = 0; i < data.length; i++) {
+    if (data[i] !== 0x0a) continue;
+    if (data[i + 1] === 0x0a) return data.subarray(0, i + 2);
+    if (data[i + 1] === 0x0d && data[i + 2] === 0x0a) return data.subarray(0, i + 3);
+  }
+  if (data[0] === 0x0a || (data[0] === 0x0d && data[1] === 0x0a)) return data.subarray(0, 0);
+  return data;
 }
 
 function carriable(data: Uint8Array): boolean {
