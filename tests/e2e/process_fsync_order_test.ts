@@ -105,43 +105,78 @@ Deno.test("parseTrace() and orderProblems() flag a 250 sent before the sync that
   assert.equal(orderProblems(parseTrace(otherFile), ["1xAAAA-000000000001-0001"]).length, 1);
 });
 
-/** The pid of the only child of `pid` (strace's tracee). */
-async function childOf(pid: number): Promise<number> {
-  for (let i = 0; i < 200; i++) {
-    const kids = (await Deno.readTextFile(`/proc/${pid}/task/${pid}/children`).catch(() => "")).trim();
-    if (kids) return Number(kids.split(/\s+/)[0]);
+/**
+ * The pid of strace's tracee: the child that runs Deno with `config` (strace may fork a short-lived probe
+ * first, to test seccomp filtering).
+ */
+async function tracee(stracePid: number, config: string): Promise<number> {
+  for (let i = 0; i < 400; i++) {
+    const kids = (await Deno.readTextFile(`/proc/${stracePid}/task/${stracePid}/children`).catch(() => ""))
+      .trim().split(/\s+/).filter(Boolean).map(Number);
+    for (const pid of kids) {
+      // argv[0] tells them apart: a forked strace still has strace's command line (which names the config).
+      const argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "")).split("\0");
+      if (argv[0] === Deno.execPath() && argv.includes(config)) return pid;
+    }
     await sleep(25);
   }
-  throw new Error("strace started no child");
+  throw new Error("strace did not start Ferry");
 }
 
-async function banner(port: number, ms: number): Promise<void> {
+/** True while `pid` runs. */
+function alive(pid: number): boolean {
+  try {
+    Deno.kill(pid, "SIGCONT");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits for the banner naming `hostname` (so a port taken meanwhile by another program is not mistaken). */
+async function banner(port: number, hostname: string, ferryPid: number, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
+    if (!alive(ferryPid)) throw new Error("Ferry exited before it listened");
     try {
       const c = await RawClient.connect(port);
       const r = await c.reply(5000).catch(() => null);
       c.close();
-      if (r?.code === 220) return;
-    } catch { /* not listening yet */ }
+      if (r?.code === 220) {
+        if (!r.text.startsWith(hostname)) throw new Error(`port ${port} is someone else's: ${r.text}`);
+        return;
+      }
+    } catch (err) {
+      if (err instanceof Error && err.message.includes("someone else")) throw err;
+    }
     if (Date.now() > deadline) throw new Error("no banner under strace");
     await sleep(100);
   }
 }
 
+/** Waits for `p` at most `ms`; undefined when the time ran out. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return await Promise.race([p, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)))])
+    .finally(() => clearTimeout(timer));
+}
+
 Deno.test("under strace, every 250 for a message leaves only after the commit storing it was synced", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ferry-strace-" });
+  const hostname = `strace-${crypto.randomUUID().slice(0, 8)}.test`;
   const port = freePort();
   const config = await writeConfig(
     dir,
-    `{ hostname: "ferry.test", listen: [{ address: "127.0.0.1", port: ${port} }],
+    `{ hostname: ${JSON.stringify(hostname)}, listen: [{ address: "127.0.0.1", port: ${port} }],
       spool: { dir: ${JSON.stringify(`${dir}/spool`)} }, relay: { domains: ["example.test"] },
       delivery: { enable: false } }`,
   );
   const trace = `${dir}/trace`;
+  // Output goes nowhere but the trace file: a pipe would outlive strace in the tracee and hang the test.
   const child = new Deno.Command("strace", {
     args: [
       "-f",
+      "--seccomp-bpf", // stop only at the traced calls: Ferry runs at nearly full speed
       "-qq",
       "-s",
       "16384", // a whole WAL page, so the message's id is seen in what pwrite64 wrote
@@ -159,12 +194,12 @@ Deno.test("under strace, every 250 for a message leaves only after the commit st
     cwd: REPO_DIR,
     stdin: "null",
     stdout: "null",
-    stderr: "piped",
+    stderr: "null",
   }).spawn();
-  const stderr = new Response(child.stderr).text();
+  let ferryPid: number | undefined;
   try {
-    const ferryPid = await childOf(child.pid);
-    await banner(port, 30_000);
+    ferryPid = await tracee(child.pid, config);
+    await banner(port, hostname, ferryPid, 60_000);
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) {
       ids.push(
@@ -172,18 +207,19 @@ Deno.test("under strace, every 250 for a message leaves only after the commit st
       );
     }
     Deno.kill(ferryPid, "SIGTERM");
-    const status = await child.status;
-    assert.equal(status.code, 0, await stderr);
+    const status = await within(child.status, 60_000);
+    assert.equal(status?.code, 0, `Ferry under strace did not stop cleanly: ${JSON.stringify(status)}`);
     const calls = parseTrace(await Deno.readTextFile(trace));
     // The trace saw the spool's worker thread sync: otherwise the check below proves nothing.
     assert.ok(calls.some((c) => c.name === "fsync" || c.name === "fdatasync"), "no fsync in the trace");
     assert.deepEqual(orderProblems(calls, ids), []);
   } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
+    for (const pid of [ferryPid, child.pid]) {
+      try {
+        if (pid !== undefined) Deno.kill(pid, "SIGKILL");
+      } catch { /* exited */ }
+    }
     await child.status;
-    await stderr.catch(() => "");
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
