@@ -15,14 +15,20 @@ function recipient(i: number): string {
   return `${"u".repeat(60)}${i}@${"d".repeat(60)}.${"e".repeat(60)}.${"f".repeat(50)}.other.test`;
 }
 
-async function banner(port: number, ms: number): Promise<RawClient> {
+/** A connection that got this Ferry's banner (a port taken meanwhile by another program is not mistaken). */
+async function banner(port: number, hostname: string, ms: number): Promise<RawClient> {
   const deadline = Date.now() + ms;
   for (;;) {
+    let c: RawClient | undefined;
     try {
-      const c = await RawClient.connect(port);
-      if ((await c.reply(2000))?.code === 220) return c;
-      c.close();
-    } catch { /* not listening yet */ }
+      c = await RawClient.connect(port);
+      const r = await c.reply(2000);
+      if (r?.code === 220 && r.text.startsWith(hostname)) return c;
+      if (r?.code === 220) throw new Error(`port ${port} is someone else's: ${r.text}`);
+    } catch (err) {
+      if (err instanceof Error && err.message.includes("someone else")) throw err;
+    }
+    c?.close();
     if (Date.now() > deadline) throw new Error("no banner");
     await sleep(50);
   }
@@ -31,9 +37,10 @@ async function banner(port: number, ms: number): Promise<RawClient> {
 Deno.test("a stdout pipe nobody reads does not stall sessions, and every line logged before SIGTERM is written on stop", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ferry-log-" });
   const port = freePort();
+  const hostname = `pipe-${crypto.randomUUID().slice(0, 8)}.test`;
   const config = await writeConfig(
     dir,
-    `{ hostname: "ferry.test", listen: [{ address: "127.0.0.1", port: ${port} }],
+    `{ hostname: ${JSON.stringify(hostname)}, listen: [{ address: "127.0.0.1", port: ${port} }],
       spool: { dir: ${JSON.stringify(`${dir}/spool`)} }, relay: { domains: ["example.test"], clients: [] },
       delivery: { enable: false }, limits: { recipients: 1000, badCommands: 1000 } }`,
   );
@@ -47,7 +54,7 @@ Deno.test("a stdout pipe nobody reads does not stall sessions, and every line lo
   const stderr = new Response(child.stderr).text();
   let stdout: Promise<string> | undefined;
   try {
-    const c = await banner(port, 20_000);
+    const c = await banner(port, hostname, 20_000);
     try {
       assert.equal((await c.cmd("EHLO pipe.test"))?.code, 250);
       assert.equal((await c.cmd("MAIL FROM:<a@sender.test>"))?.code, 250);
@@ -62,7 +69,7 @@ Deno.test("a stdout pipe nobody reads does not stall sessions, and every line lo
       c.close();
     }
     // A new session is served while the pipe is still full.
-    const d = await banner(port, 5000);
+    const d = await banner(port, hostname, 5000);
     assert.equal((await d.cmd("NOOP"))?.code, 250);
     d.close();
 
