@@ -1,7 +1,8 @@
 /** Connection-level limits over the wire: timeouts, the early-talker check, connection counts. */
 
 import assert from "node:assert/strict";
-import { RawClient, withFerry } from "../helpers/ferry.ts";
+import { RawClient, startTestFerry, withFerry } from "../helpers/ferry.ts";
+import { createPki } from "../helpers/pki.ts";
 import { waitFor } from "../helpers/downstream.ts";
 import { runPython } from "../helpers/peers.ts";
 import type { LogFields } from "../../src/core/log.ts";
@@ -164,9 +165,12 @@ Deno.test("dataTimeout covers all BDAT chunks of a message: small chunks kept co
 
 /** A Python client that opens a transaction, starts the content and then resets the connection (RST). */
 const RESET_MID_DATA = `
-import socket, struct, sys
+import socket, ssl, struct, sys
 port, mode = int(sys.argv[1]), sys.argv[2]
 s = socket.create_connection(("127.0.0.1", port), timeout=5)
+if len(sys.argv) > 3:  # SMTPS: the same conversation inside TLS, then a TCP reset
+    ctx = ssl.create_default_context(cafile=sys.argv[3])
+    s = ctx.wrap_socket(s, server_hostname="ferry.test")
 f = s.makefile("rb")
 def reply():
     while True:
@@ -211,6 +215,34 @@ for (const mode of ["DATA", "BDAT"]) {
     });
   });
 }
+
+Deno.test("a client that resets an SMTPS connection in the middle of DATA is logged as a plain close", async () => {
+  const pki = await createPki();
+  try {
+    const cert = await pki.issue({ cn: "ferry.test", dns: ["ferry.test"] });
+    const f = await startTestFerry({
+      listen: [{ address: "127.0.0.1", port: 0, mode: "smtps" }],
+      tls: { certificates: [{ cert: cert.chainFile, key: cert.keyFile }] },
+    });
+    try {
+      const r = await runPython(RESET_MID_DATA, [String(f.port), "DATA", pki.certFile]);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      const isClosed = (l: { fields: LogFields }) => l.fields.event === "closed";
+      await waitFor(() => f.memlog.lines.some(isClosed), 5000, "the close line");
+      assert.match(f.memlog.lines.find(isClosed)!.text, /closed: connection lost during DATA/);
+      const noise = f.memlog.lines.filter((l) =>
+        /internal error|protocol error|connection error/i.test(l.text)
+      );
+      assert.deepEqual(noise.map((l) => l.text), []);
+      assert.equal(await f.spool.count(), 0);
+    } finally {
+      await f.stop();
+      await Deno.remove(f.dir, { recursive: true }).catch(() => {});
+    }
+  } finally {
+    await pki.cleanup();
+  }
+});
 
 /** A Python client that pipelines NOOPs for up to 15 s and never reads a reply (a tiny receive buffer). */
 const NEVER_READS = `
