@@ -8,6 +8,7 @@
  *   route with an IP literal: no DNS query at all).
  * - FERRY_TLS_CERT / FERRY_TLS_KEY (starttls): one certificate set, STARTTLS offered to every client.
  * - FERRY_CONNECTIONS=N (idle-connections): N connections in total and from one address.
+ * - FERRY_RETRY_EVERY=DUR (queue): one retry rule, every DUR, so nothing is retried while measured.
  *
  * Whatever the mode, the DNS client is pointed at 127.0.0.1:9 (discard), so no query can ever leave the
  * machine through /etc/resolv.conf.
@@ -18,6 +19,8 @@ const deliverTo = Deno.env.get("FERRY_DELIVER_TO");
 const cert = Deno.env.get("FERRY_TLS_CERT");
 const key = Deno.env.get("FERRY_TLS_KEY");
 const connections = Deno.env.get("FERRY_CONNECTIONS");
+// bench:queue: retries this far apart, so nothing is retried while the queue is measured.
+const retryEvery = Deno.env.get("FERRY_RETRY_EVERY");
 
 export default defineConfig({
   hostname: "ferry.bench.test",
@@ -29,7 +32,10 @@ export default defineConfig({
   limits: connections
     ? { connections: Number(connections), connectionsPerIp: Number(connections) }
     : { connectionsPerIp: 500 },
-  delivery: deliverTo ? { enable: true, concurrency: 100, connectionsPerHost: 50 } : { enable: false },
+  delivery: deliverTo
+    ? { enable: true, concurrency: 100, connectionsPerHost: 50, destinationConcurrency: 50 }
+    : { enable: false },
+  ...(retryEvery ? { retry: [{ domains: "*", rules: [{ every: retryEvery, until: "4d" }] }] } : {}),
   routes: deliverTo ? [{ domains: "bench.test", hosts: [deliverTo] }] : [],
   dns: { nameservers: [{ address: "127.0.0.1", port: 9 }] },
   ...(cert && key ? { tls: { certificates: [{ cert, key }] } } : {}),

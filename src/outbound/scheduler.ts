@@ -284,7 +284,10 @@ export class Scheduler implements QueueManagerHooks {
     const now = this.#clock.now();
     const due = env.recipients.filter((r) => r.status === "pending" && (r.nextAttempt ?? 0) <= now);
     if (due.length > 0) {
-      const data = await spool.readData(id);
+      // The body is read (and its digest checked) only when something needs it: a group that is tried, or a
+      // report; a dead destination's deferrals never read it.
+      let read: Promise<Uint8Array> | undefined;
+      const data = () => read ??= spool.readData(id);
       const groups = await this.#groups(due);
       // One slow destination must not hold the others: the groups of a message run side by side.
       await Promise.all(groups.map((g) => this.#deliverGroup(env, data, g, signal)));
@@ -317,7 +320,12 @@ export class Scheduler implements QueueManagerHooks {
     return [...groups.values()];
   }
 
-  async #deliverGroup(env: Envelope, data: Uint8Array, g: Group, signal: AbortSignal): Promise<void> {
+  async #deliverGroup(
+    env: Envelope,
+    data: () => Promise<Uint8Array>,
+    g: Group,
+    signal: AbortSignal,
+  ): Promise<void> {
     const local = (kind: RecipientOutcome["kind"], status: string, text: string, internal = true) =>
       g.recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, internal }));
     let outcomes: RecipientOutcome[];
@@ -341,7 +349,7 @@ export class Scheduler implements QueueManagerHooks {
           return; // stopping before it started: left as it was
         }
         try {
-          outcomes = await this.#attempt(env, data, g, g.route, signal);
+          outcomes = await this.#attempt(env, await data(), g, g.route, signal);
         } finally {
           release();
         }
@@ -360,7 +368,7 @@ export class Scheduler implements QueueManagerHooks {
     const ctx = this.#outcomeContext(g.route);
     const history: string[] = [];
     for (const o of outcomes) history.push(await applyOutcome(env, g.route, o, reports, ctx));
-    const built = this.#buildReports(env, data, reports);
+    const built = await this.#buildReports(env, data, reports);
     // The recipients' states and the reports they cause: one transaction, as soon as the replies are in.
     await this.#save({
       id: env.id,
@@ -489,16 +497,21 @@ export class Scheduler implements QueueManagerHooks {
     }
   }
 
-  #buildReports(env: Envelope, data: Uint8Array, reports: Reports): NewMessage[] {
+  async #buildReports(
+    env: Envelope,
+    data: () => Promise<Uint8Array>,
+    reports: Reports,
+  ): Promise<NewMessage[]> {
     const out: NewMessage[] = [];
     for (const kind of ["failure", "delay", "success"] as const) {
       if (reports[kind].length === 0) continue;
+      const original = await data();
       const report = buildDsn({
         kind,
         reportingMta: this.#deps.hostname,
         envelope: env,
         recipients: reports[kind],
-        original: data,
+        original,
       });
       out.push({
         envelope: {
@@ -530,7 +543,7 @@ export class Scheduler implements QueueManagerHooks {
   }
 
   /** A delay report once per `delivery.delayWarning` interval while recipients are still pending. */
-  async #delayWarning(env: Envelope, data: Uint8Array): Promise<void> {
+  async #delayWarning(env: Envelope, data: () => Promise<Uint8Array>): Promise<void> {
     const every = this.#deps.config.delivery.delayWarning;
     const pending = env.recipients.filter((r) => r.status === "pending");
     if (pending.length === 0 || every <= 0) return;
@@ -545,7 +558,7 @@ export class Scheduler implements QueueManagerHooks {
       extraOf: (r) => (r.extra ?? {}) as RecipientExtra,
     });
     // The report and "warned" in one transaction: never lost, never sent twice.
-    const built = this.#buildReports(env, data, reports);
+    const built = await this.#buildReports(env, data, reports);
     await this.#save({ id: env.id, delivery, reports: built });
     this.#reportsQueued(env, built);
   }
