@@ -108,11 +108,12 @@ export function redisLookup(command: (value: string) => string[], opts?: RedisLo
   return new RedisLookup(command, opts);
 }
 
-/** Integer replies as booleans, arrays as lists of strings. */
+/** Integer replies as booleans, arrays as lists of strings, a map (HGETALL) as field, value, field, value…. */
 export function toValue(reply: RedisReply): RedisValue {
   if (reply === null || reply === undefined) return null;
   if (typeof reply === "number") return reply !== 0;
   if (Array.isArray(reply)) return flatten(reply);
+  if (typeof reply === "object") return flatten(Object.entries(reply).flat());
   return String(reply);
 }
 
@@ -120,6 +121,7 @@ function flatten(list: RedisReply[]): string[] {
   const out: string[] = [];
   for (const x of list) {
     if (Array.isArray(x)) out.push(...flatten(x));
+    else if (x !== null && typeof x === "object") out.push(...flatten(Object.entries(x).flat()));
     else if (x !== null && x !== undefined) out.push(String(x));
   }
   return out;

@@ -27,8 +27,11 @@ export interface RedisServiceOptions {
   log: (text: string) => void;
 }
 
-/** A Redis reply as Ferry uses it: integers stay numbers here; lookups turn them into booleans. */
-export type RedisReply = string | number | null | RedisReply[];
+/**
+ * A Redis reply as node-redis gives it (RESP3): integers stay numbers here (lookups turn them into booleans);
+ * a map reply (HGETALL) is an object.
+ */
+export type RedisReply = string | number | null | RedisReply[] | { [field: string]: RedisReply };
 
 /** The error a failed or late Redis call ends with (the caller decides: defer, or fail open). */
 export class RedisUnavailableError extends Error {

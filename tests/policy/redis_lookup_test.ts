@@ -51,6 +51,9 @@ Deno.test("Redis lookups: set membership, hash field, plain key, lists, integer 
     assert.equal(await redisKey("route:").get("example.test"), "quarantine");
     assert.equal(await redisKey((d) => `route:${d}`).has("other.test"), false);
     assert.deepEqual((await redisLookup(() => ["SMEMBERS", "tags"]).get("x") as string[]).sort(), ["a", "b"]);
+    // A map reply (RESP3) reads as a list, as RESP2 gave it: field, value, ….
+    assert.deepEqual(await redisLookup(() => ["HGETALL", "limits"]).get("x"), ["192.0.2.7", "25"]);
+    assert.equal(await redisLookup(() => ["INCR", "counter"]).get("x"), true);
     const hosts = redisSet("blocked").hostList();
     assert.equal(await hosts({ ip: "192.0.2.7" }), true);
     assert.equal(await hosts({ ip: "192.0.2.9" }), false);
