@@ -4,7 +4,7 @@
  * as a host list is seen by both without a restart. Clients are swaks runs from distinct loopback addresses.
  */
 import assert from "node:assert/strict";
-import { FerryProcess, freePort } from "../helpers/process.ts";
+import { FerryProcess, freePort, sleep } from "../helpers/process.ts";
 import { spawnHaproxy } from "../helpers/haproxy.ts";
 import { TestRedis } from "../helpers/redis.ts";
 import { runSwaks } from "../helpers/peers.ts";
@@ -89,8 +89,10 @@ Deno.test("scale-out: two nodes behind HAProxy share a per-IP rate limit and Red
     for (const n of nodes) {
       await n.waitFor(/<= a@sender\.test .*\[127\.0\.0\.5\]/, 10_000);
     }
-    const refusals = nodes.reduce((sum, n) => sum + count(n, /ratelimit per_ip: 127\.0\.0\.5 at /), 0);
-    assert.equal(refusals, 2);
+    // The log is written asynchronously: wait until both refusals are logged, then check there are no more.
+    const refusals = () => nodes.reduce((sum, n) => sum + count(n, /ratelimit per_ip: 127\.0\.0\.5 at /), 0);
+    for (const end = Date.now() + 10_000; refusals() < 2 && Date.now() < end;) await sleep(25);
+    assert.equal(refusals(), 2);
 
     // 2. A Redis set used as relay.domains: a change is seen by both nodes at once.
     const before = [
