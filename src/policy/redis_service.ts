@@ -82,6 +82,8 @@ export class RedisService {
         url: server.url,
         database: server.db,
         password: server.password,
+        // RESP2, as Exim reads Redis: integers are integers, doubles (ZSCORE) come as strings, maps as arrays.
+        RESP: 2,
         disableOfflineQueue: true,
         socket: {
           connectTimeout: timeout,

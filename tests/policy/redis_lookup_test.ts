@@ -54,6 +54,9 @@ Deno.test("Redis lookups: set membership, hash field, plain key, lists, integer 
     // A map reply (RESP3) reads as a list, as RESP2 gave it: field, value, ….
     assert.deepEqual(await redisLookup(() => ["HGETALL", "limits"]).get("x"), ["192.0.2.7", "25"]);
     assert.equal(await redisLookup(() => ["INCR", "counter"]).get("x"), true);
+    // A score is a string, not a flag (integers only are booleans).
+    await redis.command("ZADD", "scores", "1.5", "m");
+    assert.equal(await redisLookup(() => ["ZSCORE", "scores", "m"]).get("x"), "1.5");
     const hosts = redisSet("blocked").hostList();
     assert.equal(await hosts({ ip: "192.0.2.7" }), true);
     assert.equal(await hosts({ ip: "192.0.2.9" }), false);
