@@ -172,6 +172,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       authservId: config.authservId ?? hostname,
       canQuarantine: true,
       dmarcReports,
+      redis,
     };
     for (const check of checks) {
       await check.open?.(services);

@@ -14,6 +14,7 @@
 import type { Logger } from "../core/log.ts";
 import type { Resolver } from "../dns/resolver.ts";
 import type { DmarcReportSink } from "./dmarc_history.ts";
+import type { RedisService } from "./redis_service.ts";
 import type {
   ConnectContext,
   DataContext,
@@ -83,6 +84,8 @@ export interface Services {
   canQuarantine?: boolean;
   /** Where DMARC results go for reports (`dmarc.reports`), when configured */
   dmarcReports?: DmarcReportSink;
+  /** The Redis connections (`redis`), when configured: shared state for rate limits and lookups */
+  redis?: RedisService;
 }
 
 /** One check's per-message state: a method per stage it needs. */

@@ -80,9 +80,13 @@ export function ratelimit(opts: RateLimitOptions): Check {
   const mode = opts.mode ?? "leaky";
   const name = opts.name ?? `per_${per}`;
   const memory = new MemoryRateStore();
+  // Redis comes from the services at start; a check used without them (tests) finds the running one.
+  let shared: RateStore | undefined;
   const store = (): RateStore => {
-    if (opts.store === "memory" || (opts.store === undefined && !redisService())) return memory;
-    return new RedisRateStore();
+    if (opts.store === "memory") return memory;
+    if (shared) return shared;
+    if (opts.store === "redis" || redisService()) return new RedisRateStore();
+    return memory;
   };
   const value = async <T>(v: Value<T>, c: Ctx): Promise<T> =>
     typeof v === "function" ? await (v as (c: Ctx) => T | Promise<T>)(c) : v;
@@ -127,7 +131,12 @@ export function ratelimit(opts: RateLimitOptions): Check {
   }
 
   // Exim keeps a per_conn result for the rest of the connection: one event per connection.
-  const check: Check = { name: `ratelimit ${name}` };
+  const check: Check = {
+    name: `ratelimit ${name}`,
+    open(services) {
+      if (services.redis && opts.store !== "memory") shared = new RedisRateStore({ redis: services.redis });
+    },
+  };
   if (per === "conn") {
     check.connect = (c): CheckResult => measure(c);
     return check;
