@@ -354,6 +354,12 @@ export const configSchema = z.object({
     hostsRequireDane: hostList.default([]),
     dnssecRequestDomains: hostList.default("*"),
     dnssecRequireDomains: hostList.default([]),
+    mtaSts: z.object({
+      enable: z.boolean().default(true),
+      port: port.default(443),
+      caFile: z.string().min(1).optional(),
+      timeout: duration.default(10_000),
+    }).strict().prefault({}),
   }).strict().prefault({}),
   dns: z.object({
     nameservers: z.array(

@@ -24,6 +24,8 @@ import { HostRetry } from "./host_retry.ts";
 import { compileRetryConfig, type RetryRule } from "./retry_rules.ts";
 import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } from "./routing.ts";
 import { type TransportPolicy, transportPolicy } from "./transport.ts";
+import type { SecurityPolicy } from "./security/engine.ts";
+import { outboundPolicies } from "./security/mod.ts";
 import { errorMessage } from "../core/error_message.ts";
 import { type Clock, type ClockTimer, retryJitter, systemClock } from "./queue_clock.ts";
 import { Destinations } from "./destinations.ts";
@@ -94,6 +96,8 @@ export class Scheduler implements QueueManagerHooks {
   #retryRulesFor: (domain: string) => Promise<RetryRule[] | undefined>;
   #jitter: (at: number, interval: number) => number;
   #self: SelfInfo;
+  /** Security policies shared by every route (MTA-STS, with its one durable cache) */
+  #extraPolicies: SecurityPolicy[];
   #active = new Map<string, ActiveRun>();
   #pumping: Promise<void> | undefined;
   #again = false;
@@ -121,6 +125,7 @@ export class Scheduler implements QueueManagerHooks {
     this.#retryRulesFor = compileRetryConfig(deps.config.retry, { timeoutMs });
     this.#jitter = retryJitter(d.retryJitter, deps.random);
     this.#self = { names: [normalizeName(deps.hostname)], endpoints: deps.endpoints };
+    this.#extraPolicies = outboundPolicies(deps.config, deps.resolver, (line) => deps.log.write(line));
   }
 
   /** Messages being delivered now. */
@@ -255,7 +260,7 @@ export class Scheduler implements QueueManagerHooks {
         route.spec,
         this.#deps.hostname,
         this.#deps.tlsContext,
-        [],
+        this.#extraPolicies,
         {
           route: route.index,
           timeoutMs: this.#deps.config.limits.policyTimeout,

@@ -1,0 +1,179 @@
+/**
+ * MTA-STS policy retrieval (RFC 8461 §3.3): `GET https://mta-sts.<domain>/.well-known/mta-sts.txt` over
+ * HTTP/1.1 on Ferry's own TLS client, the address from Ferry's resolver, the certificate PKIX-verified for
+ * `mta-sts.<domain>`; no redirects, status 200 only, `text/plain` only, at most 64 KiB, one deadline for the
+ * whole fetch. Trusts the configured CA file (or the system store) and nothing the server says about itself.
+ */
+
+import { writeAll } from "../../core/stream.ts";
+import type { Resolver } from "../../dns/resolver.ts";
+import { type TlsClientContext, tlsConnect } from "../../tls/client.ts";
+
+/** The largest policy body accepted (RFC 8461 §3.3: 64 KB). */
+export const MAX_POLICY_BYTES = 64 * 1024;
+
+/** Why a fetch failed; `kind` maps to the TLS-RPT result types. */
+export class StsFetchError extends Error {
+  readonly kind: "sts-policy-fetch-error" | "sts-webpki-invalid" | "sts-policy-invalid";
+  constructor(kind: StsFetchError["kind"], message: string) {
+    super(message);
+    this.name = "StsFetchError";
+    this.kind = kind;
+  }
+}
+
+/** Options for `fetchStsPolicy`. */
+export interface StsFetchOptions {
+  resolver: Resolver;
+  /** Trust store for the policy host (PKIX) */
+  tlsContext: TlsClientContext;
+  /** HTTPS port (443; other values for tests) */
+  port: number;
+  /** Deadline for the whole fetch in ms */
+  timeoutMs: number;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function indexOfCrlfCrlf(b: Uint8Array, end: number): number {
+  for (let i = 0; i + 3 < end; i++) {
+    if (b[i] === 13 && b[i + 1] === 10 && b[i + 2] === 13 && b[i + 3] === 10) return i;
+  }
+  return -1;
+}
+
+/** Decodes a chunked body (RFC 9112 §7.1); throws on malformed framing. */
+function dechunk(body: Uint8Array): Uint8Array {
+  const out: number[] = [];
+  let i = 0;
+  for (;;) {
+    let eol = i;
+    while (eol + 1 < body.length && !(body[eol] === 13 && body[eol + 1] === 10)) eol++;
+    if (eol + 1 >= body.length) throw new Error("truncated chunk size");
+    const size = parseInt(dec.decode(body.subarray(i, eol)).split(";")[0].trim(), 16);
+    if (!Number.isFinite(size) || size < 0) throw new Error("bad chunk size");
+    i = eol + 2;
+    if (size === 0) return new Uint8Array(out);
+    if (i + size > body.length) throw new Error("truncated chunk");
+    for (let k = 0; k < size; k++) out.push(body[i + k]);
+    if (out.length > MAX_POLICY_BYTES) throw new Error("policy larger than 64 KiB");
+    i += size + 2;
+  }
+}
+
+/** Fetches the policy text of `domain`; throws StsFetchError. */
+export async function fetchStsPolicy(domain: string, opts: StsFetchOptions): Promise<string> {
+  const host = `mta-sts.${domain}`;
+  const signal = AbortSignal.timeout(opts.timeoutMs);
+  const deadline = new Promise<never>((_, reject) =>
+    signal.addEventListener(
+      "abort",
+      () => reject(new StsFetchError("sts-policy-fetch-error", `fetching from ${host} timed out`)),
+    )
+  );
+  let conn: Deno.TcpConn | undefined;
+  let stream: Awaited<ReturnType<typeof tlsConnect>> | undefined;
+  const work = (async () => {
+    let ips: string[];
+    try {
+      const [a, aaaa] = await Promise.all([
+        opts.resolver.a(host, { signal }),
+        opts.resolver.aaaa(host, { signal }).catch(() => ({ records: [] as string[] })),
+      ]);
+      ips = [...a.records, ...aaaa.records];
+    } catch (err) {
+      throw new StsFetchError("sts-policy-fetch-error", `no address for ${host}: ${(err as Error).message}`);
+    }
+    if (ips.length === 0) throw new StsFetchError("sts-policy-fetch-error", `no address for ${host}`);
+    try {
+      conn = await Deno.connect({ hostname: ips[0], port: opts.port });
+    } catch (err) {
+      throw new StsFetchError(
+        "sts-policy-fetch-error",
+        `cannot connect to ${host}: ${(err as Error).message}`,
+      );
+    }
+    try {
+      stream = await tlsConnect(conn, {
+        context: opts.tlsContext,
+        serverName: host,
+        names: [host],
+        verify: "require",
+        timeout: opts.timeoutMs,
+      });
+    } catch (err) {
+      const why = (err as { reason?: string }).reason ?? (err as Error).message;
+      throw new StsFetchError("sts-webpki-invalid", `certificate of ${host} not valid: ${why}`);
+    }
+    const portPart = opts.port === 443 ? "" : `:${opts.port}`;
+    await writeAll(
+      stream,
+      enc.encode(
+        `GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: ${host}${portPart}\r\nUser-Agent: Ferry\r\n` +
+          "Accept: text/plain\r\nConnection: close\r\n\r\n",
+      ),
+    );
+    // Read the whole response (Connection: close), never more than headers + 64 KiB + framing.
+    const limit = MAX_POLICY_BYTES + 16 * 1024;
+    const buf = new Uint8Array(limit + 1);
+    let len = 0;
+    for (;;) {
+      const n = await stream.read(buf.subarray(len));
+      if (n === null) break;
+      len += n;
+      if (len > limit) {
+        throw new StsFetchError("sts-policy-invalid", `policy from ${host} is larger than 64 KiB`);
+      }
+    }
+    const head = indexOfCrlfCrlf(buf, len);
+    if (head < 0) throw new StsFetchError("sts-policy-fetch-error", `malformed HTTP response from ${host}`);
+    const lines = dec.decode(buf.subarray(0, head)).split("\r\n");
+    const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0])?.[1];
+    // RFC 8461 §3.3: "HTTP 3xx redirects MUST NOT be followed"; anything but 200 is a failed fetch.
+    if (status !== "200") {
+      throw new StsFetchError("sts-policy-fetch-error", `HTTP status ${status ?? "?"} from ${host}`);
+    }
+    const headers = new Map<string, string>();
+    for (const l of lines.slice(1)) {
+      const c = l.indexOf(":");
+      if (c > 0) headers.set(l.slice(0, c).trim().toLowerCase(), l.slice(c + 1).trim());
+    }
+    const type = (headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    if (type !== "text/plain") {
+      throw new StsFetchError("sts-policy-invalid", `content type "${type}" from ${host}, not text/plain`);
+    }
+    let body: Uint8Array = buf.subarray(head + 4, len);
+    if ((headers.get("transfer-encoding") ?? "").toLowerCase().includes("chunked")) {
+      try {
+        body = dechunk(body);
+      } catch (err) {
+        throw new StsFetchError(
+          "sts-policy-invalid",
+          `bad response body from ${host}: ${(err as Error).message}`,
+        );
+      }
+    } else if (headers.has("content-length")) {
+      const cl = Number(headers.get("content-length"));
+      if (!Number.isInteger(cl) || cl > body.length) {
+        throw new StsFetchError("sts-policy-fetch-error", `truncated response from ${host}`);
+      }
+      body = body.subarray(0, cl);
+    }
+    if (body.length > MAX_POLICY_BYTES) {
+      throw new StsFetchError("sts-policy-invalid", `policy from ${host} is larger than 64 KiB`);
+    }
+    return dec.decode(body);
+  })();
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    if (stream) stream.close();
+    else {
+      try {
+        conn?.close();
+      } catch { /* closed */ }
+    }
+    work.catch(() => {});
+  }
+}
