@@ -13,6 +13,8 @@ export interface RawField {
 }
 
 const decoder = new TextDecoder();
+import { prependInPlace } from "./headroom.ts";
+
 const encoder = new TextEncoder();
 const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
 
@@ -99,6 +101,11 @@ export class HeaderEdits {
         ).replace(/\r?\n[ \t]/g, " ").trim();
         if (this.#removals.some((r) => r.name === key && (!r.match || r.match(value, index)))) drop.push(f);
       }
+    }
+    // Nothing removed: the prefix goes into the room in front of the content when it has some (no copy).
+    if (drop.length === 0) {
+      const inPlace = prependInPlace(content, top);
+      if (inPlace !== undefined) return inPlace;
     }
     const kept = content.length - drop.reduce((n, f) => n + f.end - f.start, 0);
     const out = new Uint8Array(top.length + kept);

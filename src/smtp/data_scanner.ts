@@ -4,6 +4,11 @@
  * none of the SMTP-smuggling variants (LF.LF, LF.CRLF, CR.CR, CRLF.CR, CR.CRLF) can split one.
  */
 
+import { withHeadroom } from "../core/headroom.ts";
+
+/** Free octets kept in front of a message for the fields Ferry prepends (Received:, Authentication-Results:). */
+export const HEADROOM = 16 * 1024;
+
 const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
@@ -22,13 +27,24 @@ export interface DataScannerOptions {
   bareLineEndings: BareLineEndings;
   /** "data": dot-stuffed with terminator; "bdat": raw chunks, no terminator */
   mode: "data" | "bdat";
+  /** The size the client declared (MAIL SIZE=): room for that much is taken at once */
+  expectedSize?: number;
 }
 
 /** Scans content bytes, keeping the unstuffed message and noting what was wrong with it. */
 export class DataScanner {
   #opts: DataScannerOptions;
+  /**
+   * Content in chunks of growing size: growing never copies what is kept, and the message is joined once
+   * at the end into a buffer of exactly its size (plus headroom for the Received: field)
+   */
+  #chunks: Uint8Array[] = [];
   #out = new Uint8Array(16 * 1024);
+  #outLen = 0;
   #len = 0;
+  #joined: Uint8Array | undefined;
+  /** The buffer taken for the declared size, while everything still fits in it */
+  #whole: Uint8Array | undefined;
   #state = LINE_START;
   #lineLen = 0;
   /** Octets of content seen (after unstuffing), whether kept or not */
@@ -42,6 +58,11 @@ export class DataScanner {
 
   constructor(opts: DataScannerOptions) {
     this.#opts = opts;
+    const expected = opts.expectedSize ?? 0;
+    if (expected > this.#out.length && expected <= opts.maxSize) {
+      this.#out = withHeadroom(expected, HEADROOM);
+      this.#whole = this.#out;
+    }
     if (opts.mode === "bdat") this.#state = MID;
   }
 
@@ -54,12 +75,20 @@ export class DataScanner {
       this.tooBig = true;
       return;
     }
-    if (this.#len + n > this.#out.length) {
-      const next = new Uint8Array(Math.max(this.#out.length * 2, this.#len + n));
-      next.set(this.#out.subarray(0, this.#len));
-      this.#out = next;
+    this.#joined = undefined;
+    let at = from;
+    while (at < to) {
+      if (this.#outLen === this.#out.length) {
+        this.#whole = undefined; // more than declared: chunks from here on, joined at the end
+        this.#chunks.push(this.#out);
+        this.#out = new Uint8Array(Math.min(this.#out.length * 2, 1024 * 1024));
+        this.#outLen = 0;
+      }
+      const take = Math.min(to - at, this.#out.length - this.#outLen);
+      this.#out.set(src.subarray(at, at + take), this.#outLen);
+      this.#outLen += take;
+      at += take;
     }
-    this.#out.set(src.subarray(from, to), this.#len);
     this.#len += n;
   }
 
@@ -158,9 +187,30 @@ export class DataScanner {
     }
   }
 
-  /** The content kept so far (unstuffed; CRLF line endings unless bare ones were kept). */
+  /**
+   * The content kept so far (unstuffed; CRLF line endings unless bare ones were kept), in a buffer of its own
+   * with {@link HEADROOM} free octets in front (see core/headroom.ts).
+   */
   data(): Uint8Array {
-    return this.#out.subarray(0, this.#len);
+    if (this.#joined !== undefined) return this.#joined;
+    if (this.#whole !== undefined && this.#chunks.length === 0) {
+      // Everything fit in the buffer taken for the declared size: no copy.
+      this.#joined = this.#whole.subarray(0, this.#outLen);
+      return this.#joined;
+    }
+    const out = withHeadroom(this.#len, HEADROOM);
+    let at = 0;
+    for (const c of this.#chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    out.set(this.#out.subarray(0, this.#outLen), at);
+    // The chunks are not needed any more: one copy of the message is kept from here on.
+    this.#out = new Uint8Array(0);
+    this.#outLen = 0;
+    this.#chunks = [];
+    this.#joined = out;
+    return out;
   }
 }
 

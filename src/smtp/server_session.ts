@@ -451,6 +451,8 @@ export class ServerSession {
       maxLine: limits.textLine,
       bareLineEndings: this.#opts.bareLineEndings,
       mode,
+      // The declared SIZE lets the scanner keep the message in one buffer from the start (no join copy).
+      expectedSize: this.#tx?.params.size,
     });
   }
 

@@ -49,10 +49,8 @@ function transferables(args: unknown[]): Transferable[] {
   const seen = new Set<ArrayBufferLike>();
   const take = (data: Uint8Array) => {
     const buf = data.buffer;
-    if (
-      buf instanceof ArrayBuffer && data.byteOffset === 0 && data.byteLength === buf.byteLength &&
-      !seen.has(buf)
-    ) {
+    // The caller gave the data up: its whole buffer moves (a view keeps its offset on the other side).
+    if (buf instanceof ArrayBuffer && !seen.has(buf)) {
       seen.add(buf);
       out.push(buf);
     }
