@@ -294,9 +294,12 @@ export class Scheduler implements QueueManagerHooks {
       let read: Promise<Uint8Array> | undefined;
       const data = () => read ??= spool.readData(id);
       const groups = await this.#groups(due);
-      // One slow destination must not hold the others: the groups of a message run side by side.
-      await Promise.all(groups.map((g) => this.#deliverGroup(env, data, g, signal)));
+      // One slow destination must not hold the others: the groups of a message run side by side. A lone
+      // group also writes the message's next state in its own transaction (one commit fewer per message).
+      const lone = groups.length === 1;
+      const done = await Promise.all(groups.map((g) => this.#deliverGroup(env, data, g, signal, lone)));
       if (!signal.aborted) await this.#delayWarning(env, data);
+      if (lone && done[0]) return;
     }
     await this.#finish(env);
   }
@@ -325,12 +328,14 @@ export class Scheduler implements QueueManagerHooks {
     return [...groups.values()];
   }
 
+  /** Delivers one group and saves its outcomes; with `final`, also the message's next state (then true). */
   async #deliverGroup(
     env: Envelope,
     data: () => Promise<Uint8Array>,
     g: Group,
     signal: AbortSignal,
-  ): Promise<void> {
+    final = false,
+  ): Promise<boolean> {
     const local = (kind: RecipientOutcome["kind"], status: string, text: string, internal = true) =>
       g.recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, internal }));
     let outcomes: RecipientOutcome[];
@@ -351,7 +356,7 @@ export class Scheduler implements QueueManagerHooks {
         try {
           release = await this.#destinations.acquire(g.key, signal);
         } catch {
-          return; // stopping before it started: left as it was
+          return false; // stopping before it started: left as it was
         }
         try {
           outcomes = await this.#attempt(env, await data(), g, g.route, signal);
@@ -368,20 +373,38 @@ export class Scheduler implements QueueManagerHooks {
         if (signal.aborted) outcomes = outcomes.filter((o) => o.kind !== "deferred");
       }
     }
-    if (outcomes.length === 0) return;
+    if (outcomes.length === 0) return false;
     const reports: Reports = { failure: [], success: [], delay: [] };
     const ctx = this.#outcomeContext(g.route);
     const history: string[] = [];
     for (const o of outcomes) history.push(await applyOutcome(env, g.route, o, reports, ctx));
     const built = await this.#buildReports(env, data, reports);
     // The recipients' states and the reports they cause: one transaction, as soon as the replies are in.
-    await this.#save({
+    const update: DeliveryUpdate = {
       id: env.id,
       recipients: outcomes.map((o) => recipientChange(env, o.recipient)),
       reports: built,
       history,
-    });
+    };
+    if (final) Object.assign(update, this.#nextState(env));
+    const saved = await this.#save(update);
     this.#reportsQueued(env, built);
+    if (final && saved) this.#completed(env);
+    return final;
+  }
+
+  /** The message's next state from its recipients, and its outbound state. */
+  #nextState(env: Envelope): Pick<DeliveryUpdate, "state" | "delivery"> {
+    const pending = env.recipients.some((r) => r.status === "pending");
+    const tried = env.recipients.some((r) => (r.attempts ?? 0) > 0);
+    return { state: pending ? (tried ? "deferred" : "incoming") : "done", delivery: env.delivery };
+  }
+
+  /** Logs completion when nothing is pending any more. */
+  #completed(env: Envelope): void {
+    if (env.recipients.some((r) => r.status === "pending")) return;
+    this.#deps.log.write("Completed", { id: env.id, event: "Completed" });
+    this.#deps.events.emit("msg:complete", { id: env.id, sender: env.sender });
   }
 
   async #attempt(
@@ -489,17 +512,7 @@ export class Scheduler implements QueueManagerHooks {
 
   /** Leaves the message in its next state: removed when nothing is pending, else deferred (or incoming). */
   async #finish(env: Envelope): Promise<void> {
-    const pending = env.recipients.some((r) => r.status === "pending");
-    const tried = env.recipients.some((r) => (r.attempts ?? 0) > 0);
-    const saved = await this.#save({
-      id: env.id,
-      state: pending ? (tried ? "deferred" : "incoming") : "done",
-      delivery: env.delivery,
-    });
-    if (saved && !pending) {
-      this.#deps.log.write("Completed", { id: env.id, event: "Completed" });
-      this.#deps.events.emit("msg:complete", { id: env.id, sender: env.sender });
-    }
+    if (await this.#save({ id: env.id, ...this.#nextState(env) })) this.#completed(env);
   }
 
   async #buildReports(
