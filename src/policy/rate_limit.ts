@@ -76,11 +76,13 @@ export function rateStep(
 ): { result: RateResult; record?: RateRecord } {
   const periodS = event.periodMs / 1000;
   let count = event.mode === "readonly" ? 0 : event.count;
-  let epoch = prev?.epoch ?? now;
+  // As Exim: the unique-value epoch is whole seconds, and the set is reset once the whole seconds of now
+  // are more than a period past it.
+  let epoch = prev?.epoch ?? Math.floor(now);
   let seen = prev?.seen;
   if (event.unique !== undefined) {
-    if (!prev || !seen || now - epoch > periodS) {
-      epoch = now;
+    if (!prev || !seen || Math.floor(now) > epoch + periodS) {
+      epoch = Math.floor(now);
       seen = new Set();
     }
     if (seen.has(event.unique)) count = 0;

@@ -32,11 +32,11 @@ local hasUnique = ARGV[7] == '1'
 if mode == 'readonly' then count = 0 end
 local h = redis.call('HMGET', KEYS[1], 'rate', 'time', 'epoch')
 local prevRate = tonumber(h[1])
-local epoch = tonumber(h[3]) or now
+local epoch = tonumber(h[3]) or math.floor(now)
 local resetSeen = false
 if hasUnique then
-  if prevRate == nil or h[3] == false or now - epoch > period then
-    epoch = now
+  if prevRate == nil or h[3] == false or math.floor(now) > epoch + period then
+    epoch = math.floor(now)
     resetSeen = true
   elseif redis.call('SISMEMBER', KEYS[2], uniq) == 1 then
     count = 0

@@ -55,8 +55,9 @@ const SCENARIOS: Scenario[] = [
     mode: "strict",
     limit: 3,
     periodS: 2,
-    pauses: [0, 40, 40, 40, 40, 40, 40, 600, 40, 40],
-    unique: ["u1", "u1", "u2", "u2", "u3", "u1", "u4", "u4", "u5", "u1"],
+    // After the 2.6 s pause the unique values' set has been reset: u1 counts once more, then not.
+    pauses: [0, 40, 40, 40, 40, 40, 40, 600, 40, 40, 2600, 40],
+    unique: ["u1", "u1", "u2", "u2", "u3", "u1", "u4", "u4", "u5", "u1", "u1", "u1"],
   },
 ];
 
