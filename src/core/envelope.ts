@@ -94,6 +94,8 @@ export interface Envelope {
   /** BODY= parameter */
   body?: "7BIT" | "8BITMIME" | "BINARYMIME";
   smtputf8?: boolean;
+  /** REQUIRETLS (RFC 8689) was given at MAIL: deliver only over authenticated TLS, else fail with 5.7.10 */
+  requireTls?: boolean;
   /** Message size in octets as stored */
   size: number;
   /** When the 250 was given (ms since epoch) */

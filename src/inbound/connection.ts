@@ -561,6 +561,7 @@ export class InboundConnection implements SessionHandler {
       envid: tx.params.envid,
       body: tx.params.body,
       smtputf8: tx.params.smtputf8 || undefined,
+      requireTls: tx.params.requireTls || undefined,
       size: stored.length,
       receivedAt: now.getTime(),
       protocol,

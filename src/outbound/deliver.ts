@@ -52,6 +52,18 @@ export interface RecipientOutcome {
   stage?: string;
 }
 
+/** Host errors that are about transport security (a REQUIRETLS message fails on these, RFC 8689 §5). */
+const SECURITY_ERRNOS = new Set(["TLS", "DANE", "MTA-STS", "REQUIRETLS", "DNSSEC"]);
+
+/** Whether the message's header says `TLS-Required: No` (RFC 8689 §5). */
+export function tlsRequiredNo(data: Uint8Array): boolean {
+  const n = Math.min(data.length, 64 * 1024);
+  const head = new TextDecoder().decode(data.subarray(0, n));
+  const end = head.search(/\r?\n\r?\n/);
+  const header = end < 0 ? head : head.slice(0, end);
+  return /^TLS-Required:[ \t]*No[ \t]*$/im.test(header);
+}
+
 /** Everything a delivery attempt needs. */
 export interface DeliverDeps {
   resolver: Resolver;
@@ -110,7 +122,13 @@ export async function deliverGroup(
 
   let security: DomainSecurity;
   try {
-    security = await policy.security.prepare({ domain, viaMx: dnssec.viaMx, mxSecure: dnssec.mxSecure });
+    security = await policy.security.prepare({
+      domain,
+      viaMx: dnssec.viaMx,
+      mxSecure: dnssec.mxSecure,
+      requireTls: envelope.requireTls === true,
+      tlsOptional: tlsRequiredNo(data),
+    });
   } catch (err) {
     return all("deferred", "4.7.5", `security policies failed: ${errorMessage(err)}`, { internal: true });
   }
@@ -120,6 +138,8 @@ export async function deliverGroup(
   /** The host that failed last and its reply, if it gave one: the deferral names it (H=, Remote-MTA) */
   let lastHost: Partial<RecipientOutcome> = {};
   let lastSecurity: SecurityTrace | undefined;
+  let hostFailures = 0;
+  let securityFailures = 0;
   let tried = 0;
   /** Records a host's failure; `backoff` puts it in back-off (a refused MAIL does not). */
   const hostFailed = (target: TargetHost, he: HostError, status: string, backoff = true, reply?: Reply) => {
@@ -129,6 +149,8 @@ export async function deliverGroup(
     lastStatus = status;
     lastHost = { host: hostFacts(target), reply };
     lastSecurity = he.security;
+    hostFailures++;
+    if (SECURITY_ERRNOS.has(he.errno)) securityFailures++;
   };
   // dsnLasthop: DSN processing ends here (RFC 3461 parameters are not passed on; Ferry reports success).
   const lasthop = route.spec.dsnLasthop === true;
@@ -212,6 +234,7 @@ export async function deliverGroup(
         envid: lasthop ? undefined : envelope.envid,
         body: envelope.body,
         smtputf8: envelope.smtputf8,
+        requireTls: envelope.requireTls,
         size: data.length,
         prdr: session.tryPrdr,
       }, data);
@@ -257,5 +280,9 @@ export async function deliverGroup(
     }
   }
   if (tried === 0) return all("deferred", lastStatus, "retry time not reached for any host");
+  // RFC 8689 §5: a REQUIRETLS message that no host could take securely is not delivered: 5.7.10.
+  if (envelope.requireTls && securityFailures > 0 && securityFailures === hostFailures) {
+    return all("failed", "5.7.10", `REQUIRETLS: ${lastError}`, { ...lastHost, security: lastSecurity });
+  }
   return all("deferred", lastStatus, lastError, { ...lastHost, security: lastSecurity });
 }

@@ -23,6 +23,8 @@ export interface Capabilities {
   dsn: boolean;
   prdr: boolean;
   startTls: boolean;
+  /** RFC 8689 */
+  requireTls: boolean;
   enhancedStatusCodes: boolean;
   /** AUTH mechanisms, upper case. */
   auth: string[];
@@ -61,6 +63,7 @@ export function parseEhloReply(reply: Reply, esmtp = true): Capabilities {
     dsn: keywords.has("DSN"),
     prdr: keywords.has("PRDR"),
     startTls: keywords.has("STARTTLS"),
+    requireTls: keywords.has("REQUIRETLS"),
     enhancedStatusCodes: keywords.has("ENHANCEDSTATUSCODES"),
     auth: (keywords.get("AUTH") ?? []).map((m) => m.toUpperCase()),
     keywords,

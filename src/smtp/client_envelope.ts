@@ -30,6 +30,8 @@ export interface OutboundEnvelope {
   body?: "7BIT" | "8BITMIME" | "BINARYMIME";
   /** The message needs SMTPUTF8 (also implied by a non-ASCII address). */
   smtputf8?: boolean;
+  /** REQUIRETLS (RFC 8689): the peer must offer it, and the parameter is passed on */
+  requireTls?: boolean;
   /** Message size in octets, sent as SIZE= and checked against the peer's limit. */
   size: number;
   /** Ask for per-recipient data replies when the peer offers PRDR. */
@@ -82,6 +84,10 @@ export function planTransaction(env: OutboundEnvelope, caps: Capabilities): Tran
     throw local(554, "5.6.3", "Message needs BINARYMIME and CHUNKING, which the peer does not offer");
   }
 
+  if (env.requireTls && !caps.requireTls) {
+    throw local(550, "5.7.10", "REQUIRETLS needed but not offered by the peer");
+  }
+
   const prdr = env.prdr === true && caps.prdr;
   const mailParams: string[] = [];
   if (caps.size) mailParams.push(`SIZE=${env.size}`);
@@ -92,6 +98,7 @@ export function planTransaction(env: OutboundEnvelope, caps: Capabilities): Tran
     if (env.envid !== undefined) mailParams.push(`ENVID=${encodeXtext(env.envid)}`);
   }
   if (prdr) mailParams.push("PRDR");
+  if (env.requireTls) mailParams.push("REQUIRETLS");
 
   const rcpts = env.recipients.map((r) => {
     const params: string[] = [];

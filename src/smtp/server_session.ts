@@ -369,6 +369,7 @@ export class ServerSession {
     if (x.smtputf8) lines.push("SMTPUTF8");
     if (x.prdr) lines.push("PRDR");
     if (x.startTls && !this.#tls) lines.push("STARTTLS");
+    if (this.#tls) lines.push("REQUIRETLS"); // RFC 8689 §4.1: only over TLS
     if (this.#authOffered) lines.push(`AUTH ${this.#opts.auth!.mechanisms.join(" ")}`);
     lines.push("ENHANCEDSTATUSCODES", "HELP");
     this.#send(reply(250, undefined, lines));
@@ -398,6 +399,7 @@ export class ServerSession {
         extensions: this.#opts.extensions,
         esmtp: this.#esmtp,
         maxSize: this.#opts.limits.messageSize,
+        tls: this.#tls !== undefined,
       });
       tx = { sender: path.address, senderMailbox: path.mailbox, params, recipients: [] };
     } catch (err) {

@@ -15,6 +15,8 @@ export interface MailParams {
   ret?: "FULL" | "HDRS";
   envid?: string;
   prdr: boolean;
+  /** REQUIRETLS (RFC 8689): the message must only travel over authenticated TLS */
+  requireTls?: boolean;
 }
 
 /** One accepted RCPT with its DSN parameters. */

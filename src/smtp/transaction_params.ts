@@ -1,5 +1,6 @@
 /**
- * ESMTP parameters of MAIL (SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531, RET/ENVID RFC 3461, PRDR) and
+ * ESMTP parameters of MAIL (SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531, RET/ENVID RFC 3461, PRDR,
+ * REQUIRETLS RFC 8689) and
  * RCPT (NOTIFY/ORCPT RFC 3461), checked against the extensions this session offered. Pure, no I/O.
  */
 
@@ -14,6 +15,8 @@ export interface MailParamOptions {
   esmtp: boolean;
   /** The advertised SIZE limit */
   maxSize: number;
+  /** The session is encrypted (REQUIRETLS is offered only then, RFC 8689 §4.1) */
+  tls?: boolean;
 }
 
 /** Parses MAIL FROM parameters; throws SmtpError (555 unknown or not offered, 501 bad value, 552 too big). */
@@ -50,6 +53,10 @@ export function parseMailParams(params: Map<string, string | undefined>, opts: M
       case "ENVID":
         if (!x.dsn) throw new SmtpError(555, "5.5.4", "ENVID not recognised");
         out.envid = parseEnvid(value);
+        break;
+      case "REQUIRETLS":
+        if (!opts.tls || value !== undefined) throw new SmtpError(555, "5.5.4", "REQUIRETLS not recognised");
+        out.requireTls = true;
         break;
       case "PRDR":
         if (!x.prdr || value !== undefined) throw new SmtpError(555, "5.5.4", "PRDR not recognised");

@@ -41,6 +41,7 @@ export function danePolicy(resolver: Resolver, options: DaneOptions): SecurityPo
   const require = options.dnssecRequireDomains;
   return {
     name: "dane",
+    published: true,
     async prepareDomain(info) {
       const domainTrusted = await request.match({ name: info.domain });
       const mustBeSecure = await require.match({ name: info.domain });

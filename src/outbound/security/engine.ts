@@ -18,6 +18,10 @@ export interface DomainInfo {
   mxSecure: boolean;
   /** Aborts slow preparation (MTA-STS fetch) */
   signal?: AbortSignal;
+  /** The message carries REQUIRETLS (RFC 8689) */
+  requireTls?: boolean;
+  /** The message says `TLS-Required: No` (RFC 8689 §5): the recipient domain's policies are not applied */
+  tlsOptional?: boolean;
 }
 
 /** A policy's judgement of one host: raise levels on `req`, or `req.fail(...)`. */
@@ -29,6 +33,8 @@ export interface SecurityPolicy {
   readonly name: string;
   /** Called once per domain and delivery attempt; undefined when the policy has nothing to say there */
   prepareDomain(info: DomainInfo): Promise<HostCheck | undefined>;
+  /** A policy the recipient domain publishes (DANE, MTA-STS): not applied under `TLS-Required: No` */
+  readonly published?: boolean;
 }
 
 /** The prepared policies for one domain: a Requirement per host. */
@@ -48,6 +54,7 @@ export class SecurityEngine {
   async prepare(info: DomainInfo): Promise<DomainSecurity> {
     const checks: { name: string; check?: HostCheck; error?: string }[] = [];
     for (const p of this.policies) {
+      if (p.published && info.tlsOptional && !info.requireTls) continue;
       try {
         checks.push({ name: p.name, check: await p.prepareDomain(info) });
       } catch (err) {

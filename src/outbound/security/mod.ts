@@ -8,6 +8,7 @@ import type { Resolver } from "../../dns/resolver.ts";
 import { TlsClientContext } from "../../tls/client.ts";
 import type { SecurityPolicy } from "./engine.ts";
 import { mtaStsPolicy, StsCache } from "./mta_sts.ts";
+import { requireTlsPolicy } from "./require_tls.ts";
 
 /** The shared outbound policies for `config`; `log` gets one line per MTA-STS fetch failure. */
 export function outboundPolicies(
@@ -16,15 +17,19 @@ export function outboundPolicies(
   log: (line: string) => void,
 ): SecurityPolicy[] {
   const sts = config.delivery.mtaSts;
-  if (!sts.enable) return [];
+  // REQUIRETLS runs last: it judges what DANE and MTA-STS decided.
+  if (!sts.enable) return [requireTlsPolicy()];
   let context: TlsClientContext | undefined;
-  return [mtaStsPolicy({
-    resolver,
-    // Made on first use: a Ferry whose mail never meets an MTA-STS domain never loads a CA store for it.
-    tlsContext: () => context ??= new TlsClientContext(sts.caFile ? { caFile: sts.caFile } : {}),
-    cache: new StsCache(`${config.spool.dir}/mta-sts-cache.json`),
-    port: sts.port,
-    timeoutMs: sts.timeout,
-    onFailure: (domain, kind, message) => log(`mta-sts: ${domain}: ${kind}: ${message}`),
-  })];
+  return [
+    mtaStsPolicy({
+      resolver,
+      // Made on first use: a Ferry whose mail never meets an MTA-STS domain never loads a CA store for it.
+      tlsContext: () => context ??= new TlsClientContext(sts.caFile ? { caFile: sts.caFile } : {}),
+      cache: new StsCache(`${config.spool.dir}/mta-sts-cache.json`),
+      port: sts.port,
+      timeoutMs: sts.timeout,
+      onFailure: (domain, kind, message) => log(`mta-sts: ${domain}: ${kind}: ${message}`),
+    }),
+    requireTlsPolicy(),
+  ];
 }

@@ -166,6 +166,7 @@ export function mtaStsPolicy(opts: MtaStsOptions): SecurityPolicy {
 
   return {
     name: "mta-sts",
+    published: true,
     async prepareDomain(info) {
       if (!info.viaMx) return undefined;
       const policy = await policyFor(info.domain, info.signal);

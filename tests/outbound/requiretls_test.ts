@@ -1,0 +1,177 @@
+/**
+ * REQUIRETLS (RFC 8689): offered only over TLS and kept with the message (Python's smtplib as the client);
+ * outbound it needs an authenticated MX, authenticated TLS and a peer that offers REQUIRETLS, else the
+ * recipient fails with 5.7.10 (Postfix smtpd as the peer without it); `TLS-Required: No` is honoured.
+ */
+import assert from "node:assert/strict";
+import { startPostfix } from "../../bench/_postfix.ts";
+import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
+import { linesOf, startFerryIn, waitFor, withTlsDownstream } from "../helpers/downstream.ts";
+import { runPython } from "../helpers/peers.ts";
+import { createPki } from "../helpers/pki.ts";
+
+const SEND = `
+import smtplib, ssl, sys
+port, mode, header = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+c = smtplib.SMTP("127.0.0.1", port)
+c.ehlo("py.test")
+print("plain-offers", c.has_extn("requiretls"))
+code, _ = c.mail("sender@client.test", ["REQUIRETLS"])
+print("plain-mail", code)
+c.rset()
+if mode == "tls":
+    c.starttls(context=ctx); c.ehlo("py.test")
+    print("tls-offers", c.has_extn("requiretls"))
+opts = ["REQUIRETLS"] if mode == "tls" and header != "no-param" else []
+msg = ("TLS-Required: No\\r\\n" if header == "tls-required-no" else "") + "Subject: t\\r\\n\\r\\nbody\\r\\n"
+c.sendmail("sender@client.test", ["user@example.test"], msg, mail_options=opts)
+print("sent")
+c.quit()
+`;
+
+async function spkiSha256(certFile: string): Promise<string> {
+  const out = await new Deno.Command("sh", {
+    args: ["-c", `openssl x509 -in "${certFile}" -pubkey -noout | openssl pkey -pubin -outform DER`],
+    stdout: "piped",
+  }).output();
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", out.stdout)).toHex();
+}
+
+/** A resolver with example.test → mx.example.test → 127.0.0.1, DNSSEC-validated or not, with TLSA. */
+function resolver(port: number, tlsaHex: string | undefined, ad: boolean): MemoryResolver {
+  const r = new MemoryResolver({
+    ad,
+    records: {
+      "example.test": { MX: [{ preference: 10, exchange: "mx.example.test" }] },
+      "mx.example.test": { A: ["127.0.0.1"] },
+      "client.test": { A: ["192.0.2.1"] },
+    },
+  });
+  if (tlsaHex) {
+    r.set(`_${port}._tcp.mx.example.test`, "TLSA", [{
+      usage: 3,
+      selector: 1,
+      matchingType: 1,
+      data: Uint8Array.fromHex(tlsaHex),
+    }]);
+  }
+  return r;
+}
+
+/** An upstream Ferry with STARTTLS (so it can accept REQUIRETLS) delivering example.test to `port`. */
+async function upstream(port: number, res: MemoryResolver, certs: { cert: string; key: string }) {
+  return await startFerryIn({
+    tls: { certificates: [certs] },
+    routes: [{ domains: "*", mx: true, port }],
+    retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+    delivery: { enable: true, mtaSts: { enable: false } },
+  }, { resolver: res });
+}
+
+Deno.test("REQUIRETLS is offered only over TLS, refused in clear, and kept with the message", async () => {
+  await withTlsDownstream(async ({ down }) => {
+    const out = await runPython(SEND, [String(down.port), "tls", "none"], { timeoutMs: 15_000 });
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /plain-offers False/);
+    assert.match(out.stdout, /plain-mail 555/);
+    assert.match(out.stdout, /tls-offers True/);
+    const [stored] = await down.spool.list();
+    assert.equal(stored.envelope.requireTls, true);
+  });
+});
+
+Deno.test("REQUIRETLS over DANE to a peer that offers it: delivered, and passed on", async () => {
+  await withTlsDownstream(async ({ down, leaf }) => {
+    const res = resolver(down.port, await spkiSha256(leaf.certFile), true);
+    const up = await upstream(down.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    try {
+      const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
+      assert.equal(out.code, 0, out.stderr);
+      await waitFor(
+        () => linesOf(up.memlog, "=>").length + linesOf(up.memlog, "**").length > 0,
+        10_000,
+        "outcome",
+      );
+      assert.match(linesOf(up.memlog, "=>")[0] ?? linesOf(up.memlog, "**")[0], /CV=dane TLS=dane\(3\)/);
+      const [got] = await down.spool.list();
+      assert.equal(got.envelope.requireTls, true);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+Deno.test("REQUIRETLS without a DNSSEC- or MTA-STS-authenticated MX fails with 5.7.10 and a report", async () => {
+  await withTlsDownstream(async ({ down, leaf }) => {
+    const up = await upstream(down.port, resolver(down.port, undefined, false), {
+      cert: leaf.chainFile,
+      key: leaf.keyFile,
+    });
+    try {
+      const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
+      assert.equal(out.code, 0, out.stderr);
+      await waitFor(() => linesOf(up.memlog, "**").length > 0, 10_000, "a failure");
+      assert.match(
+        linesOf(up.memlog, "**")[0],
+        /REQUIRETLS: .*requiretls: the MX mx\.example\.test of example\.test is authenticated neither by DNSSEC nor by MTA-STS/,
+      );
+      assert.equal(await down.spool.count(), 0);
+      const bounce = (await up.spool.list()).find((e) => e.envelope.sender === "");
+      assert.ok(bounce, "a failure report was queued");
+      const text = new TextDecoder().decode(await up.spool.readData(bounce.envelope.id));
+      assert.match(text, /Status: 5\.7\.10/);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+Deno.test("REQUIRETLS to a DANE-authenticated Postfix that does not offer it: failed with 5.7.10", async () => {
+  const pki = await createPki();
+  const leaf = await pki.issue({ cn: "mx.example.test", dns: ["mx.example.test"] });
+  const postfix = await startPostfix({
+    domain: "example.test",
+    tls: { certFile: leaf.chainFile, keyFile: leaf.keyFile },
+  });
+  try {
+    const up = await upstream(postfix.port, resolver(postfix.port, await spkiSha256(leaf.certFile), true), {
+      cert: leaf.chainFile,
+      key: leaf.keyFile,
+    });
+    try {
+      const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
+      assert.equal(out.code, 0, out.stderr);
+      await waitFor(() => linesOf(up.memlog, "**").length > 0, 15_000, "a failure");
+      assert.match(linesOf(up.memlog, "**")[0], /REQUIRETLS needed but not offered by the peer/);
+      assert.equal(await postfix.heldCount(), 0);
+      const bounce = (await up.spool.list()).find((e) => e.envelope.sender === "");
+      const text = new TextDecoder().decode(await up.spool.readData(bounce!.envelope.id));
+      assert.match(text, /Status: 5\.7\.10/);
+    } finally {
+      await up.dispose();
+    }
+  } finally {
+    await postfix.stop();
+    await pki.cleanup();
+  }
+});
+
+Deno.test("TLS-Required: No: a wrong TLSA record does not stop delivery; without the header it defers", async () => {
+  await withTlsDownstream(async ({ down, leaf }) => {
+    const res = resolver(down.port, "00".repeat(32), true);
+    const up = await upstream(down.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    try {
+      let out = await runPython(SEND, [String(up.port), "plain", "tls-required-no"], { timeoutMs: 15_000 });
+      assert.equal(out.code, 0, out.stderr);
+      await waitFor(() => linesOf(up.memlog, "=>").length > 0, 10_000, "a delivery");
+      assert.match(linesOf(up.memlog, "=>")[0], / TLS=opportunistic /);
+      out = await runPython(SEND, [String(up.port), "plain", "none"], { timeoutMs: 15_000 });
+      assert.equal(out.code, 0, out.stderr);
+      await waitFor(() => linesOf(up.memlog, "==").length > 0, 10_000, "a deferral");
+      assert.match(linesOf(up.memlog, "==")[0], /TLS=dane: dane: certificate verification failed/);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
