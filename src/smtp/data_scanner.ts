@@ -9,6 +9,9 @@ import { withHeadroom } from "../core/headroom.ts";
 /** Free octets kept in front of a message for the fields Ferry prepends (Received:, Authentication-Results:). */
 export const HEADROOM = 16 * 1024;
 
+/** Below this size a message is not worth the headroom: one copy of it costs little. */
+const SMALL = 64 * 1024;
+
 const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
@@ -59,7 +62,7 @@ export class DataScanner {
   constructor(opts: DataScannerOptions) {
     this.#opts = opts;
     const expected = opts.expectedSize ?? 0;
-    if (expected > this.#out.length && expected <= opts.maxSize) {
+    if (expected >= SMALL && expected <= opts.maxSize) {
       this.#out = withHeadroom(expected, HEADROOM);
       this.#whole = this.#out;
     }
@@ -196,6 +199,11 @@ export class DataScanner {
     if (this.#whole !== undefined && this.#chunks.length === 0) {
       // Everything fit in the buffer taken for the declared size: no copy.
       this.#joined = this.#whole.subarray(0, this.#outLen);
+      return this.#joined;
+    }
+    // A small message is copied once when its prefix is added, as before: no headroom, no join copy.
+    if (this.#chunks.length === 0 && this.#len < SMALL) {
+      this.#joined = this.#out.subarray(0, this.#outLen);
       return this.#joined;
     }
     const out = withHeadroom(this.#len, HEADROOM);

@@ -186,9 +186,6 @@ export class SpoolDb {
       throw new Error(`Cannot switch spool.db to WAL (got "${mode?.journal_mode}")`);
     }
     db.exec("PRAGMA synchronous = FULL");
-    // Room for the queue's index pages beside the bodies passing through (SQLite's default is 2 MB): a
-    // 100,000-message spool otherwise rereads its indexes from disk on every claim and update.
-    db.exec("PRAGMA cache_size = -32768");
     // Reading the schema is enough to tell a database from garbage; PRAGMA quick_check would read every page
     // of the file (~8 s per GB) before Ferry listens. Damage inside a page shows when that page is read.
     db.prepare("SELECT count(*) AS n FROM sqlite_master").get();

@@ -17,16 +17,16 @@ Deno.test("prependInPlace() writes the prefix into the room before the view, onc
   assert.equal(prependInPlace(enc.encode("plain"), enc.encode("x")), undefined, "no room known");
 });
 
-for (const expectedSize of [undefined, 40, 10]) {
+for (const expectedSize of [undefined, 200_000, 100_000]) {
   Deno.test(`DataScanner keeps the message in a buffer with headroom (declared size ${expectedSize})`, () => {
     const s = new DataScanner({
-      maxSize: 1000,
+      maxSize: 1_000_000,
       maxLine: 1000,
       bareLineEndings: "reject",
       mode: "data",
       expectedSize,
     });
-    const text = "Subject: x\r\n\r\n" + "line\r\n".repeat(5);
+    const text = "Subject: x\r\n\r\n" + "line of a large message\r\n".repeat(6000);
     s.feed(enc.encode(text + ".\r\n"));
     const data = s.data();
     assert.equal(dec.decode(data), text);
