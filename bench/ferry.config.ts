@@ -38,6 +38,7 @@ export default defineConfig({
   ...(retryEvery ? { retry: [{ domains: "*", rules: [{ every: retryEvery, until: "4d" }] }] } : {}),
   routes: deliverTo ? [{ domains: "bench.test", hosts: [deliverTo] }] : [],
   dns: { nameservers: [{ address: "127.0.0.1", port: 9 }] },
+  admin: { listen: "127.0.0.1:0" },
   ...(cert && key ? { tls: { certificates: [{ cert, key }] } } : {}),
   log: { file: Deno.env.get("FERRY_LOG") ?? `${Deno.env.get("FERRY_SPOOL")}.log` },
 });

@@ -29,6 +29,17 @@ import { srsForwardStep, type SrsSettings } from "./policy/checks/srs.ts";
 import { arcSeal } from "./policy/checks/arc.ts";
 import { DmarcHistory } from "./policy/dmarc_history.ts";
 import { DmarcReporter } from "./outbound/dmarc_reporter.ts";
+import { FerryMetrics } from "./admin/metrics.ts";
+import { createAdminApp } from "./admin/app.ts";
+import { type AdminServer, serveAdmin } from "./admin/server.ts";
+import { ensureTokenFile } from "./admin/token_file.ts";
+import { redactConfig } from "./admin/redact.ts";
+import type { Readiness } from "./admin/deps.ts";
+import { parseAdminListen } from "./core/listen_address.ts";
+import { observedResolver } from "./dns/observed_resolver.ts";
+import { Activity } from "./admin/activity.ts";
+import { type QueueDelivery, spoolQueueAccess } from "./admin/queue_access.ts";
+import { combineObservers } from "./core/observer.ts";
 
 /** A running Ferry. */
 export interface Ferry {
@@ -41,6 +52,11 @@ export interface Ferry {
   queueOps: QueueOps;
   spool: Spool;
   log: Logger;
+  metrics: FerryMetrics;
+  /** The admin listener, when `admin.enable` */
+  admin?: AdminServer;
+  /** A token the admin API accepts (the configured first one, or the generated one) */
+  adminToken?: string;
   /** Graceful stop: no new connections, open transactions finish (up to the grace period), spool closed. */
   stop(): Promise<void>;
 }
@@ -124,6 +140,34 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     );
   }
   log.write(`spool ${config.spool.dir}: ${report.queued} message(s) queued`);
+  const readiness: Readiness = { spoolOpen: true, listenersBound: false, stopping: false };
+  const metrics = new FerryMetrics({
+    queueByState: async () => (await spool.summary()).byState,
+    spoolStats: () => (spool as { stats?: { commits: number; writes: number } }).stats,
+    stapleAges: () => tlsSetup?.stapleAges() ?? [],
+  });
+  const activity = new Activity();
+  const observer = combineObservers(metrics, activity);
+  // The scheduler starts after the admin listener: queue actions reach it through this holder.
+  const running: { scheduler?: Scheduler } = {};
+  let admin: { server: AdminServer; token: string } | undefined;
+  try {
+    admin = config.admin.enable
+      ? await startAdmin(config, {
+        metrics,
+        activity,
+        readiness,
+        spool,
+        log,
+        hostname,
+        delivery: () => running.scheduler,
+      })
+      : undefined;
+  } catch (err) {
+    await spool.close();
+    tlsSetup?.close();
+    throw err;
+  }
   const events = new EventBus(config.events, { log, timeoutMs: config.limits.eventTimeout });
   // Lookups and rate limits find Redis through the services registry; a server down at start only defers.
   const redis = config.redis
@@ -137,8 +181,10 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     await redis.open();
     setRedisService(redis);
   }
-  const resolver = opts.resolver ??
-    new DnsClient({ nameservers: config.dns.nameservers, timeout: config.dns.timeout });
+  const resolver = observedResolver(
+    opts.resolver ?? new DnsClient({ nameservers: config.dns.nameservers, timeout: config.dns.timeout }),
+    observer,
+  );
   const checks = config.checks as unknown as Check[];
   const opened: Check[] = [];
   let scheduler: Scheduler | undefined;
@@ -201,6 +247,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     srs,
     onStored,
     spaceGuard: new SpaceGuard({ dir: config.spool.dir, minFree: config.spool.minFree }),
+    observer,
   });
   let addresses;
   try {
@@ -210,12 +257,14 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     await server.stop(0);
     await closeChecks(opened, log);
     dmarcHistory?.close();
+    await admin?.server.stop();
     await spool.close();
     tlsSetup?.close();
     setRedisService(undefined);
     await redis?.close();
     throw err;
   }
+  readiness.listenersBound = true;
   if (config.delivery.enable) {
     scheduler = new Scheduler({
       config,
@@ -227,7 +276,9 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       tlsContext,
       endpoints: addresses.map((a) => `${a.address}:${a.port}`),
       outbound,
+      observer,
     });
+    running.scheduler = scheduler;
     await scheduler.start();
   }
   // Aggregate reports once per dmarc.reports.interval (and on SIGUSR2, see main()).
@@ -260,15 +311,21 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     spool,
     log,
     dmarcReports,
+    metrics,
+    admin: admin?.server,
+    adminToken: admin?.token,
     stop() {
       stopped ??= (async () => {
+        readiness.stopping = true;
         clearInterval(reportTimer);
         await control?.close();
         await server.stop(config.limits.shutdownGrace);
         await scheduler?.stop(config.limits.shutdownGrace);
         await closeChecks(opened, log);
         dmarcHistory?.close();
+        await admin?.server.stop();
         await spool.close();
+        readiness.spoolOpen = false;
         tlsSetup?.close();
         setRedisService(undefined);
         await redis?.close();
@@ -342,6 +399,65 @@ async function closeChecks(checks: readonly Check[], log: Logger): Promise<void>
       log.write(`check ${check.name}: close failed: ${errorMessage(err)}`);
     }
   }
+}
+
+/** Starts the admin listener; a bind failure is a ConfigError naming admin.listen. */
+async function startAdmin(
+  config: ResolvedConfig,
+  deps: {
+    metrics: FerryMetrics;
+    activity: Activity;
+    readiness: Readiness;
+    spool: Spool;
+    log: Logger;
+    hostname: string;
+    delivery: () => QueueDelivery | undefined;
+  },
+): Promise<{ server: AdminServer; token: string }> {
+  const address = parseAdminListen(config.admin.listen)!;
+  let tokens = config.admin.tokens;
+  if (tokens.length === 0) {
+    let file;
+    try {
+      file = await ensureTokenFile(config.spool.dir);
+    } catch (err) {
+      throw new ConfigError([
+        `admin.tokens: cannot keep a token in "${config.spool.dir}": ${errorMessage(err)}`,
+      ]);
+    }
+    deps.log.write(`admin token ${file.created ? "written to" : "read from"} ${file.path}`);
+    tokens = [file.token];
+  }
+  let tls: { cert: string; key: string } | undefined;
+  if (config.admin.tls) {
+    try {
+      tls = {
+        cert: await Deno.readTextFile(config.admin.tls.cert),
+        key: await Deno.readTextFile(config.admin.tls.key),
+      };
+    } catch (err) {
+      throw new ConfigError([`admin.tls: ${errorMessage(err)}`]);
+    }
+  }
+  const app = createAdminApp({
+    metrics: deps.metrics,
+    readiness: deps.readiness,
+    config: redactConfig(config),
+    spool: deps.spool,
+    queue: spoolQueueAccess(deps.spool, deps.delivery),
+    activity: deps.activity,
+    hostname: deps.hostname,
+    tokens,
+    log: (text) => deps.log.write(text),
+  });
+  let server: AdminServer;
+  try {
+    server = serveAdmin(app, address, tls);
+  } catch (err) {
+    throw new ConfigError([`admin.listen: cannot listen on ${config.admin.listen}: ${errorMessage(err)}`]);
+  }
+  deps.log.write(`admin listening on ${server.url}`);
+  return { server, token: tokens[0] };
 }
 
 const USAGE = "usage: ferry [--config FILE] [--check-config]";

@@ -18,6 +18,8 @@ export interface TlsSetup {
   accept: TlsAcceptor;
   /** Stops OCSP refreshing and frees the contexts */
   close(): void;
+  /** Age in seconds of each certificate set's stapled OCSP response (only sets with `ocsp`; undefined: none) */
+  stapleAges(): { set: number; seconds?: number }[];
 }
 
 /**
@@ -43,6 +45,7 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
   const t = config.tls;
   openTlsLibrary(config);
   const staplers: OcspStapler[] = [];
+  const stapled: { set: number; stapler: OcspStapler }[] = [];
   const sets: TlsCertificateSet[] = [];
   try {
     for (const [i, c] of t.certificates.entries()) {
@@ -60,6 +63,7 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
           throw new ConfigError([`tls.certificates[${i}].ocsp: ${errorMessage(err)}`]);
         }
         staplers.push(stapler);
+        stapled.push({ set: i, stapler });
         ocsp = () => stapler.current();
       }
       sets.push({ certFile: c.cert, keyFile: c.key, serverNames: c.serverNames, ocsp });
@@ -85,6 +89,7 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
         for (const s of staplers) s.stop();
         ctx.close();
       },
+      stapleAges: () => stapled.map((s) => ({ set: s.set, seconds: s.stapler.stapleAgeSeconds() })),
     };
   } catch (err) {
     for (const s of staplers) s.stop();

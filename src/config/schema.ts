@@ -8,6 +8,7 @@ import { HostList, type HostListSpec, parseHostListItem } from "../core/host_lis
 import { parseDuration, parseSize } from "../core/units.ts";
 import { EVENT_KEYS } from "../core/event_names.ts";
 import { parseScryptHash } from "../core/password_hash.ts";
+import { parseAdminListen } from "../core/listen_address.ts";
 
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", {
   error: "expected a function",
@@ -221,6 +222,14 @@ export const configSchema = z.object({
   dsn: z.object({ advertiseHosts: hostList.default("*") }).strict().prefault({}),
   prdr: z.object({ enable: z.boolean().default(false) }).strict().prefault({}),
   auth: authSection.optional(),
+  admin: z.object({
+    enable: z.boolean().default(true),
+    listen: z.string().refine((s) => parseAdminListen(s) !== undefined, {
+      error: 'expected "address:port" with an IP address, e.g. "127.0.0.1:8025" or "[::1]:8025"',
+    }).default("127.0.0.1:8025"),
+    tokens: z.array(z.string().min(16, { error: "a token needs at least 16 characters" })).default([]),
+    tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+  }).strict().prefault({}),
   proxyRequiredHosts: hostList.default([]),
   proxyTimeout: duration.default(3000),
   tls: z.object({
@@ -391,6 +400,14 @@ export const configSchema = z.object({
       code: "custom",
       path: ["quarantine", "route"],
       message: `no route is named "${c.quarantine.route}"`,
+    });
+  }
+  const admin = parseAdminListen(c.admin.listen);
+  if (c.admin.enable && admin && !admin.loopback && (c.admin.tokens.length === 0 || !c.admin.tls)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["admin", "listen"],
+      message: "a non-loopback admin listener needs admin.tokens and admin.tls (cert and key)",
     });
   }
   c.listen.forEach((l, i) => {

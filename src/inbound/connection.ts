@@ -44,6 +44,7 @@ import type { Resolver } from "../dns/resolver.ts";
 import { receivedHeader } from "./received_header.ts";
 import { errorMessage } from "../core/error_message.ts";
 import type { Authenticator } from "./authenticator.ts";
+import { noObserver, type Observer } from "../core/observer.ts";
 import type { SaslCredentials, SaslMechanism } from "../smtp/sasl.ts";
 
 /** Performs a server-side TLS handshake over a connected stream. */
@@ -98,6 +99,8 @@ export interface InboundDeps {
   builtinData?: Middleware<StageContexts["data"]>[];
   /** Checks SMTP AUTH credentials, when `auth` is configured */
   authenticator?: Authenticator;
+  /** Internal hooks for metrics */
+  observer?: Observer;
   tls?: TlsAcceptor;
   /** For the client's host name (smtp.hostLookup) and for policy (`c.resolver`) */
   resolver?: Resolver;
@@ -153,8 +156,11 @@ export class InboundConnection implements SessionHandler {
   #esmtp = false;
   #auth?: AuthInfo;
 
+  #obs: Observer;
+
   constructor(deps: InboundDeps, facts: ConnectionFacts) {
     this.#deps = deps;
+    this.#obs = deps.observer ?? noObserver;
     this.#facts = facts;
   }
 
@@ -252,6 +258,7 @@ export class InboundConnection implements SessionHandler {
         log: (text) => this.#logLine(`${this.hostField} ${text}`, { stage }),
       });
     } catch (err) {
+      this.#obs.rejected(stage, err instanceof SmtpError ? err.code : 451);
       if (what !== undefined && err instanceof SmtpError) {
         this.#logLine(
           `${this.hostField}${this.#prx} rejected ${what}: ${err.code} ${err.enhanced} ${err.message}`,
@@ -352,14 +359,17 @@ export class InboundConnection implements SessionHandler {
       const outcome = await authenticator.check(this.#facts.client, mechanism, creds);
       if (!outcome.ok) {
         fail(`535 Incorrect authentication data: ${outcome.reason}`);
+        this.#obs.auth("failure");
         return false;
       }
     } catch (err) {
       const e = err instanceof SmtpError ? err : undefined;
+      this.#obs.auth(e?.code === 421 ? "blocked" : "tempfail");
       fail(e ? `${e.code} ${e.message}${e.cause ? `: ${errorMessage(e.cause)}` : ""}` : errorMessage(err));
       throw err;
     }
     this.#auth = { mechanism, user: creds.authcid, authzid: creds.authzid || undefined };
+    this.#obs.auth("success");
     return true;
   }
 
@@ -369,7 +379,14 @@ export class InboundConnection implements SessionHandler {
 
   async startTls(stream: ByteStream): Promise<{ stream: ByteStream; info: TlsInfo }> {
     if (!this.#deps.tls) throw new Error("TLS is not configured");
-    const result = await this.#deps.tls(stream);
+    let result;
+    try {
+      result = await this.#deps.tls(stream);
+      this.#obs.inboundTls("ok");
+    } catch (err) {
+      this.#obs.inboundTls("failed");
+      throw err;
+    }
     const info = await vetClientCertificates(this.#deps, this.#facts.client, result);
     this.#facts.tls = info;
     this.#helo = undefined;
@@ -377,6 +394,7 @@ export class InboundConnection implements SessionHandler {
   }
 
   protocolError(r: Reply, detail: string): void {
+    if (r.code >= 400) this.#obs.rejected(/AUTH|authentication/i.test(detail) ? "auth" : "protocol", r.code);
     this.#logLine(
       `SMTP protocol error: ${detail}${
         r.lines[0] ? ` (${[r.code, r.enhanced, r.lines[0]].filter(Boolean).join(" ")})` : ""
@@ -584,11 +602,14 @@ export class InboundConnection implements SessionHandler {
         envelope.recipients = envelope.recipients.filter((r) => r.extra?.quarantine === undefined);
       }
     }
+    const storeStart = performance.now();
     try {
       if (held) await this.#deps.spool.store(held, stored.slice());
       // The buffer moves to the spool's thread instead of being copied (it is not used after this).
       await this.#deps.spool.store(envelope, stored, { transfer: true });
+      this.#obs.spoolStore((performance.now() - storeStart) / 1000);
     } catch (err) {
+      this.#obs.rejected("spool", err instanceof SpoolWriteError ? 452 : 451);
       const detail = errorMessage(err);
       this.#logLine(`${this.hostField} F=<${tx.sender}> spool write failed: ${detail}`, {
         event: "spool_error",
@@ -626,6 +647,7 @@ export class InboundConnection implements SessionHandler {
         proxy: this.#facts.proxy ? `${this.#facts.proxy.proxyIp}:${this.#facts.proxy.proxyPort}` : undefined,
       },
     );
+    this.#obs.received({ tls: !!tls, auth: !!this.#auth, size: envelope.size });
     for (const e of held ? [envelope, held] : [envelope]) {
       if (e.hold !== undefined) {
         this.#deps.log.write(

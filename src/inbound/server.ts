@@ -24,6 +24,7 @@ import { readProxyHeader } from "./proxy_reader.ts";
 import { lookupClientName } from "./host_lookup.ts";
 import { errorMessage } from "../core/error_message.ts";
 import { acceptLoop } from "./accept_loop.ts";
+import { noObserver } from "../core/observer.ts";
 
 const encoder = new TextEncoder();
 
@@ -170,10 +171,13 @@ export class InboundServer {
       return await this.#refuse(conn, 421, "4.3.2", `${this.#deps.hostname} Service shutting down`);
     }
     this.#open++;
+    const obs = this.#deps.observer ?? noObserver;
+    obs.connection("accepted");
     let counted: string | undefined;
     let stream: ByteStream = conn;
     try {
       if (this.#open > config.limits.connections) {
+        obs.connection("refused");
         log.write(`SMTP connection from [${peer.hostname}]:${peer.port} refused: too many connections`);
         return await this.#refuse(
           conn,
@@ -190,6 +194,7 @@ export class InboundServer {
       this.#perIp.set(client.ip, perIp);
       counted = client.ip;
       if (perIp > config.limits.connectionsPerIp) {
+        obs.connection("refused");
         log.write(
           `SMTP connection from [${client.ip}]:${client.port} refused: too many connections from that IP`,
         );
@@ -207,7 +212,9 @@ export class InboundServer {
           const upgraded = await this.#deps.tls!(stream);
           stream = upgraded.stream;
           facts.tls = await vetClientCertificates(this.#deps, client, upgraded);
+          obs.inboundTls("ok");
         } catch (err) {
+          obs.inboundTls("failed");
           log.write(
             `TLS error on connection from [${client.ip}]:${client.port}: ${errorMessage(err)}`,
           );
@@ -245,6 +252,7 @@ export class InboundServer {
       await this.#refuse(stream, 451, "4.3.0", "Temporary local problem, please try again later");
     } finally {
       this.#open--;
+      obs.connection("closed");
       if (counted !== undefined) {
         const n = (this.#perIp.get(counted) ?? 1) - 1;
         if (n <= 0) this.#perIp.delete(counted);

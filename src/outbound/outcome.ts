@@ -15,6 +15,7 @@ import type { RecipientOutcome } from "./deliver.ts";
 import { type DsnKind, type DsnRecipient, shouldSendDsn } from "./dsn_report.ts";
 import { nextRetry, type RetryRule } from "./retry_rules.ts";
 import type { Route } from "./routing.ts";
+import type { Observer } from "../core/observer.ts";
 
 /** Report entries collected while applying outcomes, by kind. */
 export type Reports = Record<DsnKind, DsnRecipient[]>;
@@ -38,6 +39,8 @@ export interface OutcomeContext {
   now: number;
   /** Adds jitter to a retry time: `(at, interval) => at'` with at ≤ at' */
   jitter(at: number, interval: number): number;
+  /** Internal hooks for metrics and the dashboard */
+  observer?: Observer;
 }
 
 /** The lower-cased domain of an address. */
@@ -98,8 +101,21 @@ export async function applyOutcome(
     : "";
   r.attempts = (r.attempts ?? 0) + 1;
   r.lastError = o.kind === "delivered" ? undefined : o.text;
+  const obs = ctx.observer;
+  if (o.host || o.tls) {
+    obs?.outboundTls(o.tls?.cv ?? "none", {
+      // The session got as far as TLS (or delivered without it); a refused connection says nothing of TLS.
+      reached: o.tls !== undefined || o.kind === "delivered",
+      destination: domainOf(r.address),
+      host: o.host?.host,
+      version: o.tls?.version,
+      cipher: o.tls?.cipher,
+      text: o.text,
+    });
+  }
   if (o.kind === "delivered") {
     r.status = "delivered";
+    obs?.delivery(router, "delivered", now - env.receivedAt);
     const line = `=> ${r.address} R=${router} T=smtp${where}${x}${sec} C="${o.text.replace(/"/g, "'")}"`;
     log.write(line, { id: env.id, event: "=>", recipient: r.address, host: o.host?.host });
     events.emit("msg:delivery", { ...deliveryFacts(env, router, o), confirmation: o.text });
@@ -133,12 +149,14 @@ export async function applyOutcome(
       const interval = decision.at - now;
       extra.lastInterval = interval;
       r.nextAttempt = ctx.jitter(decision.at, interval);
+      obs?.delivery(router, "deferred");
       const line = `== ${r.address} R=${router} T=smtp defer${where}${sec}: ${o.text}`;
       log.write(line, { id: env.id, event: "==", recipient: r.address });
       return line;
     }
   }
   r.status = "failed";
+  obs?.delivery(router, "bounced");
   const line = `** ${r.address} R=${router} T=smtp${where}: ${text}`;
   log.write(line, { id: env.id, event: "**", recipient: r.address });
   events.emit(o.internal ? "msg:fail:internal" : "msg:fail:delivery", {

@@ -42,6 +42,7 @@ import { delayReports } from "./delay_warning.ts";
 import type { QueueManagerHooks } from "./queue_ops.ts";
 import type { OutboundStep } from "../policy/delivery_context.ts";
 import { prepareDelivery } from "./outbound_chain.ts";
+import type { Observer } from "../core/observer.ts";
 
 /** What the scheduler needs. */
 export interface SchedulerDeps {
@@ -60,6 +61,8 @@ export interface SchedulerDeps {
   random?: () => number;
   /** Delivers one group (tests replace the SMTP side); default: deliverGroup() */
   deliver?: typeof deliverGroup;
+  /** Internal hooks for metrics and the dashboard */
+  observer?: Observer;
   /** The outbound chain: built-in steps (DKIM signing) then `outbound` from config.ts */
   outbound?: readonly OutboundStep[];
 }
@@ -279,7 +282,51 @@ export class Scheduler implements QueueManagerHooks {
       rulesFor: this.#retryRulesFor,
       now: this.#clock.now(),
       jitter: this.#jitter,
+      observer: this.#deps.observer,
     };
+  }
+
+  /**
+   * Operator's bounce: a delivery in flight is interrupted first, then every pending recipient fails now with
+   * 5.0.0 and `reason` (logged `**`, failure reports to the sender as NOTIFY asks) and the message leaves the
+   * queue. False when there is no such message.
+   */
+  async bounce(id: string, reason: string): Promise<boolean> {
+    await this.interrupt(id);
+    const { spool } = this.#deps;
+    const env = await spool.get(id);
+    if (!env) return false;
+    const data = await spool.readData(id);
+    const reports: Reports = { failure: [], success: [], delay: [] };
+    const ctx = this.#outcomeContext(undefined);
+    const pending = env.recipients.filter((r) => r.status === "pending");
+    const history: string[] = [];
+    for (const recipient of pending) {
+      const text = `bounced by the operator: ${reason}`;
+      history.push(
+        await applyOutcome(
+          env,
+          undefined,
+          { recipient, kind: "failed", status: "5.0.0", text, internal: true },
+          reports,
+          ctx,
+        ),
+      );
+    }
+    const built = this.#buildReports(env, data, reports);
+    if (
+      !(await this.#save({
+        id,
+        recipients: pending.map((r) => recipientChange(env, r)),
+        reports: built,
+        history,
+      }))
+    ) {
+      return false;
+    }
+    this.#reportsQueued(env, built);
+    await this.#finish(env);
+    return true;
   }
 
   async #run(id: string, signal: AbortSignal): Promise<void> {

@@ -33,6 +33,7 @@ export interface OcspStaplerOptions {
 
 interface Served {
   der: Uint8Array;
+  thisUpdate: Date;
   nextUpdate: Date;
 }
 
@@ -118,6 +119,12 @@ export class OcspStapler {
     return s.der;
   }
 
+  /** Seconds since the stapled response's thisUpdate; undefined when nothing is stapled (for metrics). */
+  stapleAgeSeconds(): number | undefined {
+    const s = this.current() ? this.#served : undefined;
+    return s ? (this.#now().getTime() - s.thisUpdate.getTime()) / 1000 : undefined;
+  }
+
   /**
    * Reads the certificates and the response file, then starts watching the file (file mode) or
    * fetching (fetch mode). Throws when the certificates are unusable or, in fetch mode, name no OCSP URL.
@@ -175,7 +182,7 @@ export class OcspStapler {
   }
 
   #serve(der: Uint8Array, check: OcspCheck, how: string): void {
-    this.#served = { der, nextUpdate: check.nextUpdate! };
+    this.#served = { der, thisUpdate: check.thisUpdate!, nextUpdate: check.nextUpdate! };
     this.#opts.log(
       `${this.#label}: ${how}: status good, thisUpdate ${check.thisUpdate!.toISOString()}, ` +
         `nextUpdate ${check.nextUpdate!.toISOString()}; stapling it`,

@@ -270,6 +270,8 @@ export async function startFerryIn(
     listen: [{ address: "127.0.0.1", port: 0 }],
     spool: { dir: `${dir}/spool` },
     relay: { domains: [], clients: ["127.0.0.0/8"] },
+    // Parallel instances must not fight over the default admin port 127.0.0.1:8025.
+    admin: { enable: false },
     ...overrides,
   });
   const memlog = new MemoryLog();

@@ -26,6 +26,8 @@ export async function startTestFerry(
     relay: { domains: ["example.test"], clients: ["192.0.2.0/24"] },
     // Tests never reach a real resolver: delivery is off unless a test turns it on with its own resolver.
     delivery: { enable: false },
+    // The admin listener is off unless a test asks for it (then usually on port 0).
+    admin: { enable: false },
     ...overrides,
   });
   const memlog = new MemoryLog();

@@ -186,6 +186,8 @@ export class FerryProcess {
       spool: `{ dir: ${JSON.stringify(`${dir}/spool`)} }`,
       relay: `{ domains: ["example.test"] }`,
       delivery: `{ enable: false }`,
+      // Parallel children must not fight over the default 127.0.0.1:8025.
+      admin: `{ listen: "127.0.0.1:0" }`,
       ...opts.set,
     };
     const literal = `{\n${Object.entries(props).map(([k, v]) => `  ${k}: ${v},\n`).join("")}  ${extra}\n}`;

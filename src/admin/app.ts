@@ -1,0 +1,55 @@
+/**
+ * The admin HTTP app (Hono): health, readiness and metrics open; everything under `/api` and the dashboard
+ * behind a bearer token. Errors are JSON `{ error }` with a fitting status; an unexpected error is a 500
+ * whose detail goes to the log only.
+ */
+
+import { Hono } from "hono";
+import type { AdminDeps } from "./deps.ts";
+import { requireToken } from "./bearer.ts";
+import { jsonError } from "./http_error.ts";
+import { healthzRoute } from "./routes/healthz.ts";
+import { readyzRoute } from "./routes/readyz.ts";
+import { metricsRoute } from "./routes/metrics.ts";
+import { configRoute } from "./routes/config.ts";
+import { errorMessage } from "../core/error_message.ts";
+import { queueSummaryRoute } from "./routes/queue_summary.ts";
+import { queueListRoute } from "./routes/queue_list.ts";
+import { queueShowRoute } from "./routes/queue_show.ts";
+import { queueActionRoute } from "./routes/queue_action.ts";
+import { dashboardGuard } from "./dashboard/guard.ts";
+import { dashboardLoginRoute } from "./routes/dashboard_login.tsx";
+import { dashboardOverviewRoute } from "./routes/dashboard_overview.tsx";
+import { dashboardMessagesRoute } from "./routes/dashboard_messages.tsx";
+import { dashboardMessageRoute } from "./routes/dashboard_message.tsx";
+import { dashboardActionRoute } from "./routes/dashboard_action.tsx";
+import { dashboardTlsRoute } from "./routes/dashboard_tls.tsx";
+
+/** Builds the app. */
+export function createAdminApp(deps: AdminDeps): Hono {
+  const app = new Hono();
+  healthzRoute(app);
+  readyzRoute(app, deps);
+  metricsRoute(app, deps);
+  app.use("/api/*", requireToken(deps.tokens));
+  configRoute(app, deps);
+  queueSummaryRoute(app, deps);
+  queueListRoute(app, deps);
+  queueShowRoute(app, deps);
+  queueActionRoute(app, deps);
+  app.use("/dashboard", dashboardGuard(deps.tokens));
+  app.use("/dashboard/*", dashboardGuard(deps.tokens));
+  dashboardLoginRoute(app, deps);
+  dashboardOverviewRoute(app, deps);
+  dashboardMessagesRoute(app, deps);
+  dashboardActionRoute(app, deps);
+  dashboardMessageRoute(app, deps);
+  dashboardTlsRoute(app, deps);
+  app.get("/", (c) => c.redirect("/dashboard", 303));
+  app.notFound((c) => jsonError(c, 404, "not found"));
+  app.onError((err, c) => {
+    deps.log(`admin: ${c.req.method} ${c.req.path} failed: ${errorMessage(err)}`);
+    return jsonError(c, 500, "internal error");
+  });
+  return app;
+}

@@ -1,0 +1,42 @@
+/** @jsxImportSource hono/jsx */
+/** `GET/POST /dashboard/login`: a token form; a good token is kept in an HttpOnly, SameSite=Strict cookie. */
+
+import type { Hono } from "hono";
+import { setCookie } from "hono/cookie";
+import type { AdminDeps } from "../deps.ts";
+import { TOKEN_COOKIE, tokenMatches } from "../bearer.ts";
+import { Layout } from "../dashboard/layout.tsx";
+
+function LoginPage(props: { hostname: string; error?: string }) {
+  return (
+    <Layout title="Sign in" hostname={props.hostname}>
+      {props.error ? <p class="err">{props.error}</p> : null}
+      <form method="post" action="/dashboard/login">
+        <label>
+          Admin token <input type="password" name="token" autocomplete="off" size={50} />
+        </label>{" "}
+        <button class="btn" type="submit">Sign in</button>
+      </form>
+      <p class="muted">The token is in admin.tokens, or in the spool directory's admin.token file.</p>
+    </Layout>
+  );
+}
+
+/** Registers the routes. */
+export function dashboardLoginRoute(app: Hono, deps: AdminDeps): void {
+  app.get("/dashboard/login", (c) => c.html(<LoginPage hostname={deps.hostname} />));
+  app.post("/dashboard/login", async (c) => {
+    const form = await c.req.parseBody();
+    const token = typeof form.token === "string" ? form.token.trim() : "";
+    if (!token || !tokenMatches(token, deps.tokens)) {
+      return c.html(<LoginPage hostname={deps.hostname} error="That token is not valid." />, 401);
+    }
+    setCookie(c, TOKEN_COOKIE, token, {
+      httpOnly: true,
+      sameSite: "Strict",
+      path: "/",
+      secure: new URL(c.req.url).protocol === "https:",
+    });
+    return c.redirect("/dashboard", 303);
+  });
+}

@@ -1,0 +1,34 @@
+/**
+ * `POST /api/queue/:id/{hold,release,retry,bounce,delete}` (body `{ "reason"? }`) and `DELETE /api/queue/:id`.
+ * 200 `{ ok, state }`; 400 for a bad body; 404 for an unknown id or action; 409 when the message's state does
+ * not allow it.
+ */
+
+import type { Context, Hono } from "hono";
+import { z } from "zod";
+import type { AdminDeps } from "../deps.ts";
+import { jsonError, readJson, validate } from "../http_error.ts";
+import { QUEUE_ACTIONS, type QueueAction } from "../queue_access.ts";
+
+const body = z.object({ reason: z.string().min(1).max(500).optional() }).strict();
+
+async function perform(c: Context, deps: AdminDeps, id: string, action: QueueAction): Promise<Response> {
+  const raw = await readJson(c);
+  if (raw === undefined) return jsonError(c, 400, "body is not JSON");
+  const b = validate(c, body, raw);
+  if (!b.ok) return b.response;
+  const r = await deps.queue.act(id, action, b.value);
+  if (!r.ok) return jsonError(c, r.error === "not-found" ? 404 : 409, r.detail);
+  deps.log(`admin: ${action} ${id}${b.value.reason ? ` (${b.value.reason})` : ""}`);
+  return c.json({ ok: true, id, action, state: r.state });
+}
+
+/** Registers the routes. */
+export function queueActionRoute(app: Hono, deps: AdminDeps): void {
+  app.post("/api/queue/:id/:action", async (c) => {
+    const action = c.req.param("action");
+    if (!(QUEUE_ACTIONS as readonly string[]).includes(action)) return jsonError(c, 404, "no such action");
+    return await perform(c, deps, c.req.param("id"), action as QueueAction);
+  });
+  app.delete("/api/queue/:id", (c) => perform(c, deps, c.req.param("id"), "delete"));
+}

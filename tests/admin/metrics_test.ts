@@ -1,0 +1,181 @@
+/**
+ * /metrics scraped as Prometheus would: checked by promtool (Debian's prometheus package, unpacked) and parsed
+ * by the Python prometheus_client parser; counters move as mail is received, refused, delivered and deferred.
+ */
+
+import assert from "node:assert/strict";
+import { startAdminFerry, stopFerry } from "./_admin.ts";
+import { freePort, startSink } from "../helpers/sink.ts";
+import { runSwaks } from "../helpers/peers.ts";
+import { createPki } from "../helpers/pki.ts";
+import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
+import { hashPassword } from "../../src/core/password_hash.ts";
+import { startTestFerry } from "../helpers/ferry.ts";
+import { loadOpenSsl } from "../../src/tls/mod.ts";
+
+loadOpenSsl();
+
+const PROMTOOL = Deno.env.get("PROMTOOL") ?? "/opt/ferry-tools/prometheus/usr/bin/promtool";
+
+/** promtool's verdict on a scrape: exit code and its complaints. */
+async function promtoolCheck(text: string): Promise<{ code: number; out: string }> {
+  const child = new Deno.Command(PROMTOOL, {
+    args: ["check", "metrics"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(text));
+  await w.close();
+  const o = await child.output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+}
+
+const PARSE = `
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        key = s.name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items())) + "}"
+        out[key] = s.value
+print(json.dumps(out))
+`;
+
+/** Samples by `name{label="v",…}` (labels sorted), parsed by prometheus_client. */
+async function parse(text: string): Promise<Record<string, number>> {
+  const child = new Deno.Command("/usr/bin/python3", {
+    args: ["-c", PARSE],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(text));
+  await w.close();
+  const o = await child.output();
+  assert.equal(o.code, 0, new TextDecoder().decode(o.stderr));
+  return JSON.parse(new TextDecoder().decode(o.stdout));
+}
+
+async function waitFor(pred: () => boolean | Promise<boolean>, ms = 15000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await pred()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("condition not met in time");
+}
+
+Deno.test("/metrics passes promtool and its counters move as mail is received, refused, delivered and deferred", async () => {
+  const sinkPort = await freePort();
+  const sink = await startSink(sinkPort);
+  const deadPort = await freePort();
+  const pki = await createPki();
+  const cert = await pki.issue({ cn: "ferry.test", dns: ["ferry.test"] });
+  const resolver = new MemoryResolver({ records: { "sink.test": { A: ["127.0.0.1"] } } });
+  const g = await startTestFerry({
+    relay: { domains: ["example.test", "down.test"], clients: [] },
+    tls: { certificates: [{ cert: cert.chainFile, key: cert.keyFile }] },
+    auth: { users: { alice: await hashPassword("pw", { n: 1024 }) } },
+    delivery: { enable: true },
+    routes: [
+      { name: "down", domains: "down.test", hosts: ["127.0.0.1"], port: deadPort },
+      { name: "sink", domains: "*", hosts: ["sink.test"], port: sinkPort },
+    ],
+    admin: { listen: "127.0.0.1:0" },
+  }, { resolver });
+  const scrape = async () => {
+    const res = await fetch(`${g.admin!.url}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+    return await res.text();
+  };
+  try {
+    const first = await scrape();
+    const check1 = await promtoolCheck(first);
+    assert.equal(check1.code, 0, check1.out);
+    const before = await parse(first);
+    assert.equal(before['ferry_connections_total{result="accepted"}'] ?? 0, 0);
+
+    const ok = await runSwaks(g.port, ["--tls", "--from", "a@x.test", "--to", "u@example.test"]);
+    assert.equal(ok.code, 0, ok.stdout);
+    const refused = await runSwaks(g.port, ["--from", "a@x.test", "--to", "v@elsewhere.test"]);
+    assert.match(refused.stdout, /550 5\.7\.1/);
+    const badAuth = await runSwaks(g.port, [
+      "--tls",
+      "--from",
+      "a@x.test",
+      "--to",
+      "u@example.test",
+      "--auth",
+      "PLAIN",
+      "--auth-user",
+      "alice",
+      "--auth-password",
+      "wrong",
+    ]);
+    assert.match(badAuth.stdout, /535 5\.7\.8/);
+    const deferred = await runSwaks(g.port, ["--from", "a@x.test", "--to", "w@down.test"]);
+    assert.equal(deferred.code, 0, deferred.stdout);
+    await waitFor(() => g.memlog.has("Completed"));
+    await waitFor(() => g.memlog.has("== w@down.test"));
+
+    const second = await scrape();
+    const check2 = await promtoolCheck(second);
+    assert.equal(check2.code, 0, check2.out);
+    const m = await parse(second);
+    assert.equal(m['ferry_connections_total{result="accepted"}'], 4);
+    assert.equal(m['ferry_messages_received_total{auth="false",tls="true"}'], 1);
+    assert.equal(m['ferry_messages_received_total{auth="false",tls="false"}'], 1);
+    assert.equal(m['ferry_messages_rejected_total{class="5xx",stage="rcpt"}'], 1);
+    assert.equal(m['ferry_auth_attempts_total{outcome="failure"}'], 1);
+    assert.equal(m['ferry_inbound_tls_handshakes_total{result="ok"}'], 2);
+    assert.equal(m['ferry_deliveries_total{outcome="delivered",route="sink"}'], 1);
+    assert.equal(m['ferry_deliveries_total{outcome="deferred",route="down"}'], 1);
+    assert.equal(m['ferry_delivery_seconds_count{route="sink"}'], 1);
+    assert.ok(m['ferry_delivery_seconds_sum{route="sink"}'] > 0);
+    assert.equal(m['ferry_outbound_tls_total{cv="none",policy="none"}'], 1, "smtp-sink offers no STARTTLS");
+    assert.ok(m['ferry_dns_queries_total{outcome="ok",type="A"}'] >= 1);
+    assert.ok(m['ferry_dns_query_seconds_count{type="A"}'] >= 1);
+    assert.equal(m["ferry_spool_store_seconds_count{}"], 2);
+    assert.ok(m["ferry_spool_commits_total{}"] >= 2);
+    assert.ok(m["ferry_spool_commit_writes_total{}"] >= m["ferry_spool_commits_total{}"]);
+    assert.equal(
+      (m['ferry_queue_messages{state="incoming"}'] ?? 0) + (m['ferry_queue_messages{state="deferred"}'] ?? 0),
+      1,
+      "the deferred message is still queued",
+    );
+    assert.equal(m['ferry_queue_messages{state="hold"}'], 0);
+    assert.equal(m["ferry_connections_open{}"], 0);
+    // Bounded labels: no address or domain appears anywhere in the scrape.
+    assert.doesNotMatch(second, /example\.test|down\.test|elsewhere|x\.test|127\.0\.0\.1/);
+  } finally {
+    await g.stop();
+    await Deno.remove(g.dir, { recursive: true }).catch(() => {});
+    await sink.stop();
+    await pki.cleanup();
+  }
+});
+
+Deno.test("/metrics reports the age of a stapled OCSP response per certificate set", async () => {
+  const { makeOcspPki } = await import("../helpers/ocsp_pki.ts");
+  const pki = await makeOcspPki();
+  const leaf = await pki.issue("mx.ferry.test");
+  const file = `${pki.dir}/good.der`;
+  await Deno.writeFile(file, await pki.respond(leaf));
+  const f = await startAdminFerry({
+    tls: { certificates: [{ cert: leaf.chain, key: leaf.key, ocsp: { file } }] },
+  });
+  try {
+    const text = await (await fetch(`${f.base}/metrics`)).text();
+    const m = await parse(text);
+    const age = m['ferry_ocsp_staple_age_seconds{set="0"}'];
+    assert.ok(age !== undefined && age >= 0 && age < 3 * 86400, `age ${age}`);
+  } finally {
+    await stopFerry(f);
+    await pki.cleanup();
+  }
+});

@@ -1,0 +1,104 @@
+/** The queue API over real HTTP against a running Ferry with a queue: every operation, 401, 400 and 404. */
+
+import assert from "node:assert/strict";
+import { api, queueFerry, waitFor } from "./_admin.ts";
+
+Deno.test("queue API: list with filters and paging, summary, show, hold, release, retry, bounce, delete", async () => {
+  const f = await queueFerry();
+  try {
+    const [a, b, c] = f.ids;
+    const all = await api(f, "/api/queue");
+    assert.equal(all.status, 200);
+    assert.deepEqual(all.body.messages.map((m: { id: string }) => m.id), f.ids);
+    const queued = all.body.messages[0].state;
+    assert.ok(["incoming", "deferred"].includes(queued), queued);
+    assert.deepEqual(all.body.messages[0].recipients, ["bob@example.test"]);
+    const alice = await api(f, "/api/queue?sender=ALICE@a.test");
+    assert.deepEqual(alice.body.messages.map((m: { id: string }) => m.id), [a, c]);
+    const page = await api(f, "/api/queue?limit=2");
+    assert.equal(page.body.messages.length, 2);
+    const page2 = await api(f, `/api/queue?limit=2&after=${page.body.next}`);
+    assert.deepEqual(page2.body.messages.map((m: { id: string }) => m.id), [c]);
+    const byState = (await api(f, "/api/queue/summary")).body.byState;
+    assert.equal(byState.incoming + byState.deferred, 3);
+    assert.equal(byState.hold, 0);
+
+    const shown = await api(f, `/api/queue/${a}`);
+    assert.equal(shown.status, 200);
+    assert.equal(shown.body.envelope.sender, "alice@a.test");
+    assert.equal(shown.body.envelope.recipients[0].status, "pending");
+    assert.ok(Array.isArray(shown.body.history));
+
+    const hold = await api(f, `/api/queue/${a}/hold`, { method: "POST", body: { reason: "looks odd" } });
+    assert.deepEqual([hold.status, hold.body.state], [200, "hold"]);
+    assert.equal((await f.spool.row(a))?.state, "hold");
+    assert.equal((await f.spool.row(a))?.reason, "looks odd");
+    assert.equal((await api(f, `/api/queue/${a}/hold`, { method: "POST" })).status, 409);
+    assert.deepEqual(
+      (await api(f, "/api/queue?state=hold")).body.messages.map((m: { id: string }) => m.id),
+      [a],
+    );
+    const release = await api(f, `/api/queue/${a}/release`, { method: "POST" });
+    assert.deepEqual([release.status, release.body.state], [200, "deferred"]);
+    // Released mail is tried again at once: another attempt to the dead host is logged.
+    await waitFor(() => f.memlog.lines.filter((l) => l.text.startsWith("== bob@example.test")).length >= 2);
+    assert.equal((await api(f, `/api/queue/${a}/release`, { method: "POST" })).status, 409);
+
+    const retry = await api(f, `/api/queue/${b}/retry`, { method: "POST" });
+    assert.equal(retry.status, 200);
+    await waitFor(() => f.memlog.lines.filter((l) => l.text.startsWith("== dave@example.test")).length >= 2);
+
+    await waitFor(async () => (await f.spool.row(c))?.state !== "active");
+    const bounce = await api(f, `/api/queue/${c}/bounce`, { method: "POST", body: { reason: "spam run" } });
+    assert.deepEqual([bounce.status, bounce.body.state], [200, "bounced"]);
+    assert.equal((await api(f, `/api/queue/${c}`)).status, 404);
+    assert.ok(f.memlog.has("** erin@example.test R=none T=smtp: bounced by the operator: spam run"));
+    // The failure report to alice is queued as a message from the null sender.
+    await waitFor(async () => (await f.spool.query({ sender: "" })).length === 1);
+
+    await waitFor(async () => (await f.spool.row(b))?.state !== "active");
+    const del = await api(f, `/api/queue/${b}`, { method: "DELETE" });
+    assert.deepEqual([del.status, del.body.state], [200, "deleted"]);
+    assert.equal(await f.spool.get(b), undefined);
+    assert.equal((await api(f, `/api/queue/${b}`, { method: "DELETE" })).status, 404);
+    assert.ok(f.memlog.has(`admin: hold ${a} (looks odd)`));
+  } finally {
+    await f.stop();
+    await Deno.remove(f.dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("queue API errors: 401 without or with a wrong token, 400 for bad bodies and queries, 404 for unknown ids and actions", async () => {
+  const f = await queueFerry();
+  try {
+    const [a] = f.ids;
+    assert.equal((await api(f, "/api/queue", { token: null })).status, 401);
+    assert.equal(
+      (await api(f, `/api/queue/${a}/hold`, { method: "POST", token: "wrong-token-wrong-token" })).status,
+      401,
+    );
+    const before = (await f.spool.row(a))?.state;
+    assert.notEqual(before, "hold", "nothing changed");
+
+    const notJson = await api(f, `/api/queue/${a}/hold`, { method: "POST", raw: "{nope" });
+    assert.deepEqual([notJson.status, notJson.body.error], [400, "body is not JSON"]);
+    const badField = await api(f, `/api/queue/${a}/bounce`, { method: "POST", body: { reason: 5 } });
+    assert.equal(badField.status, 400);
+    assert.equal(badField.body.details[0].path, "reason");
+    const extra = await api(f, `/api/queue/${a}/hold`, { method: "POST", body: { force: true } });
+    assert.equal(extra.status, 400);
+    const badQuery = await api(f, "/api/queue?limit=0");
+    assert.equal(badQuery.status, 400);
+    assert.equal(badQuery.body.details[0].path, "limit");
+    assert.equal((await api(f, "/api/queue?color=red")).status, 400);
+
+    assert.equal((await api(f, "/api/queue/1xNOPE-000000000000-0000")).status, 404);
+    assert.equal((await api(f, "/api/queue/1xNOPE-000000000000-0000/hold", { method: "POST" })).status, 404);
+    const badAction = await api(f, `/api/queue/${a}/explode`, { method: "POST" });
+    assert.deepEqual([badAction.status, badAction.body.error], [404, "no such action"]);
+    assert.equal((await f.spool.row(a))?.state, before);
+  } finally {
+    await f.stop();
+    await Deno.remove(f.dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -1,0 +1,249 @@
+/**
+ * `deno task test:container`: proves the Dockerfile without a Docker engine. Builds a Debian 12 root file system
+ * with debootstrap, stands in for the `node:20-bookworm-slim` base (Debian's nodejs and npm), replays the
+ * Dockerfile's RUN/WORKDIR/COPY/USER/ENV steps in a chroot, starts the image's CMD as the unprivileged user
+ * with the spool on a bind mount, delivers a message with swaks from outside, and stops it with SIGTERM.
+ * Needs root, debootstrap and swaks; the root file system is kept in /var/tmp/ferry-container (FERRY_CTR_DIR)
+ * so a second run skips debootstrap (`--fresh` rebuilds it).
+ */
+
+import { fileURLToPath } from "node:url";
+
+const REPO = fileURLToPath(new URL("../../", import.meta.url));
+const BASE = Deno.env.get("FERRY_CTR_DIR") ?? "/var/tmp/ferry-container";
+const ROOT = `${BASE}/root`;
+const MIRROR = Deno.env.get("DEBIAN_MIRROR") ?? "http://deb.debian.org/debian";
+const dec = new TextDecoder();
+
+function step(text: string): void {
+  console.log(`\n== ${text}`);
+}
+
+async function sh(
+  cmd: string[],
+  opts: { env?: Record<string, string>; quiet?: boolean } = {},
+): Promise<string> {
+  const out = await new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    env: opts.env,
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  const text = dec.decode(out.stdout) + dec.decode(out.stderr);
+  if (!opts.quiet) console.log(text.trimEnd().split("\n").slice(-5).join("\n"));
+  if (out.code !== 0) throw new Error(`${cmd.join(" ")} failed with ${out.code}:\n${text.slice(-3000)}`);
+  return text;
+}
+
+const mounts: string[] = [];
+async function bind(source: string, target: string, extra: string[] = []): Promise<void> {
+  await Deno.mkdir(target, { recursive: true });
+  await sh(["mount", "--bind", ...extra, source, target], { quiet: true });
+  mounts.push(target);
+}
+async function unmountAll(): Promise<void> {
+  for (const m of mounts.reverse()) await sh(["umount", "-l", m], { quiet: true }).catch(() => {});
+  mounts.length = 0;
+}
+
+/** Runs a shell command in the chroot as `user`, in `dir`, with `env`. */
+function inRoot(script: string, user: string, dir: string, env: Record<string, string>): string[] {
+  const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  return [
+    "chroot",
+    `--userspec=${user}`,
+    ROOT,
+    "/usr/bin/env",
+    "-i",
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "DEBIAN_FRONTEND=noninteractive",
+    ...envArgs,
+    "/bin/sh",
+    "-c",
+    `cd ${dir} && ${script}`,
+  ];
+}
+
+/** The Dockerfile's instructions, continuation lines joined. */
+function dockerfileSteps(text: string): { op: string; arg: string }[] {
+  const joined = text.replace(/\\\n/g, " ").split("\n").map((l) => l.trim()).filter((l) =>
+    l && !l.startsWith("#")
+  );
+  return joined.map((l) => {
+    const m = /^(\w+)\s+(.*)$/.exec(l)!;
+    return { op: m[1].toUpperCase(), arg: m[2] };
+  });
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function main(): Promise<void> {
+  if (Deno.uid() !== 0) throw new Error("needs root (debootstrap, chroot, mount)");
+  const fresh = Deno.args.includes("--fresh");
+  if (fresh) await Deno.remove(ROOT, { recursive: true }).catch(() => {});
+  const ready = await Deno.stat(`${ROOT}/.ferry-base-ready`).then(() => true, () => false);
+  const bootstrapped = await Deno.stat(`${ROOT}/usr/bin/apt-get`).then(() => true, () => false);
+  if (!bootstrapped) {
+    step(`debootstrap bookworm into ${ROOT}`);
+    await Deno.remove(ROOT, { recursive: true }).catch(() => {});
+    await Deno.mkdir(BASE, { recursive: true });
+    await sh(["debootstrap", "--variant=minbase", "bookworm", ROOT, MIRROR]);
+  }
+  await Deno.copyFile("/etc/resolv.conf", `${ROOT}/etc/resolv.conf`).catch(() => {});
+  await bind("/proc", `${ROOT}/proc`);
+  await bind("/dev", `${ROOT}/dev`);
+  let child: Deno.ChildProcess | undefined;
+  try {
+    if (!ready) {
+      step("the base image: node:20-bookworm-slim stands in as Debian's nodejs and npm");
+      await sh(
+        inRoot(
+          "apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm ca-certificates",
+          "root",
+          "/",
+          {},
+        ),
+      );
+      await Deno.writeTextFile(`${ROOT}/.ferry-base-ready`, new Date().toISOString());
+    }
+    // A fresh copy of the image's own layers each run: remove what earlier runs built.
+    await sh(["chroot", ROOT, "/bin/sh", "-c", "userdel -r ferry 2>/dev/null; rm -rf /srv/ferry; true"], {
+      quiet: true,
+    });
+
+    step("replaying the Dockerfile");
+    let user = "root";
+    let dir = "/";
+    const env: Record<string, string> = {};
+    let cmd: string[] = [];
+    let expose: number[] = [];
+    let volume = "";
+    for (const { op, arg } of dockerfileSteps(await Deno.readTextFile(`${REPO}/Dockerfile`))) {
+      console.log(`${op} ${arg.slice(0, 100)}`);
+      if (op === "FROM" || op === "STOPSIGNAL") continue;
+      if (op === "RUN") {
+        await sh(inRoot(arg, user, dir, { HOME: user === "root" ? "/root" : "/srv/ferry", ...env }));
+      } else if (op === "WORKDIR") dir = arg;
+      else if (op === "USER") user = `${arg}:${arg}`;
+      else if (op === "ENV") {
+        const [k, ...v] = arg.split("=");
+        env[k.trim()] = v.join("=").trim();
+      } else if (op === "COPY") {
+        const m = /^(?:--chown=(\S+)\s+)?(\S+)\s+(\S+)$/.exec(arg)!;
+        const target = m[3] === "." ? `${ROOT}${dir}` : `${ROOT}${m[3]}`;
+        const files = (await sh(["git", "-C", REPO, "ls-files"], { quiet: true })).trim().split("\n");
+        for (const f of files) {
+          if (f.startsWith("var/")) continue;
+          await Deno.mkdir(`${target}/${f}`.replace(/\/[^/]+$/, ""), { recursive: true });
+          await Deno.copyFile(`${REPO}/${f}`, `${target}/${f}`).catch((e) => {
+            if (!(e instanceof Deno.errors.NotFound)) throw e;
+          });
+        }
+        if (m[1]) await sh(["chroot", ROOT, "chown", "-R", m[1], dir], { quiet: true });
+      } else if (op === "VOLUME") volume = JSON.parse(arg)[0];
+      else if (op === "EXPOSE") expose = arg.split(/\s+/).map(Number);
+      else if (op === "CMD") cmd = JSON.parse(arg);
+      else throw new Error(`Dockerfile instruction ${op} is not replayed by this check`);
+    }
+    if (!cmd.length || !volume) throw new Error("the Dockerfile has no CMD or VOLUME");
+    console.log(`EXPOSE ${expose.join(" ")}; VOLUME ${volume}`);
+
+    step("starting the CMD as the unprivileged user with the spool on a bind mount");
+    const spool = await Deno.makeTempDir({ prefix: "ferry-ctr-spool-" });
+    const uid = (await sh(["chroot", ROOT, "id", "-u", "ferry"], { quiet: true })).trim();
+    await sh(["chown", `${uid}:${uid}`, spool], { quiet: true });
+    await bind(spool, `${ROOT}${volume}`);
+    // The operator's config.ts, mounted over the image's: listen on all addresses on the exposed port.
+    // chroot shares the host's network: the exposed port is reachable as is; a free one stands in for it.
+    const port = freePort();
+    const configFile = `${ROOT}/srv/ferry/app/config.ts`;
+    await Deno.writeTextFile(
+      configFile,
+      `import { defineConfig } from "./mod.ts";\nexport default defineConfig({\n` +
+        `  hostname: "ferry.container.test",\n  listen: [{ address: "0.0.0.0", port: ${port} }],\n` +
+        `  spool: { dir: "${volume}" },\n  relay: { domains: ["example.test"], clients: [] },\n` +
+        `  delivery: { enable: false },\n  admin: { listen: "127.0.0.1:0" },\n});\n`,
+    );
+    child = new Deno.Command("chroot", {
+      args: inRoot(`exec ${cmd.map((c) => `'${c}'`).join(" ")}`, user, dir, { HOME: "/srv/ferry", ...env })
+        .slice(1),
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const lines: string[] = [];
+    const collect = async (r: ReadableStream<Uint8Array>) => {
+      for await (const chunk of r.pipeThrough(new TextDecoderStream())) lines.push(...chunk.split("\n"));
+    };
+    const done = Promise.all([collect(child.stdout), collect(child.stderr)]);
+    const deadline = Date.now() + 120_000;
+    while (!lines.some((l) => l.includes("Ferry started"))) {
+      if (Date.now() > deadline) throw new Error(`Ferry did not start:\n${lines.join("\n")}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    let pid = 0;
+    for (const e of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      const root = await Deno.readLink(`/proc/${e.name}/root`).catch(() => "");
+      const cmdline = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
+      if (root === ROOT && cmdline.includes("mod.ts")) pid = Number(e.name);
+    }
+    if (!pid) throw new Error("cannot find the Ferry process in the chroot");
+    {
+      const status = await Deno.readTextFile(`/proc/${pid}/status`);
+      const ruid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+      console.log(`Ferry runs as uid ${ruid} (ferry is ${uid})`);
+      if (ruid !== uid) throw new Error(`Ferry runs as uid ${ruid}, not as ferry (${uid})`);
+    }
+
+    step("swaks from outside the container");
+    const swaks = await sh([
+      "swaks",
+      "--server",
+      `127.0.0.1:${port}`,
+      "--from",
+      "outside@client.test",
+      "--to",
+      "user@example.test",
+      "--header",
+      "Subject: container check",
+    ]);
+    const id = /250 2\.0\.0 OK id=(\S+)/.exec(swaks)?.[1];
+    if (!id) throw new Error("no 250 for the message");
+    const spoolFiles = [...Deno.readDirSync(spool)].map((e) => e.name);
+    console.log(`spool on the host side of the bind mount: ${spoolFiles.join(", ")}`);
+    if (!spoolFiles.includes("spool.db")) throw new Error("the spool is not on the bind mount");
+
+    step("SIGTERM");
+    child.kill("SIGTERM");
+    const status = await child.status;
+    await done;
+    console.log(lines.filter((l) => /<=|stopping|stopped/.test(l)).join("\n"));
+    if (status.code !== 0) throw new Error(`exit code ${status.code} after SIGTERM`);
+    if (!lines.some((l) => l.includes(`${id} <= outside@client.test`))) {
+      throw new Error("no <= line for the message");
+    }
+    if (!lines.some((l) => l.includes("Ferry stopped"))) throw new Error("no graceful stop");
+    child = undefined;
+    await Deno.remove(spool, { recursive: true }).catch(() => {});
+    console.log("\ncontainer check passed");
+  } finally {
+    try {
+      child?.kill("SIGKILL");
+    } catch { /* gone */ }
+    await unmountAll();
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  await unmountAll();
+  console.error(`container check FAILED: ${err instanceof Error ? err.message : String(err)}`);
+  Deno.exit(1);
+}
