@@ -112,6 +112,27 @@ async function main(): Promise<void> {
       );
       await Deno.writeTextFile(`${ROOT}/.ferry-base-ready`, new Date().toISOString());
     }
+    // The build machine's own CAs (an egress proxy that re-signs TLS): what `docker build` on this machine
+    // would need as well. Handed to the RUN steps only, never written into the image's files by the Dockerfile.
+    const buildEnv: Record<string, string> = {};
+    const extraCas = [...Deno.readDirSync("/usr/local/share/ca-certificates")].filter((e) =>
+      e.name.endsWith(".crt")
+    );
+    if (extraCas.length) {
+      await Deno.mkdir(`${ROOT}/usr/local/share/ca-certificates`, { recursive: true });
+      for (const e of extraCas) {
+        await Deno.copyFile(
+          `/usr/local/share/ca-certificates/${e.name}`,
+          `${ROOT}/usr/local/share/ca-certificates/${e.name}`,
+        );
+      }
+      await sh(inRoot("update-ca-certificates >/dev/null", "root", "/", {}), { quiet: true });
+      const bundle = "/etc/ssl/certs/ca-certificates.crt";
+      Object.assign(buildEnv, { NODE_EXTRA_CA_CERTS: bundle, SSL_CERT_FILE: bundle, DENO_CERT: bundle });
+      console.log(
+        `build environment: ${extraCas.length} extra CA(s) of this machine trusted by the RUN steps`,
+      );
+    }
     // A fresh copy of the image's own layers each run: remove what earlier runs built.
     await sh(["chroot", ROOT, "/bin/sh", "-c", "userdel -r ferry 2>/dev/null; rm -rf /srv/ferry; true"], {
       quiet: true,
@@ -128,7 +149,9 @@ async function main(): Promise<void> {
       console.log(`${op} ${arg.slice(0, 100)}`);
       if (op === "FROM" || op === "STOPSIGNAL") continue;
       if (op === "RUN") {
-        await sh(inRoot(arg, user, dir, { HOME: user === "root" ? "/root" : "/srv/ferry", ...env }));
+        await sh(
+          inRoot(arg, user, dir, { HOME: user === "root" ? "/root" : "/srv/ferry", ...buildEnv, ...env }),
+        );
       } else if (op === "WORKDIR") dir = arg;
       else if (op === "USER") user = `${arg}:${arg}`;
       else if (op === "ENV") {
