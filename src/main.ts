@@ -38,7 +38,7 @@ import type { Readiness } from "./admin/deps.ts";
 import { parseAdminListen } from "./core/listen_address.ts";
 import { observedResolver } from "./dns/observed_resolver.ts";
 import { Activity } from "./admin/activity.ts";
-import { type QueueDelivery, spoolQueueAccess } from "./admin/queue_access.ts";
+import { opsQueueAccess } from "./admin/queue_access.ts";
 import { combineObservers } from "./core/observer.ts";
 
 /** A running Ferry. */
@@ -149,7 +149,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   const activity = new Activity();
   const observer = combineObservers(metrics, activity);
   // The scheduler starts after the admin listener: queue actions reach it through this holder.
-  const running: { scheduler?: Scheduler } = {};
+  const running: { queueOps?: QueueOps } = {};
   let admin: { server: AdminServer; token: string } | undefined;
   try {
     admin = config.admin.enable
@@ -160,7 +160,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
         spool,
         log,
         hostname,
-        delivery: () => running.scheduler,
+        queueOps: () => running.queueOps,
       })
       : undefined;
   } catch (err) {
@@ -278,7 +278,6 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       outbound,
       observer,
     });
-    running.scheduler = scheduler;
     await scheduler.start();
   }
   // Aggregate reports once per dmarc.reports.interval (and on SIGUSR2, see main()).
@@ -293,6 +292,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   const reportTimer = dmarcReports ? setInterval(sendReports, config.dmarc.reports!.interval) : undefined;
   if (reportTimer !== undefined) Deno.unrefTimer(reportTimer);
   const queueOps = new QueueOps({ spool, hostname, log, manager: scheduler });
+  running.queueOps = queueOps;
   // The queue command reaches a running Ferry through this socket (a spool passed in by a test has no dir).
   let control: ControlServer | undefined;
   if (!opts.spool) {
@@ -411,7 +411,7 @@ async function startAdmin(
     spool: Spool;
     log: Logger;
     hostname: string;
-    delivery: () => QueueDelivery | undefined;
+    queueOps: () => QueueOps | undefined;
   },
 ): Promise<{ server: AdminServer; token: string }> {
   const address = parseAdminListen(config.admin.listen)!;
@@ -444,7 +444,7 @@ async function startAdmin(
     readiness: deps.readiness,
     config: redactConfig(config),
     spool: deps.spool,
-    queue: spoolQueueAccess(deps.spool, deps.delivery),
+    queue: opsQueueAccess(deps.spool, deps.queueOps),
     activity: deps.activity,
     hostname: deps.hostname,
     tokens,

@@ -1,12 +1,11 @@
 /**
  * The queue as the admin API and the dashboard see it: summary, a filtered page of messages, one message with
- * its history, and the operator's actions (hold, release, retry, bounce, delete) over the spool's queue states
- * and the delivery side.
+ * its history, and the operator's actions (hold, release, retry, bounce, delete) through the queue operations.
  */
 
 import type { Envelope } from "../core/envelope.ts";
 import type { QueueRow, QueueState, Spool } from "../spool/spool.ts";
-import { QUEUE_STATES } from "../spool/spool.ts";
+import { isQueueState, type QueueOps } from "../outbound/queue_ops.ts";
 
 /** The operator's actions on one message. */
 export const QUEUE_ACTIONS = ["hold", "release", "retry", "bounce", "delete"] as const;
@@ -55,18 +54,7 @@ export interface QueueAccess {
   act(id: string, action: QueueAction, options?: { reason?: string }): Promise<ActionResult>;
 }
 
-/** What the actions need from the delivery side (the Scheduler), when delivery runs. */
-export interface QueueDelivery {
-  /** Look at the queue now (after a release or retry) */
-  wake(): Promise<void>;
-  /** Ends a delivery of `id` in flight, if any (its results saved) */
-  interrupt(id: string): Promise<void>;
-  /** Fail every pending recipient with a report and remove the message */
-  bounce(id: string, reason: string): Promise<boolean>;
-}
-
-async function itemOf(spool: Spool, row: QueueRow): Promise<QueueItem> {
-  const env = await spool.get(row.id);
+function itemOf(row: QueueRow, env?: Envelope): QueueItem {
   return {
     id: row.id,
     state: row.state,
@@ -80,82 +68,45 @@ async function itemOf(spool: Spool, row: QueueRow): Promise<QueueItem> {
   };
 }
 
-const notFound = (id: string): ActionResult => ({
-  ok: false,
-  error: "not-found",
-  detail: `no message ${id}`,
-});
-const conflict = (detail: string): ActionResult => ({ ok: false, error: "conflict", detail });
-
-/** Queue access over the spool's queue states; `delivery` wakes the scheduler and bounces. */
-export function spoolQueueAccess(spool: Spool, delivery: () => QueueDelivery | undefined): QueueAccess {
+/**
+ * Queue access through the queue operations (`QueueOps`, shared with `deno task queue`); `ops()` is undefined
+ * only while Ferry is still starting. A `reason` is logged by the caller: the operations record their own.
+ */
+export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): QueueAccess {
   return {
     actions: true,
     async summary() {
       return (await spool.summary()).byState;
     },
     async list(f) {
+      if (f.state && !isQueueState(f.state)) return [];
       const rows = await spool.query({
-        state: QUEUE_STATES.includes(f.state as QueueState) ? f.state as QueueState : undefined,
+        state: f.state as QueueState | undefined,
         sender: f.sender,
         recipient: f.recipient,
         domain: f.domain,
         after: f.after,
         limit: f.limit,
       });
-      if (f.state && !QUEUE_STATES.includes(f.state as QueueState)) return [];
-      return await Promise.all(rows.map((r) => itemOf(spool, r)));
+      return await Promise.all(rows.map(async (r) => itemOf(r, await spool.get(r.id))));
     },
     async show(id) {
-      const row = await spool.row(id);
-      const envelope = row && await spool.get(id);
+      const [row, envelope] = await Promise.all([spool.row(id), spool.get(id)]);
       if (!row || !envelope) return undefined;
-      return { item: await itemOf(spool, row), envelope, history: await spool.history(id) };
+      return { item: itemOf(row, envelope), envelope, history: await spool.history(id) };
     },
-    async act(id, action, options = {}) {
-      const row = await spool.row(id);
-      if (!row) return notFound(id);
-      const d = delivery();
-      switch (action) {
-        case "hold": {
-          if (row.state === "hold") return conflict(`${id} is already on hold`);
-          if (row.state === "corrupt") return conflict(`${id} is corrupt`);
-          // A delivery in flight ends first (what it completed is saved), then the message is parked.
-          await d?.interrupt(id);
-          const ok = await spool.setState(id, "hold", {
-            from: ["incoming", "deferred", "active"],
-            reason: options.reason ?? "held by the operator",
-          });
-          return ok ? { ok: true, state: "hold" } : conflict(`${id} changed state meanwhile`);
-        }
-        case "release": {
-          if (row.state !== "hold") return conflict(`${id} is not on hold (${row.state})`);
-          const ok = await spool.setState(id, "deferred", { from: ["hold"], nextAttempt: Date.now() });
-          if (!ok) return conflict(`${id} changed state meanwhile`);
-          await d?.wake();
-          return { ok: true, state: "deferred" };
-        }
-        case "retry": {
-          if (row.state !== "deferred" && row.state !== "incoming") {
-            return conflict(`${id} cannot be retried in state ${row.state}`);
-          }
-          const ok = await spool.setState(id, row.state, { from: [row.state], nextAttempt: Date.now() });
-          if (!ok) return conflict(`${id} changed state meanwhile`);
-          await d?.wake();
-          return { ok: true, state: row.state };
-        }
-        case "bounce": {
-          if (!d) return conflict("delivery is off (delivery.enable): nothing can send the reports");
-          return (await d.bounce(id, options.reason ?? "no reason given"))
-            ? { ok: true, state: "bounced" }
-            : notFound(id);
-        }
-        case "delete": {
-          await d?.interrupt(id);
-          await spool.remove(id);
-          return { ok: true, state: "deleted" };
-        }
+    async act(id, action) {
+      const q = ops();
+      if (!q) return { ok: false, error: "conflict", detail: "Ferry is still starting" };
+      if (!(await spool.row(id))) return { ok: false, error: "not-found", detail: `no message ${id}` };
+      const [r] = await q[action]([id]);
+      if (!r.ok) {
+        return /not in the queue/.test(r.message)
+          ? { ok: false, error: "not-found", detail: `no message ${id}` }
+          : { ok: false, error: "conflict", detail: `${id} ${r.message}` };
       }
+      const gone = action === "delete" ? "deleted" : action === "bounce" ? "bounced" : "done";
+      return { ok: true, state: (await spool.row(id))?.state ?? gone };
     },
   };
 }

@@ -286,49 +286,6 @@ export class Scheduler implements QueueManagerHooks {
     };
   }
 
-  /**
-   * Operator's bounce: a delivery in flight is interrupted first, then every pending recipient fails now with
-   * 5.0.0 and `reason` (logged `**`, failure reports to the sender as NOTIFY asks) and the message leaves the
-   * queue. False when there is no such message.
-   */
-  async bounce(id: string, reason: string): Promise<boolean> {
-    await this.interrupt(id);
-    const { spool } = this.#deps;
-    const env = await spool.get(id);
-    if (!env) return false;
-    const data = await spool.readData(id);
-    const reports: Reports = { failure: [], success: [], delay: [] };
-    const ctx = this.#outcomeContext(undefined);
-    const pending = env.recipients.filter((r) => r.status === "pending");
-    const history: string[] = [];
-    for (const recipient of pending) {
-      const text = `bounced by the operator: ${reason}`;
-      history.push(
-        await applyOutcome(
-          env,
-          undefined,
-          { recipient, kind: "failed", status: "5.0.0", text, internal: true },
-          reports,
-          ctx,
-        ),
-      );
-    }
-    const built = this.#buildReports(env, data, reports);
-    if (
-      !(await this.#save({
-        id,
-        recipients: pending.map((r) => recipientChange(env, r)),
-        reports: built,
-        history,
-      }))
-    ) {
-      return false;
-    }
-    this.#reportsQueued(env, built);
-    await this.#finish(env);
-    return true;
-  }
-
   async #run(id: string, signal: AbortSignal): Promise<void> {
     const { spool } = this.#deps;
     const env = await spool.get(id);
