@@ -17,10 +17,21 @@ if [ ! -x "$DEST/usr/sbin/exim4" ]; then
   for deb in "$work"/*.deb; do $SUDO dpkg -x "$deb" "$DEST"; done
   rm -rf "$work"
 fi
+# Every library exim4-daemon-heavy and exim4-base depend on (Debian 12), not only those a developer machine
+# happened to lack: a fresh machine has neither libpq5 nor libgnutls-dane0, and exim4 then exits 127.
 missing=""
-for p in libmariadb3 libidn12 libspf2-2; do
+for p in libc6 libcrypt1 libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libidn2-0 libldap-2.5-0 libmariadb3 \
+  libnsl2 libpam0g libpcre2-8-0 libperl5.36 libpq5 libsasl2-2 libspf2-2 libsqlite3-0; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
-if [ -n "$missing" ]; then $SUDO apt-get install -y -qq $missing >/dev/null; fi
+if [ -n "$missing" ]; then
+  $SUDO apt-get install -y -qq $missing >/dev/null 2>&1 ||
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null; }
+fi
+# Fail here, naming the library, rather than in the middle of a test with exit code 127.
+if ldd "$DEST/usr/sbin/exim4" | grep -q "not found"; then
+  echo "exim-unpack.sh: exim4 still lacks: $(ldd "$DEST/usr/sbin/exim4" | grep "not found" | tr -s ' \t' ' ')" >&2
+  exit 1
+fi
 id Debian-exim >/dev/null 2>&1 || $SUDO useradd --system --user-group --no-create-home Debian-exim
 echo "$DEST/usr/sbin/exim4"
