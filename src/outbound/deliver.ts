@@ -26,6 +26,7 @@ import { HostError, hostErrorOf, type OpenSession, openSession, type TransportPo
 import { errorMessage } from "../core/error_message.ts";
 import { HostListError } from "../core/host_list.ts";
 import type { DomainSecurity } from "./security/engine.ts";
+import { resultTypeOf, type TlsRptEvent } from "./security/tls_rpt.ts";
 import { meets, type Requirement, traceOf } from "./security/levels.ts";
 
 /** How one recipient fared. */
@@ -55,6 +56,11 @@ export interface RecipientOutcome {
 /** Host errors that are about transport security (a REQUIRETLS message fails on these, RFC 8689 §5). */
 const SECURITY_ERRNOS = new Set(["TLS", "DANE", "MTA-STS", "REQUIRETLS", "DNSSEC"]);
 
+/** The TLS-RPT policy type of a `TLS=` label. */
+function policyTypeOf(label: string): TlsRptEvent["policyType"] {
+  return label.startsWith("dane") ? "tlsa" : label.startsWith("mta-sts") ? "sts" : "no-policy-found";
+}
+
 /** Whether the message's header says `TLS-Required: No` (RFC 8689 §5). */
 export function tlsRequiredNo(data: Uint8Array): boolean {
   const n = Math.min(data.length, 64 * 1024);
@@ -71,6 +77,8 @@ export interface DeliverDeps {
   hostRetry: HostRetry;
   events: EventBus;
   self: SelfInfo;
+  /** Called for every session's TLS outcome (TLS-RPT, RFC 8460) */
+  onTlsResult?(e: TlsRptEvent): void;
   /** Called for each host that failed (msg:host:defer is fired by the caller's logging) */
   onHostError(target: TargetHost, err: HostError): void;
   /**
@@ -149,6 +157,15 @@ export async function deliverGroup(
     lastStatus = status;
     lastHost = { host: hostFacts(target), reply };
     lastSecurity = he.security;
+    if (he.security && SECURITY_ERRNOS.has(he.errno)) {
+      deps.onTlsResult?.({
+        domain,
+        policyType: policyTypeOf(he.security.policy),
+        mxHost: target.name,
+        receivingIp: target.ip,
+        failure: resultTypeOf(he.message),
+      });
+    }
     hostFailures++;
     if (SECURITY_ERRNOS.has(he.errno)) securityFailures++;
   };
@@ -214,6 +231,14 @@ export async function deliverGroup(
       const local = he.errno === "VETO" || he.errno === "HOSTLIST";
       hostFailed(target, he, he.errno === "TLS" ? "4.7.5" : local ? "4.3.0" : "4.4.1", !local);
       continue;
+    }
+    if (session.achieved.tls > 0) {
+      deps.onTlsResult?.({
+        domain,
+        policyType: policyTypeOf(traceOf(session.achieved, req).policy),
+        mxHost: target.name,
+        receivingIp: target.ip,
+      });
     }
     const facts = {
       host: hostFacts(target),

@@ -26,6 +26,7 @@ import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } f
 import { type TransportPolicy, transportPolicy } from "./transport.ts";
 import type { SecurityPolicy } from "./security/engine.ts";
 import { outboundPolicies } from "./security/mod.ts";
+import { TlsRptStore } from "./security/tls_rpt.ts";
 import { errorMessage } from "../core/error_message.ts";
 import { type Clock, type ClockTimer, retryJitter, systemClock } from "./queue_clock.ts";
 import { Destinations } from "./destinations.ts";
@@ -101,6 +102,8 @@ export class Scheduler implements QueueManagerHooks {
   #self: SelfInfo;
   /** Security policies shared by every route (MTA-STS, with its one durable cache) */
   #extraPolicies: SecurityPolicy[];
+  /** TLS-RPT results per policy domain and day (RFC 8460), durable in the spool directory */
+  #tlsRpt: TlsRptStore;
   #active = new Map<string, ActiveRun>();
   #pumping: Promise<void> | undefined;
   #again = false;
@@ -128,6 +131,7 @@ export class Scheduler implements QueueManagerHooks {
     this.#retryRulesFor = compileRetryConfig(deps.config.retry, { timeoutMs });
     this.#jitter = retryJitter(d.retryJitter, deps.random);
     this.#self = { names: [normalizeName(deps.hostname)], endpoints: deps.endpoints };
+    this.#tlsRpt = new TlsRptStore(`${deps.config.spool.dir}/tls-rpt-results.json`);
     this.#extraPolicies = outboundPolicies(deps.config, deps.resolver, (line) => deps.log.write(line));
   }
 
@@ -441,6 +445,7 @@ export class Scheduler implements QueueManagerHooks {
           security: err.security,
         });
       },
+      onTlsResult: (e) => void this.#tlsRpt.record(e),
     };
     const chain = this.#deps.outbound ?? [];
     if (chain.length === 0) {
