@@ -42,6 +42,7 @@ export class Activity implements Observer {
   auth = noObserver.auth;
   inboundTls = noObserver.inboundTls;
   dnsQuery = noObserver.dnsQuery;
+  checkVerdict = noObserver.checkVerdict;
   spoolStore = noObserver.spoolStore;
 
   delivery(_route: string, outcome: "delivered" | "deferred" | "bounced"): void {

@@ -34,6 +34,7 @@ export class FerryMetrics implements Observer {
   #dnsQueries;
   #dnsSeconds;
   #spoolStore;
+  #verdicts;
 
   constructor(sources: MetricSources = {}) {
     const registers = [this.registry];
@@ -103,6 +104,12 @@ export class FerryMetrics implements Observer {
       help: "DNS lookup latency",
       labelNames: ["type"] as const,
       buckets: LATENCY,
+      registers,
+    });
+    this.#verdicts = new Counter({
+      name: "ferry_check_verdicts_total",
+      help: "Check verdicts (rate limits, rspamd, DCC, SPF, DKIM, DMARC, …) by check name, stage and action",
+      labelNames: ["check", "stage", "verdict"] as const,
       registers,
     });
     this.#spoolStore = new Histogram({
@@ -198,6 +205,9 @@ export class FerryMetrics implements Observer {
   dnsQuery(type: string, outcome: "ok" | "nxdomain" | "error", seconds: number): void {
     this.#dnsQueries.inc({ type, outcome });
     this.#dnsSeconds.observe({ type }, seconds);
+  }
+  checkVerdict(check: string, stage: string, action: string): void {
+    this.#verdicts.inc({ check, stage, verdict: action });
   }
   spoolStore(seconds: number): void {
     this.#spoolStore.observe(seconds);

@@ -53,6 +53,8 @@ export interface Observer {
   inboundTls(outcome: "ok" | "failed"): void;
   /** One DNS lookup: its record type, outcome and how long it took. */
   dnsQuery(type: string, outcome: "ok" | "nxdomain" | "error", seconds: number): void;
+  /** A check's verdict (rate limits, scanners, SPF/DKIM/DMARC…): its configured name, the stage, the action. */
+  checkVerdict(check: string, stage: string, action: string): void;
   /** The time `store()` took to make a message durable (commit latency as a client waits for it). */
   spoolStore(seconds: number): void;
 }
@@ -67,6 +69,7 @@ export const noObserver: Observer = {
   outboundTls() {},
   inboundTls() {},
   dnsQuery() {},
+  checkVerdict() {},
   spoolStore() {},
 };
 
@@ -84,6 +87,7 @@ export function combineObservers(...observers: Observer[]): Observer {
     outboundTls: each("outboundTls"),
     inboundTls: each("inboundTls"),
     dnsQuery: each("dnsQuery"),
+    checkVerdict: each("checkVerdict"),
     spoolStore: each("spoolStore"),
   };
 }

@@ -157,6 +157,7 @@ export class InboundConnection implements SessionHandler {
   #auth?: AuthInfo;
 
   #obs: Observer;
+  #onVerdict = (check: string, stage: string, action: string) => this.#obs.checkVerdict(check, stage, action);
 
   constructor(deps: InboundDeps, facts: ConnectionFacts) {
     this.#deps = deps;
@@ -195,7 +196,11 @@ export class InboundConnection implements SessionHandler {
       name: ch.name,
       run: (c: StageContexts[S]) => (ch[stage] as (c: StageContexts[S]) => CheckResult).call(ch, c),
     }));
-    return checkSteps(methods, () => ({ sink: this.#connSink, canQuarantine: false }));
+    return checkSteps(methods, () => ({
+      sink: this.#connSink,
+      canQuarantine: false,
+      onVerdict: this.#onVerdict,
+    }));
   }
 
   /** Steps running one per-message method of every check's state; `recipient` scopes quarantine. */
@@ -216,6 +221,7 @@ export class InboundConnection implements SessionHandler {
       // A quarantine goes to quarantine.route, or else to the hold queue state.
       canQuarantine: true,
       recipient: recipient?.(c),
+      onVerdict: this.#onVerdict,
     }));
   }
 

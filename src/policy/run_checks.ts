@@ -28,11 +28,14 @@ export interface ApplyOptions {
   canQuarantine: boolean;
   /** Set at rcpt and prdr: a quarantine verdict then holds this recipient only */
   recipient?: string;
+  /** Told every verdict (metrics): the check's name, the stage and the action */
+  onVerdict?: (check: string, stage: string, action: string) => void;
 }
 
 /** Applies one verdict; throws SmtpError for reject and defer (and for quarantine without a quarantine). */
 export function applyVerdict(name: string, v: Verdict, c: BaseContext, opts: ApplyOptions): void {
   const { sink } = opts;
+  opts.onVerdict?.(name, c.stage, v.action);
   if (v.authResults) sink.authResults.push(...v.authResults);
   if (v.headers) sink.headers.push(...v.headers);
   switch (v.action) {

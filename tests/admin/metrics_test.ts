@@ -12,6 +12,7 @@ import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import { hashPassword } from "../../src/core/password_hash.ts";
 import { startTestFerry } from "../helpers/ferry.ts";
 import { loadOpenSsl } from "../../src/tls/mod.ts";
+import { reject } from "../../mod.ts";
 
 loadOpenSsl();
 
@@ -86,6 +87,14 @@ Deno.test("/metrics passes promtool and its counters move as mail is received, r
       { name: "sink", domains: "*", hosts: ["sink.test"], port: sinkPort },
     ],
     admin: { listen: "127.0.0.1:0" },
+    // A check refusing one local part: its verdicts are counted like a rate limit's or a scanner's.
+    checks: [{
+      name: "no-nobody",
+      message: () => ({
+        rcpt: (c: { recipient: { local: string } }) =>
+          c.recipient.local === "nobody" ? reject("nobody lives here") : undefined,
+      }),
+    }],
   }, { resolver });
   const scrape = async () => {
     const res = await fetch(`${g.admin!.url}/metrics`);
@@ -118,6 +127,8 @@ Deno.test("/metrics passes promtool and its counters move as mail is received, r
       "wrong",
     ]);
     assert.match(badAuth.stdout, /535 5\.7\.8/);
+    const byCheck = await runSwaks(g.port, ["--from", "a@x.test", "--to", "nobody@example.test"]);
+    assert.match(byCheck.stdout, /550 5\.7\.1 nobody lives here/);
     const deferred = await runSwaks(g.port, ["--from", "a@x.test", "--to", "w@down.test"]);
     assert.equal(deferred.code, 0, deferred.stdout);
     await waitFor(() => g.memlog.has("Completed"));
@@ -127,10 +138,11 @@ Deno.test("/metrics passes promtool and its counters move as mail is received, r
     const check2 = await promtoolCheck(second);
     assert.equal(check2.code, 0, check2.out);
     const m = await parse(second);
-    assert.equal(m['ferry_connections_total{result="accepted"}'], 4);
+    assert.equal(m['ferry_connections_total{result="accepted"}'], 5);
+    assert.equal(m['ferry_check_verdicts_total{check="no-nobody",stage="rcpt",verdict="reject"}'], 1);
     assert.equal(m['ferry_messages_received_total{auth="false",tls="true"}'], 1);
     assert.equal(m['ferry_messages_received_total{auth="false",tls="false"}'], 1);
-    assert.equal(m['ferry_messages_rejected_total{class="5xx",stage="rcpt"}'], 1);
+    assert.equal(m['ferry_messages_rejected_total{class="5xx",stage="rcpt"}'], 2);
     assert.equal(m['ferry_auth_attempts_total{outcome="failure"}'], 1);
     assert.equal(m['ferry_inbound_tls_handshakes_total{result="ok"}'], 2);
     assert.equal(m['ferry_deliveries_total{outcome="delivered",route="sink"}'], 1);
