@@ -10,6 +10,7 @@ import { type BoundAddress, InboundServer } from "./inbound/server.ts";
 import { SqliteSpool } from "./spool/sqlite_spool.ts";
 import { type Spool, SpoolLockedError } from "./spool/spool.ts";
 import { buildTlsAcceptor, openTlsLibrary } from "./tls_setup.ts";
+import { ignoreInspectorSignal } from "./inspector_signal.ts";
 import { DnsClient } from "./dns/client.ts";
 import type { Resolver } from "./dns/resolver.ts";
 import { Scheduler } from "./outbound/scheduler.ts";
@@ -481,6 +482,8 @@ export async function main(args: string[]): Promise<number> {
   }
   const signals: [Deno.Signal, () => void][] = [];
   let opened: MainLog | undefined;
+  // First thing: from here on a SIGUSR1 cannot open Deno's inspector on 127.0.0.1:9229.
+  const inspectorSignal = ignoreInspectorSignal();
   try {
     const config = await loadConfigFile(configPath);
     if (checkOnly) {
@@ -540,6 +543,11 @@ export async function main(args: string[]): Promise<number> {
         }
       }],
     );
+    if (!inspectorSignal.ignored) {
+      log.write(
+        `warning: SIGUSR1 not ignored (${inspectorSignal.detail}): it opens Deno's inspector on 127.0.0.1:9229`,
+      );
+    }
     for (const [sig, fn] of signals) Deno.addSignalListener(sig, fn);
     running.ferry = await startFerry(config, { log });
     if (stopRequested) finish(running.ferry);

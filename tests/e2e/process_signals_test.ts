@@ -1,12 +1,13 @@
 /**
  * Signals on the real process: SIGTERM is a graceful stop (idle sessions get 421, open transactions may
  * finish within `limits.shutdownGrace`, new connections are refused, exit 0); SIGHUP reopens the log file
- * (logrotate). Also the JSON log format as written by the process.
+ * (logrotate); SIGUSR1 is ignored (Deno would open its inspector on 127.0.0.1:9229). Also the JSON log
+ * format as written by the process.
  */
 
 import assert from "node:assert/strict";
 import { RawClient } from "../helpers/ferry.ts";
-import { FerryProcess, freePort, sendMessage } from "../helpers/process.ts";
+import { FerryProcess, freePort, REPO_DIR, sendMessage, startTaskFlags } from "../helpers/process.ts";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 
 /** Opens a transaction and sends the first half of the content; returns the client. */
@@ -239,5 +240,64 @@ Deno.test("SIGTERM while the scheduler still starts (listeners already up) is a 
   } finally {
     await f?.cleanup();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+/** Inodes of the TCP sockets listening on `port` (any address), from /proc/net/tcp and tcp6. */
+async function listeningInodes(port: number): Promise<Set<string>> {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const out = new Set<string>();
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    const text = await Deno.readTextFile(file).catch(() => "");
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+      if (f.length > 9 && f[1].endsWith(`:${hex}`) && f[3] === "0A") out.add(f[9]);
+    }
+  }
+  return out;
+}
+
+/** Socket inodes the process `pid` holds open. */
+async function socketInodes(pid: number): Promise<Set<string>> {
+  const out = new Set<string>();
+  for await (const e of Deno.readDir(`/proc/${pid}/fd`)) {
+    const target = await Deno.readLink(`/proc/${pid}/fd/${e.name}`).catch(() => "");
+    const m = /^socket:\[(\d+)\]$/.exec(target);
+    if (m) out.add(m[1]);
+  }
+  return out;
+}
+
+Deno.test("SIGUSR1 opens no inspector on 127.0.0.1:9229 (Ferry started as deno.json and the Dockerfile run it) and Ferry keeps serving", async () => {
+  // The command README.md documents (deno task start) and the image's CMD grant the same permissions.
+  const flags = await startTaskFlags();
+  assert.ok(flags.includes("--allow-ffi"), `start task flags: ${flags}`);
+  const dockerfile = await Deno.readTextFile(`${REPO_DIR}Dockerfile`);
+  const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(dockerfile)?.[1] ?? "[]") as string[];
+  assert.deepEqual(cmd.filter((w) => w.startsWith("--allow-")), flags, "Dockerfile CMD and deno task start");
+
+  const f = await FerryProcess.start({ permissions: flags });
+  try {
+    const pid = f.child.pid;
+    await f.waitFor(/Ferry started/);
+    f.signal("SIGUSR1");
+    // Positive signal first: a whole transaction after the signal.
+    const id = await sendMessage(f.port);
+    await f.waitFor(new RegExp(`${id} <= `));
+    assert.equal(f.exited, undefined, `Ferry survived SIGUSR1; stderr:\n${f.stderr}`);
+    const mine = await socketInodes(pid);
+    const on9229 = [...await listeningInodes(9229)].filter((i) => mine.has(i));
+    assert.deepEqual(on9229, [], "Ferry listens on port 9229");
+    assert.doesNotMatch(f.stderr, /Debugger listening/);
+    assert.doesNotMatch(f.stdout, /SIGUSR1 not ignored/);
+    // The mechanism: the kernel discards a SIGUSR1 (bit 10-1 of SigIgn) before any handler could see it.
+    const status = await Deno.readTextFile(`/proc/${pid}/status`);
+    const ignored = BigInt(`0x${/^SigIgn:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? "0"}`);
+    assert.equal((ignored >> 9n) & 1n, 1n, `SIGUSR1 is ignored; ${/^SigIgn.*$/m.exec(status)?.[0]}`);
+
+    assert.equal((await f.stop()).code, 0);
+  } finally {
+    await f.cleanup();
   }
 });

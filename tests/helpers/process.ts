@@ -87,6 +87,15 @@ export interface FerryProcessOptions {
   port?: number;
   /** More names the config imports from mod.ts (e.g. `["ratelimit", "redisSet"]`) */
   imports?: string[];
+  /** `deno run` permission flags (default `["--allow-all"]`; `startTaskFlags()` gives deno.json's) */
+  permissions?: string[];
+}
+
+/** The permission flags of deno.json's `start` task, the command README.md documents. */
+export async function startTaskFlags(): Promise<string[]> {
+  const json = JSON.parse(await Deno.readTextFile(`${REPO_DIR}deno.json`));
+  const words = String(json.tasks.start).split(/\s+/);
+  return words.filter((w) => w.startsWith("--allow-"));
 }
 
 /**
@@ -193,7 +202,7 @@ export class FerryProcess {
     const literal = `{\n${Object.entries(props).map(([k, v]) => `  ${k}: ${v},\n`).join("")}  ${extra}\n}`;
     const configPath = await writeConfig(dir, literal, undefined, opts.imports);
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", fromFileUrl(MOD_URL), "--config", configPath],
+      args: ["run", ...(opts.permissions ?? ["--allow-all"]), fromFileUrl(MOD_URL), "--config", configPath],
       cwd: REPO_DIR,
       stdin: "null",
       stdout: "piped",
