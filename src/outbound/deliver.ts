@@ -291,8 +291,12 @@ export async function deliverGroup(
     } catch (err) {
       deps.pool.release(poolKey, session, false);
       if (err instanceof SmtpClientError && err.kind === "local") {
-        // Ferry refused before sending (too big, extension missing): permanent for this message.
-        return all("failed", statusOf(err.reply, "5.3.0"), err.text, { internal: false, ...facts });
+        // Ferry refused before sending (too big, extension missing): permanent for this message. The text
+        // keeps the code and enhanced status Ferry chose (553 5.6.7 …), for the log line as for the report.
+        return all("failed", statusOf(err.reply, "5.3.0"), replyText(err.reply), {
+          internal: false,
+          ...facts,
+        });
       }
       if (
         err instanceof SmtpClientError && err.stage === "mail" && err.kind === "connection" && staleAgain()

@@ -310,8 +310,9 @@ export interface ParsedReport {
 }
 
 const PY = `
-import sys, json, email
+import sys, json, email, re
 from email import policy
+from email.parser import HeaderParser
 msg = email.message_from_bytes(sys.stdin.buffer.read(), policy=policy.compat32)
 out = {"contentType": msg.get_content_type(), "reportType": msg.get_param("report-type"),
        "subject": msg.get("Subject"), "to": msg.get("To"), "parts": [], "perMessage": {},
@@ -321,6 +322,9 @@ for part in (msg.get_payload() if msg.is_multipart() else []):
     out["parts"].append(ct)
     if ct in ("message/delivery-status", "message/global-delivery-status"):
         blocks = part.get_payload()
+        if ct == "message/global-delivery-status":  # RFC 6533: compat32 reads it as one message, not blocks
+            body = re.split(r"\\r?\\n\\r?\\n", part.as_string(), maxsplit=1)[1]
+            blocks = [HeaderParser().parsestr(b) for b in re.split(r"\\r?\\n\\r?\\n", body.strip()) if b.strip()]
         if blocks:
             out["perMessage"] = {k.lower(): " ".join(v.split()) for k, v in blocks[0].items()}
             out["recipients"] = [{k.lower(): " ".join(v.split()) for k, v in b.items()} for b in blocks[1:]]

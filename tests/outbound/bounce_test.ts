@@ -208,3 +208,28 @@ Deno.test("delayWarning sends 'delayed' reports with Will-Retry-Until while retr
     await r.stop();
   }
 });
+
+Deno.test("a message needing SMTPUTF8 to a peer without it fails at once: the ** line carries 553 5.6.7 as the report's Status does", async () => {
+  // The scripted downstream offers no SMTPUTF8: Ferry refuses before sending MAIL.
+  const peer = startDownstream();
+  const r = await rig(peer.port);
+  try {
+    await submit(r.up.port, ["a@ok.test"], { mailParams: " SMTPUTF8" });
+    await waitFor(() => r.reports.messages.length > 0, 6000, "a failure report");
+    const [line] = linesOf(r.up.memlog, "**").filter((l) => l.includes("a@ok.test"));
+    assert.match(
+      line ?? "",
+      /^\*\* a@ok\.test R=ok T=smtp H=127\.0\.0\.1 \[127\.0\.0\.1\]:\d+: 553 5\.6\.7 Message needs SMTPUTF8, which the peer does not offer$/,
+    );
+    const p = await parseReport(r.reports.messages[0].data);
+    assert.equal(p.recipients[0]["status"], "5.6.7");
+    assert.equal(
+      p.recipients[0]["diagnostic-code"],
+      "x-ferry; 553 5.6.7 Message needs SMTPUTF8, which the peer does not offer",
+    );
+    assert.equal(peer.messages.length, 0);
+  } finally {
+    await r.stop();
+    await peer.stop();
+  }
+});
