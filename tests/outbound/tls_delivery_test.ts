@@ -203,3 +203,38 @@ Deno.test("routes[].tlsVerifyNames: a certificate carrying a listed name or a na
     assert.match(await outcome(), /^== .*certificate does not match alias\.test/);
   });
 });
+
+Deno.test("tlsVerifyCertHostnames is a host list: only its hosts get the name check (CV=no on a mismatch, still delivered); tlsVerifyHosts checks names whatever it says", async () => {
+  await withTlsDownstream(async ({ pki, down }) => {
+    // The host is reached as alias.test; its certificate names mx.example.test only.
+    const outcome = async (route: Record<string, unknown>) => {
+      const up = await startFerryIn({
+        routes: [{ domains: "example.test", hosts: [`alias.test:${down.port}`], ...route }],
+        retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+        delivery: { enable: true, tlsVerifyCertificates: pki.certFile },
+      }, { resolver: resolver() });
+      try {
+        await submit(up.port, ["user@example.test"]);
+        await waitFor(
+          () => linesOf(up.memlog, "=>").length > 0 || linesOf(up.memlog, "==").length > 0,
+          8000,
+          "an outcome",
+        );
+        return [...linesOf(up.memlog, "=>"), ...linesOf(up.memlog, "==")][0];
+      } finally {
+        await up.dispose();
+      }
+    };
+    // Default "*": the name is checked, the mismatch makes the certificate unverified; nothing requires it.
+    assert.match(await outcome({}), /^=> user@example\.test .* H=alias\.test .* CV=no /);
+    assert.match(await outcome({ tlsVerifyCertHostnames: "alias.test" }), /^=> .* CV=no /);
+    // A host not in the list: the chain alone decides.
+    assert.match(await outcome({ tlsVerifyCertHostnames: [] }), /^=> .* CV=yes /);
+    assert.match(await outcome({ tlsVerifyCertHostnames: "mx.other.test" }), /^=> .* CV=yes /);
+    // A host that must verify is name-checked even when the list leaves it out.
+    assert.match(
+      await outcome({ tlsVerifyHosts: "*", tlsVerifyCertHostnames: [] }),
+      /^== .*certificate does not match alias\.test/,
+    );
+  });
+});
