@@ -6,6 +6,7 @@
  */
 import { buildOcspRequest, checkOcspResponse, type OcspCheck, ocspUrlOf } from "./ocsp.ts";
 import { fetchOcspResponse } from "./ocsp_fetch.ts";
+import { writeAtomic } from "../core/atomic_file.ts";
 
 /** Options for one certificate's stapler. */
 export interface OcspStaplerOptions {
@@ -44,31 +45,6 @@ const MAX_FILE_BYTES = 64 * 1024;
 function pemCertificates(text: string): Uint8Array[] {
   const re = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
   return [...text.matchAll(re)].map((m) => Uint8Array.fromBase64(m[1].replace(/\s+/g, "")));
-}
-
-/** Writes a file so that readers see the old or the new content, never a mix: temp file, fsync, rename. */
-async function writeAtomic(path: string, data: Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID()}`;
-  try {
-    const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
-    try {
-      for (let at = 0; at < data.byteLength;) at += await f.write(data.subarray(at));
-      await f.sync();
-    } finally {
-      f.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
-  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) || "/" : ".";
-  const d = await Deno.open(dir, { read: true });
-  try {
-    await d.sync();
-  } finally {
-    d.close();
-  }
 }
 
 function fileSignature(st: Deno.FileInfo): string {

@@ -11,6 +11,7 @@ import type { Resolver } from "../../dns/resolver.ts";
 import type { TlsClientContext } from "../../tls/client.ts";
 import type { SecurityPolicy } from "./engine.ts";
 import { fetchStsPolicy, StsFetchError } from "./mta_sts_fetch.ts";
+import { writeAtomic } from "../../core/atomic_file.ts";
 
 /** A parsed policy (RFC 8461 §3.2). */
 export interface StsPolicy {
@@ -106,17 +107,9 @@ export class StsCache {
     const file = this.#file;
     if (!file) return Promise.resolve();
     const text = JSON.stringify(Object.fromEntries(this.#entries));
-    this.#writing = this.#writing.then(async () => {
-      const tmp = `${file}.tmp`;
-      const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-      try {
-        await f.write(new TextEncoder().encode(text));
-        await f.sync();
-      } finally {
-        f.close();
-      }
-      await Deno.rename(tmp, file);
-    }).catch(() => {});
+    this.#writing = this.#writing.then(() => writeAtomic(file, new TextEncoder().encode(text))).catch(
+      () => {},
+    );
     return this.#writing;
   }
 }

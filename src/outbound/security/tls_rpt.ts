@@ -4,6 +4,8 @@
  * (§4.3 JSON, gzip'd) built from them. Sending the reports (mailto/https) is not part of this file.
  */
 
+import { writeAtomic } from "../../core/atomic_file.ts";
+
 /** RFC 8460 §4.3 result types. */
 export type TlsRptResultType =
   | "starttls-not-supported"
@@ -136,17 +138,9 @@ export class TlsRptStore {
     const file = this.#file;
     if (!file) return Promise.resolve();
     const text = JSON.stringify(this.#days);
-    this.#writing = this.#writing.then(async () => {
-      const tmp = `${file}.tmp`;
-      const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-      try {
-        await f.write(new TextEncoder().encode(text));
-        await f.sync();
-      } finally {
-        f.close();
-      }
-      await Deno.rename(tmp, file);
-    }).catch(() => {});
+    this.#writing = this.#writing.then(() => writeAtomic(file, new TextEncoder().encode(text))).catch(
+      () => {},
+    );
     return this.#writing;
   }
 }
