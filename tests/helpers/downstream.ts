@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { validateConfig } from "../../src/config/load.ts";
 import { MemoryLog } from "../../src/core/log.ts";
 import type { Resolver } from "../../src/dns/resolver.ts";
+import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import { type Ferry, startFerry } from "../../src/main.ts";
 import type { FerryConfig } from "../../mod.ts";
 import { RawClient, startTestFerry, type TestFerry } from "./ferry.ts";
@@ -284,6 +285,38 @@ export async function startFerryIn(
     async dispose() {
       await ferry.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** An upstream Ferry whose reports to the sender (client.test) go to a recording downstream. */
+export interface ReportRig {
+  up: DirFerry;
+  reports: Downstream;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a {@link ReportRig}: `routes` come after the reports route, retries are fast (every 200 ms for
+ * 1 s) and `extra` overrides the rest of the config (its `delivery` is merged into the fast defaults).
+ */
+export async function startReportRig(
+  routes: Record<string, unknown>[],
+  extra: FerryConfig = {},
+): Promise<ReportRig> {
+  const reports = startDownstream();
+  const up = await startFerryIn({
+    routes: [{ name: "reports", domains: "client.test", hosts: [`127.0.0.1:${reports.port}`] }, ...routes],
+    retry: [{ domains: "*", rules: [{ every: "200ms", until: "1s" }] }],
+    ...extra,
+    delivery: { enable: true, hostRetryBase: "50ms", queueInterval: "100ms", ...extra.delivery },
+  } as FerryConfig, { resolver: new MemoryResolver() });
+  return {
+    up,
+    reports,
+    async stop() {
+      await up.dispose();
+      await reports.stop();
     },
   };
 }

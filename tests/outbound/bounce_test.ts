@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
-import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import type { FerryConfig } from "../../mod.ts";
 import { freePort, startSink } from "../helpers/sink.ts";
 import {
-  type DirFerry,
-  type Downstream,
   linesOf,
   parseReport,
+  type ReportRig,
   startDownstream,
-  startFerryIn,
+  startReportRig,
   submit,
   waitFor,
 } from "../helpers/downstream.ts";
@@ -16,33 +14,14 @@ import {
 // dead.test goes to a loopback port nobody listens on; reports to the sender (client.test) go to a
 // scripted downstream that records them; ok.test goes to Postfix's smtp-sink or a scripted server.
 
-interface Rig {
-  up: DirFerry;
-  reports: Downstream;
-  stop(): Promise<void>;
-}
+type Rig = ReportRig;
 
 async function rig(okPort: number, extra: FerryConfig = {}): Promise<Rig> {
-  const reports = startDownstream();
   const dead = await freePort();
-  const up = await startFerryIn({
-    routes: [
-      { name: "reports", domains: "client.test", hosts: [`127.0.0.1:${reports.port}`] },
-      { name: "dead", domains: "dead.test", hosts: [`127.0.0.1:${dead}`] },
-      { name: "ok", domains: "ok.test", hosts: [`127.0.0.1:${okPort}`] },
-    ],
-    retry: [{ domains: "*", rules: [{ every: "200ms", until: "1s" }] }],
-    ...extra,
-    delivery: { enable: true, hostRetryBase: "50ms", queueInterval: "100ms", ...extra.delivery },
-  }, { resolver: new MemoryResolver() });
-  return {
-    up,
-    reports,
-    async stop() {
-      await up.dispose();
-      await reports.stop();
-    },
-  };
+  return await startReportRig([
+    { name: "dead", domains: "dead.test", hosts: [`127.0.0.1:${dead}`] },
+    { name: "ok", domains: "ok.test", hosts: [`127.0.0.1:${okPort}`] },
+  ], extra);
 }
 
 Deno.test("a dead destination is retried per the rules, then fails with a full RFC 3464 report to the sender", async () => {

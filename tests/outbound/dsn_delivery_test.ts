@@ -6,53 +6,28 @@
  */
 
 import assert from "node:assert/strict";
-import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import type { FerryConfig } from "../../mod.ts";
 import type { PolicyMiddleware } from "../../src/policy/context.ts";
 import { freePort, startSink } from "../helpers/sink.ts";
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
 import {
-  type DirFerry,
-  type Downstream,
   linesOf,
   type ParsedReport,
   parseReport,
-  startDownstream,
-  startFerryIn,
+  type ReportRig,
+  startReportRig,
   submit,
   waitFor,
 } from "../helpers/downstream.ts";
 
-interface Rig {
-  up: DirFerry;
-  reports: Downstream;
-  stop(): Promise<void>;
-}
+type Rig = ReportRig;
 
 /** An upstream Ferry routing ok.test to `okPort`; reports to the sender go to a recording server. */
-async function rig(
-  okPort: number,
-  extra: FerryConfig = {},
-  okRoute: Record<string, unknown> = {},
-): Promise<Rig> {
-  const reports = startDownstream();
-  const up = await startFerryIn({
-    routes: [
-      { name: "reports", domains: "client.test", hosts: [`127.0.0.1:${reports.port}`] },
-      { name: "ok", domains: "ok.test", hosts: [`127.0.0.1:${okPort}`], ...okRoute },
-    ],
-    retry: [{ domains: "*", rules: [{ every: "200ms", until: "1s" }] }],
-    ...extra,
-    delivery: { enable: true, hostRetryBase: "50ms", queueInterval: "100ms", ...extra.delivery },
-  }, { resolver: new MemoryResolver() });
-  return {
-    up,
-    reports,
-    async stop() {
-      await up.dispose();
-      await reports.stop();
-    },
-  };
+function rig(okPort: number, extra: FerryConfig = {}, okRoute: Record<string, unknown> = {}): Promise<Rig> {
+  return startReportRig(
+    [{ name: "ok", domains: "ok.test", hosts: [`127.0.0.1:${okPort}`], ...okRoute }],
+    extra,
+  );
 }
 
 /** The first report whose first recipient block has `action`. */
