@@ -27,6 +27,8 @@ export interface ReceivedMessage {
   rcptLines: string[];
   /** The message text, dot-unstuffed, CRLF line ends */
   data: string;
+  /** When its MAIL command arrived (ms since the epoch) */
+  at: number;
 }
 
 /** Options for `startDownstream`. */
@@ -52,6 +54,8 @@ export interface Downstream {
   connections: number;
   /** Messages received (after the 250 to the final dot) */
   messages: ReceivedMessage[];
+  /** Final dots received, counted before the reply (and before `dataDelayMs`) */
+  dataEnds: number;
   /** Ends every open session as an idle timeout does: optionally sends `reply` first, then closes */
   kick(reply?: string): Promise<void>;
   stop(): Promise<void>;
@@ -70,6 +74,7 @@ export function startDownstream(opts: DownstreamOptions = {}): Downstream {
     port: (listener.addr as Deno.NetAddr).port,
     connections: 0,
     messages: [],
+    dataEnds: 0,
     async kick(reply?: string) {
       for (const c of conns) {
         try {
@@ -115,6 +120,7 @@ export function startDownstream(opts: DownstreamOptions = {}): Downstream {
           buf = buf.slice(atStart ? 3 : end + 5);
           inData = false;
           tx!.data = body.replace(/^\.\./gm, ".");
+          state.dataEnds++;
           if (opts.dataDelayMs) await new Promise((r) => setTimeout(r, opts.dataDelayMs));
           state.messages.push(tx!);
           tx = undefined;
@@ -143,7 +149,7 @@ export function startDownstream(opts: DownstreamOptions = {}): Downstream {
           const refusal = opts.mail?.(from);
           if (refusal) await write(refusal);
           else {
-            tx = { mail: line, from, rcpts: [], rcptLines: [], data: "" };
+            tx = { mail: line, from, rcpts: [], rcptLines: [], data: "", at: Date.now() };
             await write("250 2.1.0 ok");
           }
         } else if (verb === "RCPT") {

@@ -94,7 +94,7 @@ Deno.test("a dead destination's other messages are deferred without trying, unti
   const r = await rig({
     start: T0,
     delivery: { concurrency: 1, deadDestinationAfter: 2, hostRetryBase: "5m", hostRetryMax: "1h" },
-    script: () => deferred,
+    script: (call) => (call.id === "probe" ? {} : deferred),
   });
   try {
     for (let i = 0; i < 5; i++) await r.add(`m${i}`, [{ address: `u${i}@dead.test` }]);
@@ -115,6 +115,16 @@ Deno.test("a dead destination's other messages are deferred without trying, unti
     await r.scheduler.wake();
     await settle();
     assert.ok(r.calls.some((c) => c.id === "probe"), "tried once the back-off is over");
+    assert.equal(await r.spool.get("probe"), undefined, "the probe was delivered");
+    // Revived: its failure count starts again, so one more failure does not make it dead at once (without
+    // the revival the count would stand at three and x1's failure would skip x2).
+    await r.add("x1", [{ address: "x1@dead.test" }]);
+    await r.scheduler.wake();
+    for (let i = 0; i < 10 && !r.calls.some((c) => c.id === "x1"); i++) await settle();
+    await r.add("x2", [{ address: "x2@dead.test" }]);
+    await r.scheduler.wake();
+    for (let i = 0; i < 10 && !r.calls.some((c) => c.id === "x2"); i++) await settle();
+    assert.deepEqual(r.calls.map((c) => c.id).filter((id) => id.startsWith("x")), ["x1", "x2"]);
   } finally {
     await r.stop();
   }
