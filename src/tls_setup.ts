@@ -9,7 +9,7 @@ import type { Logger } from "./core/log.ts";
 import type { TlsAcceptor } from "./inbound/connection.ts";
 import { loadOpenSsl, setOpenSslPaths } from "./tls/_ffi.ts";
 import { TlsConfigError } from "./tls/errors.ts";
-import { OcspStapler } from "./tls/ocsp_stapler.ts";
+import type { OcspStapler } from "./tls/ocsp_stapler.ts";
 import { tlsAccept, type TlsCertificateSet, TlsServerContext } from "./tls/server_context.ts";
 import { errorMessage } from "./core/error_message.ts";
 
@@ -51,6 +51,8 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
     for (const [i, c] of t.certificates.entries()) {
       let ocsp: (() => Uint8Array | undefined) | undefined;
       if (c.ocsp) {
+        // Loaded only for a set with `ocsp`: pkijs costs start-up time a Ferry without stapling need not pay.
+        const { OcspStapler } = await import("./tls/ocsp_stapler.ts");
         const stapler = new OcspStapler({
           certFile: c.cert,
           file: c.ocsp.file,

@@ -23,7 +23,6 @@ import {
 } from "./_protocol_options.ts";
 import { TlsConfigError, TlsError } from "./errors.ts";
 import { checkHostname } from "./hostname.ts";
-import { checkOcspResponse } from "./ocsp.ts";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT,
   type HandshakeOptions,
@@ -237,6 +236,8 @@ async function judge(
     else if (!issuer) v.ocsp = { ok: false, status: "invalid", reason: "issuer certificate unknown" };
     else {
       try {
+        // Loaded on the first stapled response: pkijs is start-up time a Ferry that never sees one need not pay.
+        const { checkOcspResponse } = await import("./ocsp.ts");
         v.ocsp = await checkOcspResponse(resp, chain[0], issuer);
       } catch (e) {
         v.ocsp = { ok: false, status: "invalid", reason: errorMessage(e) };

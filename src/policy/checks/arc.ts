@@ -7,11 +7,11 @@
  * one Ferry did not verify is not sealed either (its cv would be a guess).
  */
 
-import { arc as mailauthArc, sealMessage } from "mailauth/lib/arc/index.js";
 import { accept, type Check, type CheckState } from "../check.ts";
 import type { DataContext } from "../context.ts";
 import type { OutboundStep } from "../delivery_context.ts";
 import { mailauthResolver } from "./_mailauth_dns.ts";
+import { arcModule, dkimVerifyModule } from "./_mailauth.ts";
 import { rawDkimVerify } from "./dkim.ts";
 import type { DkimKey } from "./dkim_sign.ts";
 
@@ -45,6 +45,7 @@ export async function verifyArc(
   ip?: string,
 ): Promise<ArcOutcome> {
   const raw = await rawDkimVerify(message, resolver);
+  const { arc: mailauthArc } = await arcModule();
   // deno-lint-ignore no-explicit-any
   const res = await mailauthArc(raw.arc as any, { resolver, strict: true, ip } as never);
   const result = String(res.status?.result ?? "none");
@@ -61,6 +62,9 @@ export async function verifyArc(
 export function arc(): Check {
   return {
     name: "arc",
+    async open() {
+      await Promise.all([arcModule(), dkimVerifyModule()]);
+    },
     message(): CheckState {
       return {
         async data(c: DataContext) {
@@ -94,6 +98,8 @@ function splitFields(text: string): { name: string; value: string }[] {
 /** The outbound step adding an ARC set. */
 export function arcSeal(s: ArcSealSettings): OutboundStep {
   const privateKey = s.key.key.export({ type: "pkcs8", format: "pem" }).toString();
+  // Loaded now (not awaited) so that the first sealed message does not wait for the import.
+  arcModule().catch(() => {});
   return async function arc_seal(c, next) {
     const applies = s.routes ? s.routes.includes(c.route.name) : c.route.mx;
     if (applies) {
@@ -105,6 +111,7 @@ export function arcSeal(s: ArcSealSettings): OutboundStep {
         c.log("ARC: not sealed: the message has an ARC chain Ferry did not verify");
       } else {
         const results = (c.get("authResults") as string[] | undefined) ?? [];
+        const { sealMessage } = await arcModule();
         const headers = await sealMessage(c.content as unknown as Buffer, {
           signingDomain: s.key.domain,
           selector: s.key.selector,

@@ -6,10 +6,11 @@
  * SECURITY: signatures are untrusted input; their tags are only echoed after mailauth parsed them.
  */
 
-import { dkimVerify } from "mailauth/lib/dkim/verify.js";
+import type { dkimVerify } from "mailauth/lib/dkim/verify.js";
 import { accept, type Check, type CheckState, type VerdictAction } from "../check.ts";
 import type { DataContext } from "../context.ts";
 import { mailauthResolver } from "./_mailauth_dns.ts";
+import { dkimVerifyModule } from "./_mailauth.ts";
 
 /** One signature's result. */
 export interface DkimSignatureResult {
@@ -74,12 +75,14 @@ export function rawDkimVerify(
 ): Promise<RawDkimResult> {
   let p = verified.get(message);
   if (!p) {
-    p = dkimVerify(message as unknown as Buffer, {
-      resolver,
-      strict: true,
-      minBitLength: opts.minKeyBits ?? 1024,
-      curTime: opts.now,
-    }) as Promise<RawDkimResult>;
+    p = dkimVerifyModule().then(({ dkimVerify }) =>
+      dkimVerify(message as unknown as Buffer, {
+        resolver,
+        strict: true,
+        minBitLength: opts.minKeyBits ?? 1024,
+        curTime: opts.now,
+      }) as Promise<RawDkimResult>
+    );
     verified.set(message, p);
   }
   return p;
@@ -127,6 +130,9 @@ export async function verifyDkim(
 export function dkim(options: DkimOptions = {}): Check {
   return {
     name: "dkim",
+    async open() {
+      await dkimVerifyModule();
+    },
     message(): CheckState {
       return {
         async data(c: DataContext) {

@@ -9,10 +9,10 @@
  * dmarc_disable_verify) skips it for that connection or message.
  */
 
-import { dmarc as mailauthDmarc } from "mailauth/lib/dmarc/index.js";
 import { accept, type Check, type CheckState, type Verdict, type VerdictAction } from "../check.ts";
 import type { DataContext } from "../context.ts";
 import { mailauthResolver } from "./_mailauth_dns.ts";
+import { dkimVerifyModule, dmarcModule } from "./_mailauth.ts";
 import { type DkimOutcome, verifyDkim } from "./dkim.ts";
 import type { SpfOutcome } from "./spf.ts";
 import type { DmarcHistoryEntry, DmarcReportSink } from "../dmarc_history.ts";
@@ -100,6 +100,7 @@ export async function evaluateDmarc(
     domain: s.domain,
     underSized: s.unsignedBodyOctets,
   }));
+  const { dmarc: mailauthDmarc } = await dmarcModule();
   const res = await mailauthDmarc({
     headerFrom: input.headerFrom,
     fromFields: input.fromFields,
@@ -221,10 +222,12 @@ export function dmarc(options: DmarcOptions = {}): Check {
   let authservId = "localhost";
   return {
     name: "dmarc",
-    open(services) {
+    async open(services) {
       canQuarantine = services.canQuarantine ?? false;
       reports = services.dmarcReports;
       authservId = services.authservId;
+      // Without dkim() configured, data() verifies DKIM itself.
+      await Promise.all([dmarcModule(), dkimVerifyModule()]);
     },
     message(): CheckState {
       return {

@@ -8,11 +8,11 @@
  * SECURITY: the record's explanation (exp=) is third-party text; it is only put in the SMTP reply.
  */
 
-import { spf as mailauthSpf } from "mailauth/lib/spf/index.js";
 import type { Check, CheckState, Verdict, VerdictAction } from "../check.ts";
 import { accept } from "../check.ts";
 import type { MailContext } from "../context.ts";
 import { type MailauthResolver, mailauthResolver } from "./_mailauth_dns.ts";
+import { spfModule } from "./_mailauth.ts";
 
 /** The SPF results of RFC 7208 2.6. */
 export type SpfResultName = "pass" | "fail" | "softfail" | "neutral" | "none" | "permerror" | "temperror";
@@ -96,6 +96,7 @@ export async function evaluateSpf(
   resolver: MailauthResolver,
   opts: SpfOptions = {},
 ): Promise<SpfOutcome> {
+  const { spf: mailauthSpf } = await spfModule();
   const run = (r: MailauthResolver) =>
     mailauthSpf({
       sender: input.sender,
@@ -182,8 +183,9 @@ export function spf(options: SpfOptions = {}): Check {
   let hostname = "localhost";
   return {
     name: "spf",
-    open(services) {
+    async open(services) {
       hostname = services.hostname;
+      await spfModule();
     },
     message(): CheckState {
       return {
