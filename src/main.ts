@@ -30,6 +30,8 @@ import { srsForwardStep, type SrsSettings } from "./policy/checks/srs.ts";
 import { arcSeal } from "./policy/checks/arc.ts";
 import { DmarcHistory } from "./policy/dmarc_history.ts";
 import { DmarcReporter } from "./outbound/dmarc_reporter.ts";
+import { TlsRptStore } from "./outbound/security/tls_rpt.ts";
+import { TlsRptReporter } from "./outbound/tls_rpt_reporter.ts";
 import { FerryMetrics } from "./admin/metrics.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { type AdminServer, serveAdmin } from "./admin/server.ts";
@@ -49,6 +51,8 @@ export interface Ferry {
   scheduler?: Scheduler;
   /** The DMARC reporter, when `dmarc.reports` is configured (`sendPending()` queues the reports now) */
   dmarcReports?: DmarcReporter;
+  /** The TLS-RPT reporter, when `tlsRpt.enable` and delivery is on (`sendPending()` sends finished days now) */
+  tlsRptReports?: TlsRptReporter;
   /** Queue operations (list, hold, bounce, …), also served on `<spool.dir>/control.sock` */
   queueOps: QueueOps;
   spool: Spool;
@@ -266,6 +270,29 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     throw err;
   }
   readiness.listenersBound = true;
+  // TLS-RPT (RFC 8460): results kept in the spool directory, reports sent at each UTC day boundary.
+  const tlsRptStore = config.delivery.enable && config.tlsRpt.enable
+    ? new TlsRptStore(`${config.spool.dir}/tls-rpt-results.json`)
+    : undefined;
+  let tlsRptReports: TlsRptReporter | undefined;
+  if (tlsRptStore) {
+    const t = config.tlsRpt;
+    const email = t.email ?? `postmaster@${hostname}`;
+    let context: TlsClientContext | undefined;
+    tlsRptReports = new TlsRptReporter({
+      store: tlsRptStore,
+      spool,
+      resolver,
+      log,
+      hostname,
+      organizationName: t.organizationName ?? hostname,
+      contactInfo: t.contactInfo ?? email,
+      email,
+      tlsContext: () => context ??= new TlsClientContext(t.caFile ? { caFile: t.caFile } : {}),
+      httpsTimeoutMs: t.timeout,
+      enqueue: (id) => scheduler?.enqueue(id),
+    });
+  }
   if (config.delivery.enable) {
     scheduler = new Scheduler({
       config,
@@ -278,9 +305,11 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       endpoints: addresses.map((a) => `${a.address}:${a.port}`),
       outbound,
       observer,
+      tlsRpt: tlsRptStore,
     });
     await scheduler.start();
   }
+  tlsRptReports?.start();
   // Aggregate reports once per dmarc.reports.interval (and on SIGUSR2, see main()).
   const sendReports = async () => {
     try {
@@ -312,6 +341,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     spool,
     log,
     dmarcReports,
+    tlsRptReports,
     metrics,
     admin: admin?.server,
     adminToken: admin?.token,
@@ -319,6 +349,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       stopped ??= (async () => {
         readiness.stopping = true;
         clearInterval(reportTimer);
+        await tlsRptReports?.stop();
         await control?.close();
         await server.stop(config.limits.shutdownGrace);
         await scheduler?.stop(config.limits.shutdownGrace);
@@ -518,7 +549,16 @@ export async function main(args: string[]): Promise<number> {
     };
     signals.push(
       ["SIGUSR2", () => {
-        // `kill -USR2 <pid>`: queue the pending DMARC aggregate reports now.
+        // `kill -USR2 <pid>`: queue the pending DMARC aggregate reports and the TLS-RPT reports of finished
+        // days now.
+        const tlsRpt = running.ferry?.tlsRptReports;
+        if (tlsRpt) {
+          log.write("SIGUSR2 received: sending TLS-RPT reports of finished days");
+          tlsRpt.sendPending().then(
+            (r) => log.write(`TLS-RPT: ${r.sent} report(s) handed off, ${r.failed} to try again`),
+            (err) => log.write(`TLS-RPT reports failed: ${errorMessage(err)}`),
+          );
+        }
         const reporter = running.ferry?.dmarcReports;
         if (!reporter) return log.write("SIGUSR2 received: no dmarc.reports configured");
         log.write("SIGUSR2 received: sending DMARC aggregate reports");

@@ -285,6 +285,16 @@ export const configSchema = z.object({
       failure: z.boolean().default(false),
     }).strict().optional(),
   }).strict().prefault({}),
+  tlsRpt: z.object({
+    enable: z.boolean().default(false),
+    organizationName: z.string().min(1).optional(),
+    contactInfo: z.string().min(1).optional(),
+    email: z.string().regex(/^[^\s@<>]+@[^\s@<>]+$/, {
+      error: "expected an address like tlsrpt@example.org",
+    }).optional(),
+    caFile: z.string().min(1).optional(),
+    timeout: duration.refine((ms) => ms > 0, { error: "must be more than zero" }).default(30_000),
+  }).strict().prefault({}),
   arc: z.object({
     seal: z.object({
       domain: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, {

@@ -26,7 +26,7 @@ import { HostError, hostErrorOf, type OpenSession, openSession, type TransportPo
 import { errorMessage } from "../core/error_message.ts";
 import { HostListError } from "../core/host_list.ts";
 import type { DomainSecurity } from "./security/engine.ts";
-import { resultTypeOf, type TlsRptEvent } from "./security/tls_rpt.ts";
+import { policyOf, resultTypeOf, type TlsRptEvent } from "./security/tls_rpt.ts";
 import { meets, type Requirement, traceOf } from "./security/levels.ts";
 
 /** How one recipient fared. */
@@ -55,11 +55,6 @@ export interface RecipientOutcome {
 
 /** Host errors that are about transport security (a REQUIRETLS message fails on these, RFC 8689 §5). */
 const SECURITY_ERRNOS = new Set(["TLS", "DANE", "MTA-STS", "REQUIRETLS", "DNSSEC"]);
-
-/** The TLS-RPT policy type of a `TLS=` label. */
-function policyTypeOf(label: string): TlsRptEvent["policyType"] {
-  return label.startsWith("dane") ? "tlsa" : label.startsWith("mta-sts") ? "sts" : "no-policy-found";
-}
 
 /** Whether the message's header says `TLS-Required: No` (RFC 8689 §5). */
 export function tlsRequiredNo(data: Uint8Array): boolean {
@@ -149,6 +144,8 @@ export async function deliverGroup(
   let hostFailures = 0;
   let securityFailures = 0;
   let tried = 0;
+  /** What the security policies required of the host being tried (TLS-RPT names the policy) */
+  let current: Requirement | undefined;
   /** Records a host's failure; `backoff` puts it in back-off (a refused MAIL does not). */
   const hostFailed = (target: TargetHost, he: HostError, status: string, backoff = true, reply?: Reply) => {
     if (backoff) deps.hostRetry.failed(`${target.ip}:${target.port}`);
@@ -160,10 +157,12 @@ export async function deliverGroup(
     if (he.security && SECURITY_ERRNOS.has(he.errno)) {
       deps.onTlsResult?.({
         domain,
-        policyType: policyTypeOf(he.security.policy),
-        mxHost: target.name,
+        ...policyOf(he.security.policy, current ?? {}),
+        receivingMx: target.name,
         receivingIp: target.ip,
+        sendingIp: he.sendingIp,
         failure: resultTypeOf(he.message),
+        detail: he.message,
       });
     }
     hostFailures++;
@@ -181,8 +180,9 @@ export async function deliverGroup(
     if (!retry && deps.hostRetry.inBackoff(hostKey)) continue;
     if (!retry) tried++;
     let req: Requirement;
+    current = undefined;
     try {
-      req = await security.requirementFor(target);
+      req = current = await security.requirementFor(target);
     } catch (err) {
       // A hung or failing host-list function is a local problem (errno HOSTLIST), not the host's.
       const lookup = err instanceof HostListError;
@@ -232,11 +232,21 @@ export async function deliverGroup(
       hostFailed(target, he, he.errno === "TLS" ? "4.7.5" : local ? "4.3.0" : "4.4.1", !local);
       continue;
     }
-    if (session.achieved.tls > 0) {
+    if (req.mtaSts === "testing" && session.achieved.tls < 2) {
+      // An MTA-STS policy in testing mode delivers anyway; TLS-RPT still reports what it would have refused.
       deps.onTlsResult?.({
         domain,
-        policyType: policyTypeOf(traceOf(session.achieved, req).policy),
-        mxHost: target.name,
+        ...policyOf("mta-sts(testing)", req),
+        receivingMx: target.name,
+        receivingIp: target.ip,
+        sendingIp: session.sendingIp,
+        failure: session.achieved.tls === 0 ? "starttls-not-supported" : "validation-failure",
+      });
+    } else if (session.achieved.tls > 0) {
+      deps.onTlsResult?.({
+        domain,
+        ...policyOf(traceOf(session.achieved, req).policy, req),
+        receivingMx: target.name,
         receivingIp: target.ip,
       });
     }

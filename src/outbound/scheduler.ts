@@ -26,7 +26,8 @@ import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } f
 import { type TransportPolicy, transportPolicy } from "./transport.ts";
 import type { SecurityPolicy } from "./security/engine.ts";
 import { outboundPolicies } from "./security/mod.ts";
-import { TlsRptStore } from "./security/tls_rpt.ts";
+import type { TlsRptStore } from "./security/tls_rpt.ts";
+import { TLS_RPT_KIND_PREFIX } from "./tls_rpt_report.ts";
 import { errorMessage } from "../core/error_message.ts";
 import { type Clock, type ClockTimer, retryJitter, systemClock } from "./queue_clock.ts";
 import { Destinations } from "./destinations.ts";
@@ -66,6 +67,8 @@ export interface SchedulerDeps {
   observer?: Observer;
   /** The outbound chain: built-in steps (DKIM signing) then `outbound` from config.ts */
   outbound?: readonly OutboundStep[];
+  /** Where TLS outcomes and MTA-STS fetch failures are recorded (RFC 8460), when `tlsRpt.enable` */
+  tlsRpt?: TlsRptStore;
 }
 
 /** Recipients that go to one destination together. */
@@ -103,7 +106,7 @@ export class Scheduler implements QueueManagerHooks {
   /** Security policies shared by every route (MTA-STS, with its one durable cache) */
   #extraPolicies: SecurityPolicy[];
   /** TLS-RPT results per policy domain and day (RFC 8460), durable in the spool directory */
-  #tlsRpt: TlsRptStore;
+  #tlsRpt?: TlsRptStore;
   #active = new Map<string, ActiveRun>();
   #pumping: Promise<void> | undefined;
   #again = false;
@@ -131,8 +134,13 @@ export class Scheduler implements QueueManagerHooks {
     this.#retryRulesFor = compileRetryConfig(deps.config.retry, { timeoutMs });
     this.#jitter = retryJitter(d.retryJitter, deps.random);
     this.#self = { names: [normalizeName(deps.hostname)], endpoints: deps.endpoints };
-    this.#tlsRpt = new TlsRptStore(`${deps.config.spool.dir}/tls-rpt-results.json`);
-    this.#extraPolicies = outboundPolicies(deps.config, deps.resolver, (line) => deps.log.write(line));
+    this.#tlsRpt = deps.tlsRpt;
+    this.#extraPolicies = outboundPolicies(
+      deps.config,
+      deps.resolver,
+      (line) => deps.log.write(line),
+      deps.tlsRpt,
+    );
   }
 
   /** Messages being delivered now. */
@@ -445,7 +453,10 @@ export class Scheduler implements QueueManagerHooks {
           security: err.security,
         });
       },
-      onTlsResult: (e) => void this.#tlsRpt.record(e),
+      // A report's own delivery is not reported on (RFC 8460 §5.3).
+      onTlsResult: String(env.delivery?.kind ?? "").startsWith(TLS_RPT_KIND_PREFIX)
+        ? undefined
+        : (e) => void this.#tlsRpt?.record(e),
     };
     const chain = this.#deps.outbound ?? [];
     if (chain.length === 0) {

@@ -32,16 +32,19 @@ export class HostError extends Error {
   readonly tryClear: boolean;
   /** The security decision when a policy refused the host or a requirement was not met */
   security?: SecurityTrace;
+  /** Our address on the session, when one was open (TLS-RPT's sending-mta-ip) */
+  sendingIp?: string;
   constructor(
     message: string,
     errno: string,
-    options?: { cause?: unknown; tryClear?: boolean; security?: SecurityTrace },
+    options?: { cause?: unknown; tryClear?: boolean; security?: SecurityTrace; sendingIp?: string },
   ) {
     super(message, options);
     this.name = "HostError";
     this.errno = errno;
     this.tryClear = options?.tryClear ?? false;
     this.security = options?.security;
+    this.sendingIp = options?.sendingIp;
   }
 }
 
@@ -219,7 +222,11 @@ export async function openSession(
   };
   /** A requirement not met: the host is deferred, naming the policy that required it. */
   const unmet = (message: string, cause?: unknown) =>
-    new HostError(`${req.tlsBy ?? "tls"}: ${message}`, "TLS", { cause, security: req.trace() });
+    new HostError(`${req.tlsBy ?? "tls"}: ${message}`, "TLS", {
+      cause,
+      security: req.trace(),
+      sendingIp: local.hostname,
+    });
   try {
     const banner = await client.greeting();
     const refuse = await events.dispatch("smtp:connect", { ...facts, banner: banner.lines.join(" "), id });

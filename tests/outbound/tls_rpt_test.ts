@@ -11,6 +11,8 @@ import {
   withTlsDownstream,
 } from "../helpers/downstream.ts";
 import { runPython } from "../helpers/peers.ts";
+import { parseTlsRptRecord, reportFileName } from "../../src/outbound/tls_rpt_report.ts";
+import { ConfigError, validateConfig } from "../../src/config/load.ts";
 
 const READ = `
 import sys, gzip, json
@@ -31,21 +33,21 @@ Deno.test("TlsRptStore: a day with successes and failures gives a gzip'd RFC 846
     await s.record({
       domain: "example.net",
       policyType: "sts",
-      mxHost: "mx1.example.net",
+      receivingMx: "mx1.example.net",
       receivingIp: "192.0.2.1",
       at,
     });
     await s.record({
       domain: "example.net",
       policyType: "sts",
-      mxHost: "mx1.example.net",
+      receivingMx: "mx1.example.net",
       receivingIp: "192.0.2.1",
       at,
     });
     await s.record({
       domain: "example.net",
       policyType: "sts",
-      mxHost: "mx2.example.net",
+      receivingMx: "mx2.example.net",
       receivingIp: "192.0.2.2",
       failure: "certificate-expired",
       at,
@@ -106,6 +108,7 @@ Deno.test("deliveries record TLS-RPT results in the spool directory: a stripped 
   const up = await startFerryIn({
     routes: [{ domains: "*", mx: true, port: plain.port, tlsVerifyHosts: "*" }],
     delivery: { enable: true },
+    tlsRpt: { enable: true },
   }, { resolver });
   try {
     await submit(up.port, ["user@example.test"]);
@@ -126,6 +129,7 @@ Deno.test("deliveries record TLS-RPT results in the spool directory: a stripped 
     const ok = await startFerryIn({
       routes: [{ domains: "*", mx: true, port: down.port }],
       delivery: { enable: true },
+      tlsRpt: { enable: true },
     }, { resolver });
     try {
       await submit(ok.port, ["user@example.test"]);
@@ -144,4 +148,101 @@ Deno.test("deliveries record TLS-RPT results in the spool directory: a stripped 
       await ok.dispose();
     }
   });
+});
+
+Deno.test("parseTlsRptRecord() takes the one v=TLSRPTv1 record's mailto and https destinations", () => {
+  assert.deepEqual(
+    parseTlsRptRecord([
+      "v=spf1 -all",
+      "v=TLSRPTv1; rua=mailto:tls%2Breports@example.net, https://reports.example.net/tlsrpt ,ftp://x",
+    ])?.map((u) => u.kind === "mailto" ? u.address : u.url.href),
+    ["tls+reports@example.net", "https://reports.example.net/tlsrpt"],
+  );
+  // None, two, or a record without rua: the domain takes no reports (RFC 8460 §3).
+  assert.equal(parseTlsRptRecord(["v=STSv1; id=1"]), undefined);
+  assert.equal(
+    parseTlsRptRecord(["v=TLSRPTv1; rua=mailto:a@example.net", "v=TLSRPTv1; rua=mailto:b@example.net"]),
+    undefined,
+  );
+  assert.equal(parseTlsRptRecord(["v=TLSRPTv1;"]), undefined);
+  assert.equal(parseTlsRptRecord(["v=TLSRPTv10; rua=mailto:a@example.net"]), undefined);
+});
+
+Deno.test("reportFileName() follows RFC 8460 §5.1 (sender!policy-domain!begin!end.json.gz)", () => {
+  assert.equal(
+    reportFileName("ferry.test", "example.net", "2026-12-05"),
+    `ferry.test!example.net!${Date.UTC(2026, 11, 5) / 1000}!${Date.UTC(2026, 11, 5) / 1000 + 86399}.json.gz`,
+  );
+});
+
+Deno.test("TlsRptStore: hand-offs and finished domains survive a reload; the first file format is read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/r.json`;
+    const s = new TlsRptStore(file);
+    const at = Date.UTC(2026, 11, 5, 12);
+    await s.record({ domain: "a.test", policyType: "sts", receivingMx: "mx.a.test", at });
+    await s.record({ domain: "b.test", policyType: "tlsa", receivingMx: "mx.b.test", at });
+    await s.markSent("2026-12-05", "a.test", "mailto:r@a.test");
+    await s.finish("2026-12-05", "b.test");
+    const again = new TlsRptStore(file);
+    assert.deepEqual(again.domains("2026-12-05"), ["a.test"]);
+    assert.deepEqual(again.sentTo("2026-12-05", "a.test"), ["mailto:r@a.test"]);
+    await again.finish("2026-12-05", "a.test");
+    assert.deepEqual(new TlsRptStore(file).days(), []);
+    // The format main wrote before policies were kept apart.
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({
+        "2026-12-04": {
+          "old.test": {
+            policyType: "sts",
+            success: 3,
+            failures: {
+              "starttls-not-supported|mx|192.0.2.1": {
+                resultType: "starttls-not-supported",
+                mxHost: "mx",
+                receivingIp: "192.0.2.1",
+                count: 2,
+              },
+            },
+          },
+        },
+      }),
+    );
+    const old = new TlsRptStore(file).report("old.test", "2026-12-04", {
+      organizationName: "o",
+      contactInfo: "c",
+      reportId: "i",
+    }) as { policies: { summary: Record<string, number> }[] };
+    assert.deepEqual(old.policies[0].summary, {
+      "total-successful-session-count": 3,
+      "total-failure-session-count": 2,
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tlsRpt config: defaults, and bad input is a config error naming the field", () => {
+  const c = validateConfig({});
+  assert.deepEqual(c.tlsRpt, { enable: false, timeout: 30_000 });
+  for (
+    const [input, path] of [
+      [{ tlsRpt: { enable: "yes" } }, "tlsRpt.enable"],
+      [{ tlsRpt: { email: "not an address" } }, "tlsRpt.email"],
+      [{ tlsRpt: { organizationName: "" } }, "tlsRpt.organizationName"],
+      [{ tlsRpt: { timeout: "0s" } }, "tlsRpt.timeout"],
+      [{ tlsRpt: { contactinfo: "x" } }, "tlsRpt.contactinfo"],
+    ] as const
+  ) {
+    try {
+      validateConfig(input);
+      assert.fail(`accepted ${JSON.stringify(input)}`);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.equal(err.problems.length, 1, err.problems.join("\n"));
+      assert.ok(err.problems[0].startsWith(`${path}: `), err.problems[0]);
+    }
+  }
 });

@@ -42,6 +42,8 @@ export class Requirement {
   dane?: DaneParams;
   /** An MTA-STS policy applies to this host (enforce or testing) */
   mtaSts?: "enforce" | "testing";
+  /** That policy, as TLS-RPT reports it */
+  stsPolicy?: { mode: string; mx: string[]; maxAge: number };
   /** Try to verify (report CV=yes) even when not required (tlsTryVerifyHosts) */
   tryVerify = false;
   /** Check the certificate's names (tlsVerifyCertHostnames); always true when a policy demands it */

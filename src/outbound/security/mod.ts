@@ -9,12 +9,17 @@ import { TlsClientContext } from "../../tls/client.ts";
 import type { SecurityPolicy } from "./engine.ts";
 import { mtaStsPolicy, StsCache } from "./mta_sts.ts";
 import { requireTlsPolicy } from "./require_tls.ts";
+import type { TlsRptResultType, TlsRptStore } from "./tls_rpt.ts";
 
-/** The shared outbound policies for `config`; `log` gets one line per MTA-STS fetch failure. */
+/**
+ * The shared outbound policies for `config`; `log` gets one line per MTA-STS fetch failure, which `tlsRpt`
+ * (when given) also records as the RFC 8460 result type the failure has.
+ */
 export function outboundPolicies(
   config: ResolvedConfig,
   resolver: Resolver,
   log: (line: string) => void,
+  tlsRpt?: TlsRptStore,
 ): SecurityPolicy[] {
   const sts = config.delivery.mtaSts;
   // REQUIRETLS runs last: it judges what DANE and MTA-STS decided.
@@ -28,7 +33,15 @@ export function outboundPolicies(
       cache: new StsCache(`${config.spool.dir}/mta-sts-cache.json`),
       port: sts.port,
       timeoutMs: sts.timeout,
-      onFailure: (domain, kind, message) => log(`mta-sts: ${domain}: ${kind}: ${message}`),
+      onFailure: (domain, kind, message) => {
+        log(`mta-sts: ${domain}: ${kind}: ${message}`);
+        void tlsRpt?.record({
+          domain,
+          policyType: "sts",
+          failure: kind as TlsRptResultType,
+          detail: message,
+        });
+      },
     }),
     requireTlsPolicy(),
   ];

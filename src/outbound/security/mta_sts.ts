@@ -167,6 +167,7 @@ export function mtaStsPolicy(opts: MtaStsOptions): SecurityPolicy {
       return function mtaSts(req, target) {
         if (req.dane) return; // usable DANE takes precedence (RFC 8461 §2)
         const listed = policy.mx.some((p) => mxMatches(p, target.name));
+        req.stsPolicy = policy;
         if (policy.mode === "testing") {
           req.mtaSts = "testing";
           return;
