@@ -6,6 +6,7 @@ import { startTestFerry } from "../helpers/ferry.ts";
 import { ConfigError, validateConfig } from "../../src/config/load.ts";
 import { hashPassword } from "../../src/core/password_hash.ts";
 import { runFerryCli, writeConfig } from "../helpers/process.ts";
+import { TestRedis } from "../helpers/redis.ts";
 
 Deno.test("admin: /healthz and /readyz need no token; /api needs one (401 JSON); a generated token is kept in a 0600 file", async () => {
   const f = await startAdminFerry();
@@ -71,6 +72,8 @@ Deno.test("admin: a restart reuses the token file; configured tokens replace it"
 });
 
 Deno.test("admin: /api/config is the effective config with defaults, secrets redacted and functions named", async () => {
+  // A real Redis that wants a password, given once in the URL's userinfo and once as `password`.
+  const redis = await TestRedis.start({ password: "redisPassw0rd" });
   const f = await startAdminFerry({
     auth: { users: { alice: await hashPassword("pw", { n: 1024 }) } },
     routes: [{
@@ -79,6 +82,13 @@ Deno.test("admin: /api/config is the effective config with defaults, secrets red
       hosts: ["192.0.2.1"],
       auth: { user: "relay", password: "s3cr3t" },
     }],
+    srs: { domain: "srs.ferry.test", secrets: ["srsSecretOne", "srsSecretTwo"] },
+    redis: {
+      servers: [
+        { url: `redis://:redisPassw0rd@127.0.0.1:${redis.port}` },
+        { url: `redis://127.0.0.1:${redis.port}`, password: "redisPassw0rd", db: 1 },
+      ],
+    },
     policy: {
       rcpt: [async function no_noreply(_c, next) {
         await next();
@@ -93,10 +103,18 @@ Deno.test("admin: /api/config is the effective config with defaults, secrets red
     assert.equal(r.body.routes[0].auth.password, "[redacted]");
     assert.equal(r.body.routes[0].auth.user, "relay");
     assert.deepEqual(r.body.policy.rcpt, ["[function no_noreply]"]);
-    assert.ok(!JSON.stringify(r.body).includes("s3cr3t"));
-    assert.ok(!JSON.stringify(r.body).includes("scrypt$"));
+    assert.equal(r.body.srs.secrets, "[redacted]");
+    assert.equal(r.body.srs.domain, "srs.ferry.test");
+    assert.equal(r.body.redis.servers[0].url, `redis://[redacted]@127.0.0.1:${redis.port}`);
+    assert.equal(r.body.redis.servers[1].url, `redis://127.0.0.1:${redis.port}`);
+    assert.equal(r.body.redis.servers[1].password, "[redacted]");
+    const all = JSON.stringify(r.body);
+    for (const secret of ["s3cr3t", "scrypt$", "srsSecret", "redisPassw0rd"]) {
+      assert.ok(!all.includes(secret), `${secret} is not shown`);
+    }
   } finally {
     await stopFerry(f);
+    await redis.cleanup();
   }
 });
 
