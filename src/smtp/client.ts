@@ -13,7 +13,7 @@ import { type Capabilities, heloCapabilities, parseEhloReply } from "./client_ca
 import { type OutboundEnvelope, planTransaction } from "./client_envelope.ts";
 import { type ClientStage, SmtpClientError } from "./client_error.ts";
 import { ClientConnection } from "./client_io.ts";
-import { encodeData } from "./dot_stuff.ts";
+import { encodeDataPieces } from "./dot_stuff.ts";
 import { encodeChallenge, encodePlain } from "./sasl.ts";
 
 export type { Capabilities } from "./client_capabilities.ts";
@@ -308,7 +308,8 @@ export class SmtpClient {
         await this.#quietReset();
         return result;
       }
-      await this.#write(encodeData(data), "data", this.#t.dataBlock);
+      // Piece by piece: a large message is never copied whole; each piece gets the data-block timeout.
+      for (const piece of encodeDataPieces(data)) await this.#write(piece, "data", this.#t.dataBlock);
       await this.#readFinal(result, "data", plan.prdr);
     }
     if (!result.data || !isOk(result.data)) await this.#quietReset();
@@ -343,13 +344,16 @@ export class SmtpClient {
 
   async #sendBdat(data: Uint8Array, result: SendResult, prdr: boolean): Promise<void> {
     const size = Math.max(1, this.#opts.chunkSize ?? 1024 * 1024);
+    // One frame buffer for every chunk (each is written out before the next is built): a new one per chunk
+    // would leave garbage the size of the message before the collector runs.
+    const frames = new Uint8Array(Math.min(size, data.length) + 32);
     let off = 0;
     do {
       const chunk = data.subarray(off, off + size);
       off += chunk.length;
       const last = off >= data.length;
       const head = encoder.encode(`BDAT ${chunk.length}${last ? " LAST" : ""}\r\n`);
-      const frame = new Uint8Array(head.length + chunk.length);
+      const frame = frames.subarray(0, head.length + chunk.length);
       frame.set(head);
       frame.set(chunk, head.length);
       await this.#conn.write(frame, "bdat", this.#t.dataBlock);

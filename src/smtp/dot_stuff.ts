@@ -42,6 +42,49 @@ export function dotStuff(data: Uint8Array): Uint8Array {
   return out.slice(0, o);
 }
 
+/**
+ * The complete DATA payload (dot-stuffed message, then `.CRLF`) in pieces made from at most `size` octets
+ * of the message each, so sending a large message costs a piece of memory, not a second copy of it.
+ * The pieces joined equal {@link encodeData}. Every piece is a view of ONE buffer, overwritten when the next
+ * piece is made: the caller must be done with a piece (written it out) before asking for the next — a new
+ * buffer per piece would leave garbage the size of the message before the collector runs.
+ */
+export function* encodeDataPieces(data: Uint8Array, size = 64 * 1024): Generator<Uint8Array> {
+  const step = Math.max(1, Math.floor(size));
+  let lineStart = true;
+  let i = 0;
+  // Worst case as in dotStuff(); the final CRLF and terminator ride on the last piece.
+  const out = new Uint8Array(Math.min(step, data.length) * 2 + 2 + DATA_TERMINATOR.length);
+  while (i < data.length) {
+    const end = Math.min(i + step, data.length);
+    let o = 0;
+    for (; i < end; i++) {
+      const b = data[i];
+      if (b === CR || b === LF) {
+        out[o++] = CR;
+        out[o++] = LF;
+        // The LF of a CRLF may be the first octet of the next piece: it is consumed here either way.
+        if (b === CR && data[i + 1] === LF) i++;
+        lineStart = true;
+        continue;
+      }
+      if (lineStart && b === DOT) out[o++] = DOT;
+      out[o++] = b;
+      lineStart = false;
+    }
+    if (i >= data.length) {
+      if (!lineStart) {
+        out[o++] = CR;
+        out[o++] = LF;
+      }
+      out.set(DATA_TERMINATOR, o);
+      o += DATA_TERMINATOR.length;
+    }
+    yield out.subarray(0, o);
+  }
+  if (data.length === 0) yield DATA_TERMINATOR.slice();
+}
+
 /** Returns the complete DATA payload: the dot-stuffed message followed by `.CRLF`. */
 export function encodeData(data: Uint8Array): Uint8Array {
   const body = dotStuff(data);

@@ -1,17 +1,23 @@
 /**
- * The spool database's schema (version 2) and the migration from version 1, the single `envelopes` table
- * of JSON blobs that Ferry used before queue states became columns.
+ * The spool database's schema (version 3) and the migrations from version 1, the single `envelopes` table
+ * of JSON blobs that Ferry used before queue states became columns, and from version 2.
  * Version 2: `messages` (one row a message: queue state, next attempt, envelope without recipients),
  * `recipients` (one row a recipient: status, attempts, last error, next attempt, DSN parameters), `data`
- * (the body, untouched by state changes) and `history` (lines for `queue show`).
- * The migration streams the old rows (bounded memory) and never reads a body: digests move over as they were.
+ * (the body as one blob, untouched by state changes) and `history` (lines for `queue show`).
+ * Version 3 adds `chunks`: new bodies are stored in pieces of {@link CHUNK_SIZE} octets, keyed by
+ * (id, seq), so neither storing nor reading a body makes SQLite hold a copy of all of it. Bodies written
+ * before (in `data`) stay where they are and are read from there; version 2 → 3 only adds the table.
+ * The migrations stream the old rows (bounded memory) and never read a body: digests move over as they were.
  */
 
 import type { DatabaseSync } from "node:sqlite";
 import type { Envelope, Recipient } from "../core/envelope.ts";
 
 /** The schema version this code writes (`PRAGMA user_version`). */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
+
+/** Octets per row of `chunks` (the last row of a body holds the rest). */
+export const CHUNK_SIZE = 256 * 1024;
 
 /** Tables and indexes of version 2. */
 export const SCHEMA_V2 = `
@@ -55,6 +61,19 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_message ON history (message_id, at);
 `;
+
+/** What version 3 adds to version 2: message bodies in chunks (a rowid table: its rows are large). */
+export const SCHEMA_V3_ADDITIONS = `
+CREATE TABLE IF NOT EXISTS chunks (
+  id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  bytes BLOB NOT NULL,
+  PRIMARY KEY (id, seq)
+);
+`;
+
+/** Tables and indexes of version 3. */
+export const SCHEMA_V3 = SCHEMA_V2 + SCHEMA_V3_ADDITIONS;
 
 /** The lower-cased domain of an address ("" when it has none). */
 export function domainOf(address: string): string {

@@ -1,7 +1,8 @@
 /**
- * The synchronous SQLite side of the spool: one `spool.db` (WAL, synchronous=FULL) with the version-2
+ * The synchronous SQLite side of the spool: one `spool.db` (WAL, synchronous=FULL) with the version-3
  * schema of _schema.ts, group commits in which every write has its own savepoint (one refused or failing
- * write never fails the others), and start-up that never reads a body.
+ * write never fails the others), and start-up that never reads a body. Bodies are written and read in
+ * chunks, so SQLite never holds a second copy of a whole message.
  * Trusts nothing it reads back: data is checked against its recorded length and SHA-256 when read for
  * delivery, and a mismatch moves the message to `corrupt` instead of serving it.
  * Runs in whichever thread owns it (the spool worker, or the main thread); never call it from two at once.
@@ -23,13 +24,14 @@ import { dirname, resolve } from "node:path";
 import { errorMessage } from "../core/error_message.ts";
 import {
   type BadOldRow,
+  CHUNK_SIZE,
   envelopeColumn,
   initialState,
   migrateV1,
   recipientFromRow,
   type RecipientRow,
   recipientValues,
-  SCHEMA_V2,
+  SCHEMA_V3,
   SCHEMA_VERSION,
   schemaVersion,
 } from "./_schema.ts";
@@ -71,6 +73,18 @@ export function sha256Hex(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
 }
 
+/**
+ * Frees a chunk read back at once (detaching its buffer) instead of leaving it to the garbage collector,
+ * which lets up to ~64 MB of such external memory pile up before it runs: a second copy of the message.
+ */
+function release(bytes: Uint8Array): void {
+  const buffer = bytes.buffer;
+  if (!(buffer instanceof ArrayBuffer) || buffer.byteLength !== bytes.byteLength) return;
+  try {
+    buffer.transfer(0);
+  } catch { /* not detachable: the collector frees it */ }
+}
+
 /** Whether a SQLite error means the file itself is damaged (as opposed to locked or unreadable). */
 function isCorruptionError(err: unknown): boolean {
   const text = errorMessage(err);
@@ -94,6 +108,9 @@ export type ReadResult =
   | { kind: "ok"; data: Uint8Array }
   | { kind: "missing" }
   | { kind: "corrupt"; reason: string };
+
+/** A body read back: whole and checked, or why not. */
+type BodyRead = Exclude<ReadResult, { kind: "missing" }>;
 
 interface MessageRow {
   id: string;
@@ -135,7 +152,7 @@ export class SpoolDb {
     const report: RecoveryReport = { queued: 0, quarantined: [] };
     if (this.#memory) {
       this.#db = new DatabaseSync(":memory:");
-      this.#db.exec(SCHEMA_V2);
+      this.#db.exec(SCHEMA_V3);
       this.#db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       this.#prepare();
       return report;
@@ -197,8 +214,21 @@ export class SpoolDb {
     }
     if (version === 1) this.#migrate(db, report);
     else {
-      db.exec(SCHEMA_V2);
-      db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        db.exec(SCHEMA_V3);
+        db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+        db.exec("COMMIT");
+      } catch (err) {
+        if (db.isTransaction) db.exec("ROLLBACK");
+        throw err;
+      }
+      if (version === 2) {
+        // Bodies already stored stay whole in `data` (read from there); nothing else changes shape.
+        const messages = Number((db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n);
+        report.migrated = { from: 2, to: SCHEMA_VERSION, messages };
+        this.#log(`spool: converted spool.db from schema 2 to ${SCHEMA_VERSION} (${messages} message(s))`);
+      }
     }
     this.#prepare();
   }
@@ -217,6 +247,7 @@ export class SpoolDb {
         removeData.run(row.id);
         report.quarantined.push({ id: row.id, reason: row.reason, path });
       }
+      db.exec(SCHEMA_V3);
       db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       db.exec("COMMIT");
     } catch (err) {
@@ -240,7 +271,7 @@ export class SpoolDb {
         `INSERT OR REPLACE INTO recipients (message_id, idx, address, domain, status, attempts, last_error,
            next_attempt, dsn, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
-      insertData: prepare("INSERT OR REPLACE INTO data (id, bytes) VALUES (?, ?)"),
+      insertChunk: prepare("INSERT OR REPLACE INTO chunks (id, seq, bytes) VALUES (?, ?, ?)"),
       insertHistory: prepare("INSERT INTO history (message_id, at, text) VALUES (?, ?, ?)"),
       setEnvelope: prepare("UPDATE messages SET envelope = ?, delivery = ? WHERE id = ?"),
       setDelivery: prepare("UPDATE messages SET delivery = ? WHERE id = ?"),
@@ -267,6 +298,7 @@ export class SpoolDb {
       removeMessage: prepare("DELETE FROM messages WHERE id = ?"),
       removeRecipients: prepare("DELETE FROM recipients WHERE message_id = ?"),
       removeData: prepare("DELETE FROM data WHERE id = ?"),
+      removeChunks: prepare("DELETE FROM chunks WHERE id = ?"),
       removeHistory: prepare("DELETE FROM history WHERE message_id = ?"),
       getMessage: prepare("SELECT * FROM messages WHERE id = ?"),
       getRecipients: prepare(
@@ -274,6 +306,7 @@ export class SpoolDb {
            WHERE message_id = ? ORDER BY idx`,
       ),
       getData: prepare("SELECT bytes FROM data WHERE id = ?"),
+      getChunks: prepare("SELECT seq, bytes FROM chunks WHERE id = ? ORDER BY seq"),
       getHistory: prepare("SELECT at, text FROM history WHERE message_id = ? ORDER BY at, rowid"),
       listIds: prepare("SELECT id FROM messages ORDER BY received_at, id"),
       count: prepare("SELECT count(*) AS n FROM messages"),
@@ -437,7 +470,12 @@ export class SpoolDb {
       sha256Hex(data),
     );
     env.recipients.forEach((r, i) => s.insertRecipient.run(env.id, i, ...recipientValues(r)));
-    s.insertData.run(env.id, data);
+    // In chunks: SQLite copies what it binds and builds a record around it, so one whole-body blob would
+    // cost two more copies of the message; a chunk costs two copies of CHUNK_SIZE.
+    let seq = 0;
+    for (let off = 0; off < data.length || seq === 0; off += CHUNK_SIZE) {
+      s.insertChunk.run(env.id, seq++, data.subarray(off, Math.min(off + CHUNK_SIZE, data.length)));
+    }
     if (state === "hold") s.setState.run("hold", `quarantined: ${env.hold}`, env.id);
   }
 
@@ -505,6 +543,7 @@ export class SpoolDb {
     s.removeMessage.run(id);
     s.removeRecipients.run(id);
     s.removeData.run(id);
+    s.removeChunks.run(id);
     s.removeHistory.run(id);
   }
 
@@ -543,18 +582,62 @@ export class SpoolDb {
     this.#requireDb();
     const row = this.#stmts.getMessage.get(id) as MessageRow | undefined;
     if (row === undefined) return { kind: "missing" };
-    const bytes = (this.#stmts.getData.get(id) as { bytes: unknown } | undefined)?.bytes;
-    let reason: string | undefined;
-    if (!(bytes instanceof Uint8Array)) reason = "data row is missing";
-    else if (bytes.length !== Number(row.data_length)) {
-      reason = `data length ${bytes.length} does not match recorded ${row.data_length}`;
-    } else if (sha256Hex(bytes) !== row.data_sha256) reason = "data digest does not match recorded SHA-256";
-    if (reason === undefined) return { kind: "ok", data: bytes as Uint8Array };
+    const read = this.#readChunks(id, Number(row.data_length), row.data_sha256) ??
+      this.#readWhole(id, Number(row.data_length), row.data_sha256);
+    if (read.kind === "ok") return read;
+    const reason = read.reason;
     if (!this.#readOnly) {
       this.#stmts.markCorrupt.run(reason, id);
       this.#log(`spool: message "${id}" moved to corrupt: ${reason}`);
     }
     return { kind: "corrupt", reason };
+  }
+
+  /**
+   * A chunked body (schema 3), copied chunk by chunk into one buffer of the recorded length and hashed as it
+   * goes; undefined when the message has no chunks (a body stored before schema 3).
+   */
+  #readChunks(id: string, length: number, sha256: string): BodyRead | undefined {
+    let out: Uint8Array | undefined;
+    const hash = createHash("sha256");
+    let off = 0;
+    let expected = 0;
+    for (const chunk of this.#stmts.getChunks.iterate(id) as Iterable<{ seq: number; bytes: unknown }>) {
+      out ??= new Uint8Array(length);
+      const bytes = chunk.bytes;
+      if (Number(chunk.seq) !== expected++) {
+        return { kind: "corrupt", reason: `data chunk ${expected - 1} is missing` };
+      }
+      if (!(bytes instanceof Uint8Array)) {
+        return { kind: "corrupt", reason: `data chunk ${chunk.seq} is not a blob` };
+      }
+      if (off + bytes.length > length) {
+        return { kind: "corrupt", reason: `data is longer than the recorded length ${length}` };
+      }
+      out.set(bytes, off);
+      off += bytes.length;
+      hash.update(bytes);
+      release(bytes);
+    }
+    if (out === undefined) return undefined;
+    if (off !== length) {
+      return { kind: "corrupt", reason: `data length ${off} does not match recorded ${length}` };
+    }
+    if (hash.digest("hex") !== sha256) {
+      return { kind: "corrupt", reason: "data digest does not match recorded SHA-256" };
+    }
+    return { kind: "ok", data: out };
+  }
+
+  /** A body stored whole (schema 2 and older), checked against its recorded length and digest. */
+  #readWhole(id: string, length: number, sha256: string): BodyRead {
+    const bytes = (this.#stmts.getData.get(id) as { bytes: unknown } | undefined)?.bytes;
+    let reason: string | undefined;
+    if (!(bytes instanceof Uint8Array)) reason = "data row is missing";
+    else if (bytes.length !== length) {
+      reason = `data length ${bytes.length} does not match recorded ${length}`;
+    } else if (sha256Hex(bytes) !== sha256) reason = "data digest does not match recorded SHA-256";
+    return reason === undefined ? { kind: "ok", data: bytes as Uint8Array } : { kind: "corrupt", reason };
   }
 
   /** One page of queue rows. */

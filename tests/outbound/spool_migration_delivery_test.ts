@@ -1,6 +1,6 @@
 /**
  * The spool across the schema change and against damage found at delivery time: a spool.db written the way
- * Ferry wrote it before schema 2 opens, converts and delivers; data that fails its digest when read for
+ * Ferry wrote it before schema 2 (and at schema 2, bodies whole) opens, converts and delivers; data that fails its digest when read for
  * delivery moves its message to `corrupt` (logged, kept), never retried, and the rest is delivered.
  */
 
@@ -10,6 +10,7 @@ import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import type { FerryConfig } from "../../mod.ts";
 import { type DirFerry, startDownstream, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
 import { writeV1Spool } from "../spool/_v1_spool.ts";
+import { writeV2Spool } from "../spool/_v2_spool.ts";
 import { testEnvelope } from "../spool/_helpers.ts";
 
 const config = (port: number, enable = true): FerryConfig => ({
@@ -32,13 +33,38 @@ Deno.test("a spool written by the schema-1 code is converted at start and its me
     });
     writeV1Spool(`${dir}/spool`, [{ envelope: old, data: new TextEncoder().encode(body) }]);
     ferry = await startFerryIn(config(down.port), { dir, resolver: new MemoryResolver() });
-    assert.ok(ferry.memlog.has(/converted from schema 1 to 2 \(1 message\(s\)\)/));
+    assert.ok(ferry.memlog.has(/converted from schema 1 to 3 \(1 message\(s\)\)/));
     await waitFor(() => down.messages.length === 1, 8000, "delivery of the converted message");
     assert.deepEqual(
       down.messages[0].rcpts,
       ["todo@dest.test"],
       "the recipient delivered before is not sent again",
     );
+    assert.equal(down.messages[0].data, body);
+    await waitFor(async () => (await ferry!.spool.get(old.id)) === undefined, 4000, "completion");
+  } finally {
+    await ferry?.stop();
+    await down.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a spool written by the schema-2 code (whole bodies) is converted at start and delivers its large message", async () => {
+  const down = startDownstream();
+  const dir = await Deno.makeTempDir({ prefix: "ferry-v2-" });
+  let ferry: DirFerry | undefined;
+  try {
+    // Larger than a few chunks, so the old whole-body row is the only copy there is.
+    const body = "Subject: from the schema-2 spool\r\n\r\n" + "0123456789abcdef\r\n".repeat(64 * 1024);
+    const old = testEnvelope("AAAAAA-v2spool0000-0001", {
+      receivedAt: Date.now() - 60_000,
+      recipients: [{ address: "big@dest.test", status: "pending", attempts: 1, nextAttempt: 0 }],
+    });
+    writeV2Spool(`${dir}/spool`, [{ envelope: old, data: new TextEncoder().encode(body) }]);
+    ferry = await startFerryIn(config(down.port), { dir, resolver: new MemoryResolver() });
+    assert.ok(ferry.memlog.has(/converted spool.db from schema 2 to 3 \(1 message\(s\)\)/));
+    await waitFor(() => down.messages.length === 1, 8000, "delivery of the converted message");
+    assert.deepEqual(down.messages[0].rcpts, ["big@dest.test"]);
     assert.equal(down.messages[0].data, body);
     await waitFor(async () => (await ferry!.spool.get(old.id)) === undefined, 4000, "completion");
   } finally {
@@ -64,10 +90,12 @@ Deno.test("data damaged in the spool is found when read for delivery: corrupt, l
     await first.stop();
     const victim = ids[1];
     const db = new DatabaseSync(`${dir}/spool/spool.db`);
-    const row = db.prepare("SELECT bytes FROM data WHERE id = ?").get(victim) as { bytes: Uint8Array };
+    const row = db.prepare("SELECT bytes FROM chunks WHERE id = ? AND seq = 0").get(victim) as {
+      bytes: Uint8Array;
+    };
     const bad = row.bytes.slice();
     bad[bad.length - 3] ^= 0x20;
-    db.prepare("UPDATE data SET bytes = ? WHERE id = ?").run(bad, victim);
+    db.prepare("UPDATE chunks SET bytes = ? WHERE id = ? AND seq = 0").run(bad, victim);
     db.close();
 
     ferry = await startFerryIn(config(down.port), { dir, resolver: new MemoryResolver() });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dotStuff, encodeData } from "../../src/smtp/dot_stuff.ts";
+import { dotStuff, encodeData, encodeDataPieces } from "../../src/smtp/dot_stuff.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -41,4 +41,34 @@ Deno.test("encodeData() ends with the terminator and keeps 8-bit bytes untouched
     0x0a,
   ]);
   assert.equal(dec(encodeData(new Uint8Array(0))), ".\r\n");
+});
+
+Deno.test("encodeDataPieces() joined equals encodeData() for every piece size, CRLF and dots split across pieces", () => {
+  const samples = [
+    "",
+    "a",
+    ".",
+    "a\r\n",
+    ".a\r\n.\r\n..b\r\nc",
+    "x\r\n.y\r\n\r\n.\r\nz\r\r\n\n.\r.",
+    "line one\r\n.dot\nbare\rcr\r\n" + "é.\r\n".repeat(50),
+  ];
+  const join = (parts: Uint8Array[]) => {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  };
+  for (const text of samples) {
+    const data = enc(text);
+    for (const size of [1, 2, 3, 5, 64, 1 << 16]) {
+      // Each piece is only valid until the next is made: copy them as a writer would send them.
+      const parts = Array.from(encodeDataPieces(data, size), (p) => p.slice());
+      assert.deepEqual(join(parts), encodeData(data), `${JSON.stringify(text)} in pieces of ${size}`);
+      assert.ok(parts.every((p) => p.length <= size * 2 + 5), "a piece is bounded by its input");
+    }
+  }
 });

@@ -42,7 +42,7 @@ Deno.test("a schema-1 spool.db is converted at open: states, recipients and data
     const spool = new SqliteSpool({ dir, log: (l) => logged.push(l) });
     const report = await spool.open();
     try {
-      assert.deepEqual(report.migrated, { from: 1, to: 2, messages: 2 });
+      assert.deepEqual(report.migrated, { from: 1, to: 3, messages: 2 });
       assert.equal(report.queued, 2);
       assert.deepEqual(report.quarantined.map((q) => q.id).sort(), [
         "AAAAAA-broken00000-0003",
@@ -53,7 +53,7 @@ Deno.test("a schema-1 spool.db is converted at open: states, recipients and data
         await Deno.readTextFile(`${dir}/quarantine/AAAAAA-broken00000-0003.envelope`),
         "{not json",
       );
-      assert.match(logged.join("\n"), /converted spool.db from schema 1 to 2 \(2 message\(s\)\)/);
+      assert.match(logged.join("\n"), /converted spool.db from schema 1 to 3 \(2 message\(s\)\)/);
 
       assert.deepEqual(await spool.get(retried.id), retried, "the envelope reads back as it was");
       assert.deepEqual(await spool.get(fresh.id), fresh);
@@ -69,7 +69,7 @@ Deno.test("a schema-1 spool.db is converted at open: states, recipients and data
     }
     const db = new DatabaseSync(`${dir}/spool.db`, { readOnly: true });
     try {
-      assert.equal((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version, 2);
+      assert.equal((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version, 3);
       const old = db.prepare("SELECT name FROM sqlite_master WHERE name = 'envelopes'").get();
       assert.equal(old, undefined, "the old table is gone");
       const orphans = db.prepare("SELECT count(*) AS n FROM data WHERE id NOT IN (SELECT id FROM messages)")
@@ -94,7 +94,7 @@ Deno.test("a spool.db from a newer Ferry is refused, untouched", async () => {
     db.exec("PRAGMA user_version = 9");
     db.close();
     const spool = new SqliteSpool({ dir: tmp, thread: "main" });
-    await assert.rejects(() => spool.open(), /schema version 9, newer than this Ferry's 2/);
+    await assert.rejects(() => spool.open(), /schema version 9, newer than this Ferry's 3/);
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }

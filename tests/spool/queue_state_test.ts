@@ -168,7 +168,7 @@ Deno.test("data that fails its digest on read moves the message to corrupt, logg
     await spool.store(testEnvelope("other"), bytes("other data"));
     await spool.close();
     const db = new DatabaseSync(`${dir}/spool.db`);
-    db.prepare("UPDATE data SET bytes = ? WHERE id = ?").run(bytes("0riginal data"), "victim");
+    db.prepare("UPDATE chunks SET bytes = ? WHERE id = ?").run(bytes("0riginal data"), "victim");
     db.close();
 
     const again = new SqliteSpool({ dir, log: (l) => logged.push(l) });
