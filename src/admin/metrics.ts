@@ -16,6 +16,29 @@ export interface MetricSources {
   stapleAges?: () => { set: number; seconds?: number }[];
 }
 
+/** The values of `ferry_outbound_tls_total`'s `policy` label. */
+export const TLS_POLICY_LABELS = [
+  "dane",
+  "mta-sts",
+  "pkix",
+  "opportunistic",
+  "encrypted",
+  "none",
+  "other",
+] as const;
+
+/**
+ * The `policy` label of an outbound TLS outcome: the security decision's base name (`mta-sts(enforce)` →
+ * `mta-sts`), one of {@link TLS_POLICY_LABELS}; without a decision, what the CV shows.
+ */
+export function tlsPolicyLabel(cv: "yes" | "no" | "dane" | "none", policy?: string): string {
+  if (policy === undefined) {
+    return cv === "dane" ? "dane" : cv === "yes" ? "pkix" : cv === "no" ? "opportunistic" : "none";
+  }
+  const base = policy.replace(/\(.*$/, "");
+  return (TLS_POLICY_LABELS as readonly string[]).includes(base) ? base : "other";
+}
+
 const LATENCY = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const DELIVERY = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400];
 
@@ -83,7 +106,8 @@ export class FerryMetrics implements Observer {
     this.#outboundTls = new Counter({
       name: "ferry_outbound_tls_total",
       help:
-        "Outbound recipient attempts by TLS policy (dane, pkix, opportunistic, none) and CV (yes, no, dane, none)",
+        "Outbound recipient attempts by the TLS policy that authenticated the session or that it failed " +
+        "(dane, mta-sts, pkix, opportunistic, encrypted, none) and CV (yes, no, dane, none)",
       labelNames: ["policy", "cv"] as const,
       registers,
     });
@@ -195,9 +219,7 @@ export class FerryMetrics implements Observer {
   }
   outboundTls(cv: "yes" | "no" | "dane" | "none", detail?: TlsDetail): void {
     if (detail && !detail.reached) return;
-    // The policy that authenticated the peer, as far as the result shows it.
-    const policy = cv === "dane" ? "dane" : cv === "yes" ? "pkix" : cv === "no" ? "opportunistic" : "none";
-    this.#outboundTls.inc({ policy, cv });
+    this.#outboundTls.inc({ policy: tlsPolicyLabel(cv, detail?.policy), cv });
   }
   inboundTls(outcome: "ok" | "failed"): void {
     this.#inboundTls.inc({ result: outcome });

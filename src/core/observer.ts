@@ -28,6 +28,11 @@ export interface TlsDetail {
   cipher?: string;
   /** The peer's reply or the error */
   text: string;
+  /**
+   * The security decision (`TLS=` in the log): what authenticated the session or what the failed policy
+   * demanded — dane, mta-sts(enforce), mta-sts(testing), pkix, opportunistic, encrypted, none
+   */
+  policy?: string;
   /** The session reached TLS or delivered; false when it failed before (refused connection, greeting) */
   reached: boolean;
 }
@@ -46,7 +51,7 @@ export interface Observer {
   delivery(route: string, outcome: DeliveryOutcome, sinceReceivedMs?: number): void;
   /**
    * An outbound attempt's TLS by Exim's CV= (yes, no, dane) or "none" without TLS; `detail` names the
-   * destination for the dashboard's per-destination view (metrics ignore it: unbounded).
+   * destination for the dashboard's per-destination view (metrics take only its policy's base name).
    */
   outboundTls(cv: "yes" | "no" | "dane" | "none", detail?: TlsDetail): void;
   /** An inbound TLS handshake's result. */

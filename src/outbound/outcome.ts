@@ -111,6 +111,7 @@ export async function applyOutcome(
       version: o.tls?.version,
       cipher: o.tls?.cipher,
       text: o.text,
+      policy: o.security?.policy,
     });
   }
   if (o.kind === "delivered") {

@@ -13,6 +13,10 @@ import { hashPassword } from "../../src/core/password_hash.ts";
 import { startTestFerry } from "../helpers/ferry.ts";
 import { loadOpenSsl } from "../../src/tls/mod.ts";
 import { reject } from "../../mod.ts";
+import { linesOf, startFerryIn, submit } from "../helpers/downstream.ts";
+import { startNginx } from "../helpers/nginx.ts";
+import { startUnbound } from "../helpers/unbound.ts";
+import { tlsPolicyLabel } from "../../src/admin/metrics.ts";
 
 loadOpenSsl();
 
@@ -190,4 +194,83 @@ Deno.test("/metrics reports the age of a stapled OCSP response per certificate s
     await stopFerry(f);
     await pki.cleanup();
   }
+});
+
+Deno.test("ferry_outbound_tls_total labels MTA-STS deliveries mta-sts (nginx policies, unbound, a STARTTLS peer)", async () => {
+  const pki = await createPki();
+  const mx = await pki.issue({ cn: "mx.sts.test", dns: ["mx.sts.test", "mx.stsplay.test", "mx.plain.test"] });
+  const down = await startTestFerry({
+    relay: { domains: "*", clients: ["127.0.0.0/8"] },
+    tls: { certificates: [{ cert: mx.chainFile, key: mx.keyFile }] },
+  });
+  const web = await pki.issue({ cn: "mta-sts", dns: ["mta-sts.sts.test", "mta-sts.stsplay.test"] });
+  const policy = (d: string, mode: string) => ({
+    host: `mta-sts.${d}.test`,
+    certFile: web.chainFile,
+    keyFile: web.keyFile,
+    body: `version: STSv1\nmode: ${mode}\nmx: mx.${d}.test\nmax_age: 86400\n`,
+  });
+  const nginx = await startNginx([policy("sts", "enforce"), policy("stsplay", "testing")]);
+  const unbound = await startUnbound({
+    zones: ["sts", "stsplay", "plain"].map((d) => ({
+      name: `${d}.test`,
+      records: [
+        "@ IN MX 10 mx",
+        "mx IN A 127.0.0.1",
+        "mta-sts IN A 127.0.0.1",
+        d === "plain" ? "" : `_mta-sts IN TXT "v=STSv1; id=1"`,
+      ].join("\n"),
+    })),
+  });
+  const up = await startFerryIn({
+    routes: [{ name: "mx", domains: "*", mx: true, port: down.port }],
+    delivery: {
+      enable: true,
+      tlsVerifyCertificates: pki.certFile,
+      mtaSts: { port: nginx.port, caFile: pki.certFile, timeout: "5s" },
+    },
+    dns: { nameservers: [{ address: "127.0.0.1", port: unbound.port }] },
+    admin: { listen: "127.0.0.1:0" },
+  });
+  try {
+    await submit(up.port, ["a@sts.test", "b@stsplay.test", "c@plain.test"]);
+    await waitFor(() => linesOf(up.memlog, "=>").length === 3);
+    const lines = linesOf(up.memlog, "=>").join("\n");
+    assert.match(lines, /a@sts\.test .*TLS=mta-sts\(enforce\)/);
+    assert.match(lines, /b@stsplay\.test .*TLS=mta-sts\(testing\)/);
+    assert.match(lines, /c@plain\.test .*TLS=pkix/);
+    const text = await (await fetch(`${up.admin!.url}/metrics`)).text();
+    const m = await parse(text);
+    assert.equal(
+      m['ferry_outbound_tls_total{cv="yes",policy="mta-sts"}'],
+      2,
+      "enforce and testing, one label",
+    );
+    assert.equal(m['ferry_outbound_tls_total{cv="yes",policy="pkix"}'], 1);
+    const policies = new Set(
+      Object.keys(m).filter((k) => k.startsWith("ferry_outbound_tls_total{")).map((k) =>
+        /policy="([^"]*)"/.exec(k)![1]
+      ),
+    );
+    assert.deepEqual([...policies].sort(), ["mta-sts", "pkix"]);
+    assert.equal((await promtoolCheck(text)).code, 0);
+  } finally {
+    await up.dispose();
+    await down.stop();
+    await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+    await nginx.stop();
+    await unbound.stop();
+    await pki.cleanup();
+  }
+});
+
+Deno.test("tlsPolicyLabel() keeps the decision's base name, bounded, and falls back to the CV", () => {
+  assert.equal(tlsPolicyLabel("yes", "mta-sts(enforce)"), "mta-sts");
+  assert.equal(tlsPolicyLabel("no", "mta-sts(testing)"), "mta-sts");
+  assert.equal(tlsPolicyLabel("dane", "dane"), "dane");
+  assert.equal(tlsPolicyLabel("none", "encrypted"), "encrypted");
+  assert.equal(tlsPolicyLabel("yes", "something-new(x)"), "other");
+  assert.equal(tlsPolicyLabel("yes"), "pkix");
+  assert.equal(tlsPolicyLabel("no"), "opportunistic");
+  assert.equal(tlsPolicyLabel("none"), "none");
 });

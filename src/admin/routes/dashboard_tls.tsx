@@ -12,7 +12,8 @@ export function dashboardTlsRoute(app: Hono, deps: AdminDeps): void {
     return c.html(
       <Layout title="TLS by destination" hostname={deps.hostname}>
         <p class="muted">
-          Last attempt per recipient domain since start. CV: yes (PKIX), dane, no (unverified), none
+          Last attempt per recipient domain since start. Policy: the security decision (dane,
+          mta-sts(enforce), pkix, opportunistic, none, …). CV: yes (PKIX), dane, no (unverified), none
           (cleartext).
         </p>
         <table id="tls">
@@ -20,6 +21,7 @@ export function dashboardTlsRoute(app: Hono, deps: AdminDeps): void {
             <tr>
               <th>destination</th>
               <th>host</th>
+              <th>policy</th>
               <th>CV</th>
               <th>TLS</th>
               <th>last seen</th>
@@ -32,6 +34,7 @@ export function dashboardTlsRoute(app: Hono, deps: AdminDeps): void {
               <tr>
                 <td>{d.destination}</td>
                 <td>{d.host ?? "—"}</td>
+                <td>{d.policy ?? "—"}</td>
                 <td>
                   <span class={`state state-cv-${d.cv}`}>{d.cv}</span>
                 </td>
