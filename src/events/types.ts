@@ -38,7 +38,8 @@ export interface OutboundTlsFacts extends TlsInfo {
 /** How outbound security judged one delivery: the `TLS=` label and what was required. */
 export interface SecurityTrace {
   /** What authenticated the session, or what the failed policy demanded: dane, mta-sts(enforce),
-   * mta-sts(testing), pkix, opportunistic, none */
+   * mta-sts(testing), pkix, encrypted (encryption was required and reached, unauthenticated), opportunistic,
+   * none */
   policy: string;
   /** The required TLS level */
   tlsRequired: "none" | "encrypted" | "authenticated";

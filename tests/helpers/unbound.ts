@@ -19,6 +19,11 @@ export interface TestZone {
   negativeTtl?: number;
   /** Signed, but the installed trust anchor does not match: answers are bogus (SERVFAIL) */
   bogus?: boolean;
+  /**
+   * Signed, but the signatures over these RR types (e.g. ["TLSA"]) are corrupted after signing: only those
+   * answers are bogus (SERVFAIL), the rest of the zone validates
+   */
+  badSignatures?: string[];
 }
 
 /** Options for `startUnbound`. */
@@ -76,6 +81,18 @@ async function writeZone(
   const ksk = await run("ldns-keygen", ["-a", "ECDSAP256SHA256", "-k", apex], dir);
   const zsk = await run("ldns-keygen", ["-a", "ECDSAP256SHA256", apex], dir);
   await run("ldns-signzone", ["-i", "20200101000000", "-e", "20370101000000", file, zsk, ksk], dir);
+  if (zone.badSignatures?.length) {
+    const types = new Set(zone.badSignatures.map((t) => t.toUpperCase()));
+    const signed = (await Deno.readTextFile(`${file}.signed`)).split("\n").map((line) => {
+      const f = line.split(/\s+/);
+      if (f[3] !== "RRSIG" || !types.has(f[4])) return line;
+      // Flip one character of the base64 signature: same length, wrong value.
+      const sig = f[f.length - 1];
+      f[f.length - 1] = (sig[0] === "A" ? "B" : "A") + sig.slice(1);
+      return f.join("\t");
+    });
+    await Deno.writeTextFile(`${file}.signed`, signed.join("\n"));
+  }
   const anchorKey = wrongAnchor ? await run("ldns-keygen", ["-a", "ECDSAP256SHA256", "-k", apex], dir) : ksk;
   return { file: `${file}.signed`, anchor: `${dir}/${anchorKey}.ds` };
 }

@@ -7,49 +7,9 @@ import assert from "node:assert/strict";
 import { startPostfix } from "../../bench/_postfix.ts";
 import type { FerryEvents } from "../../src/events/types.ts";
 import { linesOf, startDownstream, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
+import { fingerConfigDir, postfixVerdict, sha256Hex, spkiDer } from "../helpers/dane.ts";
 import { createPki } from "../helpers/pki.ts";
 import { startUnbound, type TestZone } from "../helpers/unbound.ts";
-
-const dec = new TextDecoder();
-
-async function sha256Hex(data: Uint8Array): Promise<string> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>)).toHex();
-}
-
-async function spkiDer(certFile: string): Promise<Uint8Array> {
-  const out = await new Deno.Command("sh", {
-    args: ["-c", `openssl x509 -in "${certFile}" -pubkey -noout | openssl pkey -pubin -outform DER`],
-    stdout: "piped",
-  }).output();
-  return out.stdout;
-}
-
-/** Runs posttls-finger -l dane for `domain:port` with unbound as the system resolver (private mount ns). */
-async function postfixVerdict(
-  domain: string,
-  port: number,
-  resolverIp: string,
-  configDir: string,
-): Promise<string> {
-  const rc = `${configDir}/resolv.conf`;
-  const cmd = `mount --bind ${rc} /etc/resolv.conf && exec posttls-finger -c -l dane -P /dev/null ` +
-    `${domain}:${port}`;
-  await Deno.writeTextFile(rc, `nameserver ${resolverIp}\noptions trust-ad\n`);
-  const out = await new Deno.Command("unshare", {
-    args: ["-m", "sh", "-c", cmd],
-    env: { MAIL_CONFIG: configDir },
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(20_000),
-  }).output();
-  const text = dec.decode(out.stdout) + dec.decode(out.stderr);
-  if (/Verified TLS connection established/.test(text)) return "verified";
-  if (/Untrusted TLS connection established/.test(text)) return "untrusted";
-  if (/Anonymous TLS connection established/.test(text)) return "anonymous";
-  if (/Trusted TLS connection established/.test(text)) return "trusted";
-  if (/STARTTLS/i.test(text) && /not (offered|supported)|no STARTTLS/i.test(text)) return "no-starttls";
-  return `other: ${text.trim().split("\n").slice(-2).join(" | ")}`;
-}
 
 interface Rig {
   unboundPort: number;
@@ -117,12 +77,7 @@ function rig(): Promise<Rig> {
         },
       ],
     });
-    const fingerDir = await Deno.makeTempDir({ prefix: "ferry-finger-" });
-    await Deno.writeTextFile(
-      `${fingerDir}/main.cf`,
-      "compatibility_level = 3.6\nsmtp_dns_support_level = dnssec\nsmtp_tls_security_level = dane\n" +
-        "dnssec_probe =\n",
-    );
+    const fingerDir = await fingerConfigDir();
     return {
       unboundPort: unbound.port,
       resolverIp,

@@ -109,8 +109,10 @@ export function danePolicy(resolver: Resolver, options: DaneOptions): SecurityPo
           // A DANE-TA(2) certificate may name the TLSA base domain or the MX host name (§3.2.3).
           names: found.base === target.name ? [] : [target.name],
         };
-        // Exim's default under DANE: no OCSP request when the records are all DANE-TA/DANE-EE.
-        if (!req.requireOcsp) req.requestOcsp = false;
+        // The reference texts' OCSP default under DANE: a DANE-EE(3) record pins the server's own key, so no
+        // stapled OCSP response is asked for; with DANE-TA(2) records only, revocation still matters and the
+        // request follows hostsRequestOcsp (default "*"). hostsRequireOcsp always asks.
+        if (usable.some((r) => r.usage === 3) && !req.requireOcsp) req.requestOcsp = false;
       };
     },
   };

@@ -126,6 +126,8 @@ export function traceOf(a: Achieved, r: Requirement): SecurityTrace {
   else if (a.dane) policy = "dane";
   else if (a.tls === 2 && r.mtaSts) policy = `mta-sts(${r.mtaSts})`;
   else if (a.tls === 2) policy = "pkix";
+  // Encryption was required (hostsRequireTls, or only unusable TLSA records) and reached, unauthenticated.
+  else if (r.tls === 1) policy = "encrypted";
   else policy = "opportunistic";
   const t = r.trace(policy);
   if (a.dane && a.tlsaUsage !== undefined) t.tlsaUsage = a.tlsaUsage;

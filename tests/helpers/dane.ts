@@ -1,0 +1,178 @@
+/**
+ * Test helpers for DANE (RFC 7672) against real peers: the SHA-256 of a certificate's SPKI for TLSA 3 1 1,
+ * Postfix's `posttls-finger -l dane` as a second opinion (unbound as the system resolver in a private mount
+ * namespace), and a TCP tap that passes an SMTP session through to a real MX and records the extensions of
+ * the TLS ClientHello sent after STARTTLS (e.g. status_request, 5: whether the client asked for OCSP).
+ */
+
+const dec = new TextDecoder();
+
+/** Lower-case hex SHA-256 of `data`. */
+export async function sha256Hex(data: Uint8Array): Promise<string> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>)).toHex();
+}
+
+/** The DER SubjectPublicKeyInfo of the certificate in `certFile` (PEM). */
+export async function spkiDer(certFile: string): Promise<Uint8Array> {
+  const out = await new Deno.Command("sh", {
+    args: ["-c", `openssl x509 -in "${certFile}" -pubkey -noout | openssl pkey -pubin -outform DER`],
+    stdout: "piped",
+  }).output();
+  return out.stdout;
+}
+
+/** A private directory with a main.cf that makes posttls-finger a DANE client. */
+export async function fingerConfigDir(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-finger-" });
+  await Deno.writeTextFile(
+    `${dir}/main.cf`,
+    "compatibility_level = 3.6\nsmtp_dns_support_level = dnssec\nsmtp_tls_security_level = dane\n" +
+      "dnssec_probe =\n",
+  );
+  return dir;
+}
+
+/**
+ * Runs `posttls-finger -l dane` for `domain:port` with the resolver at `resolverIp` (port 53) as the system
+ * resolver (bind-mounted resolv.conf in a private mount namespace); returns its verdict in one word
+ * (verified, untrusted, anonymous, trusted, no-starttls) or `other: <its last lines>`.
+ */
+export async function postfixVerdict(
+  domain: string,
+  port: number,
+  resolverIp: string,
+  configDir: string,
+): Promise<string> {
+  const rc = `${configDir}/resolv.conf`;
+  const cmd = `mount --bind ${rc} /etc/resolv.conf && exec posttls-finger -c -l dane -P /dev/null ` +
+    `${domain}:${port}`;
+  await Deno.writeTextFile(rc, `nameserver ${resolverIp}\noptions trust-ad\n`);
+  const out = await new Deno.Command("unshare", {
+    args: ["-m", "sh", "-c", cmd],
+    env: { MAIL_CONFIG: configDir },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(20_000),
+  }).output();
+  const text = dec.decode(out.stdout) + dec.decode(out.stderr);
+  if (/Verified TLS connection established/.test(text)) return "verified";
+  if (/Untrusted TLS connection established/.test(text)) return "untrusted";
+  if (/Anonymous TLS connection established/.test(text)) return "anonymous";
+  if (/Trusted TLS connection established/.test(text)) return "trusted";
+  if (/STARTTLS/i.test(text) && /not (offered|supported)|no STARTTLS/i.test(text)) return "no-starttls";
+  return `other: ${text.trim().split("\n").slice(-2).join(" | ")}`;
+}
+
+/** The extension types of a TLS ClientHello record (RFC 8446 §4.1.2), or undefined if `b` is not one yet. */
+export function clientHelloExtensions(b: Uint8Array): number[] | undefined {
+  if (b.length < 5 || b[0] !== 0x16) return undefined;
+  const recordLen = (b[3] << 8) | b[4];
+  if (b.length < 5 + recordLen) return undefined;
+  let i = 5;
+  if (b[i] !== 1) throw new Error("not a ClientHello");
+  i += 4 + 2 + 32; // handshake header, legacy_version, random
+  i += 1 + b[i]; // session id
+  i += 2 + ((b[i] << 8) | b[i + 1]); // cipher suites
+  i += 1 + b[i]; // compression methods
+  const end = i + 2 + ((b[i] << 8) | b[i + 1]);
+  i += 2;
+  const types: number[] = [];
+  while (i + 4 <= end) {
+    types.push((b[i] << 8) | b[i + 1]);
+    i += 4 + ((b[i + 2] << 8) | b[i + 3]);
+  }
+  return types;
+}
+
+/** A running ClientHello tap. */
+export interface HelloTap {
+  port: number;
+  /** The extension types of every ClientHello seen after STARTTLS, one list per session, in order */
+  hellos: number[][];
+  stop(): Promise<void>;
+}
+
+/** TLS extension type status_request (RFC 6066 §8): the client asks for a stapled OCSP response. */
+export const STATUS_REQUEST = 5;
+
+/** Listens on a free loopback port and relays every connection to 127.0.0.1:`targetPort`. */
+export function startHelloTap(targetPort: number): HelloTap {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const hellos: number[][] = [];
+  const conns = new Set<Deno.Conn>();
+  const sessions = new Set<Promise<void>>();
+  const pump = async (from: Deno.Conn, to: Deno.Conn, watch?: (b: Uint8Array) => void) => {
+    const buf = new Uint8Array(16384);
+    try {
+      for (;;) {
+        const n = await from.read(buf);
+        if (n === null) break;
+        watch?.(buf.subarray(0, n));
+        let off = 0;
+        while (off < n) off += await to.write(buf.subarray(off, n));
+      }
+    } catch { /* either side closed */ }
+    try {
+      to.closeWrite();
+    } catch { /* already closed */ }
+  };
+  const session = async (client: Deno.Conn) => {
+    let server: Deno.Conn;
+    try {
+      server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+    } catch {
+      client.close();
+      return;
+    }
+    conns.add(client).add(server);
+    // Client bytes: SMTP text up to STARTTLS, then the ClientHello.
+    let seen = new Uint8Array(0);
+    let after = -1;
+    let done = false;
+    const watch = (chunk: Uint8Array) => {
+      if (done) return;
+      const next = new Uint8Array(seen.length + chunk.length);
+      next.set(seen);
+      next.set(chunk, seen.length);
+      seen = next;
+      if (after < 0) {
+        const m = /STARTTLS\r\n/i.exec(dec.decode(seen));
+        if (!m) return;
+        after = m.index + m[0].length;
+      }
+      const ext = clientHelloExtensions(seen.subarray(after));
+      if (ext) {
+        hellos.push(ext);
+        done = true;
+      }
+    };
+    await Promise.all([pump(client, server, watch), pump(server, client)]);
+    for (const c of [client, server]) {
+      conns.delete(c);
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+  };
+  const accepting = (async () => {
+    for await (const c of listener) {
+      const s = session(c);
+      sessions.add(s);
+      s.finally(() => sessions.delete(s));
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    hellos,
+    async stop() {
+      listener.close();
+      await accepting;
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      await Promise.all(sessions);
+    },
+  };
+}
