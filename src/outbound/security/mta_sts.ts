@@ -1,7 +1,8 @@
 /**
  * MTA-STS (RFC 8461) as a security policy: the `_mta-sts.<domain>` TXT record (exactly one `v=STSv1; id=…`),
  * the policy fetched over HTTPS (mta_sts_fetch.ts) and cached durably until `max_age`, refetched when the id
- * changes; a failed fetch keeps the cached policy. `enforce`: MX hosts not in the policy are not tried, the
+ * changes, and refreshed in the background before it expires (§3.3, §5.1: once half its `max_age` — at most a
+ * day — has passed, without delaying the delivery that noticed); a failed fetch keeps the cached policy. `enforce`: MX hosts not in the policy are not tried, the
  * others require TLS 1.2+ with a PKIX certificate for the MX name; `testing`: delivery as usual, the outcome
  * is only reported; `none`: no policy. DANE takes precedence where it is usable (§2). Decisions are per
  * recipient domain, so a policy never leaks to another domain sharing the MX hosts.
@@ -114,6 +115,16 @@ export class StsCache {
   }
 }
 
+/** A cached policy is refreshed once this much of its max_age has passed (RFC 8461 §3.3). */
+export function refreshDue(entry: { policy: StsPolicy; fetchedAt: number }, now: number): boolean {
+  return now - entry.fetchedAt >= Math.min(entry.policy.maxAge * 500, REFRESH_AT_MOST_MS);
+}
+
+/** A policy is refreshed at least daily, whatever its max_age. */
+const REFRESH_AT_MOST_MS = 86_400_000;
+/** After a failed background refresh, the next one is tried no sooner than this. */
+const REFRESH_RETRY_MS = 300_000;
+
 /** MTA-STS settings (`delivery.mtaSts`). */
 export interface MtaStsOptions {
   resolver: Resolver;
@@ -124,22 +135,26 @@ export interface MtaStsOptions {
   timeoutMs: number;
   /** Reports a fetch or validation failure (logged; TLS-RPT) */
   onFailure?: (domain: string, kind: string, message: string) => void;
+  /** The clock (ms since the epoch); tests move it */
+  now?: () => number;
+}
+
+/** The MTA-STS policy, plus a way to wait for background refreshes. */
+export interface MtaStsPolicy extends SecurityPolicy {
+  /** Settles when every background refresh started so far has ended */
+  refreshes(): Promise<void>;
 }
 
 /** The MTA-STS policy. */
-export function mtaStsPolicy(opts: MtaStsOptions): SecurityPolicy {
-  /** The policy in force for `domain`, fetching when the TXT id is new. */
-  async function policyFor(domain: string, signal?: AbortSignal): Promise<StsPolicy | undefined> {
-    const cached = opts.cache.get(domain);
-    let id: string | undefined;
-    try {
-      const txt = await opts.resolver.txt(`_mta-sts.${domain}`, { signal });
-      id = stsRecordId(txt.records);
-    } catch {
-      return cached?.policy; // DNS trouble: the cached policy stays in force (§5.1)
-    }
-    if (id === undefined) return cached?.policy;
-    if (cached && cached.id === id) return cached.policy;
+export function mtaStsPolicy(opts: MtaStsOptions): MtaStsPolicy {
+  const now = opts.now ?? Date.now;
+  /** Background refreshes in flight, by domain */
+  const refreshing = new Map<string, Promise<void>>();
+  /** When a background refresh last failed, by domain */
+  const failedAt = new Map<string, number>();
+
+  /** Fetches, parses and caches the policy of `domain` under `id`; reports and rethrows a failure. */
+  async function fetchPolicy(domain: string, id: string): Promise<StsPolicy> {
     try {
       const text = await fetchStsPolicy(domain, {
         resolver: opts.resolver,
@@ -148,16 +163,53 @@ export function mtaStsPolicy(opts: MtaStsOptions): SecurityPolicy {
         timeoutMs: opts.timeoutMs,
       });
       const policy = parseStsPolicy(text);
-      await opts.cache.set(domain, { id, policy, fetchedAt: Date.now() });
+      await opts.cache.set(domain, { id, policy, fetchedAt: now() });
       return policy;
     } catch (err) {
       const kind = err instanceof StsFetchError ? err.kind : "sts-policy-invalid";
       opts.onFailure?.(domain, kind, (err as Error).message);
+      throw err;
+    }
+  }
+
+  /** Starts a background refresh of `domain`'s cached policy, unless one runs or one failed recently. */
+  function refresh(domain: string, id: string): void {
+    if (refreshing.has(domain)) return;
+    const failed = failedAt.get(domain);
+    if (failed !== undefined && now() - failed < REFRESH_RETRY_MS) return;
+    const run = fetchPolicy(domain, id).then(
+      () => void failedAt.delete(domain),
+      () => void failedAt.set(domain, now()), // the cached policy stays in force until it expires
+    ).finally(() => refreshing.delete(domain));
+    refreshing.set(domain, run);
+  }
+
+  /** The policy in force for `domain`, fetching when the TXT id is new. */
+  async function policyFor(domain: string, signal?: AbortSignal): Promise<StsPolicy | undefined> {
+    const cached = opts.cache.get(domain, now());
+    let id: string | undefined;
+    try {
+      const txt = await opts.resolver.txt(`_mta-sts.${domain}`, { signal });
+      id = stsRecordId(txt.records);
+    } catch {
+      return cached?.policy; // DNS trouble: the cached policy stays in force (§5.1)
+    }
+    if (id === undefined) return cached?.policy;
+    if (cached && cached.id === id) {
+      if (refreshDue(cached, now())) refresh(domain, id);
+      return cached.policy;
+    }
+    try {
+      return await fetchPolicy(domain, id);
+    } catch {
       return cached?.policy;
     }
   }
 
   return {
+    refreshes: async () => {
+      while (refreshing.size) await Promise.all(refreshing.values());
+    },
     name: "mta-sts",
     published: true,
     async prepareDomain(info) {
