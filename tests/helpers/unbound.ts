@@ -35,6 +35,8 @@ export interface UnboundOptions {
   wrongTrustAnchor?: boolean;
   /** Further addresses to answer on, "ip@port" (e.g. "127.53.0.1@53" for tools that read resolv.conf) */
   extraInterfaces?: string[];
+  /** Log every query to `<dir>/unbound.log` ("info: 127.0.0.1 name. TYPE IN"), to count them */
+  logQueries?: boolean;
 }
 
 /** A running unbound. */
@@ -139,6 +141,7 @@ export async function startUnbound(options: UnboundOptions = {}): Promise<Unboun
       '    local-zone: "test." nodefault',
       "    do-not-query-localhost: no",
       "    num-threads: 1",
+      ...(options.logQueries ? ["    log-queries: yes"] : []),
       ...nodefault,
       ...anchors,
       ...localData,
