@@ -12,7 +12,8 @@ import { runLoad } from "./_load.ts";
 import { freePort, startPostfix, waitForBanner } from "./_postfix.ts";
 import { terminate } from "./_process.ts";
 import { repoRoot } from "./_ferry.ts";
-import { callQueueControl } from "../src/outbound/queue_control.ts";
+import { AdminClient } from "../src/admin/client.ts";
+import { readUrlFile } from "../src/admin/url_file.ts";
 import type { QueueSummary } from "../src/spool/spool.ts";
 
 const N = Number(Deno.args[0] ?? Deno.env.get("BENCH_QUEUE_MESSAGES") ?? 100_000);
@@ -114,9 +115,22 @@ function spawnFerry(spool: string, port: number, deadPort: number): FerryRun {
   return { child, status: child.status, port, startedAt };
 }
 
+/** The running Ferry's admin API, as `deno task queue` finds it (admin.url and admin.token in the spool). */
+async function adminOf(spool: string): Promise<AdminClient | undefined> {
+  const url = await readUrlFile(spool).catch(() => undefined);
+  const token = await Deno.readTextFile(`${spool}/admin.token`).catch(() => undefined);
+  return url && token ? new AdminClient({ url, token: token.trim() }) : undefined;
+}
+
 async function summary(spool: string): Promise<QueueSummary | undefined> {
-  const r = await callQueueControl(spool, { op: "summary" }).catch(() => undefined);
-  return r?.ok ? r.result as QueueSummary : undefined;
+  const client = await adminOf(spool);
+  try {
+    return await client?.get<QueueSummary>("/api/queue/summary");
+  } catch {
+    return undefined;
+  } finally {
+    client?.close();
+  }
 }
 
 const total = (s: QueueSummary | undefined) => s ? Object.values(s.byState).reduce((a, b) => a + b, 0) : -1;
@@ -147,7 +161,7 @@ async function benchFerry(parent: string) {
   const idleCpu = ((b.cpuTicks - a.cpuTicks) / ticks) / ((performance.now() - t0) / 1000) * 100;
   const rss = b.rssBytes;
   const size = await du(spool);
-  // Restart: time to the banner, and to the whole queue known (the control socket's summary).
+  // Restart: time to the banner, and to the whole queue known (the admin API's summary).
   await terminate(run.child, run.status, 30_000);
   run = spawnFerry(spool, port, deadPort);
   await waitForBanner("127.0.0.1", port, 60_000);
@@ -158,7 +172,10 @@ async function benchFerry(parent: string) {
   const sink = startSink(deadPort);
   await waitForBanner("127.0.0.1", deadPort, 10_000);
   const d0 = performance.now();
-  await callQueueControl(spool, { op: "flush" });
+  const admin = await adminOf(spool);
+  if (!admin) throw new Error("the restarted Ferry has not published its admin API");
+  await admin.post("/api/queue/flush");
+  admin.close();
   const drained = await poll(async () => total(await summary(spool)) === 0, 1_800_000, 250);
   const drainMs = performance.now() - d0;
   try {

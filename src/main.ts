@@ -16,7 +16,6 @@ import type { Resolver } from "./dns/resolver.ts";
 import { Scheduler } from "./outbound/scheduler.ts";
 import { QueueOps } from "./outbound/queue_ops.ts";
 import { SpaceGuard } from "./spool/free_space.ts";
-import { type ControlServer, serveQueueControl } from "./outbound/queue_control.ts";
 import { TlsClientContext } from "./tls/client.ts";
 import { TlsConfigError } from "./tls/errors.ts";
 import { errorMessage } from "./core/error_message.ts";
@@ -36,6 +35,7 @@ import { FerryMetrics } from "./admin/metrics.ts";
 import { createAdminApp } from "./admin/app.ts";
 import { type AdminServer, serveAdmin } from "./admin/server.ts";
 import { ensureTokenFile } from "./admin/token_file.ts";
+import { removeUrlFile, writeUrlFile } from "./admin/url_file.ts";
 import { redactConfig } from "./admin/redact.ts";
 import type { Readiness } from "./admin/deps.ts";
 import { parseAdminListen } from "./core/listen_address.ts";
@@ -53,7 +53,7 @@ export interface Ferry {
   dmarcReports?: DmarcReporter;
   /** The TLS-RPT reporter, when `tlsRpt.enable` and delivery is on (`sendPending()` sends finished days now) */
   tlsRptReports?: TlsRptReporter;
-  /** Queue operations (list, hold, bounce, …), also served on `<spool.dir>/control.sock` */
+  /** Queue operations (list, hold, bounce, …), also served by the admin API (`deno task queue` uses it) */
   queueOps: QueueOps;
   spool: Spool;
   log: Logger;
@@ -232,6 +232,8 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   } catch (err) {
     await closeChecks(opened, log);
     dmarcHistory?.close();
+    if (admin) await removeUrlFile(config.spool.dir).catch(() => {});
+    await admin?.server.stop();
     await spool.close();
     tlsSetup?.close();
     setRedisService(undefined);
@@ -262,6 +264,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     await server.stop(0);
     await closeChecks(opened, log);
     dmarcHistory?.close();
+    if (admin) await removeUrlFile(config.spool.dir).catch(() => {});
     await admin?.server.stop();
     await spool.close();
     tlsSetup?.close();
@@ -323,15 +326,6 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   if (reportTimer !== undefined) Deno.unrefTimer(reportTimer);
   const queueOps = new QueueOps({ spool, hostname, log, manager: scheduler });
   running.queueOps = queueOps;
-  // The queue command reaches a running Ferry through this socket (a spool passed in by a test has no dir).
-  let control: ControlServer | undefined;
-  if (!opts.spool) {
-    try {
-      control = serveQueueControl(config.spool.dir, queueOps, log);
-    } catch (err) {
-      log.write(`queue control socket not available: ${errorMessage(err)}`);
-    }
-  }
   log.write(`Ferry started as ${hostname}`);
   let stopped: Promise<void> | undefined;
   return {
@@ -350,7 +344,8 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
         readiness.stopping = true;
         clearInterval(reportTimer);
         await tlsRptReports?.stop();
-        await control?.close();
+        // The queue command stops finding this process here; the API itself answers until the end.
+        if (admin) await removeUrlFile(config.spool.dir).catch(() => {});
         await server.stop(config.limits.shutdownGrace);
         await scheduler?.stop(config.limits.shutdownGrace);
         await closeChecks(opened, log);
@@ -489,6 +484,12 @@ async function startAdmin(
     throw new ConfigError([`admin.listen: cannot listen on ${config.admin.listen}: ${errorMessage(err)}`]);
   }
   deps.log.write(`admin listening on ${server.url}`);
+  // Where `deno task queue` finds this process (written while we hold the spool's lock; removed on stop).
+  try {
+    await writeUrlFile(config.spool.dir, server.url);
+  } catch (err) {
+    deps.log.write(`admin: cannot write ${config.spool.dir}/admin.url: ${errorMessage(err)}`);
+  }
   return { server, token: tokens[0] };
 }
 

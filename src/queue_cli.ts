@@ -1,21 +1,33 @@
 /**
- * The `queue` command line for operators on the same machine (Exim's -bp/-M/-Mg/-Mrm/-qff, Postfix's
- * mailq/postqueue -f/postsuper -h -H -d): `deno task queue list --state deferred`, `… hold ID…`. It talks
- * to the running Ferry through `<spool.dir>/control.sock`; when no Ferry runs it opens the spool itself
- * (taking its lock, so the two never write at once). Human output by default, `--json` for scripts.
- * Exit codes: 0 done, 1 some operation refused, 64 usage, 75 spool busy, 78 configuration.
+ * The `queue` command line for operators (Exim's -bp/-M/-Mg/-Mrm/-qff, Postfix's mailq/postqueue -f/postsuper
+ * -h -H -d): `deno task queue list --state deferred`, `… hold ID…`. It is a client of the admin API of the
+ * running Ferry: the URL comes from `<spool.dir>/admin.url` (written by Ferry at start, removed at stop) and
+ * the token from `admin.tokens` in the config or `<spool.dir>/admin.token`; `--url`/`--token` (or
+ * FERRY_ADMIN_URL/FERRY_ADMIN_TOKEN) override both. With `--offline` it runs the same API in-process on the
+ * spool of a stopped Ferry (taking the spool's lock, so the two never write at once). Human output by
+ * default, `--json` prints the API's answer. Exit codes (sysexits.h): 0 done, 1 some operation refused or no
+ * such message, 64 usage, 69 no Ferry answers, 70 internal error, 75 spool in use (`--offline` on a running
+ * Ferry), 77 token refused, 78 configuration.
  */
 
 import { ConfigError, loadConfigFile } from "./config/load.ts";
+import type { ResolvedConfig } from "./config/schema.ts";
 import { parseDuration } from "./core/units.ts";
 import { errorMessage } from "./core/error_message.ts";
-import type { QueueQuery, QueueRow, QueueSummary } from "./spool/spool.ts";
+import type { QueueSummary } from "./spool/spool.ts";
 import { SpoolLockedError } from "./spool/spool.ts";
-import { SqliteSpool } from "./spool/sqlite_spool.ts";
-import { callQueueControl, type ControlRequest, runControlRequest } from "./outbound/queue_control.ts";
-import { isQueueState, type MessageDetails, type OpOutcome, QueueOps } from "./outbound/queue_ops.ts";
+import { LOCK_FILE, SqliteSpool } from "./spool/sqlite_spool.ts";
+import { isQueueState, type OpOutcome, QueueOps } from "./outbound/queue_ops.ts";
+import type { Envelope } from "./core/envelope.ts";
+import { AdminApiError, AdminClient, AdminUnreachableError } from "./admin/client.ts";
+import { readUrlFile, URL_FILE } from "./admin/url_file.ts";
+import { createAdminApp } from "./admin/app.ts";
+import { opsQueueAccess, type QueueItem } from "./admin/queue_access.ts";
+import { FerryMetrics } from "./admin/metrics.ts";
+import { Activity } from "./admin/activity.ts";
 
-const USAGE = `usage: deno task queue [--config FILE | --spool DIR] [--json] COMMAND
+const USAGE =
+  `usage: deno task queue [--config FILE | --spool DIR] [--url URL] [--token T] [--offline] [--json] COMMAND
   list [--state S] [--sender A] [--recipient A] [--domain D] [--older-than DUR] [--newer-than DUR]
        [--limit N] [--after ID]      list messages (oldest first, paged)
   summary                            counts by state and by destination domain
@@ -25,12 +37,18 @@ const USAGE = `usage: deno task queue [--config FILE | --spool DIR] [--json] COM
   retry ID…                          due now, ignoring back-off
   flush [DOMAIN]                     everything (or one domain) due now
   bounce ID…                         fail pending recipients, send the failure report
-  delete ID…                         remove without any report`;
+  delete ID…                         remove without any report
+The running Ferry is found through <spool.dir>/admin.url and its admin token; --url and --token
+(or FERRY_ADMIN_URL, FERRY_ADMIN_TOKEN) override. --offline works on a stopped Ferry's spool.`;
 
 /** Parsed command line. */
 interface Args {
   config?: string;
   spool?: string;
+  url?: string;
+  token?: string;
+  ca?: string;
+  offline: boolean;
   json: boolean;
   command: string;
   rest: string[];
@@ -39,8 +57,11 @@ interface Args {
 
 class UsageError extends Error {}
 
+/** Why the command cannot reach a Ferry: exit 69 (EX_UNAVAILABLE) with this text. */
+class UnavailableError extends Error {}
+
 function parseArgs(argv: string[]): Args {
-  const args: Args = { json: false, command: "", rest: [], flags: {} };
+  const args: Args = { json: false, offline: false, command: "", rest: [], flags: {} };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -49,8 +70,12 @@ function parseArgs(argv: string[]): Args {
       return v;
     };
     if (a === "--json") args.json = true;
+    else if (a === "--offline") args.offline = true;
     else if (a === "--config" || a === "-c") args.config = value();
     else if (a === "--spool") args.spool = value();
+    else if (a === "--url") args.url = value();
+    else if (a === "--token") args.token = value();
+    else if (a === "--ca") args.ca = value();
     else if (a === "--help" || a === "-h") args.command = "help";
     else if (a.startsWith("--")) args.flags[a.slice(2)] = value();
     else if (args.command === "") args.command = a;
@@ -59,34 +84,51 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
-function queryOf(flags: Record<string, string>, now: number): QueueQuery {
-  const q: QueueQuery = {};
+/** One API call the command makes. */
+type Call =
+  | { op: "list"; query: Record<string, string | number | undefined>; limit: number }
+  | { op: "summary" }
+  | { op: "show"; id: string }
+  | { op: "hold" | "release" | "retry" | "bounce" | "delete"; ids: string[] }
+  | { op: "flush"; domain?: string };
+
+const LIST_FLAGS: Record<string, string> = {
+  state: "state",
+  sender: "sender",
+  recipient: "recipient",
+  domain: "domain",
+  "older-than": "olderThan",
+  "newer-than": "newerThan",
+  limit: "limit",
+  after: "after",
+};
+
+function listCall(flags: Record<string, string>): Call {
+  const query: Record<string, string> = {};
   for (const [k, v] of Object.entries(flags)) {
-    if (k === "state") {
-      if (!isQueueState(v)) {
-        throw new UsageError(`--state: expected incoming, active, deferred, hold or corrupt`);
-      }
-      q.state = v;
-    } else if (k === "sender") q.sender = v === "<>" ? "" : v;
-    else if (k === "recipient") q.recipient = v;
-    else if (k === "domain") q.domain = v;
-    else if (k === "older-than") q.receivedBefore = now - parseDuration(v);
-    else if (k === "newer-than") q.receivedAfter = now - parseDuration(v);
-    else if (k === "limit") q.limit = Number(v);
-    else if (k === "after") q.after = v;
-    else throw new UsageError(`unknown option --${k}`);
+    const name = LIST_FLAGS[k];
+    if (name === undefined) throw new UsageError(`unknown option --${k}`);
+    if (k === "state" && !isQueueState(v)) {
+      throw new UsageError(`--state: expected incoming, active, deferred, hold or corrupt`);
+    }
+    if (k === "older-than" || k === "newer-than") parseDuration(v); // RangeError: a usage error
+    if (k === "limit" && !/^[1-9][0-9]{0,3}$/.test(v)) throw new UsageError("--limit: expected 1 to 1000");
+    query[name] = v;
   }
-  return q;
+  return { op: "list", query, limit: Number(query.limit ?? 100) };
 }
 
-function requestOf(args: Args): ControlRequest {
+function callOf(args: Args): Call {
   const ids = () => {
     if (args.rest.length === 0) throw new UsageError(`${args.command} needs at least one message id`);
     return args.rest;
   };
+  if (args.command !== "list" && Object.keys(args.flags).length > 0) {
+    throw new UsageError(`unknown option --${Object.keys(args.flags)[0]}`);
+  }
   switch (args.command) {
     case "list":
-      return { op: "list", query: queryOf(args.flags, Date.now()) };
+      return listCall(args.flags);
     case "summary":
       return { op: "summary" };
     case "show":
@@ -99,9 +141,50 @@ function requestOf(args: Args): ControlRequest {
     case "delete":
       return { op: args.command, ids: ids() };
     case "flush":
+      if (args.rest.length > 1) throw new UsageError("flush takes at most one domain");
       return { op: "flush", domain: args.rest[0] };
     default:
       throw new UsageError(args.command ? `unknown command "${args.command}"` : "no command given");
+  }
+}
+
+/** The API's answers, as the routes in src/admin/routes/queue_*.ts give them. */
+interface ListAnswer {
+  messages: QueueItem[];
+  next?: string;
+}
+interface ShowAnswer {
+  message: QueueItem;
+  envelope: Envelope;
+  history: { at: number; text: string }[];
+  headers?: string;
+  headersError?: string;
+}
+interface ResultsAnswer {
+  results: OpOutcome[];
+}
+
+/** Runs `call` through the API; a 404 of `show` is `null`. */
+async function perform(client: AdminClient, call: Call): Promise<unknown> {
+  switch (call.op) {
+    case "list":
+      return await client.get<ListAnswer>("/api/queue", call.query);
+    case "summary":
+      return await client.get<QueueSummary>("/api/queue/summary");
+    case "show":
+      try {
+        return await client.get<ShowAnswer>(`/api/queue/${encodeURIComponent(call.id)}`);
+      } catch (err) {
+        if (err instanceof AdminApiError && err.status === 404) return null;
+        throw err;
+      }
+    case "flush":
+      return await client.post<{ messages: number }>(
+        "/api/queue/flush",
+        call.domain ? { domain: call.domain } : {},
+      );
+    default:
+      return await client.post<ResultsAnswer>(`/api/queue/${call.op}`, { ids: call.ids });
   }
 }
 
@@ -118,19 +201,19 @@ function when(t: number | undefined, now: number): string {
   return t <= now ? "now" : `in ${age(t - now)}`;
 }
 
-/** Human text for a result. */
-function human(req: ControlRequest, result: unknown, now: number): string {
-  switch (req.op) {
+/** Human text for an answer. */
+function human(call: Call, result: unknown, now: number): string {
+  switch (call.op) {
     case "list": {
-      const rows = result as QueueRow[];
+      const { messages: rows, next } = result as ListAnswer;
       if (rows.length === 0) return "queue is empty (for this filter)";
       const lines = rows.map((r) =>
         `${r.id.padEnd(23)} ${r.state.padEnd(8)} ${age(now - r.receivedAt).padStart(4)} ` +
-        `${String(r.size).padStart(9)}  <${r.sender}>  ${r.pending}/${r.recipients} pending, next ${
+        `${String(r.size).padStart(9)}  <${r.sender}>  ${r.pending}/${r.recipients.length} pending, next ${
           when(r.nextAttempt, now)
         }${r.reason ? `  (${r.reason})` : ""}`
       );
-      const more = rows.length >= (req.query?.limit ?? 100) ? `\n(more: --after ${rows.at(-1)!.id})` : "";
+      const more = next ? `\n(more: --after ${next})` : "";
       return `${"ID".padEnd(23)} ${"STATE".padEnd(8)} ${"AGE".padStart(4)} ${"SIZE".padStart(9)}  SENDER\n` +
         lines.join("\n") + more;
     }
@@ -143,13 +226,13 @@ function human(req: ControlRequest, result: unknown, now: number): string {
       return `by state: ${states}\npending by domain:\n${domains.join("\n") || "  (none)"}`;
     }
     case "show": {
-      const d = result as MessageDetails | null;
+      const d = result as ShowAnswer | null;
       if (d === null) return "no such message";
       const e = d.envelope;
       const out = [
-        `${e.id} ${d.row.state}${d.row.reason ? ` (${d.row.reason})` : ""}, received ${
+        `${e.id} ${d.message.state}${d.message.reason ? ` (${d.message.reason})` : ""}, received ${
           new Date(e.receivedAt).toISOString()
-        } from [${e.client.ip}], ${d.row.size} octets`,
+        } from [${e.client.ip}], ${d.message.size} octets`,
         `sender <${e.sender}>`,
         ...e.recipients.map((r) =>
           `  ${r.status.padEnd(9)} <${r.address}> attempts ${r.attempts ?? 0}` +
@@ -161,36 +244,147 @@ function human(req: ControlRequest, result: unknown, now: number): string {
           ? d.history.map((h) => `  ${new Date(h.at).toISOString()} ${h.text}`)
           : ["  (none)"]),
         "headers:",
-        d.headers ?? `  (unreadable: ${d.headersError})`,
+        d.headers ?? `  (unreadable: ${d.headersError ?? "not read"})`,
       ];
       return out.join("\n");
     }
     case "flush":
       return `${(result as { messages: number }).messages} message(s) due now`;
     default:
-      return (result as OpOutcome[]).map((o) => `${o.id}: ${o.ok ? "" : "not done: "}${o.message}`).join(
-        "\n",
-      );
+      return (result as ResultsAnswer).results.map((o) => `${o.id}: ${o.ok ? "" : "not done: "}${o.message}`)
+        .join("\n");
   }
 }
 
-async function spoolTarget(args: Args): Promise<{ dir: string; hostname: string }> {
-  if (args.spool) return { dir: args.spool, hostname: Deno.hostname() };
+/** Where the command's spool and config are; the config only when it is needed or named. */
+interface Target {
+  dir?: string;
+  config?: ResolvedConfig;
+}
+
+async function target(args: Args, needSpool: boolean): Promise<Target> {
+  if (args.spool) return { dir: args.spool };
+  if (!needSpool && args.config === undefined) return {};
   const config = await loadConfigFile(args.config ?? "./config.ts");
-  return { dir: config.spool.dir, hostname: config.hostname ?? Deno.hostname() };
+  return { dir: config.spool.dir, config };
+}
+
+/** Whether a process holds the spool's lock (a running Ferry, or a `--offline` command). */
+function spoolLocked(dir: string): boolean {
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(`${dir.replace(/\/+$/, "")}/${LOCK_FILE}`, { read: true, write: true });
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+  try {
+    if (!file.tryLockSync(true)) return true;
+    file.unlockSync();
+    return false;
+  } finally {
+    file.close();
+  }
+}
+
+async function readToken(dir: string): Promise<string | undefined> {
+  try {
+    const t = (await Deno.readTextFile(`${dir.replace(/\/+$/, "")}/admin.token`)).trim();
+    return t === "" ? undefined : t;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
+  }
+}
+
+/** A client of the running Ferry's admin API, found as the module comment says. */
+async function remoteClient(args: Args): Promise<{ client: AdminClient; urlFileOf?: string }> {
+  const env = (name: string) => Deno.env.get(name) || undefined;
+  const givenUrl = args.url ?? env("FERRY_ADMIN_URL");
+  const givenToken = args.token ?? env("FERRY_ADMIN_TOKEN");
+  const { dir, config } = await target(args, givenUrl === undefined || givenToken === undefined);
+  let url = givenUrl;
+  const urlFileOf = url === undefined ? dir : undefined;
+  if (url === undefined) {
+    if (config && !config.admin.enable) {
+      throw new UnavailableError(
+        `the admin API is off in this configuration (admin.enable: false); the queue command talks to a ` +
+          `running Ferry through it${
+            spoolLocked(dir!) ? "" : " (no Ferry runs on this spool: try --offline)"
+          }`,
+      );
+    }
+    url = await readUrlFile(dir!);
+    if (url === undefined) {
+      throw new UnavailableError(
+        spoolLocked(dir!)
+          ? `a process holds the spool "${dir}" but has not published its admin API in ${dir}/${URL_FILE} ` +
+            `(still starting, or its admin API is off); pass --url`
+          : `no Ferry is running on the spool "${dir}" (no ${dir}/${URL_FILE}); start it, or use --offline ` +
+            `to work on the stopped spool`,
+      );
+    }
+  }
+  let token = givenToken ?? config?.admin.tokens[0];
+  if (token === undefined && dir !== undefined) token = await readToken(dir);
+  if (token === undefined) {
+    throw new UnavailableError(
+      `no admin token: none in admin.tokens${dir ? ` nor in ${dir}/admin.token` : ""}; pass --token`,
+    );
+  }
+  let caCerts: string[] | undefined;
+  const ca = args.ca ?? env("FERRY_ADMIN_CA") ?? config?.admin.tls?.cert;
+  if (url.startsWith("https:") && ca !== undefined) caCerts = [await Deno.readTextFile(ca)];
+  return { client: new AdminClient({ url, token, caCerts }), urlFileOf };
+}
+
+/** Runs `call` through the admin app in this process, on the spool of a stopped Ferry. */
+async function offline(args: Args, call: Call): Promise<unknown> {
+  const { dir, config } = await target(args, true);
+  const hostname = config?.hostname ?? Deno.hostname();
+  const spool = new SqliteSpool({ dir: dir!, thread: "main" });
+  await spool.open();
+  try {
+    const ops = new QueueOps({ spool, hostname });
+    const token = crypto.randomUUID();
+    const app = createAdminApp({
+      metrics: new FerryMetrics({ queueByState: async () => (await spool.summary()).byState }),
+      readiness: { spoolOpen: true, listenersBound: false, stopping: false },
+      config: {},
+      spool,
+      queue: opsQueueAccess(spool, () => ops),
+      activity: new Activity(),
+      hostname,
+      tokens: [token],
+      log: (text) => {
+        if (/ failed: /.test(text)) console.error(text);
+      },
+    });
+    const client = new AdminClient({
+      url: "http://offline",
+      token,
+      fetch: async (req) => await app.fetch(req),
+    });
+    return await perform(client, call);
+  } finally {
+    await spool.close();
+  }
 }
 
 /** Runs the command line; returns the exit code. */
 export async function queueMain(argv: string[]): Promise<number> {
   let args: Args;
-  let req: ControlRequest;
+  let call: Call;
   try {
     args = parseArgs(argv);
     if (args.command === "help") {
       console.log(USAGE);
       return 0;
     }
-    req = requestOf(args);
+    call = callOf(args);
+    if (args.offline && (args.url !== undefined || args.token !== undefined)) {
+      throw new UsageError("--offline works on the spool directly: no --url or --token");
+    }
   } catch (err) {
     if (err instanceof UsageError || err instanceof RangeError) {
       console.error(`queue: ${err.message}\n${USAGE}`);
@@ -198,37 +392,56 @@ export async function queueMain(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  let client: AdminClient | undefined;
+  let urlFileOf: string | undefined;
   try {
-    const { dir, hostname } = await spoolTarget(args);
     let result: unknown;
-    const remote = await callQueueControl(dir, req);
-    if (remote !== undefined) {
-      if (!remote.ok) throw new Error(remote.error);
-      result = remote.result;
+    if (args.offline) {
+      result = await offline(args, call);
     } else {
-      // No Ferry answers: work on the spool directly (its lock keeps a starting Ferry out meanwhile).
-      const spool = new SqliteSpool({ dir, thread: "main" });
-      await spool.open();
-      try {
-        result = await runControlRequest(new QueueOps({ spool, hostname }), req);
-      } finally {
-        await spool.close();
-      }
+      ({ client, urlFileOf } = await remoteClient(args));
+      result = await perform(client, call);
     }
-    console.log(args.json ? JSON.stringify(result, null, 2) : human(req, result, Date.now()));
-    const refused = Array.isArray(result) && req.op !== "list" && result.some((o: OpOutcome) => !o.ok);
-    return refused || (req.op === "show" && result === null) ? 1 : 0;
+    console.log(args.json ? JSON.stringify(result, null, 2) : human(call, result, Date.now()));
+    const refused = (result as Partial<ResultsAnswer> | null)?.results?.some((o) => !o.ok) ?? false;
+    return refused || result === null ? 1 : 0;
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const p of err.problems) console.error(`config: ${p}`);
       return 78;
     }
     if (err instanceof SpoolLockedError) {
-      console.error(`queue: ${err.message}, but its control socket does not answer`);
+      console.error(`queue: ${err.message}; drop --offline to go through its admin API`);
       return 75;
+    }
+    if (err instanceof UnavailableError) {
+      console.error(`queue: ${err.message}`);
+      return 69;
+    }
+    if (err instanceof AdminUnreachableError) {
+      // A URL file nobody answers at, on a spool nobody holds: left by a Ferry that did not stop cleanly.
+      const stale = urlFileOf !== undefined && !spoolLocked(urlFileOf);
+      console.error(
+        stale
+          ? `queue: no Ferry is running on the spool "${urlFileOf}" (its ${URL_FILE} is left from a run that ` +
+            `did not stop cleanly: ${err.message}); start it, or use --offline to work on the stopped spool`
+          : `queue: ${err.message}`,
+      );
+      return 69;
+    }
+    if (err instanceof AdminApiError) {
+      if (err.status === 401 || err.status === 403) {
+        console.error(`queue: the admin API at ${client?.url} refused the token: ${err.message}`);
+        return 77;
+      }
+      const details = err.details?.map((d) => `\n  ${d.path || "(body)"}: ${d.message}`).join("") ?? "";
+      console.error(`queue: the admin API answered ${err.status}: ${err.message}${details}`);
+      return err.status === 400 ? 64 : 70;
     }
     console.error(`queue: ${errorMessage(err)}`);
     return 70;
+  } finally {
+    client?.close();
   }
 }
 

@@ -17,6 +17,8 @@ import { queueSummaryRoute } from "./routes/queue_summary.ts";
 import { queueListRoute } from "./routes/queue_list.ts";
 import { queueShowRoute } from "./routes/queue_show.ts";
 import { queueActionRoute } from "./routes/queue_action.ts";
+import { queueFlushRoute } from "./routes/queue_flush.ts";
+import { queueBatchRoute } from "./routes/queue_batch.ts";
 import { dashboardGuard } from "./dashboard/guard.ts";
 import { dashboardLoginRoute } from "./routes/dashboard_login.tsx";
 import { dashboardOverviewRoute } from "./routes/dashboard_overview.tsx";
@@ -37,6 +39,8 @@ export function createAdminApp(deps: AdminDeps): Hono {
   queueListRoute(app, deps);
   queueShowRoute(app, deps);
   queueActionRoute(app, deps);
+  queueFlushRoute(app, deps);
+  queueBatchRoute(app, deps);
   app.use("/dashboard", dashboardGuard(deps.tokens));
   app.use("/dashboard/*", dashboardGuard(deps.tokens));
   dashboardLoginRoute(app, deps);

@@ -4,8 +4,8 @@
  */
 
 import type { Envelope } from "../core/envelope.ts";
-import type { QueueRow, QueueState, Spool } from "../spool/spool.ts";
-import { isQueueState, type QueueOps } from "../outbound/queue_ops.ts";
+import type { QueueRow, QueueState, QueueSummary, Spool } from "../spool/spool.ts";
+import { isQueueState, type OpOutcome, type QueueOps } from "../outbound/queue_ops.ts";
 
 /** The operator's actions on one message. */
 export const QUEUE_ACTIONS = ["hold", "release", "retry", "bounce", "delete"] as const;
@@ -32,6 +32,10 @@ export interface QueueFilter {
   sender?: string;
   recipient?: string;
   domain?: string;
+  /** Only messages received at or before this time (ms since epoch) */
+  receivedBefore?: number;
+  /** Only messages received at or after this time (ms since epoch) */
+  receivedAfter?: number;
   /** Rows after this id */
   after?: string;
   limit: number;
@@ -39,19 +43,34 @@ export interface QueueFilter {
 
 /** The outcome of an action. */
 export type ActionResult =
-  | { ok: true; state?: string }
+  | { ok: true; state?: string; message: string }
   | { ok: false; error: "not-found" | "conflict"; detail: string };
 
 /** What the admin room needs from the queue. */
 export interface QueueAccess {
   /** Whether actions are offered */
   readonly actions: boolean;
-  summary(): Promise<Record<string, number>>;
+  /** Counts by state, and pending messages and recipients by destination domain */
+  summary(): Promise<QueueSummary>;
   list(filter: QueueFilter): Promise<QueueItem[]>;
-  show(
-    id: string,
-  ): Promise<{ item: QueueItem; envelope: Envelope; history: { at: number; text: string }[] } | undefined>;
+  /** One message; with `headers`, also its header section as stored (reads the message data) */
+  show(id: string, options?: { headers?: boolean }): Promise<MessageView | undefined>;
   act(id: string, action: QueueAction, options?: { reason?: string }): Promise<ActionResult>;
+  /** One action on several messages, an outcome each; undefined while Ferry is still starting */
+  actMany(action: QueueAction, ids: string[]): Promise<OpOutcome[] | undefined>;
+  /** Everything (or one recipient domain) due now; undefined while Ferry is still starting */
+  flush(domain?: string): Promise<{ messages: number } | undefined>;
+}
+
+/** One message as `show` returns it. */
+export interface MessageView {
+  item: QueueItem;
+  envelope: Envelope;
+  history: { at: number; text: string }[];
+  /** The header section (at most 64 KiB), when asked for and readable */
+  headers?: string;
+  /** Why the header section could not be read */
+  headersError?: string;
 }
 
 function itemOf(row: QueueRow, env?: Envelope): QueueItem {
@@ -75,8 +94,8 @@ function itemOf(row: QueueRow, env?: Envelope): QueueItem {
 export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): QueueAccess {
   return {
     actions: true,
-    async summary() {
-      return (await spool.summary()).byState;
+    summary() {
+      return spool.summary();
     },
     async list(f) {
       if (f.state && !isQueueState(f.state)) return [];
@@ -85,12 +104,26 @@ export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): Q
         sender: f.sender,
         recipient: f.recipient,
         domain: f.domain,
+        receivedBefore: f.receivedBefore,
+        receivedAfter: f.receivedAfter,
         after: f.after,
         limit: f.limit,
       });
       return await Promise.all(rows.map(async (r) => itemOf(r, await spool.get(r.id))));
     },
-    async show(id) {
+    async show(id, options = {}) {
+      const q = options.headers ? ops() : undefined;
+      if (q) {
+        const d = await q.show(id);
+        if (!d) return undefined;
+        return {
+          item: itemOf(d.row, d.envelope),
+          envelope: d.envelope,
+          history: d.history,
+          headers: d.headers,
+          headersError: d.headersError,
+        };
+      }
       const [row, envelope] = await Promise.all([spool.row(id), spool.get(id)]);
       if (!row || !envelope) return undefined;
       return { item: itemOf(row, envelope), envelope, history: await spool.history(id) };
@@ -106,7 +139,13 @@ export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): Q
           : { ok: false, error: "conflict", detail: `${id} ${r.message}` };
       }
       const gone = action === "delete" ? "deleted" : action === "bounce" ? "bounced" : "done";
-      return { ok: true, state: (await spool.row(id))?.state ?? gone };
+      return { ok: true, state: (await spool.row(id))?.state ?? gone, message: r.message };
+    },
+    async actMany(action, ids) {
+      return await ops()?.[action](ids);
+    },
+    async flush(domain) {
+      return await ops()?.flush(domain);
     },
   };
 }

@@ -1,8 +1,8 @@
 /**
  * Queue operations for operators (Exim's -bp/-M/-Mg/-Mrm/-qff, Postfix's mailq/postqueue -f/postsuper):
  * list, show, hold, release, retry now, flush, bounce (with a failure report), delete (without), summary.
- * One module for every front end: the `queue` command line (through the control socket or on a stopped
- * Ferry's spool) and the admin API. Safe beside a delivery in progress: hold takes effect when the attempt
+ * One module for every front end: the admin API, and through it the `queue` command line (which runs the
+ * same API in-process on a stopped Ferry's spool). Safe beside a delivery in progress: hold takes effect when the attempt
  * ends (the end of an attempt never overrides `hold`), bounce and delete abort the attempt first.
  */
 

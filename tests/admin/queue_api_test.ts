@@ -102,3 +102,95 @@ Deno.test("queue API errors: 401 without or with a wrong token, 400 for bad bodi
     await Deno.remove(f.dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("queue API for the queue command: batch actions with an outcome each, flush, age and null-sender filters, headers, summary by domain", async () => {
+  const f = await queueFerry();
+  try {
+    const [a, b, c] = f.ids;
+    const summary = await api(f, "/api/queue/summary");
+    assert.deepEqual(summary.body.byDomain, [{ domain: "example.test", messages: 3, recipients: 3 }]);
+
+    assert.deepEqual((await api(f, "/api/queue?olderThan=1h")).body.messages, []);
+    assert.equal((await api(f, "/api/queue?newerThan=1h")).body.messages.length, 3);
+    const badAge = await api(f, "/api/queue?olderThan=soon");
+    assert.deepEqual([badAge.status, badAge.body.details[0].path], [400, "olderThan"]);
+    assert.deepEqual((await api(f, "/api/queue?sender=%3C%3E")).body.messages, []);
+
+    const shown = await api(f, `/api/queue/${a}`);
+    assert.match(
+      shown.body.headers,
+      /^Received: [\s\S]*\r\nSubject: to bob@example\.test\r\n[\s\S]*X-Mailer: swaks[^\r]*\r\n$/,
+    );
+
+    const flushed = await api(f, "/api/queue/flush", { method: "POST", body: { domain: "example.test" } });
+    assert.deepEqual([flushed.status, flushed.body], [200, { messages: 3 }]);
+    assert.ok(f.memlog.has("admin: flush example.test: 3 message(s) due now"));
+    assert.deepEqual(
+      (await api(f, "/api/queue/flush", { method: "POST", body: { domain: "nowhere.test" } })).body,
+      {
+        messages: 0,
+      },
+    );
+
+    // The flush's attempts are over (each failed a second time) before the hold.
+    const tries = (u: string) =>
+      f.memlog.lines.filter((l) => l.text.startsWith(`== ${u}@example.test`)).length;
+    await waitFor(() => ["bob", "dave", "erin"].every((u) => tries(u) >= 2));
+    await waitFor(async () => (await f.spool.query({ state: "active" })).length === 0);
+    const held = await api(f, "/api/queue/hold", {
+      method: "POST",
+      body: { ids: [a, "1xNOPE-000000000000-0000"] },
+    });
+    assert.equal(held.status, 200);
+    assert.deepEqual(held.body.results, [
+      { id: a, ok: true, message: "held" },
+      { id: "1xNOPE-000000000000-0000", ok: false, message: "not in the queue" },
+    ]);
+    assert.equal((await f.spool.row(a))?.state, "hold");
+    assert.ok(f.memlog.has(`admin: hold ${a}`));
+    const again = await api(f, "/api/queue/hold", { method: "POST", body: { ids: [a] } });
+    assert.deepEqual(again.body.results[0], {
+      id: a,
+      ok: false,
+      message: "is hold, not incoming, deferred or active",
+    });
+
+    await waitFor(async () => (await f.spool.query({ state: "active" })).length === 0);
+    const bounced = await api(f, "/api/queue/bounce", {
+      method: "POST",
+      body: { ids: [a, b], reason: "cleanup" },
+    });
+    assert.equal(bounced.body.results.length, 2);
+    for (const r of bounced.body.results) {
+      assert.equal(r.ok, true, r.message);
+      assert.match(r.message, /^bounced 1 recipient\(s\), failure report \S+ to <(alice|carol)@[ac]\.test>$/);
+    }
+    assert.ok(f.memlog.has(`admin: bounce ${b} (cleanup)`));
+    // Two reports from the null sender are queued.
+    assert.equal((await api(f, "/api/queue?sender=%3C%3E")).body.messages.length, 2);
+    const del = await api(f, "/api/queue/delete", { method: "POST", body: { ids: [c] } });
+    assert.deepEqual(del.body.results, [{ id: c, ok: true, message: "deleted" }]);
+
+    // Bad bodies and actions.
+    for (
+      const [path, body, field] of [
+        ["/api/queue/hold", {}, "ids"],
+        ["/api/queue/hold", { ids: [] }, "ids"],
+        ["/api/queue/hold", { ids: ["../etc"] }, "ids.0"],
+        ["/api/queue/hold", { ids: [a], force: true }, ""],
+        ["/api/queue/flush", { domain: "a b" }, "domain"],
+        ["/api/queue/flush", { all: true }, ""],
+      ] as const
+    ) {
+      const r = await api(f, path, { method: "POST", body });
+      assert.equal(r.status, 400, `${path} ${JSON.stringify(body)}`);
+      assert.equal(r.body.details[0].path, field, JSON.stringify(r.body));
+    }
+    assert.equal((await api(f, "/api/queue/hold", { method: "POST", raw: "[" })).status, 400);
+    assert.equal((await api(f, "/api/queue/explode", { method: "POST", body: { ids: [a] } })).status, 404);
+    assert.equal((await api(f, "/api/queue/flush", { method: "POST", token: null })).status, 401);
+  } finally {
+    await f.stop();
+    await Deno.remove(f.dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -39,7 +39,7 @@ export function dashboardMessagesRoute(app: Hono, deps: AdminDeps): void {
       limit: 100,
     };
     const items = await deps.queue.list(filter);
-    const states = Object.keys(await deps.queue.summary());
+    const states = Object.keys((await deps.queue.summary()).byState);
     const next = items.length === filter.limit ? items[items.length - 1].id : undefined;
     return c.html(
       <Layout title="Messages" hostname={deps.hostname}>

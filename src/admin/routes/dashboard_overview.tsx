@@ -9,7 +9,7 @@ import { ActivityChart } from "../dashboard/chart.tsx";
 /** Registers the route. */
 export function dashboardOverviewRoute(app: Hono, deps: AdminDeps): void {
   app.get("/dashboard", async (c) => {
-    const counts = await deps.queue.summary();
+    const counts = (await deps.queue.summary()).byState;
     const total = Object.values(counts).reduce((a, b) => a + b, 0);
     const series = deps.activity.series(6);
     const sum = (k: "delivered" | "deferred" | "bounced") => series.reduce((a, b) => a + b[k], 0);

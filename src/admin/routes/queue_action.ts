@@ -1,6 +1,6 @@
 /**
  * `POST /api/queue/:id/{hold,release,retry,bounce,delete}` (body `{ "reason"? }`) and `DELETE /api/queue/:id`.
- * 200 `{ ok, state }`; 400 for a bad body; 404 for an unknown id or action; 409 when the message's state does
+ * 200 `{ ok, id, action, state, message }`; 400 for a bad body; 404 for an unknown id or action; 409 when the message's state does
  * not allow it.
  */
 
@@ -20,7 +20,7 @@ async function perform(c: Context, deps: AdminDeps, id: string, action: QueueAct
   const r = await deps.queue.act(id, action, b.value);
   if (!r.ok) return jsonError(c, r.error === "not-found" ? 404 : 409, r.detail);
   deps.log(`admin: ${action} ${id}${b.value.reason ? ` (${b.value.reason})` : ""}`);
-  return c.json({ ok: true, id, action, state: r.state });
+  return c.json({ ok: true, id, action, state: r.state, message: r.message });
 }
 
 /** Registers the routes. */

@@ -1,15 +1,30 @@
-/** `GET /api/queue`: one page of messages, filtered by state, sender, recipient or domain; `next` pages on. */
+/**
+ * `GET /api/queue`: one page of messages, filtered by state, sender (`<>` for the null sender), recipient,
+ * domain or age (`olderThan`, `newerThan`: durations such as `30m`, `2h`); `next` pages on.
+ */
 
 import type { Hono } from "hono";
 import { z } from "zod";
 import type { AdminDeps } from "../deps.ts";
 import { validate } from "../http_error.ts";
+import { parseDuration } from "../../core/units.ts";
+
+const duration = z.string().max(32).refine((s) => {
+  try {
+    parseDuration(s);
+    return true;
+  } catch {
+    return false;
+  }
+}, { message: "expected a duration such as 90s, 30m, 2h or 1d" });
 
 const query = z.object({
   state: z.string().regex(/^[a-z]+$/).optional(),
   sender: z.string().max(512).optional(),
   recipient: z.string().max(512).optional(),
   domain: z.string().max(255).optional(),
+  olderThan: duration.optional(),
+  newerThan: duration.optional(),
   after: z.string().regex(/^[A-Za-z0-9-]+$/).optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 }).strict();
@@ -19,7 +34,14 @@ export function queueListRoute(app: Hono, deps: AdminDeps): void {
   app.get("/api/queue", async (c) => {
     const q = validate(c, query, c.req.query());
     if (!q.ok) return q.response;
-    const messages = await deps.queue.list(q.value);
+    const { olderThan, newerThan, sender, ...rest } = q.value;
+    const now = Date.now();
+    const messages = await deps.queue.list({
+      ...rest,
+      sender: sender === "<>" ? "" : sender,
+      receivedBefore: olderThan === undefined ? undefined : now - parseDuration(olderThan),
+      receivedAfter: newerThan === undefined ? undefined : now - parseDuration(newerThan),
+    });
     const next = messages.length === q.value.limit ? messages[messages.length - 1].id : undefined;
     return c.json({ messages, next });
   });

@@ -1,4 +1,7 @@
-/** `GET /api/queue/:id`: one message — queue row, envelope with per-recipient state, history. 404 when unknown. */
+/**
+ * `GET /api/queue/:id`: one message — queue row, envelope with per-recipient state, history, and its header
+ * section as stored (`headers`, or `headersError` when the data cannot be read). 404 when unknown.
+ */
 
 import type { Hono } from "hono";
 import type { AdminDeps } from "../deps.ts";
@@ -7,8 +10,14 @@ import { jsonError } from "../http_error.ts";
 /** Registers the route. */
 export function queueShowRoute(app: Hono, deps: AdminDeps): void {
   app.get("/api/queue/:id", async (c) => {
-    const found = await deps.queue.show(c.req.param("id"));
+    const found = await deps.queue.show(c.req.param("id"), { headers: true });
     if (!found) return jsonError(c, 404, "no such message");
-    return c.json({ message: found.item, envelope: found.envelope, history: found.history });
+    return c.json({
+      message: found.item,
+      envelope: found.envelope,
+      history: found.history,
+      headers: found.headers,
+      headersError: found.headersError,
+    });
   });
 }

@@ -1,0 +1,37 @@
+/**
+ * `POST /api/queue/{hold,release,retry,bounce,delete}` with body `{ "ids": [...], "reason"? }`: one action on
+ * up to 1000 messages, as the `queue` command sends it. 200 `{ results: [{ id, ok, message }] }` — a message
+ * the action does not fit is `ok: false` with the reason, not an HTTP error; 400 for a bad body; 503 while
+ * Ferry is still starting.
+ */
+
+import type { Hono } from "hono";
+import { z } from "zod";
+import type { AdminDeps } from "../deps.ts";
+import { jsonError, readJson, validate } from "../http_error.ts";
+import { QUEUE_ACTIONS, type QueueAction } from "../queue_access.ts";
+
+/** A message id as the spool makes them (and what an operator may mistype, refused by the operation). */
+export const MESSAGE_ID = z.string().min(1).max(64).regex(/^[A-Za-z0-9-]+$/, "not a message id");
+
+const body = z.object({
+  ids: z.array(MESSAGE_ID).min(1).max(1000),
+  reason: z.string().min(1).max(500).optional(),
+}).strict();
+
+/** Registers the route. */
+export function queueBatchRoute(app: Hono, deps: AdminDeps): void {
+  app.post("/api/queue/:action", async (c) => {
+    const action = c.req.param("action");
+    if (!(QUEUE_ACTIONS as readonly string[]).includes(action)) return jsonError(c, 404, "no such action");
+    const raw = await readJson(c);
+    if (raw === undefined) return jsonError(c, 400, "body is not JSON");
+    const b = validate(c, body, raw);
+    if (!b.ok) return b.response;
+    const results = await deps.queue.actMany(action as QueueAction, b.value.ids);
+    if (results === undefined) return jsonError(c, 503, "Ferry is still starting");
+    const reason = b.value.reason ? ` (${b.value.reason})` : "";
+    for (const r of results) if (r.ok) deps.log(`admin: ${action} ${r.id}${reason}`);
+    return c.json({ results });
+  });
+}
