@@ -43,7 +43,7 @@ export interface QueueFilter {
 
 /** The outcome of an action. */
 export type ActionResult =
-  | { ok: true; state?: string; message: string }
+  | { ok: true; state?: string; message: string; /** The failure report a bounce queued */ report?: string }
   | { ok: false; error: "not-found" | "conflict"; detail: string };
 
 /** What the admin room needs from the queue. */
@@ -139,7 +139,11 @@ export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): Q
           : { ok: false, error: "conflict", detail: `${id} ${r.message}` };
       }
       const gone = action === "delete" ? "deleted" : action === "bounce" ? "bounced" : "done";
-      return { ok: true, state: (await spool.row(id))?.state ?? gone, message: r.message };
+      // QueueOps names the report it queued in its outcome text ("…, failure report <id> to <sender>").
+      const report = action === "bounce"
+        ? /failure report ([A-Za-z0-9-]+) to /.exec(r.message)?.[1]
+        : undefined;
+      return { ok: true, state: (await spool.row(id))?.state ?? gone, message: r.message, report };
     },
     async actMany(action, ids) {
       return await ops()?.[action](ids);

@@ -1,7 +1,8 @@
 /**
  * The dashboard in a real browser: Debian's Chromium driven by playwright-core. Sign in with the token, see the
- * overview, hold and release a message through the confirmed actions and check the queue changed; the
- * screenshots must be real pages (PNG, sizeable, different from one another).
+ * overview, hold and release a message through the confirmed actions and check the queue changed; bounce one
+ * (it leaves the queue and its failure report is queued, found through the dashboard's link) and delete one
+ * (no report); the screenshots must be real pages (PNG, sizeable, different from one another).
  */
 
 import assert from "node:assert/strict";
@@ -30,7 +31,7 @@ async function checkScreenshot(path: string): Promise<Uint8Array> {
   return png;
 }
 
-Deno.test("dashboard in Chromium: sign in, overview, hold and release a message with confirmation, TLS page", async () => {
+Deno.test("dashboard in Chromium: sign in, overview, hold, release, bounce and delete with confirmation, TLS page", async () => {
   const f = await queueFerry();
   const profile = await Deno.makeTempDir({ prefix: "ferry-chromium-" });
   const shots = await Deno.makeTempDir({ prefix: "ferry-shots-" });
@@ -42,7 +43,7 @@ Deno.test("dashboard in Chromium: sign in, overview, hold and release a message 
   });
   try {
     const page = await browser.newPage();
-    const [id] = f.ids;
+    const [id, toBounce, toDelete] = f.ids;
 
     // Without the cookie every page leads to the sign-in form; a wrong token is refused.
     await page.goto(`${f.base}/dashboard/messages`);
@@ -85,19 +86,64 @@ Deno.test("dashboard in Chromium: sign in, overview, hold and release a message 
     assert.notEqual((await f.spool.row(id))?.state, "hold");
     assert.ok(f.memlog.has(`admin: release ${id} (dashboard)`));
 
+    // Bounce, confirmed with a reason: the message leaves the queue and its failure report is queued.
+    await page.goto(`${f.base}/dashboard/messages`);
+    await page.click(`#bounce-${toBounce}`);
+    assert.match(await page.textContent("h1") ?? "", new RegExp(`Confirm: bounce ${toBounce}`));
+    assert.ok(await f.spool.row(toBounce), "not before confirming");
+    await page.fill("input[name=reason]", "spam run");
+    await page.click("#confirm");
+    await page.waitForURL(/\/dashboard\/messages\?done=bounce/);
+    assert.match(
+      await page.textContent("#notice") ?? "",
+      new RegExp(`Bounced ${toBounce}; failure report \\S+`),
+    );
+    assert.equal(await page.locator(`#row-${toBounce}`).count(), 0, "no longer listed");
+    assert.equal(await f.spool.row(toBounce), undefined, "left the queue");
+    assert.ok(f.memlog.has(`admin: bounce ${toBounce} (dashboard) (spam run)`));
+    const report = (await page.textContent("#report-link"))!.trim();
+    // The report is listed as a message from the null sender back to carol.
+    const reportRow = await page.textContent(`#row-${report}`) ?? "";
+    assert.match(reportRow, /<>/);
+    assert.match(reportRow, /carol@c\.test/);
+    await page.screenshot({ path: `${shots}/bounced.png`, fullPage: true });
+    await page.click("#report-link");
+    await page.waitForURL(`${f.base}/dashboard/messages/${report}`);
+    assert.match(await page.textContent("body") ?? "", /carol@c\.test/);
+    const stored = await f.spool.get(report);
+    assert.deepEqual([stored?.sender, stored?.delivery?.reportFor], ["", toBounce]);
+    const text = new TextDecoder().decode(await f.spool.readData(report));
+    assert.match(text, /Status: 5\.0\.0/);
+    assert.match(text, /bounced by the administrator/);
+    assert.match(text, /Subject: to dave@example\.test/);
+
+    // Delete, confirmed: gone without a report.
+    await page.goto(`${f.base}/dashboard/messages/${toDelete}`);
+    await page.click(`#delete-${toDelete}`);
+    assert.match(await page.textContent("h1") ?? "", new RegExp(`Confirm: delete ${toDelete}`));
+    await page.click("#confirm");
+    await page.waitForURL(/\/dashboard\/messages\?done=delete/);
+    assert.match(
+      await page.textContent("#notice") ?? "",
+      new RegExp(`Deleted ${toDelete}; no report was sent`),
+    );
+    assert.equal(await page.locator(`#row-${toDelete}`).count(), 0);
+    assert.equal(await f.spool.get(toDelete), undefined);
+    assert.equal((await f.spool.query({ sender: "" })).length, 1, "only the bounce's report");
+
     await page.goto(`${f.base}/dashboard/tls`);
     assert.match(await page.textContent("#tls") ?? "", /example\.test/);
     await page.screenshot({ path: `${shots}/tls.png`, fullPage: true });
 
     const pngs = await Promise.all(
-      ["overview", "messages", "held", "tls"].map((n) => checkScreenshot(`${shots}/${n}.png`)),
+      ["overview", "messages", "held", "bounced", "tls"].map((n) => checkScreenshot(`${shots}/${n}.png`)),
     );
     const digests = await Promise.all(
       pngs.map(async (p) =>
         new Uint8Array(await crypto.subtle.digest("SHA-256", p as Uint8Array<ArrayBuffer>)).toHex()
       ),
     );
-    assert.equal(new Set(digests).size, 4, "every screenshot shows a different page");
+    assert.equal(new Set(digests).size, 5, "every screenshot shows a different page");
   } finally {
     await browser.close();
     await f.stop();

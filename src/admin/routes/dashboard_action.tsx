@@ -1,7 +1,8 @@
 /** @jsxImportSource hono/jsx */
 /**
  * `GET /dashboard/messages/:id/:action` asks for confirmation; `POST` performs it (hold, release, retry, bounce,
- * delete) and returns to the message (or the list after delete). Cross-site posts are refused by Origin.
+ * delete) and returns to the message, or after delete and bounce to the list with a notice naming the failure
+ * report a bounce queued. Cross-site posts are refused by Origin.
  */
 
 import type { Hono } from "hono";
@@ -67,6 +68,11 @@ export function dashboardActionRoute(app: Hono, deps: AdminDeps): void {
       );
     }
     deps.log(`admin: ${action} ${id} (dashboard)${reason ? ` (${reason})` : ""}`);
-    return c.redirect(action === "delete" ? "/dashboard/messages" : `/dashboard/messages/${id}`, 303);
+    if (action === "delete" || action === "bounce") {
+      // The message has left the queue: back to the list, which says what happened.
+      const done = new URLSearchParams({ done: action, id, ...(r.report ? { report: r.report } : {}) });
+      return c.redirect(`/dashboard/messages?${done}`, 303);
+    }
+    return c.redirect(`/dashboard/messages/${id}`, 303);
   });
 }

@@ -26,10 +26,34 @@ export function ActionLinks(props: { item: QueueItem; enabled: boolean }) {
   );
 }
 
+const ID = /^[A-Za-z0-9-]{1,64}$/;
+
+/** What the action just done did (after delete and bounce the message is no longer listed). */
+function doneNotice(done?: string, id?: string, report?: string) {
+  if (!id || !ID.test(id)) return null;
+  if (done === "delete") return <p id="notice">Deleted {id}; no report was sent.</p>;
+  if (done !== "bounce") return null;
+  return (
+    <p id="notice">
+      Bounced {id}
+      {report && ID.test(report)
+        ? (
+          <span>
+            ; failure report <a id="report-link" href={`/dashboard/messages/${report}`}>{report}</a>{" "}
+            queued to the sender.
+          </span>
+        )
+        : "; no failure report (none was asked for)."}
+    </p>
+  );
+}
+
 /** Registers the route. */
 export function dashboardMessagesRoute(app: Hono, deps: AdminDeps): void {
   app.get("/dashboard/messages", async (c) => {
     const q = c.req.query();
+    const notice = doneNotice(q.done, q.id, q.report);
+    const { done: _d, id: _i, report: _r, ...kept } = q;
     const filter = {
       state: /^[a-z]+$/.test(q.state ?? "") ? q.state : undefined,
       sender: q.sender || undefined,
@@ -53,6 +77,7 @@ export function dashboardMessagesRoute(app: Hono, deps: AdminDeps): void {
           <input name="domain" placeholder="recipient domain" value={filter.domain ?? ""} />{" "}
           <button class="btn" type="submit">Filter</button>
         </form>
+        {notice}
         <p class="muted">{items.length} shown</p>
         <table id="messages">
           <thead>
@@ -92,7 +117,7 @@ export function dashboardMessagesRoute(app: Hono, deps: AdminDeps): void {
         {next
           ? (
             <p>
-              <a href={`/dashboard/messages?${new URLSearchParams({ ...q, after: next })}`}>next page</a>
+              <a href={`/dashboard/messages?${new URLSearchParams({ ...kept, after: next })}`}>next page</a>
             </p>
           )
           : null}
