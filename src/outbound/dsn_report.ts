@@ -1,6 +1,7 @@
 /**
  * Delivery status notifications: RFC 3464 (message/delivery-status), RFC 3462/6522 (multipart/report),
- * RFC 3461 NOTIFY/RET semantics, RFC 6533 (message/global-delivery-status when addresses are UTF-8).
+ * RFC 3461 NOTIFY/RET semantics, RFC 6533 (message/global-delivery-status when addresses are UTF-8), RFC 8689
+ * §5 (a report on a REQUIRETLS message returns only the header, whatever RET says).
  * Trusts nothing it embeds: recipient addresses, ORCPT values and remote diagnostics may hold anything,
  * so every header field is stripped of controls and folded to stay within 998 octets per line.
  */
@@ -69,7 +70,8 @@ const CONTROLS = /[\x00-\x1f\x7f]/g;
 /**
  * Builds a complete report message. The original is returned whole for RET=FULL, and by default for
  * failures; only its header for RET=HDRS, by default for delays and successes, and when it is larger
- * than `returnSizeLimit` or cannot be carried unchanged (NUL bytes or lines over 998 octets).
+ * than `returnSizeLimit` or cannot be carried unchanged (NUL bytes or lines over 998 octets). A REQUIRETLS
+ * message is reported as for RET=HDRS (RFC 8689 §5): its body must not travel where TLS is not assured.
  */
 export function buildDsn(opts: DsnOptions): Uint8Array {
   const { envelope: env, kind } = opts;
@@ -82,7 +84,8 @@ export function buildDsn(opts: DsnOptions): Uint8Array {
   // Memory in proportion to what the report returns: only the header section is copied when only the
   // header goes back, and a message that already has CRLF line ends is not copied at all.
   const limit = opts.returnSizeLimit ?? 10 * 1024 * 1024;
-  const wantFull = (env.ret ?? (kind === "failure" ? "FULL" : "HDRS")) === "FULL" &&
+  const ret = env.requireTls === true ? "HDRS" : (env.ret ?? (kind === "failure" ? "FULL" : "HDRS"));
+  const wantFull = ret === "FULL" &&
     opts.original.length <= limit && carriable(opts.original);
   const whole = wantFull ? crlf(opts.original) : undefined;
   const full = whole !== undefined && whole.length <= limit;

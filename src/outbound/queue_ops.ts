@@ -189,6 +189,7 @@ export class QueueOps {
             client: { ip: "127.0.0.1", port: 0 },
             receivedBy: this.#hostname,
             delivery: { reportFor: id, kind: "failure" },
+            ...(env.requireTls === true ? { requireTls: true } : {}),
           },
           data: report,
         });

@@ -562,6 +562,8 @@ export class Scheduler implements QueueManagerHooks {
           client: { ip: "127.0.0.1", port: 0 },
           receivedBy: this.#deps.hostname,
           delivery: { reportFor: env.id, kind },
+          // RFC 8689 §5: the report on a REQUIRETLS message is itself sent with REQUIRETLS.
+          ...(env.requireTls === true ? { requireTls: true } : {}),
         },
         data: report,
       });

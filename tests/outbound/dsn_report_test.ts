@@ -143,6 +143,15 @@ Deno.test("buildDsn() returns only the headers as text/rfc822-headers for RET=HD
   assert.equal(r.status[0]["Original-Envelope-Id"], undefined);
 });
 
+Deno.test("buildDsn() returns only the headers of a REQUIRETLS message even with RET=FULL (RFC 8689 §5)", async () => {
+  const opts = base();
+  opts.envelope = envelope({ ret: "FULL", requireTls: true, recipients: [bob] });
+  const r = await parse(buildDsn(opts));
+  assert.deepEqual(r.parts, ["text/plain", "message/delivery-status", "text/rfc822-headers"]);
+  assert.match(r.returned.raw, /^Subject: hello\r?$/m);
+  assert.doesNotMatch(r.returned.raw, /Hi Bob/);
+});
+
 Deno.test("buildDsn() writes a delay notice with Will-Retry-Until and headers only by default", async () => {
   const r = await parse(buildDsn(base({
     kind: "delay",

@@ -38,6 +38,18 @@ async function spkiSha256(certFile: string): Promise<string> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", out.stdout)).toHex();
 }
 
+/**
+ * RFC 8689 §5: the report on a REQUIRETLS message returns the header only (as RET=HDRS, though the failure
+ * default is FULL) and is itself queued with REQUIRETLS, so it never travels in clear.
+ */
+function assertHeadersOnlyRequireTls(envelope: { requireTls?: boolean }, text: string): void {
+  assert.equal(envelope.requireTls, true, "the report is sent with REQUIRETLS");
+  assert.match(text, /Content-Type: text\/rfc822-headers/);
+  assert.doesNotMatch(text, /message\/rfc822/);
+  assert.match(text, /^Subject: t\r$/m, "the original header is returned");
+  assert.doesNotMatch(text, /^body\r$/m, "the original body is not returned");
+}
+
 /** A resolver with example.test → mx.example.test → 127.0.0.1, DNSSEC-validated or not, with TLSA. */
 function resolver(port: number, tlsaHex: string | undefined, ad: boolean): MemoryResolver {
   const r = new MemoryResolver({
@@ -117,10 +129,17 @@ Deno.test("REQUIRETLS without a DNSSEC- or MTA-STS-authenticated MX fails with 5
         /REQUIRETLS: .*requiretls: the MX mx\.example\.test of example\.test is authenticated neither by DNSSEC nor by MTA-STS/,
       );
       assert.equal(await down.spool.count(), 0);
-      const bounce = (await up.spool.list()).find((e) => e.envelope.sender === "");
-      assert.ok(bounce, "a failure report was queued");
-      const text = new TextDecoder().decode(await up.spool.readData(bounce.envelope.id));
-      assert.match(text, /Status: 5\.7\.10/);
+      // The report is queued with REQUIRETLS (RFC 8689 §5), so to client.test's equally unauthenticated MX
+      // it fails the same way instead of going out in clear (its content is checked in the Postfix case).
+      const queued = up.memlog.lines.find((l) => /^<= <> R=\S+ .*\(failure report\)/.test(l.text));
+      assert.ok(queued, "a failure report was queued");
+      await waitFor(
+        () => up.memlog.lines.some((l) => l.text.startsWith("** ") && l.fields.id === queued.fields.id),
+        10_000,
+        "the report's own outcome",
+      );
+      const own = up.memlog.lines.find((l) => l.text.startsWith("** ") && l.fields.id === queued.fields.id)!;
+      assert.match(own.text, /sender@client\.test .*REQUIRETLS: .*requiretls: the MX/);
     } finally {
       await up.dispose();
     }
@@ -148,6 +167,7 @@ Deno.test("REQUIRETLS to a DANE-authenticated Postfix that does not offer it: fa
       const bounce = (await up.spool.list()).find((e) => e.envelope.sender === "");
       const text = new TextDecoder().decode(await up.spool.readData(bounce!.envelope.id));
       assert.match(text, /Status: 5\.7\.10/);
+      assertHeadersOnlyRequireTls(bounce!.envelope, text);
     } finally {
       await up.dispose();
     }
