@@ -28,6 +28,8 @@ export interface PostfixInstance {
   heldCount(): Promise<number>;
   /** Number of queue files not yet delivered (maildrop, incoming, active, deferred, hold). */
   queuedCount(): Promise<number>;
+  /** Ports of the further smtpd listeners asked for in `extraSmtpd`, by name. */
+  extraPorts: Record<string, number>;
   /** Number of lines of the instance's mail log containing `needle`. */
   logCount(needle: string): Promise<number>;
   /** Last lines of the instance's mail log. */
@@ -54,6 +56,13 @@ export interface PostfixOptions {
   initialConcurrency?: number;
   /** Offer STARTTLS with this certificate chain and key (smtpd_tls_security_level = may). */
   tls?: { certFile: string; keyFile: string };
+  /** Further main.cf lines, e.g. `tls_server_sni_maps = …` (appended last, so they win). */
+  mainCf?: string[];
+  /**
+   * Further smtpd listeners on their own free ports, each with `-o` overrides (e.g.
+   * `smtpd_tls_security_level=none`); their log lines carry `syslog_name` `postfix-<name>`.
+   */
+  extraSmtpd?: { name: string; overrides: string[] }[];
 }
 
 async function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; out: string }> {
@@ -198,11 +207,19 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
       "smtpd_tls_security_level = may",
     );
   }
+  mainCf.push(...options.mainCf ?? []);
   await Deno.writeTextFile(`${etc}/main.cf`, mainCf.join("\n") + "\n");
+  const extraPorts: Record<string, number> = {};
+  const extraLines = (options.extraSmtpd ?? []).map((e) => {
+    const p = extraPorts[e.name] = freePort();
+    const o = [`syslog_name=postfix-${e.name}`, ...e.overrides].map((x) => ` -o ${x}`).join("");
+    return `127.0.0.1:${p} inet n - n - - smtpd${o}`;
+  });
   await Deno.writeTextFile(
     `${etc}/master.cf`,
     [
       `127.0.0.1:${port} inet n - n - - smtpd`,
+      ...extraLines,
       "cleanup unix n - n - 0 cleanup",
       "qmgr unix n - n 300 1 qmgr",
       "rewrite unix - - n - - trivial-rewrite",
@@ -245,11 +262,13 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     const start = await run("postfix", ["-c", etc, "start"]);
     if (start.code !== 0) throw new Error(`postfix start failed: ${start.out}`);
     await waitForBanner("127.0.0.1", port, 15_000);
+    for (const p of Object.values(extraPorts)) await waitForBanner("127.0.0.1", p, 15_000);
     return {
       host: "127.0.0.1",
       port,
       dir,
       version,
+      extraPorts,
       heldCount: () => countFiles(`${queue}/hold`),
       queuedCount: async () => {
         let n = 0;

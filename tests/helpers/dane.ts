@@ -60,6 +60,8 @@ export async function postfixVerdict(
   if (/Anonymous TLS connection established/.test(text)) return "anonymous";
   if (/Trusted TLS connection established/.test(text)) return "trusted";
   if (/STARTTLS/i.test(text) && /not (offered|supported)|no STARTTLS/i.test(text)) return "no-starttls";
+  // With -c it logs only TLS: a clean exit without a word means it met no STARTTLS and quit.
+  if (out.success && text.trim() === "") return "no-starttls";
   return `other: ${text.trim().split("\n").slice(-2).join(" | ")}`;
 }
 
