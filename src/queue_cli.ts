@@ -328,9 +328,11 @@ async function remoteClient(args: Args): Promise<{ client: AdminClient; urlFileO
   let token = givenToken ?? config?.admin.tokens[0];
   if (token === undefined && dir !== undefined) token = await readToken(dir);
   if (token === undefined) {
-    throw new UnavailableError(
-      `no admin token: none in admin.tokens${dir ? ` nor in ${dir}/admin.token` : ""}; pass --token`,
-    );
+    const where = [
+      ...(config ? ["in admin.tokens"] : []),
+      ...(dir ? [`in ${dir}/admin.token`] : []),
+    ].join(" nor ");
+    throw new UnavailableError(`no admin token${where ? `: none ${where}` : ""}; pass --token`);
   }
   let caCerts: string[] | undefined;
   const ca = args.ca ?? env("FERRY_ADMIN_CA") ?? config?.admin.tls?.cert;
