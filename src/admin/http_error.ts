@@ -36,3 +36,11 @@ export async function readJson(c: Context): Promise<unknown> {
     return undefined;
   }
 }
+
+/**
+ * Answers 200 with `value` after checking it against the response schema `schema`; a mismatch is a bug
+ * on our side and throws (the app answers 500 and logs it).
+ */
+export function jsonChecked<T extends z.ZodType>(c: Context, schema: T, value: unknown): Response {
+  return c.json(schema.parse(value) as Record<string, unknown>);
+}

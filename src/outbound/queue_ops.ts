@@ -85,8 +85,10 @@ export class QueueOps {
     if (row === undefined || envelope === undefined) return undefined;
     const details: MessageDetails = { row, envelope, history: await this.#spool.history(id) };
     try {
-      const data = await this.#spool.readData(id);
-      details.headers = headerSection(data);
+      // Only the head: a 50 MB body is not read (nor its digest checked) to show its header section.
+      const head = await this.#spool.readHead(id, HEADER_LIMIT);
+      if (head === undefined) details.headersError = "the message is gone";
+      else details.headers = headerSection(head);
     } catch (err) {
       details.headersError = (err as Error).message;
     }

@@ -307,6 +307,8 @@ export class SpoolDb {
       ),
       getData: prepare("SELECT bytes FROM data WHERE id = ?"),
       getChunks: prepare("SELECT seq, bytes FROM chunks WHERE id = ? ORDER BY seq"),
+      getHeadChunks: prepare("SELECT seq, bytes FROM chunks WHERE id = ? AND seq < ? ORDER BY seq"),
+      getDataHead: prepare("SELECT substr(bytes, 1, ?) AS bytes FROM data WHERE id = ?"),
       getHistory: prepare("SELECT at, text FROM history WHERE message_id = ? ORDER BY at, rowid"),
       listIds: prepare("SELECT id FROM messages ORDER BY received_at, id"),
       count: prepare("SELECT count(*) AS n FROM messages"),
@@ -638,6 +640,35 @@ export class SpoolDb {
       reason = `data length ${bytes.length} does not match recorded ${length}`;
     } else if (sha256Hex(bytes) !== sha256) reason = "data digest does not match recorded SHA-256";
     return reason === undefined ? { kind: "ok", data: bytes as Uint8Array } : { kind: "corrupt", reason };
+  }
+
+  /**
+   * The first `limit` octets of a message's data (fewer when it is shorter), reading only the chunks that
+   * hold them; not checked against the digest (that needs the whole body). Undefined when there is no
+   * such message.
+   */
+  readHead(id: string, limit: number): Uint8Array | undefined {
+    this.#requireDb();
+    const row = this.#stmts.getMessage.get(id) as MessageRow | undefined;
+    if (row === undefined) return undefined;
+    const want = Math.max(0, Math.min(limit, Number(row.data_length)));
+    const chunks = this.#stmts.getHeadChunks.all(id, Math.ceil(want / CHUNK_SIZE)) as {
+      seq: number;
+      bytes: unknown;
+    }[];
+    if (chunks.length === 0) {
+      const bytes = (this.#stmts.getDataHead.get(want, id) as { bytes: unknown } | undefined)?.bytes;
+      return bytes instanceof Uint8Array ? bytes : new Uint8Array(0);
+    }
+    const out = new Uint8Array(want);
+    let off = 0;
+    for (const c of chunks) {
+      if (!(c.bytes instanceof Uint8Array) || off >= want) break;
+      const part = c.bytes.subarray(0, want - off);
+      out.set(part, off);
+      off += part.length;
+    }
+    return out.subarray(0, off);
   }
 
   /** One page of queue rows. */

@@ -13,6 +13,7 @@ export type DbMethod =
   | "get"
   | "listEnvelopes"
   | "readData"
+  | "readHead"
   | "query"
   | "row"
   | "history"

@@ -163,6 +163,11 @@ export interface Spool {
    * moves to `corrupt` (a log line says so) and CorruptMessageError is thrown.
    */
   readData(id: string): Promise<Uint8Array>;
+  /**
+   * The first `limit` octets of a message's data (its header section, for operators), reading no more of a
+   * large body than that; not checked against the digest. Undefined when there is no such message.
+   */
+  readHead(id: string, limit: number): Promise<Uint8Array | undefined>;
   /** Reads one envelope with its recipients' current states, or undefined when there is no such message. */
   get(id: string): Promise<Envelope | undefined>;
   /** Lists every queued message (tests and small spools; operators use `query`). */

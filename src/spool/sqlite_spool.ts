@@ -238,6 +238,12 @@ export class SqliteSpool implements Spool {
     return result.data;
   }
 
+  /** The first `limit` octets of a message's data, unchecked; undefined when there is no such message. */
+  async readHead(id: string, limit: number): Promise<Uint8Array | undefined> {
+    this.#requireOpen();
+    return await this.#engine.call("readHead", id, limit);
+  }
+
   /** Reads one envelope, or undefined when there is no such message. */
   async get(id: string): Promise<Envelope | undefined> {
     this.#requireOpen();

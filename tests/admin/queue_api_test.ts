@@ -2,6 +2,9 @@
 
 import assert from "node:assert/strict";
 import { api, queueFerry, waitFor } from "./_admin.ts";
+import { queueListResponse, queueShowResponse, queueSummaryResponse } from "../../src/admin/api_schemas.ts";
+
+const ids = (body: unknown) => queueListResponse.parse(body).messages.map((m) => m.id);
 
 Deno.test("queue API: list with filters and paging, summary, show, hold, release, retry, bounce, delete", async () => {
   const f = await queueFerry();
@@ -19,15 +22,20 @@ Deno.test("queue API: list with filters and paging, summary, show, hold, release
     assert.equal(page.body.messages.length, 2);
     const page2 = await api(f, `/api/queue?limit=2&after=${page.body.next}`);
     assert.deepEqual(page2.body.messages.map((m: { id: string }) => m.id), [c]);
-    const byState = (await api(f, "/api/queue/summary")).body.byState;
+    const summary = queueSummaryResponse.parse((await api(f, "/api/queue/summary")).body);
+    const byState = summary.byState;
     assert.equal(byState.incoming + byState.deferred, 3);
     assert.equal(byState.hold, 0);
+    // Age filters combine with the others: all three arrived at or before now.
+    assert.deepEqual(ids((await api(f, "/api/queue?olderThan=0s&sender=alice@a.test")).body), [a, c]);
 
     const shown = await api(f, `/api/queue/${a}`);
     assert.equal(shown.status, 200);
-    assert.equal(shown.body.envelope.sender, "alice@a.test");
-    assert.equal(shown.body.envelope.recipients[0].status, "pending");
-    assert.ok(Array.isArray(shown.body.history));
+    const view = queueShowResponse.parse(shown.body);
+    assert.equal(view.envelope.sender, "alice@a.test");
+    assert.equal(view.envelope.recipients[0].status, "pending");
+    assert.ok(view.history.length >= 1, "the first attempt is in the history");
+    assert.doesNotMatch(view.headers!, /This is a test mailing/, "the header section, without swaks's body");
 
     const hold = await api(f, `/api/queue/${a}/hold`, { method: "POST", body: { reason: "looks odd" } });
     assert.deepEqual([hold.status, hold.body.state], [200, "hold"]);
@@ -91,6 +99,8 @@ Deno.test("queue API errors: 401 without or with a wrong token, 400 for bad bodi
     assert.equal(badQuery.status, 400);
     assert.equal(badQuery.body.details[0].path, "limit");
     assert.equal((await api(f, "/api/queue?color=red")).status, 400);
+    const bogus = await api(f, "/api/queue?state=bogus");
+    assert.deepEqual([bogus.status, bogus.body.details[0].path], [400, "state"]);
 
     assert.equal((await api(f, "/api/queue/1xNOPE-000000000000-0000")).status, 404);
     assert.equal((await api(f, "/api/queue/1xNOPE-000000000000-0000/hold", { method: "POST" })).status, 404);

@@ -6,7 +6,8 @@
 import type { Hono } from "hono";
 import { z } from "zod";
 import type { AdminDeps } from "../deps.ts";
-import { validate } from "../http_error.ts";
+import { jsonChecked, validate } from "../http_error.ts";
+import { queueListResponse, queueState } from "../api_schemas.ts";
 import { parseDuration } from "../../core/units.ts";
 
 const duration = z.string().max(32).refine((s) => {
@@ -19,7 +20,7 @@ const duration = z.string().max(32).refine((s) => {
 }, { message: "expected a duration such as 90s, 30m, 2h or 1d" });
 
 const query = z.object({
-  state: z.string().regex(/^[a-z]+$/).optional(),
+  state: queueState.optional(),
   sender: z.string().max(512).optional(),
   recipient: z.string().max(512).optional(),
   domain: z.string().max(255).optional(),
@@ -43,6 +44,6 @@ export function queueListRoute(app: Hono, deps: AdminDeps): void {
       receivedAfter: newerThan === undefined ? undefined : now - parseDuration(newerThan),
     });
     const next = messages.length === q.value.limit ? messages[messages.length - 1].id : undefined;
-    return c.json({ messages, next });
+    return jsonChecked(c, queueListResponse, { messages, next });
   });
 }

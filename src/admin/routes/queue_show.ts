@@ -5,14 +5,15 @@
 
 import type { Hono } from "hono";
 import type { AdminDeps } from "../deps.ts";
-import { jsonError } from "../http_error.ts";
+import { jsonChecked, jsonError } from "../http_error.ts";
+import { queueShowResponse } from "../api_schemas.ts";
 
 /** Registers the route. */
 export function queueShowRoute(app: Hono, deps: AdminDeps): void {
   app.get("/api/queue/:id", async (c) => {
     const found = await deps.queue.show(c.req.param("id"), { headers: true });
     if (!found) return jsonError(c, 404, "no such message");
-    return c.json({
+    return jsonChecked(c, queueShowResponse, {
       message: found.item,
       envelope: found.envelope,
       history: found.history,

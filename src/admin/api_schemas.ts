@@ -1,0 +1,65 @@
+/**
+ * The admin API's queue response bodies as Zod schemas: the routes check what they send against them, and
+ * clients (tests, scripts) can parse what they receive with the same schemas.
+ */
+
+import { z } from "zod";
+import { QUEUE_STATES } from "../spool/spool.ts";
+
+/** A queue state name. */
+export const queueState = z.enum(QUEUE_STATES as [string, ...string[]]);
+
+/** A message as listings show it. */
+export const queueItemSchema = z.object({
+  id: z.string(),
+  state: queueState,
+  sender: z.string(),
+  recipients: z.array(z.string()),
+  pending: z.number().int().min(0),
+  size: z.number().int().min(0),
+  receivedAt: z.number(),
+  nextAttempt: z.number().optional(),
+  reason: z.string().optional(),
+}).strict();
+
+/** `GET /api/queue`. */
+export const queueListResponse = z.object({
+  messages: z.array(queueItemSchema),
+  next: z.string().optional(),
+}).strict();
+
+/** `GET /api/queue/summary`. */
+export const queueSummaryResponse = z.object({
+  byState: z.record(queueState, z.number().int().min(0)),
+  byDomain: z.array(
+    z.object({
+      domain: z.string(),
+      messages: z.number().int().min(0),
+      recipients: z.number().int().min(0),
+    }).strict(),
+  ),
+}).strict();
+
+const recipientSchema = z.object({
+  address: z.string(),
+  status: z.enum(["pending", "delivered", "failed"]),
+  attempts: z.number().int().min(0).optional(),
+  lastError: z.string().optional(),
+  nextAttempt: z.number().optional(),
+  extra: z.record(z.string(), z.unknown()).optional(),
+}).loose();
+
+/** `GET /api/queue/:id`. */
+export const queueShowResponse = z.object({
+  message: queueItemSchema,
+  // The envelope carries many optional facts (TLS, AUTH, PROXY, DSN): the ones a client needs are checked.
+  envelope: z.object({
+    id: z.string(),
+    sender: z.string(),
+    receivedAt: z.number(),
+    recipients: z.array(recipientSchema).min(1),
+  }).loose(),
+  history: z.array(z.object({ at: z.number(), text: z.string() }).strict()),
+  headers: z.string().optional(),
+  headersError: z.string().optional(),
+}).strict();
