@@ -6,8 +6,8 @@
  * FERRY_ADMIN_URL/FERRY_ADMIN_TOKEN) override both. With `--offline` it runs the same API in-process on the
  * spool of a stopped Ferry (taking the spool's lock, so the two never write at once). Human output by
  * default, `--json` prints the API's answer. Exit codes (sysexits.h): 0 done, 1 some operation refused or no
- * such message, 64 usage, 69 no Ferry answers, 70 internal error, 75 spool in use (`--offline` on a running
- * Ferry), 77 token refused, 78 configuration.
+ * such message, 64 usage, 69 no Ferry answers, 70 internal error, 75 try again (`--offline` on a running
+ * Ferry's spool, or Ferry still starting), 77 token refused, 78 configuration.
  */
 
 import { ConfigError, loadConfigFile } from "./config/load.ts";
@@ -438,7 +438,8 @@ export async function queueMain(argv: string[]): Promise<number> {
       }
       const details = err.details?.map((d) => `\n  ${d.path || "(body)"}: ${d.message}`).join("") ?? "";
       console.error(`queue: the admin API answered ${err.status}: ${err.message}${details}`);
-      return err.status === 400 ? 64 : 70;
+      // 503: Ferry is still starting (try again); 400: a request the API found invalid.
+      return err.status === 400 ? 64 : err.status === 503 ? 75 : 70;
     }
     console.error(`queue: ${errorMessage(err)}`);
     return 70;
