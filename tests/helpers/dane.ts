@@ -178,3 +178,68 @@ export function startHelloTap(targetPort: number): HelloTap {
     },
   };
 }
+
+/** A running UDP DNS forwarder that drops chosen query types. */
+export interface DroppingForwarder {
+  port: number;
+  /** Queries dropped so far ("name TYPE") */
+  dropped: string[];
+  stop(): Promise<void>;
+}
+
+const QTYPES: Record<string, number> = { A: 1, MX: 15, TXT: 16, AAAA: 28, TLSA: 52 };
+
+/**
+ * A UDP DNS forwarder on a free loopback port: queries go to the resolver at 127.0.0.1:`upstreamPort` and
+ * its answers come back unchanged, except queries of the `drop` types, which get no answer at all (as a
+ * lost packet or a dead authoritative server looks to the client: a timeout).
+ */
+export async function startDroppingForwarder(
+  upstreamPort: number,
+  drop: string[],
+): Promise<DroppingForwarder> {
+  const dgram = await import("node:dgram");
+  const dropTypes = new Set(drop.map((t) => QTYPES[t]));
+  const names = Object.fromEntries(Object.entries(QTYPES).map(([k, v]) => [v, k]));
+  const dropped: string[] = [];
+  const server = dgram.createSocket("udp4");
+  const pending = new Map<ReturnType<typeof dgram.createSocket>, ReturnType<typeof setTimeout>>();
+  server.on("message", (msg: Uint8Array, rinfo: { address: string; port: number }) => {
+    // Question: labels from offset 12 up to a zero byte, then QTYPE.
+    let i = 12;
+    const labels: string[] = [];
+    while (i < msg.length && msg[i] !== 0) {
+      labels.push(dec.decode(msg.subarray(i + 1, i + 1 + msg[i])));
+      i += 1 + msg[i];
+    }
+    const qtype = (msg[i + 1] << 8) | msg[i + 2];
+    if (dropTypes.has(qtype)) {
+      dropped.push(`${labels.join(".")} ${names[qtype]}`);
+      return;
+    }
+    const up = dgram.createSocket("udp4");
+    const done = () => {
+      clearTimeout(pending.get(up));
+      if (pending.delete(up)) up.close();
+    };
+    pending.set(up, setTimeout(done, 5000));
+    up.on("message", (answer: Uint8Array) => {
+      server.send(answer, rinfo.port, rinfo.address);
+      done();
+    });
+    up.send(msg, upstreamPort, "127.0.0.1");
+  });
+  await new Promise<void>((resolve) => server.bind(0, "127.0.0.1", () => resolve()));
+  return {
+    port: server.address().port,
+    dropped,
+    async stop() {
+      for (const [s, timer] of pending) {
+        clearTimeout(timer);
+        s.close();
+      }
+      pending.clear();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

@@ -18,6 +18,7 @@ import {
   postfixVerdict,
   sha256Hex,
   spkiDer,
+  startDroppingForwarder,
   startHelloTap,
   STATUS_REQUEST,
 } from "../helpers/dane.ts";
@@ -72,6 +73,7 @@ function rig(): Promise<Rig> {
       "stsother",
       "stsunusable",
       "tlsafail",
+      "tlsatimeout",
     ];
     const leaf = await pki.issue({ cn: "mx.unusable.test", dns: postfixDomains.map((d) => `mx.${d}.test`) });
     const postfix = await startPostfix({
@@ -182,6 +184,8 @@ function rig(): Promise<Rig> {
         mxZone("stsunusable", [`_${P}._tcp.mx IN TLSA 1 1 1 ${spki}`, sts]),
         // MX and address validate, the TLSA answer does not.
         mxZone("tlsafail", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`], { badSignatures: ["TLSA"] }),
+        // Valid everywhere; the test's forwarder drops the TLSA queries (a timeout).
+        mxZone("tlsatimeout", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`]),
       ],
     });
     const fingerDir = await fingerConfigDir();
@@ -234,7 +238,12 @@ function routes(r: Rig) {
 }
 
 /** Sends one message to user@`domain` through a Ferry that trusts unbound's AD bit; returns its outcome. */
-async function send(r: Rig, domain: string, delivery: Record<string, unknown> = {}): Promise<Outcome> {
+async function send(
+  r: Rig,
+  domain: string,
+  delivery: Record<string, unknown> = {},
+  dns: Record<string, unknown> = { nameservers: [{ address: "127.0.0.1", port: r.unboundPort }] },
+): Promise<Outcome> {
   const seen: Omit<Outcome, "line" | "kind"> = { daneFail: 0 };
   const up = await startFerryIn({
     routes: routes(r),
@@ -243,7 +252,7 @@ async function send(r: Rig, domain: string, delivery: Record<string, unknown> = 
       mtaSts: { port: r.nginxPort, caFile: r.pki.certFile, timeout: "5s" },
       ...delivery,
     },
-    dns: { nameservers: [{ address: "127.0.0.1", port: r.unboundPort }] },
+    dns,
     events: {
       "msg:delivery": (p) => void (seen.delivery = p),
       "msg:host:defer": (p) => void (seen.defer ??= p),
@@ -422,6 +431,33 @@ const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
       assert.equal(o.defer?.errno, "DANE");
       assert.equal(await r.postfixHeld(), held, "nothing reached the MX");
       assert.doesNotMatch(pf, /^verified|^untrusted|^anonymous|^trusted/);
+    },
+  },
+  {
+    name: "a TLSA query that times out (MX and address answered and valid): deferred, never PKIX or clear",
+    async fn(r) {
+      const fwd = await startDroppingForwarder(r.unboundPort, ["TLSA"]);
+      try {
+        const held = await r.postfixHeld();
+        const o = await send(r, "tlsatimeout.test", { tlsVerifyCertificates: r.pki.certFile }, {
+          nameservers: [{ address: "127.0.0.1", port: fwd.port }],
+          timeout: "300ms",
+        });
+        console.log(`${"tlsatimeout.test".padEnd(16)} Ferry: ${o.line.slice(0, 200)}`);
+        assert.ok(
+          fwd.dropped.some((q) => /^_\d+\._tcp\.mx\.tlsatimeout\.test TLSA$/.test(q)),
+          `${fwd.dropped}`,
+        );
+        assert.equal(o.kind, "==", o.line);
+        assert.match(
+          o.line,
+          / H=mx\.tlsatimeout\.test .* TLS=dane: dane: TLSA lookup for _\d+\._tcp\.mx\.tlsatimeout\.test failed/,
+        );
+        assert.equal(o.defer?.errno, "DANE");
+        assert.equal(await r.postfixHeld(), held, "nothing reached the MX");
+      } finally {
+        await fwd.stop();
+      }
     },
   },
 ];
