@@ -34,7 +34,9 @@ async function checkScreenshot(path: string): Promise<Uint8Array> {
 Deno.test("dashboard in Chromium: sign in, overview, hold, release, bounce and delete with confirmation, TLS page", async () => {
   const f = await queueFerry();
   const profile = await Deno.makeTempDir({ prefix: "ferry-chromium-" });
-  const shots = await Deno.makeTempDir({ prefix: "ferry-shots-" });
+  // FERRY_SCREENSHOTS=DIR keeps the screenshots there for a person to look at.
+  const keep = Deno.env.get("FERRY_SCREENSHOTS");
+  const shots = keep ?? await Deno.makeTempDir({ prefix: "ferry-shots-" });
   // A fresh profile directory (playwright passes it as --user-data-dir).
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: "/usr/bin/chromium",
@@ -149,6 +151,6 @@ Deno.test("dashboard in Chromium: sign in, overview, hold, release, bounce and d
     await f.stop();
     await Deno.remove(f.dir, { recursive: true }).catch(() => {});
     await Deno.remove(profile, { recursive: true }).catch(() => {});
-    await Deno.remove(shots, { recursive: true }).catch(() => {});
+    if (!keep) await Deno.remove(shots, { recursive: true }).catch(() => {});
   }
 });

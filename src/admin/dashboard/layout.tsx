@@ -20,6 +20,7 @@ th{background:#eef1f5}
 text-decoration:none;background:#fff;margin-right:4px;cursor:pointer;font-size:13px}
 .btn.danger{border-color:#b00020;color:#b00020}
 form.inline{display:inline}.muted{color:#667}.err{color:#b00020}
+.notice{background:#e6f4ea;border:1px solid #9ccfa9;border-radius:4px;padding:8px 12px}
 `;
 
 /** A whole page. */

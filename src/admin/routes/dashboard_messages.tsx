@@ -31,10 +31,10 @@ const ID = /^[A-Za-z0-9-]{1,64}$/;
 /** What the action just done did (after delete and bounce the message is no longer listed). */
 function doneNotice(done?: string, id?: string, report?: string) {
   if (!id || !ID.test(id)) return null;
-  if (done === "delete") return <p id="notice">Deleted {id}; no report was sent.</p>;
+  if (done === "delete") return <p class="notice" id="notice">Deleted {id}; no report was sent.</p>;
   if (done !== "bounce") return null;
   return (
-    <p id="notice">
+    <p class="notice" id="notice">
       Bounced {id}
       {report && ID.test(report)
         ? (
