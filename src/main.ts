@@ -295,6 +295,14 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       httpsTimeoutMs: t.timeout,
       enqueue: (id) => scheduler?.enqueue(id),
     });
+    // RFC 8460 §5.3: receivers ignore mailed reports without a DKIM signature of the reporting domain.
+    const submitter = tlsRptReports.submitter;
+    const signs = (d: string) => submitter === d || submitter.endsWith(`.${d}`);
+    if (!config.dkim.sign.some((k) => signs(k.domain.toLowerCase()))) {
+      log.write(
+        `TLS-RPT: no dkim.sign key for ${submitter}: mailed reports will go out unsigned (RFC 8460 5.3)`,
+      );
+    }
   }
   if (config.delivery.enable) {
     scheduler = new Scheduler({

@@ -50,21 +50,24 @@ Deno.test("SIGUSR2 sends the TLS-RPT reports of finished days once; a restart do
     tlsRpt: { enable: true, email: "tlsrpt@ferry.test" },`;
   let f = await FerryProcess.start({ dir, extra, set });
   try {
+    // The listener answers before start-up ends; the signal finds the reporter only after this line.
+    await f.waitFor(/Ferry started as/, 30_000);
     f.signal("SIGUSR2");
-    await f.waitFor(/SIGUSR2 received: sending TLS-RPT reports of finished days/, 10_000);
-    await f.waitFor(/TLS-RPT: 1 report\(s\) handed off, 0 to try again/, 10_000);
+    await f.waitFor(/SIGUSR2 received: sending TLS-RPT reports of finished days/, 30_000);
+    await f.waitFor(/TLS-RPT: 1 report\(s\) handed off, 0 to try again/, 30_000);
     assert.match(
       f.stdout,
       new RegExp(`TLS-RPT report for seen\\.test on ${yesterday} queued for <tls@reports\\.test>`),
     );
-    await waitFor(async () => (await sink.messages()).length === 1, 15_000, "the report at the sink");
+    await waitFor(async () => (await sink.messages()).length === 1, 60_000, "the report at the sink");
     const [message] = await sink.messages();
     assert.match(message, /^TLS-Report-Domain: seen\.test$/m);
     assert.match(message, /^Content-Type: multipart\/report; report-type="tlsrpt"/m);
     await f.stop();
     f = await FerryProcess.start({ dir, extra, set });
+    await f.waitFor(/Ferry started as/, 30_000);
     f.signal("SIGUSR2");
-    await f.waitFor(/TLS-RPT: 0 report\(s\) handed off, 0 to try again/, 10_000);
+    await f.waitFor(/TLS-RPT: 0 report\(s\) handed off, 0 to try again/, 30_000);
     assert.doesNotMatch(f.stdout, /queued for <tls@reports\.test>/);
   } finally {
     await f.cleanup();

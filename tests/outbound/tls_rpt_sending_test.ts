@@ -1,7 +1,8 @@
 /**
- * TLS-RPT sending (RFC 8460 §5) against real peers: TXT records (`_mta-sts`, `_smtp._tls`) from unbound, an
- * MTA-STS policy served by nginx, a real day of sessions (a MX without STARTTLS refused under the enforce
- * policy, a good MX, a domain whose policy fetch fails), then the reports: by mail through Ferry's own queue
+ * TLS-RPT sending (RFC 8460 §5) against real peers: TXT records (`_mta-sts`, `_smtp._tls`, signed TLSA) from
+ * unbound, MTA-STS policies served by nginx, a real day of sessions (a MX without STARTTLS refused under an
+ * enforce policy, a good MX, a domain whose policy fetch fails, a testing policy delivered in clear, DANE
+ * matching and not matching), then the reports: by mail through Ferry's own queue
  * to Postfix's smtp-sink, read back with Python's `email`, `gzip` and `json`, and by POST to an HTTPS server
  * with a test-CA certificate. A POST that fails is retried after a restart without mailing the report again.
  */
@@ -14,6 +15,18 @@ import { createPki } from "../helpers/pki.ts";
 import { freePort, startSink } from "../helpers/sink.ts";
 import { startUnbound } from "../helpers/unbound.ts";
 import { dayOf } from "../../src/outbound/security/tls_rpt.ts";
+import { postReport } from "../../src/outbound/tls_rpt_https.ts";
+import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
+import { dkimpyVerify, makeKey } from "../policy/checks/_dkim.ts";
+import { TlsClientContext } from "../../src/tls/client.ts";
+
+async function spkiSha256(certFile: string): Promise<string> {
+  const out = await new Deno.Command("sh", {
+    args: ["-c", `openssl x509 -in "${certFile}" -pubkey -noout | openssl pkey -pubin -outform DER`],
+    stdout: "piped",
+  }).output();
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", out.stdout)).toHex();
+}
 
 /** Reads a dumped report message (or, with --gz, a bare gzip'd body) as Python sees it. */
 const READ = `
@@ -77,7 +90,10 @@ Deno.test({
       cn: "mx2.rpt.test",
       dns: ["mx1.rpt.test", "mx2.rpt.test", "mx.stsfail.test", "mx.norpt.test"],
     });
-    const web = await pki.issue({ cn: "mta-sts", dns: ["mta-sts.rpt.test", "mta-sts.stsfail.test"] });
+    const web = await pki.issue({
+      cn: "mta-sts",
+      dns: ["mta-sts.rpt.test", "mta-sts.stsfail.test", "mta-sts.testmode.test"],
+    });
     const httpsLeaf = await pki.issue({ cn: "rpt.reports.test", dns: ["rpt.reports.test"] });
     // The good MX (STARTTLS, test-CA certificate) on 127.0.0.1, and one without STARTTLS on 127.0.0.2, same port.
     const down = await startTestFerry({
@@ -85,7 +101,10 @@ Deno.test({
       tls: { certificates: [{ cert: smtpLeaf.chainFile, key: smtpLeaf.keyFile }] },
     });
     const plain = startDownstream({ hostname: "127.0.0.2", port: down.port });
+    // A second MX without STARTTLS, for a domain whose MTA-STS policy is in testing mode.
+    const plain3 = startDownstream({ hostname: "127.0.0.3", port: down.port });
     const policy = "version: STSv1\nmode: enforce\nmx: mx1.rpt.test\nmx: mx2.rpt.test\nmax_age: 86400\n";
+    const spki = await spkiSha256(smtpLeaf.certFile);
     const nginx = await startNginx([
       { host: "mta-sts.rpt.test", certFile: web.chainFile, keyFile: web.keyFile, body: policy },
       {
@@ -94,6 +113,12 @@ Deno.test({
         keyFile: web.keyFile,
         body: policy,
         contentType: "text/html",
+      },
+      {
+        host: "mta-sts.testmode.test",
+        certFile: web.chainFile,
+        keyFile: web.keyFile,
+        body: "version: STSv1\nmode: testing\nmx: mx.testmode.test\nmax_age: 86400\n",
       },
     ]);
     // The HTTPS report sink.
@@ -136,10 +161,34 @@ Deno.test({
           ].join("\n"),
         },
         { name: "norpt.test", records: "@ IN MX 10 mx\nmx IN A 127.0.0.1" },
+        {
+          name: "testmode.test",
+          records: [
+            "@ IN MX 10 mx",
+            "mx IN A 127.0.0.3",
+            "mta-sts IN A 127.0.0.1",
+            `_mta-sts IN TXT "v=STSv1; id=20261206"`,
+            `_smtp._tls IN TXT "v=TLSRPTv1; rua=mailto:tls@reports.test"`,
+          ].join("\n"),
+        },
+        // DANE (signed zones): a TLSA record matching the MX's key, and one that matches nothing.
+        ...[["dane", spki], ["danewrong", "00".repeat(32)]].map(([name, hash]) => ({
+          name: `${name}.test`,
+          signed: true,
+          records: [
+            "@ IN MX 10 mx",
+            "mx IN A 127.0.0.1",
+            `_${down.port}._tcp.mx IN TLSA 3 1 1 ${hash}`,
+            `_smtp._tls IN TXT "v=TLSRPTv1; rua=mailto:tls@reports.test"`,
+          ].join("\n"),
+        })),
         { name: "reports.test", records: "rpt IN A 127.0.0.1" },
       ],
     });
     const dir = await Deno.makeTempDir({ prefix: "ferry-tlsrpt-" });
+    // Mailed reports must carry a DKIM signature of the reporting domain (§5.3): the outbound chain signs them.
+    const dkimKey = makeKey("ferry.test", "rpt", "ed25519-sha256");
+    await Deno.writeTextFile(`${dir}/dkim.pem`, dkimKey.pem);
     const config = {
       routes: [
         { domains: "reports.test", hosts: [`127.0.0.1:${sink.port}`] },
@@ -151,6 +200,7 @@ Deno.test({
         mtaSts: { port: nginx.port, caFile: pki.certFile, timeout: "5s" },
       },
       dns: { nameservers: [{ address: "127.0.0.1", port: unbound.port }] },
+      dkim: { sign: [{ domain: "ferry.test", selector: "rpt", keyFile: `${dir}/dkim.pem` }] },
       tlsRpt: {
         enable: true,
         organizationName: "Ferry Test Org",
@@ -162,8 +212,22 @@ Deno.test({
     };
     let up = await startFerryIn(config, { dir });
     try {
-      await submit(up.port, ["a@rpt.test", "b@stsfail.test", "c@norpt.test"]);
-      await waitFor(() => linesOf(up.memlog, "=>").length >= 3, 20_000, "three deliveries");
+      await submit(up.port, [
+        "a@rpt.test",
+        "b@stsfail.test",
+        "c@norpt.test",
+        "d@testmode.test",
+        "e@dane.test",
+      ]);
+      const log = () => up.memlog.lines.map((l) => l.text).join("\n");
+      await waitFor(() => linesOf(up.memlog, "=>").length >= 5, 60_000, "five deliveries").catch((err) => {
+        throw new Error(`${err.message}; log:\n${log()}`);
+      });
+      // Only now: a failed host goes into back-off, and mx.danewrong.test is the good MX's address.
+      await submit(up.port, ["f@danewrong.test"]);
+      await waitFor(() => linesOf(up.memlog, "==").length >= 1, 60_000, "the DANE deferral").catch((err) => {
+        throw new Error(`${err.message}; log:\n${log()}`);
+      });
       const day = dayOf(Date.now());
       const tomorrow = Date.now() + 86_400_000;
       assert.match(
@@ -171,11 +235,12 @@ Deno.test({
         /mta-sts\(enforce\)/,
       );
 
-      // The POST fails (503): both mail reports are queued, the POST waits for the next run.
+      // The POST fails (503): the five mail reports are queued, the POST waits for the next run; norpt.test
+      // publishes no TLS-RPT record and gets nothing.
       const first = await up.tlsRptReports!.sendPending(tomorrow);
-      assert.deepEqual(first, { sent: 2, failed: 1 }, up.memlog.lines.map((l) => l.text).join("\n"));
+      assert.deepEqual(first, { sent: 5, failed: 1 }, log());
       assert.equal(posts.length, 1);
-      await waitFor(async () => (await sink.messages()).length >= 2, 15_000, "two mailed reports");
+      await waitFor(async () => (await sink.messages()).length >= 5, 60_000, "five mailed reports");
       const files = [];
       for await (const e of Deno.readDir(sink.dir)) if (e.isFile) files.push(`${sink.dir}/${e.name}`);
       const mailed = await Promise.all(files.map((f) => python([f]))) as unknown as MailedReport[];
@@ -194,6 +259,12 @@ Deno.test({
       assert.equal(
         rpt.subject,
         `Report Domain: rpt.test Submitter: ferry.test Report-ID: <${day}.rpt.test@ferry.test>`,
+      );
+      const raw = await Deno.readFile(files[mailed.indexOf(rpt)]);
+      assert.deepEqual(
+        await dkimpyVerify(raw, [dkimKey]),
+        [true],
+        "signed by ferry.test, verified by dkimpy",
       );
       const file = `ferry.test!rpt.test!${begin}!${begin + 86399}.json.gz`;
       assert.deepEqual(rpt.parts, [["text/plain", null, null], ["application/tlsrpt+gzip", file, file]]);
@@ -241,6 +312,33 @@ Deno.test({
       const none = stsfail.report.policies.find((p) => p.policy["policy-type"] === "no-policy-found")!;
       assert.equal(none.summary["total-successful-session-count"], 1);
 
+      // MTA-STS testing: delivered in clear, reported as what enforce would have refused.
+      const testmode = mailed.find((m) => m.domain === "testmode.test")!.report.policies;
+      assert.equal(testmode.length, 1);
+      assert.equal(testmode[0].policy["policy-type"], "sts");
+      assert.ok((testmode[0].policy["policy-string"] as string[]).includes("mode: testing"));
+      assert.deepEqual(testmode[0].summary, {
+        "total-successful-session-count": 0,
+        "total-failure-session-count": 1,
+      });
+      assert.equal(testmode[0]["failure-details"][0]["result-type"], "starttls-not-supported");
+      assert.equal(testmode[0]["failure-details"][0]["receiving-ip"], "127.0.0.3");
+
+      // DANE: the TLSA records are the policy string; a key that matches no record is tlsa-invalid.
+      const dane = mailed.find((m) => m.domain === "dane.test")!.report.policies;
+      assert.deepEqual(dane.map((p) => [p.policy, p.summary]), [[
+        {
+          "policy-type": "tlsa",
+          "policy-string": [`3 1 1 ${spki.toUpperCase()}`],
+          "policy-domain": "dane.test",
+        },
+        { "total-successful-session-count": 1, "total-failure-session-count": 0 },
+      ]]);
+      const wrong = mailed.find((m) => m.domain === "danewrong.test")!.report.policies;
+      assert.equal(wrong[0].policy["policy-type"], "tlsa");
+      assert.equal(wrong[0]["failure-details"][0]["result-type"], "tlsa-invalid");
+      assert.equal(wrong[0]["failure-details"][0]["receiving-mx-hostname"], "mx.danewrong.test");
+
       // After a restart the POST is tried again and succeeds; the mail reports are not queued again.
       await up.stop();
       answer = 200;
@@ -258,17 +356,82 @@ Deno.test({
       // Everything was handed off: the day is gone, and nothing is sent twice.
       assert.deepEqual(await up.tlsRptReports!.sendPending(tomorrow), { sent: 0, failed: 0 });
       const left = JSON.parse(await Deno.readTextFile(`${dir}/spool/tls-rpt-results.json`));
-      assert.equal(left[day], undefined);
+      assert.equal(left[day]?.["rpt.test"], undefined);
     } finally {
       await up.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       await plain.stop();
+      await plain3.stop();
       await down.stop();
       await Deno.remove(down.dir, { recursive: true }).catch(() => {});
       await https.shutdown();
       await sink.stop();
       await nginx.stop();
       await unbound.stop();
+      await pki.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "postReport(): a 2xx over a trusted certificate only; untrusted, misnamed, redirected and silent fail",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const pki = await createPki();
+    const other = await pki.newRoot("Another Root");
+    const good = await pki.issue({ cn: "r.test", dns: ["r.test"] });
+    const foreign = await other.issue({ cn: "r.test", dns: ["r.test"] });
+    const resolver = new MemoryResolver({
+      records: { "r.test": { A: ["127.0.0.1"] }, "s.test": { A: ["127.0.0.1"] } },
+    });
+    const servers: Deno.HttpServer[] = [];
+    const serve = async (leaf: { chainFile: string; keyFile: string }, status: number) => {
+      const s = Deno.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        cert: await Deno.readTextFile(leaf.chainFile),
+        key: await Deno.readTextFile(leaf.keyFile),
+        onListen() {},
+      }, async (req) => {
+        await req.arrayBuffer();
+        return new Response(null, { status, headers: status === 301 ? { location: "https://r.test/" } : {} });
+      });
+      servers.push(s);
+      return s.addr.port;
+    };
+    // Accepts connections and never answers.
+    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const held: Deno.Conn[] = [];
+    (async () => {
+      for await (const c of silent) held.push(c);
+    })().catch(() => {});
+    const tlsContext = new TlsClientContext({ caFile: pki.certFile });
+    const opts = { resolver, tlsContext, timeoutMs: 3000 };
+    const body = new Uint8Array([31, 139, 8, 0]);
+    try {
+      const ok = await serve(good, 202);
+      assert.match(await postReport(new URL(`https://r.test:${ok}/r`), body, opts), /^HTTP\/1\.1 202/);
+      await assert.rejects(postReport(new URL(`https://s.test:${ok}/r`), body, opts), /s\.test|match/);
+      const untrusted = await serve(foreign, 200);
+      await assert.rejects(postReport(new URL(`https://r.test:${untrusted}/r`), body, opts));
+      const moved = await serve(good, 301);
+      await assert.rejects(postReport(new URL(`https://r.test:${moved}/r`), body, opts), /301/);
+      const started = Date.now();
+      await assert.rejects(
+        postReport(new URL(`https://r.test:${(silent.addr as Deno.NetAddr).port}/r`), body, {
+          ...opts,
+          timeoutMs: 300,
+        }),
+        /timed out/,
+      );
+      assert.ok(Date.now() - started < 3000, "the deadline held");
+    } finally {
+      silent.close();
+      for (const c of held) c.close();
+      for (const s of servers) await s.shutdown();
+      tlsContext.close();
       await pki.cleanup();
     }
   },

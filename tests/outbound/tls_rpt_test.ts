@@ -95,6 +95,10 @@ Deno.test("resultTypeOf() maps Ferry's host errors to RFC 8460 result types", ()
   );
   assert.equal(resultTypeOf("dane: TLSA lookup for _25._tcp.mx failed: SERVFAIL"), "dnssec-invalid");
   assert.equal(resultTypeOf("dane: required but no secure TLSA records for mx"), "dane-required");
+  assert.equal(
+    resultTypeOf("dane: certificate verification failed: no matching DANE TLSA records"),
+    "tlsa-invalid",
+  );
 });
 
 Deno.test("deliveries record TLS-RPT results in the spool directory: a stripped STARTTLS and a success", async () => {
@@ -112,13 +116,13 @@ Deno.test("deliveries record TLS-RPT results in the spool directory: a stripped 
   }, { resolver });
   try {
     await submit(up.port, ["user@example.test"]);
-    await waitFor(() => linesOf(up.memlog, "==").length > 0, 8000, "a deferral");
+    await waitFor(() => linesOf(up.memlog, "==").length > 0, 30_000, "a deferral");
     await waitFor(
       async () => {
         const text = await Deno.readTextFile(`${up.dir}/spool/tls-rpt-results.json`).catch(() => "");
         return text.includes("starttls-not-supported");
       },
-      5000,
+      30_000,
       "the failure recorded",
     );
   } finally {
@@ -133,16 +137,23 @@ Deno.test("deliveries record TLS-RPT results in the spool directory: a stripped 
     }, { resolver });
     try {
       await submit(ok.port, ["user@example.test"]);
-      await waitFor(() => linesOf(ok.memlog, "=>").length > 0, 8000, "a delivery");
-      const store = new TlsRptStore(`${ok.dir}/spool/tls-rpt-results.json`);
-      const day = store.days()[0];
-      const r = store.report("example.test", day, {
-        organizationName: "o",
-        contactInfo: "c",
-        reportId: "i",
-      }) as {
-        policies: { summary: Record<string, number> }[];
+      await waitFor(() => linesOf(ok.memlog, "=>").length > 0, 30_000, "a delivery");
+      // The result is written in the background: read the file until it is there.
+      const successes = () => {
+        const store = new TlsRptStore(`${ok.dir}/spool/tls-rpt-results.json`);
+        const day = store.days()[0];
+        if (!day) return 0;
+        const r = store.report("example.test", day, {
+          organizationName: "o",
+          contactInfo: "c",
+          reportId: "i",
+        }) as {
+          policies: { summary: Record<string, number> }[];
+        };
+        return r.policies[0].summary["total-successful-session-count"];
       };
+      await waitFor(() => successes() > 0, 30_000, "the success recorded");
+      const r = { policies: [{ summary: { "total-successful-session-count": successes() } }] };
       assert.equal(r.policies[0].summary["total-successful-session-count"], 1);
     } finally {
       await ok.dispose();

@@ -80,6 +80,7 @@ export function resultTypeOf(message: string): TlsRptResultType {
   if (/STARTTLS not offered/i.test(message)) return "starttls-not-supported";
   if (/TLSA lookup .* failed|not DNSSEC-validated/i.test(message)) return "dnssec-invalid";
   if (/^dane: required/i.test(message)) return "dane-required";
+  if (/no matching DANE TLSA/i.test(message)) return "tlsa-invalid";
   if (/does not match/i.test(message)) return "certificate-host-mismatch";
   if (/expired/i.test(message)) return "certificate-expired";
   if (/issuer|self.signed|not trusted|unable to get/i.test(message)) return "certificate-not-trusted";
