@@ -22,6 +22,7 @@ import {
   type TlsRptUri,
 } from "./tls_rpt_report.ts";
 import { postReport } from "./tls_rpt_https.ts";
+import { type Clock, type ClockTimer, systemClock } from "./queue_clock.ts";
 
 /** What the reporter needs. */
 export interface TlsRptReporterOptions {
@@ -40,6 +41,8 @@ export interface TlsRptReporterOptions {
   httpsTimeoutMs: number;
   /** Queues a stored message for delivery */
   enqueue(id: string): void;
+  /** Time and timers (tests use a fake clock) */
+  clock?: Clock;
 }
 
 /** What one run did. */
@@ -58,12 +61,14 @@ const GIVE_UP_AFTER = 3 * DAY;
 /** Sends the reports of finished days, on a timer at each UTC day boundary or when asked. */
 export class TlsRptReporter {
   #o: TlsRptReporterOptions;
-  #timer?: ReturnType<typeof setTimeout>;
+  #clock: Clock;
+  #timer?: ClockTimer;
   #running?: Promise<TlsRptRun>;
   #stopped = false;
 
   constructor(o: TlsRptReporterOptions) {
     this.#o = o;
+    this.#clock = o.clock ?? systemClock;
   }
 
   /** The reporting domain (TLS-Report-Submitter, the file name's sender). */
@@ -74,31 +79,31 @@ export class TlsRptReporter {
 
   /** Arms the timer for the next UTC day boundary. */
   start(): void {
-    this.#arm(Date.now(), false);
+    this.#arm(this.#clock.now(), false);
   }
 
   /** Stops the timer (a run in progress finishes). */
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#timer);
+    this.#timer?.cancel();
     await this.#running?.catch(() => {});
   }
 
   #arm(now: number, retrySoon: boolean): void {
     if (this.#stopped) return;
-    clearTimeout(this.#timer);
+    this.#timer?.cancel();
     const midnight = (Math.floor(now / DAY) + 1) * DAY;
     // A minute past the boundary: sessions that ended at 23:59:59 are recorded by then.
     const at = retrySoon ? Math.min(now + HOUR, midnight + 60_000) : midnight + 60_000;
-    const timer = setTimeout(() => {
-      this.sendPending().catch((err) => this.#o.log.write(`TLS-RPT: reports failed: ${errorMessage(err)}`));
-    }, at - now);
-    Deno.unrefTimer(timer);
-    this.#timer = timer;
+    this.#timer = this.#clock.timer(at - now, () => {
+      this.sendPending(this.#clock.now()).catch((err) =>
+        this.#o.log.write(`TLS-RPT: reports failed: ${errorMessage(err)}`)
+      );
+    });
   }
 
   /** Hands off the reports of every day before `now`'s UTC day; one run at a time. */
-  sendPending(now = Date.now()): Promise<TlsRptRun> {
+  sendPending(now: number = this.#clock.now()): Promise<TlsRptRun> {
     const run = (this.#running ?? Promise.resolve()).catch(() => {}).then(() => this.#run(now));
     this.#running = run;
     return run.finally(() => {
@@ -122,7 +127,7 @@ export class TlsRptReporter {
         }
       }
     }
-    this.#arm(Date.now(), result.failed > 0);
+    this.#arm(this.#clock.now(), result.failed > 0);
     return result;
   }
 

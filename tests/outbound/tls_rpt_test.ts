@@ -13,6 +13,11 @@ import {
 import { runPython } from "../helpers/peers.ts";
 import { parseTlsRptRecord, reportFileName } from "../../src/outbound/tls_rpt_report.ts";
 import { ConfigError, validateConfig } from "../../src/config/load.ts";
+import { TlsRptReporter } from "../../src/outbound/tls_rpt_reporter.ts";
+import { TlsClientContext } from "../../src/tls/client.ts";
+import { MemoryLog } from "../../src/core/log.ts";
+import type { Envelope } from "../../src/core/envelope.ts";
+import type { Spool } from "../../src/spool/spool.ts";
 
 const READ = `
 import sys, gzip, json
@@ -255,5 +260,70 @@ Deno.test("tlsRpt config: defaults, and bad input is a config error naming the f
       assert.equal(err.problems.length, 1, err.problems.join("\n"));
       assert.ok(err.problems[0].startsWith(`${path}: `), err.problems[0]);
     }
+  }
+});
+
+Deno.test("TlsRptReporter: runs a minute after the UTC day boundary, retries a failed hand-off hourly, gives up after three days", async () => {
+  const dir = await Deno.makeTempDir();
+  const tlsContext = new TlsClientContext();
+  try {
+    const store = new TlsRptStore(`${dir}/r.json`);
+    const day = Date.UTC(2026, 11, 6, 15);
+    await store.record({ domain: "mail.test", policyType: "sts", receivingMx: "mx.mail.test", at: day });
+    await store.record({ domain: "post.test", policyType: "sts", receivingMx: "mx.post.test", at: day });
+    // A port nothing listens on: the POST fails at once.
+    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (closed.addr as Deno.NetAddr).port;
+    closed.close();
+    const resolver = new MemoryResolver({
+      records: {
+        "_smtp._tls.mail.test": { TXT: ["v=TLSRPTv1; rua=mailto:tls@mail.test"] },
+        "_smtp._tls.post.test": { TXT: [`v=TLSRPTv1; rua=https://127.0.0.1:${port}/r`] },
+      },
+    });
+    let now = day;
+    const timers: { ms: number; fn: () => void }[] = [];
+    const stored: Envelope[] = [];
+    const spool = {
+      newId: () => `id${stored.length}`,
+      store: (env: Envelope) => (stored.push(env), Promise.resolve()),
+    } as unknown as Spool;
+    const log = new MemoryLog();
+    const reporter = new TlsRptReporter({
+      store,
+      spool,
+      resolver,
+      log,
+      hostname: "ferry.test",
+      organizationName: "o",
+      contactInfo: "c",
+      email: "tlsrpt@ferry.test",
+      tlsContext: () => tlsContext,
+      httpsTimeoutMs: 2000,
+      enqueue() {},
+      clock: { now: () => now, timer: (ms, fn) => (timers.push({ ms, fn }), { cancel() {} }) },
+    });
+    reporter.start();
+    assert.equal(timers[0].ms, Date.UTC(2026, 11, 7, 0, 1) - day);
+    now = Date.UTC(2026, 11, 7, 0, 1);
+    timers[0].fn();
+    await waitFor(() => timers.length === 2, 10_000, "the run re-armed the timer");
+    assert.equal(stored.length, 1);
+    assert.equal(stored[0].recipients[0].address, "tls@mail.test");
+    assert.equal(timers[1].ms, 3_600_000, "a failed POST is tried again in an hour");
+    assert.deepEqual(store.domains("2026-12-06"), ["post.test"]);
+    // Still failing more than three days after the day ended: dropped, with a log line.
+    now = Date.UTC(2026, 11, 10, 1);
+    timers[1].fn();
+    await waitFor(() => timers.length === 3, 10_000, "the second run");
+    assert.deepEqual(store.days(), []);
+    assert.equal(stored.length, 1, "the mailed report is not queued again");
+    assert.ok(
+      log.lines.some((l) => /post\.test on 2026-12-06: not handed off for three days, dropped/.test(l.text)),
+    );
+    await reporter.stop();
+  } finally {
+    tlsContext.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
