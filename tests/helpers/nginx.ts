@@ -16,6 +16,8 @@ export interface PolicySite {
   contentType?: string;
   /** Answer with a redirect to this URL instead */
   redirectTo?: string;
+  /** Answer every request with this HTTP status (e.g. 500) instead */
+  status?: number;
 }
 
 /** A running nginx. */
@@ -24,6 +26,8 @@ export interface Nginx {
   dir: string;
   /** Replaces a site's policy body (nginx serves files, so no reload is needed) */
   setBody(host: string, body: string): Promise<void>;
+  /** How many policy requests nginx has logged for `host` so far (its access log, written per request) */
+  requests(host: string): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -52,6 +56,7 @@ export async function startNginx(sites: PolicySite[]): Promise<Nginx> {
       `    root ${root};`,
       `    default_type ${s.contentType ?? "text/plain"};`,
       s.redirectTo ? `    location / { return 301 ${s.redirectTo}; }` : "",
+      s.status ? `    location / { return ${s.status}; }` : "",
       "  }",
     ].join("\n"));
   }
@@ -63,7 +68,8 @@ export async function startNginx(sites: PolicySite[]): Promise<Nginx> {
     `error_log ${dir}/error.log;`,
     "events { worker_connections 64; }",
     "http {",
-    "  access_log off;",
+    "  log_format byhost '$host $status $request_uri';",
+    `  access_log ${dir}/access.log byhost;`,
     `  client_body_temp_path ${dir}/tmp-body;`,
     `  proxy_temp_path ${dir}/tmp-proxy;`,
     `  fastcgi_temp_path ${dir}/tmp-fcgi;`,
@@ -100,6 +106,10 @@ export async function startNginx(sites: PolicySite[]): Promise<Nginx> {
         port,
         dir,
         setBody: (host, body) => Deno.writeTextFile(`${dir}/${host}/.well-known/mta-sts.txt`, body),
+        requests: async (host) =>
+          (await Deno.readTextFile(`${dir}/access.log`).catch(() => "")).split("\n").filter((l) =>
+            l.startsWith(`${host} `) && l.endsWith(" /.well-known/mta-sts.txt")
+          ).length,
         stop,
       };
     } catch {

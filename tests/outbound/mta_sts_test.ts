@@ -23,6 +23,7 @@ const DOMAINS = [
   "redirect",
   "big",
   "expired",
+  "wrongname",
   "plain",
 ];
 
@@ -44,7 +45,12 @@ function rig(): Promise<Rig> {
       relay: { domains: "*", clients: ["127.0.0.0/8"] },
       tls: { certificates: [{ cert: smtpLeaf.chainFile, key: smtpLeaf.keyFile }] },
     });
-    const web = await pki.issue({ cn: "mta-sts", dns: DOMAINS.map((d) => `mta-sts.${d}.test`) });
+    const web = await pki.issue({
+      cn: "mta-sts",
+      dns: DOMAINS.filter((d) => d !== "wrongname").map((d) => `mta-sts.${d}.test`),
+    });
+    // Valid and from the trusted CA, but for another name than mta-sts.wrongname.test.
+    const wrongName = await pki.issue({ cn: "mta-sts.elsewhere.test", dns: ["mta-sts.elsewhere.test"] });
     const expired = await pki.issue({
       cn: "mta-sts.expired.test",
       dns: ["mta-sts.expired.test"],
@@ -66,6 +72,11 @@ function rig(): Promise<Rig> {
       site("redirect", { redirectTo: "https://mta-sts.enforce.test/.well-known/mta-sts.txt" }),
       site("big", { body: GOOD("nothing.test") + "#".repeat(70 * 1024) + "\n" }),
       site("expired", { body: GOOD("nothing.test"), certFile: expired.chainFile, keyFile: expired.keyFile }),
+      site("wrongname", {
+        body: GOOD("nothing.test"),
+        certFile: wrongName.chainFile,
+        keyFile: wrongName.keyFile,
+      }),
     ]);
     const unbound = await startUnbound({
       zones: DOMAINS.map((d) => ({
@@ -200,6 +211,7 @@ const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
     ["redirect", /sts-policy-fetch-error: HTTP status 301/],
     ["big", /sts-policy-invalid: policy from mta-sts\.big\.test is larger than 64 KiB/],
     ["expired", /sts-webpki-invalid: certificate of mta-sts\.expired\.test not valid/],
+    ["wrongname", /sts-webpki-invalid: certificate of mta-sts\.wrongname\.test not valid/],
   ] as const).map(([d, why]) => ({
     name: `a policy that must be refused (${d}) is not applied, and the failure is logged`,
     async fn(r: Rig) {
@@ -292,7 +304,87 @@ Deno.test("MTA-STS: the policy cache survives a restart, and a new TXT id refetc
     // A new id makes Ferry fetch again: now the MX is not in the policy.
     resolver.set("_mta-sts.cache.test", "TXT", ["v=STSv1; id=two"]);
     assert.match(await once(), /^== .*mta-sts: mx\.cache\.test is not in the policy of cache\.test/);
+    // mode none under a new id: the enforce policy is forgotten (the MX it excluded gets the mail), also
+    // after a restart.
+    await nginx.setBody("mta-sts.cache.test", GOOD("elsewhere.cache.test", "none"));
+    resolver.set("_mta-sts.cache.test", "TXT", ["v=STSv1; id=three"]);
+    assert.match(await once(), /^=> user@cache\.test .* H=mx\.cache\.test .* TLS=pkix /);
+    const forgotten = JSON.parse(await Deno.readTextFile(`${dir}/spool/mta-sts-cache.json`));
+    assert.equal(forgotten["cache.test"].id, "three");
+    assert.equal(forgotten["cache.test"].policy.mode, "none");
+    assert.match(await once(), /^=> user@cache\.test .* TLS=pkix /, "after a restart");
   } finally {
+    await nginx.stop();
+    await down.stop();
+    await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await pki.cleanup();
+  }
+});
+
+Deno.test("MTA-STS: a new id whose policy host answers 500: the cached policy stays in force, one fetch for N messages", async () => {
+  const pki = await createPki();
+  const smtpLeaf = await pki.issue({ cn: "mx.fail.test", dns: ["mx.fail.test", "mx1.fail.test"] });
+  const web = await pki.issue({ cn: "mta-sts.fail.test", dns: ["mta-sts.fail.test"] });
+  const down = await startTestFerry({
+    relay: { domains: "*", clients: ["127.0.0.0/8"] },
+    tls: { certificates: [{ cert: smtpLeaf.chainFile, key: smtpLeaf.keyFile }] },
+  });
+  const nginx = await startNginx([{
+    host: "mta-sts.fail.test",
+    certFile: web.chainFile,
+    keyFile: web.keyFile,
+    status: 500,
+  }]);
+  // mx1 is preferred but not in the cached policy: only enforce makes Ferry skip it.
+  const resolver = new MemoryResolver({
+    records: {
+      "fail.test": {
+        MX: [{ preference: 10, exchange: "mx1.fail.test" }, { preference: 20, exchange: "mx.fail.test" }],
+      },
+      "mx.fail.test": { A: ["127.0.0.1"] },
+      "mx1.fail.test": { A: ["127.0.0.1"] },
+      "mta-sts.fail.test": { A: ["127.0.0.1"] },
+      "_mta-sts.fail.test": { TXT: ["v=STSv1; id=new"] },
+    },
+  });
+  const dir = await Deno.makeTempDir({ prefix: "ferry-sts-fail-" });
+  await Deno.mkdir(`${dir}/spool`, { recursive: true });
+  await Deno.writeTextFile(
+    `${dir}/spool/mta-sts-cache.json`,
+    JSON.stringify({
+      "fail.test": {
+        id: "old",
+        policy: { mode: "enforce", mx: ["mx.fail.test"], maxAge: 86400 },
+        fetchedAt: Date.now(),
+      },
+    }),
+  );
+  const up = await startFerryIn({
+    routes: [{ domains: "*", mx: true, port: down.port }],
+    delivery: {
+      enable: true,
+      tlsVerifyCertificates: pki.certFile,
+      mtaSts: { port: nginx.port, caFile: pki.certFile },
+    },
+  }, { dir, resolver });
+  const n = 5;
+  try {
+    await Promise.all(Array.from({ length: n }, (_, i) => submit(up.port, [`user${i}@fail.test`])));
+    await waitFor(
+      () => linesOf(up.memlog, "=>").length + linesOf(up.memlog, "==").length >= n,
+      20_000,
+      "an outcome for every message",
+    );
+    const lines = linesOf(up.memlog, "=>");
+    assert.equal(lines.length, n, up.memlog.lines.map((l) => l.text).join("\n"));
+    for (const l of lines) assert.match(l, / H=mx\.fail\.test .* CV=yes TLS=mta-sts\(enforce\) /);
+    assert.equal(await nginx.requests("mta-sts.fail.test"), 1, "one fetch reached nginx");
+    const failures = up.memlog.lines.filter((l) => l.text.startsWith("mta-sts: fail.test: "));
+    assert.equal(failures.length, 1);
+    assert.match(failures[0].text, /sts-policy-fetch-error: HTTP status 500/);
+  } finally {
+    await up.stop();
     await nginx.stop();
     await down.stop();
     await Deno.remove(down.dir, { recursive: true }).catch(() => {});

@@ -2,7 +2,10 @@
  * MTA-STS (RFC 8461) as a security policy: the `_mta-sts.<domain>` TXT record (exactly one `v=STSv1; id=…`),
  * the policy fetched over HTTPS (mta_sts_fetch.ts) and cached durably until `max_age`, refetched when the id
  * changes, and refreshed in the background before it expires (§3.3, §5.1: once half its `max_age` — at most a
- * day — has passed, without delaying the delivery that noticed); a failed fetch keeps the cached policy. `enforce`: MX hosts not in the policy are not tried, the
+ * day — has passed, without delaying the delivery that noticed); a failed fetch keeps the cached policy. One
+ * fetch per domain and id runs at a time (concurrent deliveries share it), and a failed one is not repeated for
+ * that id for five minutes, so a dead policy host costs one timeout, not one per delivery. `enforce`: MX hosts
+ * not in the policy are not tried, the
  * others require TLS 1.2+ with a PKIX certificate for the MX name; `testing`: delivery as usual, the outcome
  * is only reported; `none`: no policy. DANE takes precedence where it is usable (§2). Decisions are per
  * recipient domain, so a policy never leaks to another domain sharing the MX hosts.
@@ -122,8 +125,8 @@ export function refreshDue(entry: { policy: StsPolicy; fetchedAt: number }, now:
 
 /** A policy is refreshed at least daily, whatever its max_age. */
 const REFRESH_AT_MOST_MS = 86_400_000;
-/** After a failed background refresh, the next one is tried no sooner than this. */
-const REFRESH_RETRY_MS = 300_000;
+/** After a failed fetch (a refresh or a new id), the same id is fetched again no sooner than this. */
+export const FETCH_RETRY_MS = 300_000;
 
 /** MTA-STS settings (`delivery.mtaSts`). */
 export interface MtaStsOptions {
@@ -148,10 +151,10 @@ export interface MtaStsPolicy extends SecurityPolicy {
 /** The MTA-STS policy. */
 export function mtaStsPolicy(opts: MtaStsOptions): MtaStsPolicy {
   const now = opts.now ?? Date.now;
-  /** Background refreshes in flight, by domain */
-  const refreshing = new Map<string, Promise<void>>();
-  /** When a background refresh last failed, by domain */
-  const failedAt = new Map<string, number>();
+  /** Fetches in flight (refreshes and new ids), by domain and id: concurrent callers share one */
+  const inflight = new Map<string, Promise<StsPolicy>>();
+  /** The last failed fetch of each domain: its id and when */
+  const failed = new Map<string, { id: string; at: number }>();
 
   /** Fetches, parses and caches the policy of `domain` under `id`; reports and rethrows a failure. */
   async function fetchPolicy(domain: string, id: string): Promise<StsPolicy> {
@@ -172,16 +175,33 @@ export function mtaStsPolicy(opts: MtaStsOptions): MtaStsPolicy {
     }
   }
 
+  /** Whether fetching `domain`'s policy under `id` failed less than FETCH_RETRY_MS ago. */
+  function failedRecently(domain: string, id: string): boolean {
+    const f = failed.get(domain);
+    return f !== undefined && f.id === id && now() - f.at < FETCH_RETRY_MS;
+  }
+
+  /** The fetch of `domain` under `id`: the one in flight if there is one, else a new one. */
+  function sharedFetch(domain: string, id: string): Promise<StsPolicy> {
+    const key = `${domain} ${id}`;
+    const running = inflight.get(key);
+    if (running) return running;
+    const run = fetchPolicy(domain, id).then((policy) => {
+      failed.delete(domain);
+      return policy;
+    }, (err) => {
+      failed.set(domain, { id, at: now() });
+      throw err;
+    }).finally(() => inflight.delete(key));
+    inflight.set(key, run);
+    return run;
+  }
+
   /** Starts a background refresh of `domain`'s cached policy, unless one runs or one failed recently. */
   function refresh(domain: string, id: string): void {
-    if (refreshing.has(domain)) return;
-    const failed = failedAt.get(domain);
-    if (failed !== undefined && now() - failed < REFRESH_RETRY_MS) return;
-    const run = fetchPolicy(domain, id).then(
-      () => void failedAt.delete(domain),
-      () => void failedAt.set(domain, now()), // the cached policy stays in force until it expires
-    ).finally(() => refreshing.delete(domain));
-    refreshing.set(domain, run);
+    if (inflight.has(`${domain} ${id}`) || failedRecently(domain, id)) return;
+    // A failure leaves the cached policy in force until it expires.
+    sharedFetch(domain, id).catch(() => {});
   }
 
   /** The policy in force for `domain`, fetching when the TXT id is new. */
@@ -199,8 +219,10 @@ export function mtaStsPolicy(opts: MtaStsOptions): MtaStsPolicy {
       if (refreshDue(cached, now())) refresh(domain, id);
       return cached.policy;
     }
+    // A new id whose fetch just failed: the cached policy stays in force without another wait (§5.1).
+    if (failedRecently(domain, id)) return cached?.policy;
     try {
-      return await fetchPolicy(domain, id);
+      return await sharedFetch(domain, id);
     } catch {
       return cached?.policy;
     }
@@ -208,7 +230,7 @@ export function mtaStsPolicy(opts: MtaStsOptions): MtaStsPolicy {
 
   return {
     refreshes: async () => {
-      while (refreshing.size) await Promise.all(refreshing.values());
+      while (inflight.size) await Promise.allSettled(inflight.values());
     },
     name: "mta-sts",
     published: true,
