@@ -1,7 +1,7 @@
 /**
  * TLS-RPT sending (RFC 8460 §5) against real peers: TXT records (`_mta-sts`, `_smtp._tls`, signed TLSA) from
  * unbound, MTA-STS policies served by nginx, a real day of sessions (a MX without STARTTLS refused under an
- * enforce policy, a good MX, a domain whose policy fetch fails, a testing policy delivered in clear, DANE
+ * enforce policy, a good MX, domains whose policy fetch fails (three ways), a testing policy delivered in clear, DANE
  * matching and not matching), then the reports: by mail through Ferry's own queue
  * to Postfix's smtp-sink, read back with Python's `email`, `gzip` and `json`, and by POST to an HTTPS server
  * with a test-CA certificate. A POST that fails is retried after a restart without mailing the report again.
@@ -94,6 +94,12 @@ Deno.test({
       cn: "mta-sts",
       dns: ["mta-sts.rpt.test", "mta-sts.stsfail.test", "mta-sts.testmode.test"],
     });
+    const expired = await pki.issue({
+      cn: "mta-sts.stsexpired.test",
+      dns: ["mta-sts.stsexpired.test"],
+      startDate: "20200101000000Z",
+      endDate: "20210101000000Z",
+    });
     const httpsLeaf = await pki.issue({ cn: "rpt.reports.test", dns: ["rpt.reports.test"] });
     // The good MX (STARTTLS, test-CA certificate) on 127.0.0.1, and one without STARTTLS on 127.0.0.2, same port.
     const down = await startTestFerry({
@@ -119,6 +125,12 @@ Deno.test({
         certFile: web.chainFile,
         keyFile: web.keyFile,
         body: "version: STSv1\nmode: testing\nmx: mx.testmode.test\nmax_age: 86400\n",
+      },
+      {
+        host: "mta-sts.stsexpired.test",
+        certFile: expired.chainFile,
+        keyFile: expired.keyFile,
+        body: policy,
       },
     ]);
     // The HTTPS report sink.
@@ -161,6 +173,16 @@ Deno.test({
           ].join("\n"),
         },
         { name: "norpt.test", records: "@ IN MX 10 mx\nmx IN A 127.0.0.1" },
+        // Policy fetches that fail: an expired certificate, and a policy host nothing answers on.
+        ...[["stsexpired", "127.0.0.1"], ["stsdown", "127.0.0.5"]].map(([name, web]) => ({
+          name: `${name}.test`,
+          records: [
+            "@ IN MX 10 mx",
+            "mx IN A 127.0.0.1",
+            `mta-sts IN A ${web}`,
+            `_mta-sts IN TXT "v=STSv1; id=20261206"`,
+          ].join("\n"),
+        })),
         {
           name: "testmode.test",
           records: [
@@ -218,9 +240,11 @@ Deno.test({
         "c@norpt.test",
         "d@testmode.test",
         "e@dane.test",
+        "g@stsexpired.test",
+        "h@stsdown.test",
       ]);
       const log = () => up.memlog.lines.map((l) => l.text).join("\n");
-      await waitFor(() => linesOf(up.memlog, "=>").length >= 5, 60_000, "five deliveries").catch((err) => {
+      await waitFor(() => linesOf(up.memlog, "=>").length >= 7, 60_000, "seven deliveries").catch((err) => {
         throw new Error(`${err.message}; log:\n${log()}`);
       });
       // Only now: a failed host goes into back-off, and mx.danewrong.test is the good MX's address.
@@ -234,6 +258,20 @@ Deno.test({
         linesOf(up.memlog, "=>").find((l) => l.includes("a@rpt.test")) ?? "",
         /mta-sts\(enforce\)/,
       );
+
+      // Every kind of failed policy fetch is a result of its domain (these two publish no TLS-RPT record).
+      const fetchFailures = () => {
+        const results = JSON.parse(Deno.readTextFileSync(`${dir}/spool/tls-rpt-results.json`))[day];
+        return ["stsfail.test", "stsexpired.test", "stsdown.test"].map((d) =>
+          Object.values(results?.[d]?.policies ?? {}).flatMap((p) =>
+            Object.values((p as { failures: Record<string, { resultType: string }> }).failures)
+          ).map((f) => f.resultType)
+        );
+      };
+      await waitFor(() => fetchFailures().every((f) => f.length > 0), 10_000, "the fetch failures recorded");
+      assert.deepEqual(fetchFailures(), [["sts-policy-invalid"], ["sts-webpki-invalid"], [
+        "sts-policy-fetch-error",
+      ]]);
 
       // The POST fails (503): the five mail reports are queued, the POST waits for the next run; norpt.test
       // publishes no TLS-RPT record and gets nothing.
