@@ -105,7 +105,7 @@ export function buildDsn(opts: DsnOptions): Uint8Array {
     `\t boundary="${boundary}"\r\n`,
   ].join("");
 
-  const human = humanText(opts, mta);
+  const human = humanText(opts, mta, full);
   const perMessage = [
     field("Reporting-MTA", `dns; ${mta}`),
     env.envid !== undefined ? field("Original-Envelope-Id", safeValue(env.envid)) : "",
@@ -158,10 +158,11 @@ export function buildDsn(opts: DsnOptions): Uint8Array {
   return out;
 }
 
-function humanText(opts: DsnOptions, mta: string): string {
+function humanText(opts: DsnOptions, mta: string, full: boolean): string {
   const intro: Record<DsnKind, string> = {
     failure: `This is the mail system at host ${mta}.\r\n\r\n` +
-      "Your message could not be delivered to one or more recipients. It is attached below.\r\n",
+      "Your message could not be delivered to one or more recipients. " +
+      (full ? "It is attached below.\r\n" : "Its header is attached below.\r\n"),
     delay: `This is the mail system at host ${mta}.\r\n\r\n` +
       "Your message could not be delivered yet to one or more recipients. Delivery will be retried;\r\n" +
       "you do not need to send it again.\r\n",

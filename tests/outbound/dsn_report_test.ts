@@ -148,6 +148,7 @@ Deno.test("buildDsn() returns only the headers of a REQUIRETLS message even with
   opts.envelope = envelope({ ret: "FULL", requireTls: true, recipients: [bob] });
   const r = await parse(buildDsn(opts));
   assert.deepEqual(r.parts, ["text/plain", "message/delivery-status", "text/rfc822-headers"]);
+  assert.match(r.text, /Its header is attached below/);
   assert.match(r.returned.raw, /^Subject: hello\r?$/m);
   assert.doesNotMatch(r.returned.raw, /Hi Bob/);
 });
