@@ -28,6 +28,20 @@ export interface RecipientExtra {
   remoteMta?: string;
   /** Its diagnostic with type, `smtp; 450 4.2.0 …` (for a delay report's Diagnostic-Code) */
   diagnostic?: string;
+  /** The last attempt's TLS: the security decision (`TLS=` in the log) and what the session achieved */
+  tls?: RecipientTls;
+  /** The peer's last reply to this recipient (`250 2.0.0 OK …`), absent when none came */
+  reply?: string;
+}
+
+/** The TLS of a recipient's last attempt, as the dashboard and the API show it. */
+export interface RecipientTls {
+  /** dane, mta-sts(enforce), pkix, opportunistic, encrypted, none (absent when no policy was reached) */
+  policy?: string;
+  /** Exim's CV=: yes, no, dane; "none" without TLS */
+  cv: "yes" | "no" | "dane" | "none";
+  version?: string;
+  cipher?: string;
 }
 
 /** What applying an outcome needs. */
@@ -101,6 +115,14 @@ export async function applyOutcome(
     : "";
   r.attempts = (r.attempts ?? 0) + 1;
   r.lastError = o.kind === "delivered" ? undefined : o.text;
+  // What this attempt met, for every outcome (the message page shows it beside the status); an attempt that
+  // got no TLS decision (routing, a refused connection) clears what an earlier one recorded.
+  const seen = (r.extra ??= {}) as RecipientExtra;
+  seen.tls = o.tls || o.security || o.kind === "delivered"
+    ? { policy: o.security?.policy, cv: o.tls?.cv ?? "none", version: o.tls?.version, cipher: o.tls?.cipher }
+    : undefined;
+  seen.reply = o.reply ? replyText(o.reply) : undefined;
+  seen.remoteMta = remoteMta;
   const obs = ctx.observer;
   if (o.host || o.tls) {
     obs?.outboundTls(o.tls?.cv ?? "none", {

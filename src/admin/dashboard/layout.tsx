@@ -10,6 +10,7 @@ header a{color:#fff;text-decoration:none}header strong{font-size:16px;margin-rig
 main{padding:20px;max-width:1200px}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{border-bottom:1px solid #dde1e7;padding:6px 8px;text-align:left;vertical-align:top}
+pre{background:#fff;border:1px solid #dde1e7;padding:8px;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
 th{background:#eef1f5}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:20px}
 .card{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 18px;min-width:110px}
