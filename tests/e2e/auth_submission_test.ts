@@ -475,3 +475,63 @@ Deno.test("client side: a route with auth never sends the password in clear (pee
     }
   }
 });
+
+Deno.test("policy sees the login: a policy.mail step records c.auth (PLAIN, LOGIN, and none without AUTH)", async () => {
+  const seen: unknown[] = [];
+  const r = await rig({
+    policy: {
+      mail: [async function record_auth(c, next) {
+        const a = c.auth;
+        seen.push(
+          a === undefined ? "anonymous" : { mechanism: a.mechanism, user: a.user, authzid: a.authzid },
+        );
+        await next();
+      }],
+    },
+  });
+  try {
+    const plain = await runSwaks(r.ports.plain, [
+      "--tls",
+      "--from",
+      "alice@corp.test",
+      "--to",
+      "a@example.test",
+      "--auth",
+      "PLAIN",
+      "--auth-user",
+      "alice",
+      "--auth-password",
+      "alice-secret",
+    ]);
+    assert.equal(plain.code, 0, plain.stdout);
+    const login = await runSwaks(r.ports.submission, [
+      "--tls",
+      "--from",
+      "bob@corp.test",
+      "--to",
+      "b@example.test",
+      "--auth",
+      "LOGIN",
+      "--auth-user",
+      "bob",
+      "--auth-password",
+      "bob-secret",
+    ]);
+    assert.equal(login.code, 0, login.stdout);
+    const anonymous = await runSwaks(r.ports.plain, [
+      "--tls",
+      "--from",
+      "x@corp.test",
+      "--to",
+      "c@example.test",
+    ]);
+    assert.equal(anonymous.code, 0, anonymous.stdout);
+    assert.deepEqual(seen, [
+      { mechanism: "PLAIN", user: "alice", authzid: undefined },
+      { mechanism: "LOGIN", user: "bob", authzid: undefined },
+      "anonymous",
+    ]);
+  } finally {
+    await r.stop();
+  }
+});
