@@ -16,15 +16,15 @@ import { parseDuration } from "./core/units.ts";
 import { errorMessage } from "./core/error_message.ts";
 import type { QueueSummary } from "./spool/spool.ts";
 import { SpoolLockedError } from "./spool/spool.ts";
-import { LOCK_FILE, SqliteSpool } from "./spool/sqlite_spool.ts";
-import { isQueueState, type OpOutcome, QueueOps } from "./outbound/queue_ops.ts";
+import type { OpOutcome } from "./outbound/queue_ops.ts";
 import type { Envelope } from "./core/envelope.ts";
 import { AdminApiError, AdminClient, AdminUnreachableError } from "./admin/client.ts";
 import { readUrlFile, URL_FILE } from "./admin/url_file.ts";
-import { createAdminApp } from "./admin/app.ts";
-import { opsQueueAccess, type QueueItem } from "./admin/queue_access.ts";
-import { FerryMetrics } from "./admin/metrics.ts";
-import { Activity } from "./admin/activity.ts";
+import type { QueueItem } from "./admin/queue_access.ts";
+
+/** The spool's lock file (sqlite_spool.ts), named here so the common path need not load the spool. */
+const LOCK_FILE = "ferry.lock";
+const QUEUE_STATES = ["incoming", "active", "deferred", "hold", "corrupt"];
 
 const USAGE =
   `usage: deno task queue [--config FILE | --spool DIR] [--url URL] [--token T] [--offline] [--json] COMMAND
@@ -108,7 +108,7 @@ function listCall(flags: Record<string, string>): Call {
   for (const [k, v] of Object.entries(flags)) {
     const name = LIST_FLAGS[k];
     if (name === undefined) throw new UsageError(`unknown option --${k}`);
-    if (k === "state" && !isQueueState(v)) {
+    if (k === "state" && !QUEUE_STATES.includes(v)) {
       throw new UsageError(`--state: expected incoming, active, deferred, hold or corrupt`);
     }
     if (k === "older-than" || k === "newer-than") parseDuration(v); // RangeError: a usage error
@@ -344,6 +344,22 @@ async function remoteClient(args: Args): Promise<{ client: AdminClient; urlFileO
 async function offline(args: Args, call: Call): Promise<unknown> {
   const { dir, config } = await target(args, true);
   const hostname = config?.hostname ?? Deno.hostname();
+  // Loaded only here: talking to a running Ferry needs none of this (and starts faster without it).
+  const [
+    { SqliteSpool },
+    { QueueOps },
+    { createAdminApp },
+    { opsQueueAccess },
+    { FerryMetrics },
+    { Activity },
+  ] = await Promise.all([
+    import("./spool/sqlite_spool.ts"),
+    import("./outbound/queue_ops.ts"),
+    import("./admin/app.ts"),
+    import("./admin/queue_access.ts"),
+    import("./admin/metrics.ts"),
+    import("./admin/activity.ts"),
+  ]);
   const spool = new SqliteSpool({ dir: dir!, thread: "main" });
   await spool.open();
   try {

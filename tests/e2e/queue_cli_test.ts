@@ -187,6 +187,7 @@ Deno.test("the queue command without a reachable Ferry: a clear error, --offline
     const off = await queue(first.configPath, ["list"]);
     assert.equal(off.code, 69);
     assert.match(off.err, /the admin API is off in this configuration \(admin\.enable: false\)/);
+    assert.doesNotMatch(off.err, /no Ferry runs on this spool/, "the command sees the running Ferry's lock");
     const busy = await queue(first.configPath, ["--offline", "list"]);
     assert.equal(busy.code, 75);
     assert.match(busy.err, /in use by another Ferry process/);
