@@ -325,10 +325,12 @@ export class SpoolDb {
            WHERE status = 'pending' GROUP BY domain ORDER BY recipients DESC, domain LIMIT 1000`,
       ),
       domainMessages: prepare(
-        "SELECT DISTINCT message_id FROM recipients WHERE domain = ? AND status = 'pending'",
+        `SELECT DISTINCT r.message_id FROM recipients r JOIN messages m ON m.id = r.message_id
+           WHERE r.domain = ? AND r.status = 'pending' AND m.state IN ('incoming', 'deferred', 'active')`,
       ),
       retryDomainRecipients: prepare(
-        "UPDATE recipients SET next_attempt = ? WHERE domain = ? AND status = 'pending'",
+        `UPDATE recipients SET next_attempt = ? WHERE domain = ? AND status = 'pending' AND message_id IN
+           (SELECT id FROM messages WHERE state IN ('incoming', 'deferred', 'active'))`,
       ),
       retryEverything: prepare(
         `UPDATE recipients SET next_attempt = ? WHERE status = 'pending' AND message_id IN

@@ -57,14 +57,18 @@ Deno.test("hold, release, retry and flush move messages between queue states and
 
     // flush of one domain: only that destination's messages become due now.
     await until(async () => (await r.spool.row("a"))?.state === "deferred", "a deferred again");
+    // A held message of that destination is neither counted nor made due.
+    await r.add("c", [{ address: "z@two.test", attempts: 1, nextAttempt: T0 + 24 * 60 * MIN }]);
+    assert.equal((await ops.hold(["c"]))[0].ok, true);
     const before = r.calls.length;
     assert.deepEqual(await ops.flush("two.test"), { messages: 1 });
+    assert.equal((await r.spool.get("c"))?.recipients[0].nextAttempt, T0 + 24 * 60 * MIN);
     await until(() => r.calls.length === before + 1, "flush of two.test");
     assert.equal(r.calls.at(-1)!.domain, "two.test");
 
     await until(async () => (await ops.summary()).byState.deferred === 2, "both deferred again");
     const summary = await ops.summary();
-    assert.deepEqual(summary.byState, { incoming: 0, active: 0, deferred: 2, hold: 0, corrupt: 0 });
+    assert.deepEqual(summary.byState, { incoming: 0, active: 0, deferred: 2, hold: 1, corrupt: 0 });
     assert.deepEqual(summary.byDomain.map((d) => d.domain).sort(), ["one.test", "two.test"]);
   } finally {
     await r.stop();
