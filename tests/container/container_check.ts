@@ -1,8 +1,10 @@
 /**
  * `deno task test:container`: proves the Dockerfile without a Docker engine. Builds a Debian 12 root file system
  * with debootstrap, stands in for the `node:20-bookworm-slim` base (Debian's nodejs and npm), replays the
- * Dockerfile's RUN/WORKDIR/COPY/USER/ENV steps in a chroot, starts the image's CMD as the unprivileged user
- * with the spool on a bind mount, delivers a message with swaks from outside, and stops it with SIGTERM.
+ * Dockerfile's RUN/WORKDIR/COPY/USER/ENV steps in a chroot, starts the image's CMD with the image's own
+ * config.ts, unchanged, as the unprivileged user in its own network namespace (a veth pair stands in for
+ * Docker's bridge) with the spool on a bind mount, delivers a message with swaks from outside to the EXPOSEd
+ * port, and stops it with SIGTERM.
  * Needs root, debootstrap and swaks; the root file system is kept in /var/tmp/ferry-container (FERRY_CTR_DIR)
  * so a second run skips debootstrap (`--fresh` rebuilds it).
  */
@@ -76,11 +78,43 @@ function dockerfileSteps(text: string): { op: string; arg: string }[] {
   });
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+/** A network namespace joined to the host by a veth pair, as Docker's bridge joins a container. */
+interface Netns {
+  name: string;
+  hostAddress: string;
+  address: string;
+  remove(): Promise<void>;
+}
+
+async function makeNetns(): Promise<Netns> {
+  const n = Deno.pid % 100_000;
+  const name = `ferryctr${n}`;
+  const subnet = `10.203.${Deno.pid % 250}`;
+  const [hostIf, innerIf] = [`fc${n}h`, `fc${n}c`];
+  const ip = (...args: string[]) => sh(["ip", ...args], { quiet: true });
+  await ip("netns", "add", name);
+  const netns: Netns = {
+    name,
+    hostAddress: `${subnet}.1`,
+    address: `${subnet}.2`,
+    async remove() {
+      await ip("netns", "del", name).catch(() => {});
+      await ip("link", "del", hostIf).catch(() => {});
+    },
+  };
+  try {
+    await ip("link", "add", hostIf, "type", "veth", "peer", "name", innerIf);
+    await ip("link", "set", innerIf, "netns", name);
+    await ip("addr", "add", `${netns.hostAddress}/30`, "dev", hostIf);
+    await ip("link", "set", hostIf, "up");
+    await ip("netns", "exec", name, "ip", "addr", "add", `${netns.address}/30`, "dev", innerIf);
+    await ip("netns", "exec", name, "ip", "link", "set", innerIf, "up");
+    await ip("netns", "exec", name, "ip", "link", "set", "lo", "up");
+  } catch (err) {
+    await netns.remove();
+    throw err;
+  }
+  return netns;
 }
 
 async function main(): Promise<void> {
@@ -99,6 +133,7 @@ async function main(): Promise<void> {
   await bind("/proc", `${ROOT}/proc`);
   await bind("/dev", `${ROOT}/dev`);
   let child: Deno.ChildProcess | undefined;
+  let netns: Netns | undefined;
   try {
     if (!ready) {
       step("the base image: node:20-bookworm-slim stands in as Debian's nodejs and npm");
@@ -182,20 +217,21 @@ async function main(): Promise<void> {
     const uid = (await sh(["chroot", ROOT, "id", "-u", "ferry"], { quiet: true })).trim();
     await sh(["chown", `${uid}:${uid}`, spool], { quiet: true });
     await bind(spool, `${ROOT}${volume}`);
-    // The operator's config.ts, mounted over the image's: listen on all addresses on the exposed port.
-    // chroot shares the host's network: the exposed port is reachable as is; a free one stands in for it.
-    const port = freePort();
-    const configFile = `${ROOT}/srv/ferry/app/config.ts`;
-    await Deno.writeTextFile(
-      configFile,
-      `import { defineConfig } from "./mod.ts";\nexport default defineConfig({\n` +
-        `  hostname: "ferry.container.test",\n  listen: [{ address: "0.0.0.0", port: ${port} }],\n` +
-        `  spool: { dir: "${volume}" },\n  relay: { domains: ["example.test"], clients: [] },\n` +
-        `  delivery: { enable: false },\n  admin: { listen: "127.0.0.1:0" },\n});\n`,
+    // The image's own config.ts, as built; only what `docker run -e FERRY_RELAY_DOMAINS=example.test` adds.
+    // Its own network namespace: the image's port, as the Dockerfile EXPOSEs it, clashes with nothing here.
+    if (!expose.length) throw new Error("the Dockerfile EXPOSEs no port");
+    netns = await makeNetns();
+    console.log(
+      `network namespace ${netns.name}: the container is ${netns.address}, the host ${netns.hostAddress}`,
     );
-    child = new Deno.Command("chroot", {
-      args: inRoot(`exec ${cmd.map((c) => `'${c}'`).join(" ")}`, user, dir, { HOME: "/srv/ferry", ...env })
-        .slice(1),
+    const runEnv = { HOME: "/srv/ferry", ...env, FERRY_RELAY_DOMAINS: "example.test" };
+    child = new Deno.Command("ip", {
+      args: [
+        "netns",
+        "exec",
+        netns.name,
+        ...inRoot(`exec ${cmd.map((c) => `'${c}'`).join(" ")}`, user, dir, runEnv),
+      ],
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -224,11 +260,11 @@ async function main(): Promise<void> {
       if (ruid !== uid) throw new Error(`Ferry runs as uid ${ruid}, not as ferry (${uid})`);
     }
 
-    step("swaks from outside the container");
+    step(`swaks from outside the container to the EXPOSEd port ${expose[0]}`);
     const swaks = await sh([
       "swaks",
       "--server",
-      `127.0.0.1:${port}`,
+      `${netns.address}:${expose[0]}`,
       "--from",
       "outside@client.test",
       "--to",
@@ -248,9 +284,10 @@ async function main(): Promise<void> {
     await done;
     console.log(lines.filter((l) => /<=|stopping|stopped/.test(l)).join("\n"));
     if (status.code !== 0) throw new Error(`exit code ${status.code} after SIGTERM`);
-    if (!lines.some((l) => l.includes(`${id} <= outside@client.test`))) {
-      throw new Error("no <= line for the message");
-    }
+    const received = lines.find((l) => l.includes(`${id} <= outside@client.test`));
+    if (!received) throw new Error("no <= line for the message");
+    // Seen from inside, the client is the host end of the veth pair: it came from outside the container.
+    if (!received.includes(`[${netns.hostAddress}]`)) throw new Error(`not from outside: ${received}`);
     if (!lines.some((l) => l.includes("Ferry stopped"))) throw new Error("no graceful stop");
     child = undefined;
     await Deno.remove(spool, { recursive: true }).catch(() => {});
@@ -259,6 +296,8 @@ async function main(): Promise<void> {
     try {
       child?.kill("SIGKILL");
     } catch { /* gone */ }
+    await child?.status.catch(() => {});
+    await netns?.remove();
     await unmountAll();
   }
 }
