@@ -81,6 +81,13 @@ export class Destinations {
     };
   }
 
+  /** Whether any destination is dead now. */
+  anyDead(): boolean {
+    const now = this.#opts.clock.now();
+    for (const s of this.#state.values()) if (s.deadUntil > now) return true;
+    return false;
+  }
+
   /** When `key` is dead: why and until when; undefined when it may be tried. */
   dead(key: string): { until: number; failures: number; lastError?: string } | undefined {
     const s = this.#state.get(key);

@@ -15,7 +15,13 @@ import { normalizeName } from "../core/host_list.ts";
 import type { ResolvedConfig } from "../config/schema.ts";
 import type { Resolver } from "../dns/resolver.ts";
 import type { EventBus } from "../events/bus.ts";
-import { CorruptMessageError, type DeliveryUpdate, type NewMessage, type Spool } from "../spool/spool.ts";
+import {
+  type Claimed,
+  CorruptMessageError,
+  type DeliveryUpdate,
+  type NewMessage,
+  type Spool,
+} from "../spool/spool.ts";
 import type { TlsClientContext } from "../tls/client.ts";
 import { ConnectionPool } from "./connection_pool.ts";
 import { deliverGroup, type RecipientOutcome } from "./deliver.ts";
@@ -71,6 +77,12 @@ export interface SchedulerDeps {
   tlsRpt?: TlsRptStore;
 }
 
+/**
+ * Messages up to this size come with their claim (read in the claim's transaction): a delivery then needs no
+ * further round trip to the spool before it sends. Larger ones are read when their attempt starts.
+ */
+const CLAIM_DATA_LIMIT = 64 * 1024;
+
 /** Recipients that go to one destination together. */
 interface Group {
   /** Destination key: the route for host routes, route and domain for MX routes */
@@ -82,10 +94,12 @@ interface Group {
   recipients: Recipient[];
 }
 
-/** A message being delivered. */
+/** A message being delivered, or whose outcomes are being written. */
 interface ActiveRun {
   abort: AbortController;
   done: Promise<void>;
+  /** Still delivering (an attempt, or waiting for a destination slot); false once only writes remain */
+  delivering: boolean;
 }
 
 /** Runs deliveries from the spool. */
@@ -108,6 +122,8 @@ export class Scheduler implements QueueManagerHooks {
   /** TLS-RPT results per policy domain and day (RFC 8460), durable in the spool directory */
   #tlsRpt?: TlsRptStore;
   #active = new Map<string, ActiveRun>();
+  /** Runs of #active still delivering (the rest only wait for their outcomes to be written) */
+  #delivering = 0;
   #pumping: Promise<void> | undefined;
   #again = false;
   #timer: ClockTimer | undefined;
@@ -197,14 +213,16 @@ export class Scheduler implements QueueManagerHooks {
   }
 
   async #pump(): Promise<void> {
-    const { spool, log, config } = this.#deps;
+    const { spool, log } = this.#deps;
     try {
       do {
         this.#again = false;
-        const free = config.delivery.concurrency - this.#active.size;
+        const free = this.#free();
         if (free <= 0 || this.#stopped) break;
-        const claimed = await spool.claim(this.#clock.now(), free);
-        for (const c of claimed) this.#start(c.id);
+        // While a destination is dead, its deferrals never read a body: data comes with the claim only then.
+        const dataUpTo = this.#destinations.anyDead() ? 0 : CLAIM_DATA_LIMIT;
+        const claimed = await spool.claim(this.#clock.now(), free, { dataUpTo });
+        for (const c of claimed) this.#start(c);
         if (claimed.length === free) this.#again = true;
       } while (this.#again && !this.#stopped);
       await this.#arm();
@@ -221,11 +239,29 @@ export class Scheduler implements QueueManagerHooks {
     const now = this.#clock.now();
     let at = now + this.#deps.config.delivery.queueInterval;
     // A full window is woken by the next run that ends; no timer can add anything before that.
-    if (this.#active.size < this.#deps.config.delivery.concurrency) {
+    if (this.#free() > 0) {
       const next = await this.#deps.spool.nextDue();
       if (next !== undefined) at = Math.min(at, Math.max(next, now + 1));
     }
     this.#setTimer(at);
+  }
+
+  /**
+   * Free slots: `delivery.concurrency` messages deliver at once. A message whose attempts are over leaves its
+   * slot while its outcomes are written (a group commit away), so the next one starts meanwhile; those
+   * writing are bounded by as many again.
+   */
+  #free(): number {
+    const limit = this.#deps.config.delivery.concurrency;
+    return Math.min(limit - this.#delivering, 2 * limit - this.#active.size);
+  }
+
+  /** A run's attempts are over: its slot goes to the next message while its outcomes are written. */
+  #attemptsOver(run: ActiveRun): void {
+    if (!run.delivering) return;
+    run.delivering = false;
+    this.#delivering--;
+    if (!this.#stopped) void this.wake();
   }
 
   #setTimer(at: number): void {
@@ -238,11 +274,13 @@ export class Scheduler implements QueueManagerHooks {
     });
   }
 
-  #start(id: string): void {
+  #start(claimed: Claimed): void {
+    const id = claimed.id;
     const abort = new AbortController();
-    const run: ActiveRun = { abort, done: Promise.resolve() };
+    const run: ActiveRun = { abort, done: Promise.resolve(), delivering: true };
     this.#active.set(id, run);
-    run.done = this.#run(id, abort.signal).catch(async (err) => {
+    this.#delivering++;
+    run.done = this.#run(claimed, run).catch(async (err) => {
       // Corrupt data: the spool moved it to `corrupt` and logged why; it stays for an operator, never retried.
       if (err instanceof CorruptMessageError) return;
       this.#deps.log.write(`delivery of ${id} failed internally: ${errorMessage(err)}`, { id });
@@ -251,6 +289,7 @@ export class Scheduler implements QueueManagerHooks {
         nextAttempt: this.#clock.now() + 60_000,
       }).catch(() => {});
     }).finally(() => {
+      this.#attemptsOver(run);
       this.#active.delete(id);
       void this.wake();
     });
@@ -298,9 +337,11 @@ export class Scheduler implements QueueManagerHooks {
     };
   }
 
-  async #run(id: string, signal: AbortSignal): Promise<void> {
+  async #run(claimed: Claimed, run: ActiveRun): Promise<void> {
     const { spool } = this.#deps;
-    const env = await spool.get(id);
+    const signal = run.abort.signal;
+    const id = claimed.id;
+    const env = claimed.envelope ?? await spool.get(id);
     if (!env) return;
     const now = this.#clock.now();
     const due = env.recipients.filter((r) => r.status === "pending" && (r.nextAttempt ?? 0) <= now);
@@ -308,15 +349,29 @@ export class Scheduler implements QueueManagerHooks {
       // The body is read (and its digest checked) only when something needs it: a group that is tried, or a
       // report; a dead destination's deferrals never read it.
       let read: Promise<Uint8Array> | undefined;
-      const data = () => read ??= spool.readData(id);
+      const data = () =>
+        read ??= claimed.data !== undefined
+          ? Promise.resolve(claimed.data)
+          : claimed.corrupt !== undefined
+          ? Promise.reject(
+            new CorruptMessageError(id, `Data of message "${id}" is damaged: ${claimed.corrupt}`),
+          )
+          : spool.readData(id);
       const groups = await this.#groups(due);
       // One slow destination must not hold the others: the groups of a message run side by side. A lone
       // group also writes the message's next state in its own transaction (one commit fewer per message).
       const lone = groups.length === 1;
-      const done = await Promise.all(groups.map((g) => this.#deliverGroup(env, data, g, signal, lone)));
+      let attempting = groups.length;
+      const attempted = () => {
+        if (--attempting === 0) this.#attemptsOver(run);
+      };
+      const done = await Promise.all(
+        groups.map((g) => this.#deliverGroup(env, data, g, { signal, final: lone, attempted })),
+      );
       if (!signal.aborted) await this.#delayWarning(env, data);
       if (lone && done[0]) return;
     }
+    this.#attemptsOver(run);
     await this.#finish(env);
   }
 
@@ -344,13 +399,37 @@ export class Scheduler implements QueueManagerHooks {
     return [...groups.values()];
   }
 
-  /** Delivers one group and saves its outcomes; with `final`, also the message's next state (then true). */
+  /**
+   * Delivers one group and saves its outcomes; with `final`, also the message's next state (then true).
+   * `attempted` is called once, when the outcomes are known and only their writing remains.
+   */
   async #deliverGroup(
     env: Envelope,
     data: () => Promise<Uint8Array>,
     g: Group,
+    opts: { signal: AbortSignal; final: boolean; attempted: () => void },
+  ): Promise<boolean> {
+    const { signal, final } = opts;
+    let over = false;
+    const attempted = () => {
+      if (over) return;
+      over = true;
+      opts.attempted();
+    };
+    try {
+      return await this.#deliverGroupAndSave(env, data, g, signal, final, attempted);
+    } finally {
+      attempted();
+    }
+  }
+
+  async #deliverGroupAndSave(
+    env: Envelope,
+    data: () => Promise<Uint8Array>,
+    g: Group,
     signal: AbortSignal,
-    final = false,
+    final: boolean,
+    attempted: () => void,
   ): Promise<boolean> {
     const local = (kind: RecipientOutcome["kind"], status: string, text: string, internal = true) =>
       g.recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, internal }));
@@ -389,6 +468,7 @@ export class Scheduler implements QueueManagerHooks {
         if (signal.aborted) outcomes = outcomes.filter((o) => o.kind !== "deferred");
       }
     }
+    attempted();
     if (outcomes.length === 0) return false;
     const reports: Reports = { failure: [], success: [], delay: [] };
     const ctx = this.#outcomeContext(g.route);

@@ -42,7 +42,6 @@ export type BatchOp =
   | { kind: "store"; envelope: Envelope; data: Uint8Array; transfer?: boolean }
   | { kind: "update"; envelope: Envelope }
   | { kind: "apply"; update: DeliveryUpdate; now: number }
-  | { kind: "claim"; now: number; limit: number }
   | {
     kind: "setState";
     id: string;
@@ -292,6 +291,12 @@ export class SpoolDb {
       pendingCount: prepare(
         "SELECT count(*) AS n FROM recipients WHERE message_id = ? AND status = 'pending'",
       ),
+      // For the recipients listed in ?2 (a JSON array of indexes): how many exist, and how many others pend.
+      pendingBesides: prepare(
+        `SELECT count(*) FILTER (WHERE idx IN (SELECT value FROM json_each(?2))) AS named,
+           count(*) FILTER (WHERE status = 'pending' AND idx NOT IN (SELECT value FROM json_each(?2))) AS others
+           FROM recipients WHERE message_id = ?1`,
+      ),
       retryAll: prepare(
         "UPDATE recipients SET next_attempt = ? WHERE message_id = ? AND status = 'pending'",
       ),
@@ -313,7 +318,7 @@ export class SpoolDb {
       listIds: prepare("SELECT id FROM messages ORDER BY received_at, id"),
       count: prepare("SELECT count(*) AS n FROM messages"),
       due: prepare(
-        "SELECT id, next_attempt FROM messages WHERE state = ? AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
+        "SELECT * FROM messages WHERE state = ? AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
       ),
       claimOne: prepare("UPDATE messages SET state = 'active' WHERE id = ? AND state = ?"),
       nextDue: prepare(
@@ -436,8 +441,6 @@ export class SpoolDb {
       case "apply":
         this.#apply(op.update, op.now);
         return;
-      case "claim":
-        return this.#claim(op.now, op.limit);
       case "setState":
         return this.#setState(op);
       case "retryNow": {
@@ -486,6 +489,12 @@ export class SpoolDb {
   #apply(u: DeliveryUpdate, now: number): void {
     const s = this.#stmts;
     if (s.exists.get(u.id) === undefined) throw new RefusedError(`No queued message "${u.id}"`);
+    if (u.state === "done" && this.#finishes(u)) {
+      // The last pending recipients are done: the message goes, so its rows are not rewritten first.
+      for (const report of u.reports ?? []) this.#insert(report.envelope, report.data);
+      this.#remove(u.id);
+      return;
+    }
     for (const r of u.recipients ?? []) {
       const changed = s.setRecipient.run(
         r.status,
@@ -515,15 +524,58 @@ export class SpoolDb {
     }
   }
 
-  #claim(now: number, limit: number): Claimed[] {
+  /** Whether `u` leaves no recipient of its message pending (and names only recipients it has). */
+  #finishes(u: DeliveryUpdate): boolean {
+    const changes = u.recipients ?? [];
+    if (changes.some((r) => r.status === "pending")) return false;
+    const indexes = JSON.stringify(changes.map((r) => r.index));
+    const row = this.#stmts.pendingBesides.get(u.id, indexes) as { named: number; others: number };
+    return Number(row.named) === new Set(changes.map((r) => r.index)).size && Number(row.others) === 0;
+  }
+
+  /**
+   * Claims due messages (incoming first, earliest due first) in a transaction of its own, and reads what
+   * their deliveries need while the rows are at hand: the envelope, and the data of messages no larger than
+   * `dataUpTo` — one round trip to the spool per batch instead of two more per message.
+   * Committed without a sync: a claim is no promise to anyone, and one lost in a crash is what the recovery
+   * at start undoes anyway (active → incoming/deferred); the next synced commit makes it durable with itself.
+   * So a claim never waits for an fsync, only for the group commit in progress.
+   */
+  claim(now: number, limit: number, dataUpTo = 0): Claimed[] {
+    const db = this.#requireDb();
+    if (this.#readOnly) throw new Error("Spool was opened read-only");
+    db.exec("PRAGMA synchronous = OFF");
+    try {
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        const out = this.#claim(now, limit, dataUpTo);
+        db.exec("COMMIT");
+        return out;
+      } catch (err) {
+        if (db.isTransaction) db.exec("ROLLBACK");
+        throw err;
+      }
+    } finally {
+      db.exec("PRAGMA synchronous = FULL");
+    }
+  }
+
+  #claim(now: number, limit: number, dataUpTo: number): Claimed[] {
     const s = this.#stmts;
     const out: Claimed[] = [];
     for (const from of ["incoming", "deferred"] as const) {
       if (out.length >= limit) break;
-      const rows = s.due.all(from, now, limit - out.length) as { id: string; next_attempt: number }[];
+      const rows = s.due.all(from, now, limit - out.length) as unknown as MessageRow[];
       for (const row of rows) {
         s.claimOne.run(row.id, from);
-        out.push({ id: row.id, from, nextAttempt: Number(row.next_attempt) });
+        const claimed: Claimed = { id: row.id, from, nextAttempt: Number(row.next_attempt) };
+        claimed.envelope = this.#envelope(row);
+        if (Number(row.data_length) <= dataUpTo) {
+          const read = this.readData(row.id);
+          if (read.kind === "ok") claimed.data = read.data;
+          else if (read.kind === "corrupt") claimed.corrupt = read.reason;
+        }
+        out.push(claimed);
       }
     }
     return out;

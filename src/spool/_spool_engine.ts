@@ -10,6 +10,7 @@ import { SpoolDb, type SpoolDbOptions } from "./_spool_db.ts";
 /** The SpoolDb methods an engine forwards. */
 export type DbMethod =
   | "commit"
+  | "claim"
   | "get"
   | "listEnvelopes"
   | "readData"

@@ -53,6 +53,15 @@ scope.onmessage = (event) => {
     if (request.method === "readData" && data instanceof Uint8Array && data.byteOffset === 0) {
       transfer.push(data.buffer as ArrayBuffer);
     }
+    // Data claimed with its message moves too.
+    if (request.method === "claim" && Array.isArray(value)) {
+      for (const claimed of value as { data?: unknown }[]) {
+        const d = claimed.data;
+        if (d instanceof Uint8Array && d.byteOffset === 0 && d.byteLength === d.buffer.byteLength) {
+          transfer.push(d.buffer as ArrayBuffer);
+        }
+      }
+    }
   } catch (err) {
     const e = err instanceof Error ? err : new Error(String(err));
     response = { seq: request.seq, ok: false, name: e.name, message: e.message };

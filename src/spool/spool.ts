@@ -145,6 +145,12 @@ export interface Claimed {
   /** Its state before the claim */
   from: "incoming" | "deferred";
   nextAttempt: number;
+  /** The envelope with its recipients' states, read in the claim's own transaction */
+  envelope?: Envelope;
+  /** The message's data, checked against its digest, when it is at most `dataUpTo` octets */
+  data?: Uint8Array;
+  /** Why the data failed its check (the message is now `corrupt`, with a log line) */
+  corrupt?: string;
 }
 
 /** A durable message store. */
@@ -186,9 +192,10 @@ export interface Spool {
   apply(update: DeliveryUpdate): Promise<void>;
   /**
    * Moves up to `limit` messages due at `now` from `incoming` (first) and `deferred` to `active`, earliest
-   * due first, and returns them.
+   * due first, and returns them with their envelopes; with `dataUpTo`, also the (checked) data of each one
+   * no larger than that, so a delivery needs no further read.
    */
-  claim(now: number, limit: number): Promise<Claimed[]>;
+  claim(now: number, limit: number, options?: { dataUpTo?: number }): Promise<Claimed[]>;
   /** The earliest `nextAttempt` of an `incoming` or `deferred` message, or undefined when there is none. */
   nextDue(): Promise<number | undefined>;
   /**

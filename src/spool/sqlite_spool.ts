@@ -202,9 +202,18 @@ export class SqliteSpool implements Spool {
     return this.#enqueue({ kind: "apply", update, now: Date.now() }).then(() => {});
   }
 
-  /** Moves due messages (incoming first) to `active` and returns them. */
-  async claim(now: number, limit: number): Promise<Claimed[]> {
-    return (await this.#enqueue({ kind: "claim", now, limit })) as Claimed[];
+  /**
+   * Moves due messages (incoming first) to `active` and returns them, with envelopes (and small data). Not
+   * part of a group commit: a claim needs no sync (see SpoolDb.claim), so it does not wait for one.
+   */
+  async claim(now: number, limit: number, options: { dataUpTo?: number } = {}): Promise<Claimed[]> {
+    if (this.#state !== "open") throw new SpoolWriteError(`Spool is not open (state "${this.#state}")`);
+    if (this.#lockless && !this.#memory) throw new SpoolWriteError("Spool was opened read-only");
+    try {
+      return await this.#engine.call("claim", now, limit, options.dataUpTo ?? 0);
+    } catch (err) {
+      throw new SpoolWriteError(errorMessage(err), { cause: err });
+    }
   }
 
   /** Changes a message's state (see {@link Spool.setState}). */

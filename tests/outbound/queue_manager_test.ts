@@ -199,6 +199,39 @@ Deno.test("a state update that fails is retried and never leads to sending a 250
   }
 });
 
+Deno.test("a message whose attempt is over leaves its slot while its outcome is written", async () => {
+  let holdWrites = true;
+  const r = await rig({
+    start: T0,
+    delivery: { concurrency: 1 },
+    spool: {
+      beforeWrite: (kind, id) => {
+        if (kind === "apply" && id === "first" && holdWrites) throw new Error("disk I/O error");
+      },
+    },
+  });
+  try {
+    await r.add("first", [{ address: "a@one.test" }]);
+    await r.scheduler.start();
+    for (let i = 0; i < 10 && !r.log.has(/spool write for first failed/); i++) await settle();
+    assert.ok(r.log.has(/spool write for first failed: disk I\/O error; retrying in 1s/));
+    // The only slot is free again although first's outcome is not written yet: the next message goes out.
+    await r.add("second", [{ address: "b@two.test" }]);
+    r.scheduler.enqueue("second");
+    for (let i = 0; i < 10 && r.calls.length < 2; i++) await settle();
+    assert.deepEqual(r.calls.map((c) => c.id), ["first", "second"]);
+    assert.ok(r.scheduler.isActive("first"), "still in the window until its outcome is written");
+    assert.equal((await r.spool.row("first"))?.state, "active", "never claimed twice meanwhile");
+    holdWrites = false;
+    await r.clock.advanceTo(T0 + 1000);
+    for (let i = 0; i < 10 && (await r.spool.count()) > 0; i++) await settle();
+    assert.equal(await r.spool.count(), 0, "both written and complete");
+    assert.equal(r.calls.length, 2, "first was delivered once");
+  } finally {
+    await r.stop();
+  }
+});
+
 Deno.test("a failure report is stored in the same transaction as the failed state", async () => {
   let refuse = true;
   const r = await rig({

@@ -189,6 +189,47 @@ Deno.test("data that fails its digest on read moves the message to corrupt, logg
     }
   }));
 
+Deno.test("claim() returns envelopes with recipient states, and data up to dataUpTo; bad data is reported", () =>
+  withDir(async (dir) => {
+    const logged: string[] = [];
+    const spool = new SqliteSpool({ dir, log: (l) => logged.push(l) });
+    await spool.open();
+    try {
+      await spool.store(twoRecipients("small", { receivedAt: 1_000 }), bytes("small body"));
+      await spool.store(testEnvelope("large", { receivedAt: 2_000 }), bytes("x".repeat(100)));
+      await spool.store(testEnvelope("damaged", { receivedAt: 3_000 }), bytes("damaged body"));
+      await spool.apply({ id: "small", recipients: [{ index: 0, status: "delivered", attempts: 1 }] });
+      await spool.close();
+      const db = new DatabaseSync(`${dir}/spool.db`);
+      db.prepare("UPDATE messages SET data_sha256 = ? WHERE id = ?").run(
+        sha256Hex(bytes("other")),
+        "damaged",
+      );
+      db.close();
+      const again = new SqliteSpool({ dir, log: (l) => logged.push(l) });
+      await again.open();
+      try {
+        const claimed = await again.claim(10_000, 10, { dataUpTo: 50 });
+        assert.deepEqual(claimed.map((c) => c.id), ["small", "large", "damaged"]);
+        const [small, large, damaged] = claimed;
+        assert.deepEqual(small.envelope?.recipients.map((r) => r.status), ["delivered", "pending"]);
+        assert.deepEqual(small.envelope?.recipients[1].orcpt, { type: "rfc822", address: "b@two.example" });
+        assert.deepEqual(small.data, bytes("small body"));
+        assert.equal(large.envelope?.id, "large");
+        assert.equal(large.data, undefined, "larger than dataUpTo: read when needed");
+        assert.equal(damaged.data, undefined);
+        assert.match(damaged.corrupt ?? "", /digest/);
+        assert.equal((await again.row("damaged"))?.state, "corrupt");
+        assert.equal((await again.row("large"))?.state, "active");
+        assert.deepEqual((await again.claim(10_000, 10)).length, 0);
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await spool.close();
+    }
+  }));
+
 Deno.test("only one process opens a spool: a second gets SpoolLockedError naming the directory", () =>
   withDir(async (dir) => {
     const first = new SqliteSpool({ dir });
