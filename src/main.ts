@@ -274,7 +274,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   }
   readiness.listenersBound = true;
   // TLS-RPT (RFC 8460): results kept in the spool directory, reports sent at each UTC day boundary.
-  const tlsRptStore = config.delivery.enable && config.tlsRpt.enable
+  const tlsRptStore = config.tlsRpt.enable
     ? new TlsRptStore(`${config.spool.dir}/tls-rpt-results.json`)
     : undefined;
   let tlsRptReports: TlsRptReporter | undefined;

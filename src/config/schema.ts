@@ -412,6 +412,14 @@ export const configSchema = z.object({
       message: `no route is named "${c.quarantine.route}"`,
     });
   }
+  if (c.tlsRpt.enable && !c.delivery.enable) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["tlsRpt", "enable"],
+      message:
+        "TLS-RPT needs delivery.enable (its results come from deliveries, its reports go out through them)",
+    });
+  }
   const admin = parseAdminListen(c.admin.listen);
   if (c.admin.enable && admin && !admin.loopback && (c.admin.tokens.length === 0 || !c.admin.tls)) {
     ctx.addIssue({

@@ -250,6 +250,7 @@ Deno.test("tlsRpt config: defaults, and bad input is a config error naming the f
       [{ tlsRpt: { organizationName: "" } }, "tlsRpt.organizationName"],
       [{ tlsRpt: { timeout: "0s" } }, "tlsRpt.timeout"],
       [{ tlsRpt: { contactinfo: "x" } }, "tlsRpt.contactinfo"],
+      [{ tlsRpt: { enable: true }, delivery: { enable: false } }, "tlsRpt.enable"],
     ] as const
   ) {
     try {
