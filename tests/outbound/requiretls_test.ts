@@ -131,8 +131,9 @@ Deno.test("REQUIRETLS without a DNSSEC- or MTA-STS-authenticated MX fails with 5
       assert.equal(await down.spool.count(), 0);
       // The report is queued with REQUIRETLS (RFC 8689 §5), so to client.test's equally unauthenticated MX
       // it fails the same way instead of going out in clear (its content is checked in the Postfix case).
-      const queued = up.memlog.lines.find((l) => /^<= <> R=\S+ .*\(failure report\)/.test(l.text));
-      assert.ok(queued, "a failure report was queued");
+      const isReport = (text: string) => /^<= <> R=\S+ .*\(failure report\)/.test(text);
+      await waitFor(() => up.memlog.lines.some((l) => isReport(l.text)), 10_000, "a failure report queued");
+      const queued = up.memlog.lines.find((l) => isReport(l.text))!;
       await waitFor(
         () => up.memlog.lines.some((l) => l.text.startsWith("** ") && l.fields.id === queued.fields.id),
         10_000,
