@@ -77,6 +77,14 @@ export interface DeliverDeps {
   /** Called for each host that failed (msg:host:defer is fired by the caller's logging) */
   onHostError(target: TargetHost, err: HostError): void;
   /**
+   * Makes a transaction's outcomes durable; called as soon as the last reply of a transaction that reached
+   * its recipients is in (MAIL answered). The connection goes back to the pool at once, but the next
+   * transaction on it sends its message data only when this has settled: its envelope overlaps the write,
+   * and a crash repeats at most one message a connection. Outcomes that were not recorded this way (no host
+   * reached, MAIL refused with 4xx) are only returned.
+   */
+  record?(outcomes: RecipientOutcome[]): Promise<void>;
+  /**
    * Aborts the attempt (graceful stop): no further host is tried and a session in use is closed, so its
    * recipients come back deferred (the caller, seeing the signal, leaves them as they were)
    */
@@ -91,7 +99,7 @@ function hostFacts(t: TargetHost): HostFacts {
   return { host: t.name, address: t.ip, port: t.port };
 }
 
-/** Delivers `recipients` of `envelope` for `domain` over `route`; never throws. */
+/** Delivers `recipients` of `envelope` for `domain` over `route`; throws only what `deps.record` throws. */
 export async function deliverGroup(
   envelope: Envelope,
   data: Uint8Array,
@@ -259,31 +267,38 @@ export async function deliverGroup(
     };
     const abort = () => void session.close();
     deps.signal?.addEventListener("abort", abort, { once: true });
+    let recording = false;
+    // The previous transaction on a reused connection may still be writing its outcomes.
+    const previous = session.recorded;
     try {
-      const result = await session.client.send({
-        from: envelope.sender,
-        recipients: recipients.map((r) =>
-          lasthop ? { address: r.address } : { address: r.address, notify: r.notify, orcpt: r.orcpt }
-        ),
-        ret: lasthop ? undefined : envelope.ret,
-        envid: lasthop ? undefined : envelope.envid,
-        body: envelope.body,
-        smtputf8: envelope.smtputf8,
-        requireTls: envelope.requireTls,
-        size: data.length,
-        prdr: session.tryPrdr,
-      }, data);
-      const reusable = !session.client.closed;
-      deps.pool.release(poolKey, session, reusable);
-      if (result.mail.code === 421 && staleAgain()) continue;
-      deps.hostRetry.succeeded(hostKey);
-      if (result.mail.code >= 400 && result.mail.code < 500) {
+      const result = await session.client.send(
+        {
+          from: envelope.sender,
+          recipients: recipients.map((r) =>
+            lasthop ? { address: r.address } : { address: r.address, notify: r.notify, orcpt: r.orcpt }
+          ),
+          ret: lasthop ? undefined : envelope.ret,
+          envid: lasthop ? undefined : envelope.envid,
+          body: envelope.body,
+          smtputf8: envelope.smtputf8,
+          requireTls: envelope.requireTls,
+          size: data.length,
+          prdr: session.tryPrdr,
+        },
+        data,
+        { beforeData: previous && (() => previous) },
+      );
+      if (result.mail.code === 421 || (result.mail.code >= 400 && result.mail.code < 500)) {
+        deps.pool.release(poolKey, session, !session.client.closed);
+        if (result.mail.code === 421 && staleAgain()) continue;
+        deps.hostRetry.succeeded(hostKey);
         // A temporary MAIL refusal is this host's problem: try the next one.
         const he = new HostError(`MAIL FROM refused: ${replyText(result.mail)}`, "SMTP_4XX");
         hostFailed(target, he, statusOf(result.mail, "4.0.0"), false, result.mail);
         continue;
       }
-      return recipients.map((recipient, i): RecipientOutcome => {
+      deps.hostRetry.succeeded(hostKey);
+      const outcomes = recipients.map((recipient, i): RecipientOutcome => {
         const r = result.recipients[i];
         const reply = r.reply;
         const kind = r.delivered ? "delivered" : reply.code >= 500 ? "failed" : "deferred";
@@ -298,7 +313,15 @@ export async function deliverGroup(
           ...facts,
         };
       });
+      // Saved at once; the next transaction on this connection holds its data until it is (DeliverDeps.record).
+      recording = true;
+      const recorded = deps.record?.(outcomes) ?? Promise.resolve();
+      session.recorded = recorded.catch(() => {});
+      deps.pool.release(poolKey, session, !session.client.closed);
+      await recorded;
+      return outcomes;
     } catch (err) {
+      if (recording) throw err;
       deps.pool.release(poolKey, session, false);
       if (err instanceof SmtpClientError && err.kind === "local") {
         // Ferry refused before sending (too big, extension missing): permanent for this message. The text

@@ -5,7 +5,8 @@
  * operations; it never walks the queue. Each message's recipients are grouped by route and destination and
  * the groups run concurrently, under per-destination concurrency and dead-destination throttling. Each
  * group's outcomes, with the reports (RFC 3464) they cause, are written in one spool transaction as soon as
- * its replies are in; a write that fails is retried, never followed by sending those recipients again.
+ * its replies are in (before the next message on the same connection may end its data, deliver.ts); a write
+ * that fails is retried, never followed by sending those recipients again.
  * Retry times follow the retry rules plus jitter. A stop aborts deliveries in flight and saves what completed.
  */
 
@@ -453,8 +454,18 @@ export class Scheduler implements QueueManagerHooks {
         } catch {
           return false; // stopping before it started: left as it was
         }
+        // A transaction's outcomes are saved as soon as its replies are in, before its connection is used
+        // again (deliverGroup calls this); the ones it only returns (no host reached) are saved below.
+        let recorded: Promise<boolean> | undefined;
+        const record = (transaction: RecipientOutcome[]): Promise<void> => {
+          attempted();
+          // Interrupted: only definite replies count; the rest stays as it was, due again at once.
+          const kept = signal.aborted ? transaction.filter((o) => o.kind !== "deferred") : transaction;
+          recorded = this.#record(env, data, g, kept, final);
+          return recorded.then(() => {});
+        };
         try {
-          outcomes = await this.#attempt(env, await data(), g, g.route, signal);
+          outcomes = await this.#attempt(env, await data(), g, g.route, signal, record);
         } finally {
           release();
         }
@@ -464,18 +475,32 @@ export class Scheduler implements QueueManagerHooks {
         else if (connectionFailure && !signal.aborted) {
           this.#destinations.failed(g.key, outcomes[0]?.text ?? "");
         }
+        if (recorded !== undefined) return await recorded;
         // Interrupted: only definite replies count; the rest stays as it was, due again at once.
         if (signal.aborted) outcomes = outcomes.filter((o) => o.kind !== "deferred");
       }
     }
     attempted();
+    return await this.#record(env, data, g, outcomes, final);
+  }
+
+  /**
+   * Applies a group's outcomes and writes them, with the reports (RFC 3464) they cause, in one spool
+   * transaction; with `final`, also the message's next state. Resolves true when that state was written.
+   */
+  async #record(
+    env: Envelope,
+    data: () => Promise<Uint8Array>,
+    g: Group,
+    outcomes: RecipientOutcome[],
+    final: boolean,
+  ): Promise<boolean> {
     if (outcomes.length === 0) return false;
     const reports: Reports = { failure: [], success: [], delay: [] };
     const ctx = this.#outcomeContext(g.route);
     const history: string[] = [];
     for (const o of outcomes) history.push(await applyOutcome(env, g.route, o, reports, ctx));
     const built = await this.#buildReports(env, data, reports);
-    // The recipients' states and the reports they cause: one transaction, as soon as the replies are in.
     const update: DeliveryUpdate = {
       id: env.id,
       recipients: outcomes.map((o) => recipientChange(env, o.recipient)),
@@ -509,6 +534,7 @@ export class Scheduler implements QueueManagerHooks {
     g: Group,
     route: Route,
     signal: AbortSignal,
+    record: (outcomes: RecipientOutcome[]) => Promise<void>,
   ): Promise<RecipientOutcome[]> {
     const { log } = this.#deps;
     const events = this.#busFor(route);
@@ -520,6 +546,7 @@ export class Scheduler implements QueueManagerHooks {
       events,
       self: this.#self,
       signal,
+      record,
       onHostError: (target, err) => {
         log.write(
           `H=${target.name} [${target.ip}]:${target.port} ${err.message} (errno ${err.errno})`,
@@ -566,6 +593,9 @@ export class Scheduler implements QueueManagerHooks {
         internal: true,
       }));
     }
+    // deliverGroup answers in the order of the recipients it was given: map back to the spooled ones.
+    const spooled = (outcomes: RecipientOutcome[]) =>
+      outcomes.map((o, i) => ({ ...o, recipient: g.recipients[i] }));
     const outcomes = await deliver(
       prepared.envelope,
       prepared.data,
@@ -573,10 +603,9 @@ export class Scheduler implements QueueManagerHooks {
       route,
       g.domain,
       this.#policy(route),
-      deps,
+      { ...deps, record: (outcomes) => record(spooled(outcomes)) },
     );
-    // deliverGroup answers in the order of the recipients it was given: map back to the spooled ones.
-    return outcomes.map((o, i) => ({ ...o, recipient: g.recipients[i] }));
+    return spooled(outcomes);
   }
 
   /**

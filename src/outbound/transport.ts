@@ -73,6 +73,11 @@ export interface OpenSession {
   sendingPort?: number;
   /** Whether PRDR may be used with this host */
   tryPrdr: boolean;
+  /**
+   * The record of the last transaction's outcomes on this session, while it is being written: the next
+   * transaction sends its message data only once it has settled (see deliver.ts)
+   */
+  recorded?: Promise<void>;
   /** Closes (after QUIT when possible) and fires tcp:close */
   close(): Promise<void>;
 }

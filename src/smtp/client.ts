@@ -223,8 +223,14 @@ export class SmtpClient {
   /**
    * Runs one mail transaction. Recipient and data refusals are returned in the result; local refusals
    * (size, missing 8BITMIME/SMTPUTF8), timeouts, garbled replies and lost connections throw.
+   * `options.beforeData` is awaited before the message data goes out (after the 354, or before the LAST
+   * chunk): the peer cannot complete the transaction until it resolves.
    */
-  async send(envelope: OutboundEnvelope, data: Uint8Array): Promise<SendResult> {
+  async send(
+    envelope: OutboundEnvelope,
+    data: Uint8Array,
+    options: { beforeData?: () => Promise<void> } = {},
+  ): Promise<SendResult> {
     if (this.#state !== "ready" || !this.#caps) throw this.#local("mail", "EHLO required before MAIL");
     const caps = this.#caps;
     const plan = planTransaction(envelope, caps);
@@ -298,7 +304,7 @@ export class SmtpClient {
     }
     if (bdat) {
       result.method = "bdat";
-      await this.#sendBdat(data, result, plan.prdr);
+      await this.#sendBdat(data, result, plan.prdr, options.beforeData);
     } else {
       result.method = "data";
       if (!pipeData) result.dataCommand = await next("data", this.#t.dataInit, "DATA");
@@ -308,6 +314,7 @@ export class SmtpClient {
         await this.#quietReset();
         return result;
       }
+      await options.beforeData?.();
       // Piece by piece: a large message is never copied whole; each piece gets the data-block timeout.
       for (const piece of encodeDataPieces(data)) await this.#write(piece, "data", this.#t.dataBlock);
       await this.#readFinal(result, "data", plan.prdr);
@@ -342,7 +349,12 @@ export class SmtpClient {
     this.#conn.close();
   }
 
-  async #sendBdat(data: Uint8Array, result: SendResult, prdr: boolean): Promise<void> {
+  async #sendBdat(
+    data: Uint8Array,
+    result: SendResult,
+    prdr: boolean,
+    beforeLast?: () => Promise<void>,
+  ): Promise<void> {
     const size = Math.max(1, this.#opts.chunkSize ?? 1024 * 1024);
     // One frame buffer for every chunk (each is written out before the next is built): a new one per chunk
     // would leave garbage the size of the message before the collector runs.
@@ -356,6 +368,7 @@ export class SmtpClient {
       const frame = frames.subarray(0, head.length + chunk.length);
       frame.set(head);
       frame.set(chunk, head.length);
+      if (last) await beforeLast?.();
       await this.#conn.write(frame, "bdat", this.#t.dataBlock);
       if (last) return await this.#readFinal(result, "bdat", prdr);
       const r = await this.#conn.readReply("bdat", this.#t.dataFinal);

@@ -353,14 +353,16 @@ export class SqliteSpool implements Spool {
     }
     return new Promise<unknown>((resolve, reject) => {
       this.#queue.push({ op, resolve, reject });
-      this.#schedule();
+      // A delivery outcome is the window in which a crash repeats a delivery: never held back by the batch
+      // window (the commit in flight, if any, still comes first).
+      this.#schedule(op.kind === "apply");
     });
   }
 
   /** Starts a commit now, after the current task, or after the window; never while one is running. */
-  #schedule(): void {
+  #schedule(urgent = false): void {
     if (this.#inFlight !== undefined || this.#scheduled) return;
-    if (this.#queue.length >= this.#maxBatch) {
+    if (urgent || this.#queue.length >= this.#maxBatch) {
       if (this.#timer !== undefined) clearTimeout(this.#timer);
       this.#timer = undefined;
       this.#scheduled = true;
@@ -383,7 +385,7 @@ export class SqliteSpool implements Spool {
     this.#scheduled = false;
     if (this.#inFlight !== undefined) return this.#inFlight;
     if (this.#queue.length === 0) return Promise.resolve();
-    const batch = this.#queue.splice(0, this.#maxBatch);
+    const batch = this.#take();
     this.#inFlight = this.#commit(batch).finally(() => {
       this.#inFlight = undefined;
       // Writes that queued during this commit have waited long enough: commit them right away.
@@ -395,6 +397,24 @@ export class SqliteSpool implements Spool {
       }
     });
     return this.#inFlight;
+  }
+
+  /**
+   * The next batch, in arrival order, except that delivery outcomes (apply) go before other writes when
+   * more than one batch is waiting: a burst of inbound stores must not delay the record of a 250 already
+   * received. Reordering is safe: a message's outcome always follows its own store.
+   */
+  #take(): Queued[] {
+    if (this.#queue.length <= this.#maxBatch) return this.#queue.splice(0);
+    const batch: Queued[] = [];
+    const rest: Queued[] = [];
+    for (const q of this.#queue) {
+      (q.op.kind === "apply" && batch.length < this.#maxBatch ? batch : rest).push(q);
+    }
+    const room = this.#maxBatch - batch.length;
+    batch.push(...rest.splice(0, room));
+    this.#queue = rest;
+    return batch;
   }
 
   async #commit(batch: Queued[]): Promise<void> {

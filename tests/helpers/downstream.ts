@@ -45,6 +45,8 @@ export interface DownstreamOptions {
   dsn?: boolean;
   /** Wait this long before answering the final dot */
   dataDelayMs?: number;
+  /** Called when a transaction's final dot arrives, before it is answered */
+  onDataEnd?: (tx: ReceivedMessage) => void;
 }
 
 /** A running scripted SMTP server. */
@@ -121,6 +123,7 @@ export function startDownstream(opts: DownstreamOptions = {}): Downstream {
           inData = false;
           tx!.data = body.replace(/^\.\./gm, ".");
           state.dataEnds++;
+          opts.onDataEnd?.(tx!);
           if (opts.dataDelayMs) await new Promise((r) => setTimeout(r, opts.dataDelayMs));
           state.messages.push(tx!);
           tx = undefined;
