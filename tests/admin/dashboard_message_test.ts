@@ -63,6 +63,15 @@ Deno.test("message page: each recipient's TLS decision, host and the peer's repl
     assert.match(deferred[6], /refused|connect/i);
     assert.match(html, /<pre id="headers">Received: from /);
 
+    // "TLS by destination" names the policy too.
+    const tlsPage = await (await fetch(`${f.base}/dashboard/tls`, {
+      headers: { cookie: `${TOKEN_COOKIE}=${up.adminToken}` },
+    })).text();
+    const okRow = [...tlsPage.matchAll(/<tr>([\s\S]*?)<\/tr>/g)].map((m) => m[1]).find((r) =>
+      r.includes("<td>ok.test</td>")
+    );
+    assert.match(okRow ?? "", /<td>mx\.ok\.test<\/td><td>pkix<\/td>/);
+
     // The API shows the same facts in the envelope.
     const view = queueShowResponse.parse((await api(f, `/api/queue/${id}`)).body);
     const a = view.envelope.recipients.find((r) => r.address === "a@ok.test")!;
