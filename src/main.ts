@@ -543,6 +543,8 @@ export async function main(args: string[]): Promise<number> {
     // Handlers go in before start-up: listeners accept mail while recovery and the scheduler still start,
     // and a SIGTERM then must be a graceful stop, not the default kill.
     const running: { ferry?: Ferry } = {};
+    let markStarted!: () => void;
+    const started = new Promise<void>((resolve) => (markStarted = resolve));
     let stopRequested = false;
     let resolveDone!: () => void;
     const done = new Promise<void>((resolve) => (resolveDone = resolve));
@@ -556,25 +558,32 @@ export async function main(args: string[]): Promise<number> {
       log.write(`${signal} received: stopping`);
       if (running.ferry) finish(running.ferry);
     };
+    const usr2 = () => {
+      const tlsRpt = running.ferry?.tlsRptReports;
+      if (tlsRpt) {
+        log.write("SIGUSR2 received: sending TLS-RPT reports of finished days");
+        tlsRpt.sendPending().then(
+          (r) => log.write(`TLS-RPT: ${r.sent} report(s) handed off, ${r.failed} to try again`),
+          (err) => log.write(`TLS-RPT reports failed: ${errorMessage(err)}`),
+        );
+      }
+      const reporter = running.ferry?.dmarcReports;
+      if (!reporter) return log.write("SIGUSR2 received: no dmarc.reports configured");
+      log.write("SIGUSR2 received: sending DMARC aggregate reports");
+      reporter.sendPending().then(
+        (ids) => log.write(`DMARC: ${ids.length} aggregate report(s) queued`),
+        (err) => log.write(`DMARC reports failed: ${errorMessage(err)}`),
+      );
+    };
     signals.push(
       ["SIGUSR2", () => {
         // `kill -USR2 <pid>`: queue the pending DMARC aggregate reports and the TLS-RPT reports of finished
-        // days now.
-        const tlsRpt = running.ferry?.tlsRptReports;
-        if (tlsRpt) {
-          log.write("SIGUSR2 received: sending TLS-RPT reports of finished days");
-          tlsRpt.sendPending().then(
-            (r) => log.write(`TLS-RPT: ${r.sent} report(s) handed off, ${r.failed} to try again`),
-            (err) => log.write(`TLS-RPT reports failed: ${errorMessage(err)}`),
-          );
+        // days now. A signal during start-up (the log already says "started") waits for the reporters.
+        if (!running.ferry) {
+          started.then(usr2);
+          return;
         }
-        const reporter = running.ferry?.dmarcReports;
-        if (!reporter) return log.write("SIGUSR2 received: no dmarc.reports configured");
-        log.write("SIGUSR2 received: sending DMARC aggregate reports");
-        reporter.sendPending().then(
-          (ids) => log.write(`DMARC: ${ids.length} aggregate report(s) queued`),
-          (err) => log.write(`DMARC reports failed: ${errorMessage(err)}`),
-        );
+        usr2();
       }],
       ["SIGTERM", stop("SIGTERM")],
       ["SIGINT", stop("SIGINT")],
@@ -599,6 +608,7 @@ export async function main(args: string[]): Promise<number> {
     }
     for (const [sig, fn] of signals) Deno.addSignalListener(sig, fn);
     running.ferry = await startFerry(config, { log });
+    markStarted();
     if (stopRequested) finish(running.ferry);
     await done;
     return 0;
