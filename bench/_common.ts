@@ -16,7 +16,9 @@ export const TLS_CONNECTIONS = num("BENCH_TLS_CONNECTIONS", 20);
 export const TLS_KEY = Deno.env.get("BENCH_TLS_KEY") ?? "rsa:2048";
 export const POSTFIX_INITIAL_CONCURRENCY = Deno.env.get("BENCH_POSTFIX_INITIAL_CONCURRENCY");
 export const IN_FLOW_DELAY = Deno.env.get("BENCH_POSTFIX_IN_FLOW_DELAY");
-export const ONLY = (Deno.env.get("BENCH_ONLY") ?? "accept,relay,starttls").split(",").map((s) => s.trim());
+export const ONLY = (Deno.env.get("BENCH_ONLY") ?? "accept,relay,starttls,dane").split(",").map((s) =>
+  s.trim()
+);
 export const WARMUP_PER_SESSION = 5;
 export const FROM = "sender@client.test";
 export const TO = "rcpt@bench.test";

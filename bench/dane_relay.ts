@@ -64,7 +64,8 @@ interface Run {
   failed: number;
 }
 
-async function main(): Promise<number> {
+/** Runs the DANE on/off relay rounds and prints their figures; 0 when every message was delivered. */
+export async function daneRelayBench(): Promise<number> {
   const parent = await Deno.makeTempDir({ prefix: "ferry-bench-dane-" });
   await Deno.chmod(parent, 0o755); // the Postfix daemons (user postfix) must reach their queue
   const stops: (() => Promise<void>)[] = [];
@@ -180,4 +181,4 @@ async function main(): Promise<number> {
   return broken ? 1 : 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) Deno.exit(await daneRelayBench());

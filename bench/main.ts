@@ -6,7 +6,9 @@
  *   10 KiB messages to a durable spool, plus a cross-check with Postfix's smtp-source;
  * - relay: the same senders through the target to a local `smtp-sink` (end to end), with 1 and with 10
  *   recipients per message: accepted msg/s, delivered msg/s (arrival at the sink) and 250 → arrival times;
- * - starttls: inbound accept over STARTTLS (RFC 3207), many messages per connection and one per connection.
+ * - starttls: inbound accept over STARTTLS (RFC 3207), many messages per connection and one per connection;
+ * - dane: relay with DANE on against DANE off in the same run (`bench/dane_relay.ts`, also `deno task
+ *   bench:dane`): TLSA answers cached, so no drop is expected.
  * Prints msg/s, p50/p99 latencies and the ratio Ferry/Postfix. Exit 0 whatever the ratio (a report, not a
  * test); non-zero when the bench itself fails (a target will not start, or any transaction does not get
  * its 250, or relayed mail does not all arrive). Only loopback is used; Ferry's DNS client points at
@@ -14,7 +16,7 @@
  *
  * Knobs (env): BENCH_SESSIONS (50), BENCH_MESSAGES per session (100), BENCH_BODY bytes (10240),
  * BENCH_POSTFIX_IN_FLOW_DELAY (0s; Postfix's own default is 1s), BENCH_ONLY (comma list of phases:
- * accept,relay,starttls), BENCH_RELAY_MESSAGES (100) and BENCH_RELAY10_MESSAGES (40) per session,
+ * accept,relay,starttls,dane), BENCH_RELAY_MESSAGES (100) and BENCH_RELAY10_MESSAGES (40) per session,
  * BENCH_RELAY_DRAIN_SECONDS (120), BENCH_POSTFIX_INITIAL_CONCURRENCY (Postfix default 5),
  * BENCH_TLS_MESSAGES per session (50), BENCH_TLS_CONNECTIONS per client with one message each (20),
  * BENCH_TLS_KEY (rsa:2048, or ec:P-256), BENCH_FERRY=standin to measure the stand-in acceptor instead of
@@ -46,6 +48,7 @@ import {
   WARMUP_PER_SESSION,
 } from "./_common.ts";
 import { acceptScenarios, relayScenario, starttlsScenario } from "./_scenarios.ts";
+import { daneRelayBench } from "./dane_relay.ts";
 
 // ---------------------------------------------------------------- phases
 
@@ -298,6 +301,11 @@ async function bench(): Promise<number> {
       }
     }
     for (const line of summary) console.log(`summary: ${line}`);
+    if (ONLY.includes("dane") && !standin) {
+      // Relay with DANE on against off (unbound with a signed zone, Postfix with STARTTLS as the MX).
+      console.log(`-- dane (load ${Deno.loadavg().map((n) => n.toFixed(2)).join(" ")})`);
+      if (await daneRelayBench() !== 0) broken = true;
+    }
     if (broken) console.log("bench: some transactions failed; the figures above are not valid");
   } catch (e) {
     console.error(`bench failed: ${(e as Error).message}`);
