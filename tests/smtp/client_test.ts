@@ -642,3 +642,48 @@ Deno.test("SmtpClient takes a 421 to RCPT as the answer to everything still owed
   assert.equal(client.closed, true);
   assert.equal(peer.lines.filter((l) => l.startsWith("RCPT")).length, 2);
 });
+
+Deno.test("SmtpClient send() awaits beforeData after the 354, and before the LAST chunk of BDAT", async () => {
+  // What the peer had received when beforeData was called: the data cannot have gone out yet.
+  const seen: string[] = [];
+  const atHold: string[][] = [];
+  const beforeData = () => {
+    atHold.push([...seen]);
+    return Promise.resolve();
+  };
+  const data = await session(async (p) => {
+    await p.hello(["PIPELINING"]);
+    for (let i = 0; i < 3; i++) seen.push((await p.line())!);
+    await p.reply("250 ok", "250 ok", "354 go");
+    seen.push(await p.dataRaw());
+    await p.reply("250 2.0.0 ok");
+  }, async (c) => {
+    await hi(c);
+    return await c.send(env(["a@x.test"]), MSG, { beforeData });
+  });
+  assert.deepEqual(data.value?.delivered, ["a@x.test"]);
+  assert.deepEqual(atHold, [["MAIL FROM:<s@example.org>", "RCPT TO:<a@x.test>", "DATA"]]);
+  assert.equal(seen.length, 4);
+
+  seen.length = 0;
+  atHold.length = 0;
+  const bytes = enc("0123456789abcdefghij12345");
+  const bdat = await session(async (p) => {
+    await p.hello(["CHUNKING"]);
+    for (const _ of ["MAIL", "RCPT"]) {
+      seen.push((await p.line())!);
+      await p.reply("250 ok");
+    }
+    for (const n of [10, 10, 5]) {
+      seen.push((await p.line())!);
+      await p.bytes(n);
+      await p.reply("250 ok");
+    }
+  }, async (c) => {
+    await hi(c);
+    return await c.send(env(["a@x.test"], { size: bytes.length }), bytes, { beforeData });
+  }, { ...FAST, chunkSize: 10 });
+  assert.deepEqual(bdat.value?.delivered, ["a@x.test"]);
+  assert.deepEqual(atHold, [["MAIL FROM:<s@example.org>", "RCPT TO:<a@x.test>", "BDAT 10", "BDAT 10"]]);
+  assert.equal(seen.at(-1), "BDAT 5 LAST");
+});
