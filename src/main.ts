@@ -24,6 +24,7 @@ import { RedisService } from "./policy/redis_service.ts";
 import { setRedisService } from "./policy/services.ts";
 import type { Check, Services } from "./policy/check.ts";
 import type { OutboundStep } from "./policy/delivery_context.ts";
+import type { Envelope } from "./core/envelope.ts";
 import { dkimSign, loadDkimKeys } from "./policy/checks/dkim_sign.ts";
 import { srsForwardStep, type SrsSettings } from "./policy/checks/srs.ts";
 import { arcSeal } from "./policy/checks/arc.ts";
@@ -242,6 +243,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   }
   // New mail wakes the queue manager directly: a slow msg:received handler must not delay first delivery.
   const onStored = (id: string) => scheduler?.enqueue(id);
+  const deferAtArrival = (env: Envelope) => scheduler?.deferIfDead(env) ?? Promise.resolve(undefined);
   const server = new InboundServer({
     config,
     hostname,
@@ -253,6 +255,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     checks,
     srs,
     onStored,
+    deferAtArrival,
     spaceGuard: new SpaceGuard({ dir: config.spool.dir, minFree: config.spool.minFree }),
     observer,
   });

@@ -106,6 +106,12 @@ export interface InboundDeps {
   resolver?: Resolver;
   /** Called when a message is stored: wakes the queue manager directly (not through the user event bus) */
   onStored?: (id: string) => void;
+  /**
+   * Asked before a message is stored: the queue manager's deferral when all its destinations are dead (the
+   * envelope's recipients then carry it, and it is stored `deferred` with `history`); `stored()` replaces
+   * `onStored` for that message
+   */
+  deferAtArrival?: (envelope: Envelope) => Promise<{ history: string[]; stored(): void } | undefined>;
   /** The spool's free-space guard (`spool.minFree`), checked at MAIL */
   spaceGuard?: SpaceGuard;
   /** The configured checks (`checks`), already opened */
@@ -609,10 +615,15 @@ export class InboundConnection implements SessionHandler {
       }
     }
     const storeStart = performance.now();
+    let deferral: { history: string[]; stored(): void } | undefined;
     try {
       if (held) await this.#deps.spool.store(held, stored.slice());
+      // Every destination dead: stored as deferred at once, one write instead of a claim and a deferral more.
+      deferral = envelope.hold === undefined
+        ? await this.#deps.deferAtArrival?.(envelope).catch(() => undefined)
+        : undefined;
       // The buffer moves to the spool's thread instead of being copied (it is not used after this).
-      await this.#deps.spool.store(envelope, stored, { transfer: true });
+      await this.#deps.spool.store(envelope, stored, { transfer: true, history: deferral?.history });
       this.#obs.spoolStore((performance.now() - storeStart) / 1000);
     } catch (err) {
       this.#obs.rejected("spool", err instanceof SpoolWriteError ? 452 : 451);
@@ -663,7 +674,8 @@ export class InboundConnection implements SessionHandler {
           { id: e.id, event: "held" },
         );
       }
-      if (e.hold === undefined) this.#deps.onStored?.(e.id);
+      if (e.hold === undefined && e === envelope && deferral) deferral.stored();
+      else if (e.hold === undefined) this.#deps.onStored?.(e.id);
       this.#deps.events.emit("msg:received", { id: e.id, envelope: e });
     }
     return final(reply(250, "2.0.0", `OK id=${id}`));

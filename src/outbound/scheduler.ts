@@ -28,7 +28,7 @@ import { ConnectionPool } from "./connection_pool.ts";
 import { deliverGroup, type RecipientOutcome } from "./deliver.ts";
 import { buildDsn } from "./dsn_report.ts";
 import { HostRetry } from "./host_retry.ts";
-import { compileRetryConfig, type RetryRule } from "./retry_rules.ts";
+import { compileRetryConfig, nextRetry, type RetryRule } from "./retry_rules.ts";
 import { compileRoutes, findRoute, type Route, type RouteSpec, type SelfInfo } from "./routing.ts";
 import { type TransportPolicy, transportPolicy } from "./transport.ts";
 import type { SecurityPolicy } from "./security/engine.ts";
@@ -101,6 +101,11 @@ interface ActiveRun {
   done: Promise<void>;
   /** Still delivering (an attempt, or waiting for a destination slot); false once only writes remain */
   delivering: boolean;
+}
+
+/** The reason a dead destination's message is deferred without a connection. */
+function notTried(dead: { failures: number; lastError?: string }): string {
+  return `destination not responding (${dead.failures} connection failures, last: ${dead.lastError}); not tried`;
 }
 
 /** Runs deliveries from the spool. */
@@ -183,6 +188,53 @@ export class Scheduler implements QueueManagerHooks {
   /** New mail was stored (called directly by the inbound side, not through the event bus). */
   enqueue(_id: string): void {
     void this.wake();
+  }
+
+  /**
+   * New mail, before it is stored: when every recipient's destination is dead now, applies to `env` the
+   * deferral a queue run would make at once (dead-destination throttling: attempts, last error, next
+   * attempt under the retry rules), so the message is stored `deferred` in the write that stores it instead
+   * of being claimed and deferred in two more writes that share the spool's one writer with reception.
+   * Resolves to the history lines to store with it and `stored()`, to call once it is stored (its log lines
+   * then follow its `<=` line); undefined when it goes in as new mail (any destination alive, a recipient
+   * that would fail, a quarantined one, routing that fails).
+   */
+  async deferIfDead(env: Envelope): Promise<{ history: string[]; stored(): void } | undefined> {
+    if (this.#stopped || !this.#destinations.anyDead() || env.hold !== undefined) return undefined;
+    const copy = structuredClone(env);
+    const pending = copy.recipients.filter((r) => r.status === "pending");
+    if (pending.length === 0 || pending.some((r) => r.extra?.quarantine !== undefined)) return undefined;
+    const groups = await this.#groups(pending);
+    const lines: [string, Parameters<Logger["write"]>[1]][] = [];
+    const history: string[] = [];
+    for (const g of groups) {
+      const dead = g.route && !g.routeError ? this.#destinations.dead(g.key) : undefined;
+      if (dead === undefined) return undefined;
+      const ctx = {
+        ...this.#outcomeContext(g.route),
+        log: { write: (...l: (typeof lines)[number]) => lines.push(l) },
+      };
+      for (const recipient of g.recipients) {
+        // One already past its retry rules would fail (with a report and events): that is a queue run's job.
+        const extra = (recipient.extra ?? {}) as RecipientExtra;
+        const rules = await this.#retryRulesFor(domainOf(recipient.address)) ?? [];
+        if ("giveUp" in nextRetry(rules, extra.firstFailure ?? ctx.now, ctx.now, extra.lastInterval)) {
+          return undefined;
+        }
+        const o: RecipientOutcome = { recipient, kind: "deferred", status: "4.4.1", text: notTried(dead) };
+        history.push(await applyOutcome(copy, g.route, o, { failure: [], success: [], delay: [] }, ctx));
+      }
+    }
+    env.recipients = copy.recipients;
+    const next = Math.min(...env.recipients.map((r) => r.nextAttempt ?? Infinity));
+    return {
+      history,
+      stored: () => {
+        for (const [text, fields] of lines) this.#deps.log.write(text, fields);
+        // Due before the timer fires (or no timer): look at the index again; otherwise the timer finds it.
+        if (!this.#stopped && (this.#timer === undefined || next < this.#wakeAt)) void this.wake();
+      },
+    };
   }
 
   /**
@@ -441,12 +493,7 @@ export class Scheduler implements QueueManagerHooks {
       const dead = this.#destinations.dead(g.key);
       if (dead) {
         // Dead-destination throttling: deferred without trying, until the back-off ends.
-        outcomes = local(
-          "deferred",
-          "4.4.1",
-          `destination not responding (${dead.failures} connection failures, last: ${dead.lastError}); not tried`,
-          false,
-        );
+        outcomes = local("deferred", "4.4.1", notTried(dead), false);
       } else {
         let release: () => void;
         try {

@@ -39,7 +39,14 @@ import { existsSync, quarantineName, syncDir, writeDurably } from "./_files.ts";
 
 /** One write in a group commit. */
 export type BatchOp =
-  | { kind: "store"; envelope: Envelope; data: Uint8Array; transfer?: boolean }
+  | {
+    kind: "store";
+    envelope: Envelope;
+    data: Uint8Array;
+    transfer?: boolean;
+    history?: string[];
+    now?: number;
+  }
   | { kind: "update"; envelope: Envelope }
   | { kind: "apply"; update: DeliveryUpdate; now: number }
   | {
@@ -424,6 +431,9 @@ export class SpoolDb {
     switch (op.kind) {
       case "store":
         this.#insert(op.envelope, op.data);
+        for (const line of op.history ?? []) {
+          this.#stmts.insertHistory.run(op.envelope.id, op.now ?? Date.now(), line);
+        }
         return;
       case "update": {
         const env = op.envelope;

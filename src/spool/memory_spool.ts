@@ -36,7 +36,11 @@ export class MemorySpool extends SqliteSpool {
     }
   }
 
-  override store(envelope: Envelope, data: Uint8Array, options?: { transfer?: boolean }): Promise<void> {
+  override store(
+    envelope: Envelope,
+    data: Uint8Array,
+    options?: { transfer?: boolean; history?: string[] },
+  ): Promise<void> {
     const err = this.#gate("store", envelope?.id);
     return err ? Promise.reject(err) : super.store(envelope, data.slice(), options);
   }

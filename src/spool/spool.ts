@@ -161,9 +161,14 @@ export interface Spool {
   newId(): string;
   /**
    * Stores a message durably; throws SpoolWriteError when it cannot. With `transfer`, the caller gives
-   * `data` up (its buffer may be moved to another thread instead of copied, leaving it empty).
+   * `data` up (its buffer may be moved to another thread instead of copied, leaving it empty); `history`
+   * lines are stored with it (a deferral decided before the store).
    */
-  store(envelope: Envelope, data: Uint8Array, options?: { transfer?: boolean }): Promise<void>;
+  store(
+    envelope: Envelope,
+    data: Uint8Array,
+    options?: { transfer?: boolean; history?: string[] },
+  ): Promise<void>;
   /**
    * Reads a message's data, checked against its recorded length and SHA-256: on a mismatch the message
    * moves to `corrupt` (a log line says so) and CorruptMessageError is thrown.

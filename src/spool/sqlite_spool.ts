@@ -167,7 +167,11 @@ export class SqliteSpool implements Spool {
   }
 
   /** Stores a message durably (committed with full sync before this resolves); SpoolWriteError when not. */
-  store(envelope: Envelope, data: Uint8Array, options: { transfer?: boolean } = {}): Promise<void> {
+  store(
+    envelope: Envelope,
+    data: Uint8Array,
+    options: { transfer?: boolean; history?: string[] } = {},
+  ): Promise<void> {
     try {
       envelope = this.#check(envelope);
     } catch (err) {
@@ -176,9 +180,16 @@ export class SqliteSpool implements Spool {
     if (!(data instanceof Uint8Array)) {
       return Promise.reject(new TypeError("Message data must be a Uint8Array"));
     }
-    return this.#enqueue({ kind: "store", envelope, data, transfer: options.transfer === true }).then(
-      () => {},
-    );
+    const history = options.history?.length ? options.history.map(String) : undefined;
+    return this.#enqueue({
+      kind: "store",
+      envelope,
+      data,
+      transfer: options.transfer === true,
+      history,
+      now: Date.now(),
+    })
+      .then(() => {});
   }
 
   /** Durably replaces a queued message's recipient states and outbound state; rejects for an unknown id. */

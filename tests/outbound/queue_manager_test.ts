@@ -130,6 +130,56 @@ Deno.test("a dead destination's other messages are deferred without trying, unti
   }
 });
 
+Deno.test("new mail for a dead destination is deferred before it is stored, in the same write", async () => {
+  const r = await rig({
+    start: T0,
+    delivery: { concurrency: 1, deadDestinationAfter: 2, hostRetryBase: "5m", hostRetryMax: "1h" },
+    script: () => deferred,
+  });
+  const envelope = (id: string, address: string) => ({
+    id,
+    sender: "sender@example.org",
+    recipients: [{ address, status: "pending" as const }],
+    size: 10,
+    receivedAt: T0,
+    protocol: "esmtp",
+    client: { ip: "127.0.0.1", port: 1 },
+    receivedBy: "ferry.test",
+  });
+  try {
+    assert.equal(
+      await r.scheduler.deferIfDead(envelope("early", "e@dead.test")),
+      undefined,
+      "nothing dead yet",
+    );
+    for (let i = 0; i < 2; i++) await r.add(`m${i}`, [{ address: `u${i}@dead.test` }]);
+    await r.scheduler.start();
+    for (let i = 0; i < 20 && (await r.spool.query({ state: "deferred" })).length < 2; i++) await settle();
+    assert.equal(r.calls.length, 2, "two failures make it dead");
+
+    assert.equal(await r.scheduler.deferIfDead(envelope("alive", "a@alive.test")), undefined);
+    const env = envelope("new", "n@dead.test");
+    const deferral = await r.scheduler.deferIfDead(env);
+    assert.ok(deferral, "all its destinations are dead");
+    assert.equal(env.recipients[0].status, "pending");
+    assert.equal((env.recipients[0] as { attempts?: number }).attempts, 1);
+    assert.ok(((env.recipients[0] as { nextAttempt?: number }).nextAttempt ?? 0) >= T0 + 10 * MIN);
+    assert.equal(r.log.lines.filter((l) => l.text.includes("n@dead.test")).length, 0, "logged once stored");
+    await r.spool.store(env, new TextEncoder().encode("Subject: new\r\n\r\nbody\r\n"), {
+      history: deferral.history,
+    });
+    deferral.stored();
+    const row = await r.spool.row("new");
+    assert.equal(row?.state, "deferred", "stored deferred, never claimed");
+    assert.match((await r.spool.history("new"))[0].text, /^== n@dead\.test .*destination not responding/);
+    assert.ok(r.log.has(/== n@dead\.test R=.* defer: destination not responding \(2 connection failures/));
+    await settle();
+    assert.equal(r.calls.length, 2, "no connection for it");
+  } finally {
+    await r.stop();
+  }
+});
+
 Deno.test("per-destination concurrency holds back a busy destination; one message's groups run side by side", async () => {
   const gates: (() => void)[] = [];
   let inFlight = 0;
