@@ -53,8 +53,17 @@ export interface RecipientOutcome {
   stage?: string;
 }
 
-/** Host errors that are about transport security (a REQUIRETLS message fails on these, RFC 8689 §5). */
+/**
+ * Host errors that are about transport security. A REQUIRETLS message fails (RFC 8689 §5) only when every host
+ * failed with one of these definitely (`HostError.definite`); temporary ones (a DNS error, a failed
+ * handshake) defer it like any other host error.
+ */
 const SECURITY_ERRNOS = new Set(["TLS", "DANE", "MTA-STS", "REQUIRETLS", "DNSSEC"]);
+
+/** A local refusal because the peer does not offer REQUIRETLS (client_envelope.ts: 5.7.10). */
+function isRequireTlsRefusal(err: SmtpClientError): boolean {
+  return err.reply.enhanced === "5.7.10";
+}
 
 /** Whether the message's header says `TLS-Required: No` (RFC 8689 §5). */
 export function tlsRequiredNo(data: Uint8Array): boolean {
@@ -155,14 +164,22 @@ export async function deliverGroup(
   /** What the security policies required of the host being tried (TLS-RPT names the policy) */
   let current: Requirement | undefined;
   /** Records a host's failure; `backoff` puts it in back-off (a refused MAIL does not). */
-  const hostFailed = (target: TargetHost, he: HostError, status: string, backoff = true, reply?: Reply) => {
+  const hostFailed = (
+    target: TargetHost,
+    he: HostError,
+    status: string,
+    backoff = true,
+    reply?: Reply,
+    tlsRpt = true,
+  ) => {
     if (backoff) deps.hostRetry.failed(`${target.ip}:${target.port}`);
     deps.onHostError(target, he);
     lastError = he.message;
     lastStatus = status;
     lastHost = { host: hostFacts(target), reply };
     lastSecurity = he.security;
-    if (he.security && SECURITY_ERRNOS.has(he.errno)) {
+    // The session's TLS itself was fine when the peer only lacks REQUIRETLS: nothing for TLS-RPT.
+    if (tlsRpt && he.security && SECURITY_ERRNOS.has(he.errno)) {
       deps.onTlsResult?.({
         domain,
         ...policyOf(he.security.policy, current ?? {}),
@@ -174,7 +191,7 @@ export async function deliverGroup(
       });
     }
     hostFailures++;
-    if (SECURITY_ERRNOS.has(he.errno)) securityFailures++;
+    if (SECURITY_ERRNOS.has(he.errno) && he.definite) securityFailures++;
   };
   // dsnLasthop: DSN processing ends here (RFC 3461 parameters are not passed on; Ferry reports success).
   const lasthop = route.spec.dsnLasthop === true;
@@ -206,6 +223,7 @@ export async function deliverGroup(
       // Refused by a policy before connecting (e.g. not in the MTA-STS policy): no back-off, the host is fine.
       const he = new HostError(`${req.failure.policy}: ${req.failure.message}`, req.failure.errno, {
         security: req.trace(),
+        definite: req.failure.definite,
       });
       hostFailed(target, he, "4.7.5", false);
       continue;
@@ -323,6 +341,20 @@ export async function deliverGroup(
     } catch (err) {
       if (recording) throw err;
       deps.pool.release(poolKey, session, false);
+      if (
+        err instanceof SmtpClientError && err.kind === "local" && envelope.requireTls &&
+        isRequireTlsRefusal(err)
+      ) {
+        // RFC 8689 §4.2.1: a peer that does not offer REQUIRETLS is left (QUIT, the session was closed above)
+        // and the next MX is tried; the message fails with 5.7.10 only when no host takes it.
+        const he = new HostError(`requiretls: ${replyText(err.reply)} (${target.name})`, "REQUIRETLS", {
+          security: facts.security,
+          sendingIp: session.sendingIp,
+          definite: true,
+        });
+        hostFailed(target, he, "4.7.10", false, undefined, false);
+        continue;
+      }
       if (err instanceof SmtpClientError && err.kind === "local") {
         // Ferry refused before sending (too big, extension missing): permanent for this message. The text
         // keeps the code and enhanced status Ferry chose (553 5.6.7 …), for the log line as for the report.
@@ -342,7 +374,8 @@ export async function deliverGroup(
     }
   }
   if (tried === 0) return all("deferred", lastStatus, "retry time not reached for any host");
-  // RFC 8689 §5: a REQUIRETLS message that no host could take securely is not delivered: 5.7.10.
+  // RFC 8689 §5: a REQUIRETLS message that no host could take securely is not delivered: 5.7.10. Only when
+  // every host refused definitely; a temporary failure anywhere defers it (the retry rules end it at expiry).
   if (envelope.requireTls && securityFailures > 0 && securityFailures === hostFailures) {
     return all("failed", "5.7.10", `REQUIRETLS: ${lastError}`, { ...lastHost, security: lastSecurity });
   }

@@ -34,10 +34,22 @@ export class HostError extends Error {
   security?: SecurityTrace;
   /** Our address on the session, when one was open (TLS-RPT's sending-mta-ip) */
   sendingIp?: string;
+  /**
+   * A security refusal that a retry would meet again (a certificate or DANE mismatch, no STARTTLS or
+   * REQUIRETLS offered, an MX no policy authenticates); false for temporary ones (DNS errors, timeouts,
+   * resets, a failed handshake)
+   */
+  readonly definite: boolean;
   constructor(
     message: string,
     errno: string,
-    options?: { cause?: unknown; tryClear?: boolean; security?: SecurityTrace; sendingIp?: string },
+    options?: {
+      cause?: unknown;
+      tryClear?: boolean;
+      security?: SecurityTrace;
+      sendingIp?: string;
+      definite?: boolean;
+    },
   ) {
     super(message, options);
     this.name = "HostError";
@@ -45,6 +57,7 @@ export class HostError extends Error {
     this.tryClear = options?.tryClear ?? false;
     this.security = options?.security;
     this.sendingIp = options?.sendingIp;
+    this.definite = options?.definite ?? false;
   }
 }
 
@@ -226,11 +239,12 @@ export async function openSession(
     events.emit("tcp:close", { ...facts, id });
   };
   /** A requirement not met: the host is deferred, naming the policy that required it. */
-  const unmet = (message: string, cause?: unknown) =>
+  const unmet = (message: string, cause?: unknown, definite = true) =>
     new HostError(`${req.tlsBy ?? "tls"}: ${message}`, "TLS", {
       cause,
       security: req.trace(),
       sendingIp: local.hostname,
+      definite,
     });
   try {
     const banner = await client.greeting();
@@ -270,7 +284,8 @@ export async function openSession(
       } catch (err) {
         // Like Exim's tls_tempfail_tryclear: a failed handshake is retried in clear only when nothing
         // requires TLS.
-        if (req.tls > 0) throw unmet(`TLS session failed: ${errorMessage(err)}`, err);
+        // A failed handshake (reset, timeout, alert) is temporary: the host is deferred, not refused.
+        if (req.tls > 0) throw unmet(`TLS session failed: ${errorMessage(err)}`, err, false);
         throw new HostError(`TLS session failed: ${errorMessage(err)}`, "TLS", {
           cause: err,
           tryClear: true,
@@ -304,7 +319,13 @@ export async function openSession(
       achieved.tls12 = /^TLS1\.[23]$/.test(t.info.version);
       achieved.ocsp = v?.ocsp?.ok === true;
       if (req.requireOcsp && !achieved.ocsp) {
-        throw unmet(`OCSP check failed: ${v?.ocsp?.reason ?? v?.ocsp?.status ?? "no OCSP check"}`);
+        // A missing or unreachable OCSP response may come next time; a revoked certificate will not.
+        const status = v?.ocsp?.status;
+        throw unmet(
+          `OCSP check failed: ${v?.ocsp?.reason ?? status ?? "no OCSP check"}`,
+          undefined,
+          status === "revoked",
+        );
       }
       if (req.tls === 2 && !verified) {
         if (dane) events.emit("dane:fail", { ...facts, id, error: why ?? "not authenticated" });

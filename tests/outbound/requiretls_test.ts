@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { startPostfix } from "../../bench/_postfix.ts";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import { linesOf, startFerryIn, waitFor, withTlsDownstream } from "../helpers/downstream.ts";
+import { startTestFerry } from "../helpers/ferry.ts";
 import { runPython } from "../helpers/peers.ts";
 import { createPki } from "../helpers/pki.ts";
 
@@ -191,6 +192,155 @@ Deno.test("TLS-Required: No: a wrong TLSA record does not stop delivery; without
       assert.equal(out.code, 0, out.stderr);
       await waitFor(() => linesOf(up.memlog, "==").length > 0, 10_000, "a deferral");
       assert.match(linesOf(up.memlog, "==")[0], /TLS=dane: dane: certificate verification failed/);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+/**
+ * Two MX hosts (RFC 8689 §4.2.1): the preferred one is a DANE-authenticated Postfix without REQUIRETLS; the
+ * second is `second` (a Ferry offering it on 127.0.0.2, same port) or the same Postfix again under another
+ * name. The first must be left and the second tried; only when no host takes the message does it fail.
+ */
+async function twoMxRig(
+  second: "ferry" | "postfix",
+  fn: (
+    r: {
+      up: Awaited<ReturnType<typeof upstream>>;
+      heldCount: () => Promise<number>;
+      downCount: () => Promise<number>;
+    },
+  ) => Promise<void>,
+) {
+  const pki = await createPki();
+  const leaf = await pki.issue({ cn: "mx1.example.test", dns: ["mx1.example.test", "mx2.example.test"] });
+  const postfix = await startPostfix({
+    domain: "example.test",
+    tls: { certFile: leaf.chainFile, keyFile: leaf.keyFile },
+  });
+  const down = second === "ferry"
+    ? await startTestFerry({
+      listen: [{ address: "127.0.0.2", port: postfix.port }],
+      tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] },
+    })
+    : undefined;
+  try {
+    const spki = Uint8Array.fromHex(await spkiSha256(leaf.certFile));
+    const res = new MemoryResolver({
+      ad: true,
+      records: {
+        "example.test": {
+          MX: [{ preference: 10, exchange: "mx1.example.test" }, {
+            preference: 20,
+            exchange: "mx2.example.test",
+          }],
+        },
+        "mx1.example.test": { A: ["127.0.0.1"] },
+        "mx2.example.test": { A: [down ? "127.0.0.2" : "127.0.0.1"] },
+        "client.test": { A: ["192.0.2.1"] },
+      },
+    });
+    for (const h of ["mx1", "mx2"]) {
+      res.set(`_${postfix.port}._tcp.${h}.example.test`, "TLSA", [{
+        usage: 3,
+        selector: 1,
+        matchingType: 1,
+        data: spki,
+      }]);
+    }
+    const up = await upstream(postfix.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    try {
+      await fn({
+        up,
+        heldCount: () => postfix.heldCount(),
+        downCount: async () => (await down?.spool.count()) ?? 0,
+      });
+    } finally {
+      await up.dispose();
+    }
+  } finally {
+    if (down) {
+      await down.stop();
+      await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+    }
+    await postfix.stop();
+    await pki.cleanup();
+  }
+}
+
+Deno.test("REQUIRETLS: a preferred MX without it is left and the next MX that offers it gets the message", async () => {
+  await twoMxRig("ferry", async ({ up, heldCount, downCount }) => {
+    const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
+    assert.equal(out.code, 0, out.stderr);
+    await waitFor(
+      () => linesOf(up.memlog, "=>").length + linesOf(up.memlog, "**").length > 0,
+      15_000,
+      "an outcome",
+    );
+    assert.deepEqual(linesOf(up.memlog, "**"), []);
+    assert.match(
+      linesOf(up.memlog, "=>")[0],
+      /H=mx2\.example\.test \[127\.0\.0\.2\].* CV=dane TLS=dane\(3\)/,
+    );
+    const refused = up.memlog.lines.find((l) => l.fields.event === "host_error");
+    assert.equal(refused?.fields.host, "mx1.example.test");
+    assert.equal(refused?.fields.errno, "REQUIRETLS");
+    assert.equal(await heldCount(), 0, "nothing went to the Postfix without REQUIRETLS");
+    assert.equal(await downCount(), 1);
+  });
+});
+
+Deno.test("REQUIRETLS: when no MX offers it, every MX is tried and then the message fails with 5.7.10", async () => {
+  await twoMxRig("postfix", async ({ up, heldCount }) => {
+    const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
+    assert.equal(out.code, 0, out.stderr);
+    await waitFor(() => linesOf(up.memlog, "**").length > 0, 15_000, "a failure");
+    assert.match(
+      linesOf(up.memlog, "**")[0],
+      /REQUIRETLS: requiretls: 550 5\.7\.10 REQUIRETLS needed but not offered/,
+    );
+    const refused = up.memlog.lines.filter((l) => l.fields.event === "host_error").map((l) => l.fields.host);
+    // (then the failure report's own delivery to client.test's host)
+    assert.deepEqual(refused.slice(0, 2), ["mx1.example.test", "mx2.example.test"]);
+    assert.equal(await heldCount(), 0);
+  });
+});
+
+Deno.test("REQUIRETLS: a TLSA lookup that fails (SERVFAIL) defers the message instead of failing it", async () => {
+  await withTlsDownstream(async ({ down, leaf }) => {
+    const res = resolver(down.port, await spkiSha256(leaf.certFile), true);
+    res.fail(`_${down.port}._tcp.mx.example.test`, "TLSA", "SERVFAIL");
+    const up = await upstream(down.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    try {
+      const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
+      assert.equal(out.code, 0, out.stderr);
+      await waitFor(
+        () => linesOf(up.memlog, "==").length + linesOf(up.memlog, "**").length > 0,
+        10_000,
+        "an outcome",
+      );
+      assert.deepEqual(linesOf(up.memlog, "**"), []);
+      assert.match(linesOf(up.memlog, "==")[0], /dane: TLSA lookup for _\d+\._tcp\.mx\.example\.test failed/);
+      const [kept] = await up.spool.list();
+      assert.equal(kept.envelope.requireTls, true, "the message stays queued for its retry");
+      assert.equal(await down.spool.count(), 0);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
+
+Deno.test("REQUIRETLS: a certificate that does not match the TLSA record fails the message with 5.7.10", async () => {
+  await withTlsDownstream(async ({ down, leaf }) => {
+    const res = resolver(down.port, "00".repeat(32), true);
+    const up = await upstream(down.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    try {
+      const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
+      assert.equal(out.code, 0, out.stderr);
+      await waitFor(() => linesOf(up.memlog, "**").length > 0, 10_000, "a failure");
+      assert.match(linesOf(up.memlog, "**")[0], /REQUIRETLS: dane: certificate verification failed/);
+      assert.equal(await down.spool.count(), 0);
     } finally {
       await up.dispose();
     }

@@ -81,7 +81,7 @@ export function danePolicy(resolver: Resolver, options: DaneOptions): SecurityPo
             // A signed zone that cannot answer (bogus signature → SERVFAIL, timeout): never fall back.
             const why = err instanceof DnsError ? err.message : String(err);
             req.raiseTls(2, "dane");
-            req.fail("dane", `TLSA lookup for _${target.port}._tcp.${base} failed: ${why}`, "DANE");
+            req.fail("dane", `TLSA lookup for _${target.port}._tcp.${base} failed: ${why}`, "DANE", false);
             return;
           }
           // An insecure TLSA answer (an unsigned delegation below a signed MX host) is no DANE (§2.2).

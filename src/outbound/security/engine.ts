@@ -65,7 +65,7 @@ export class SecurityEngine {
       async requirementFor(target: TargetHost): Promise<Requirement> {
         const req = new Requirement();
         for (const c of checks) {
-          if (c.error !== undefined) req.fail(c.name, c.error);
+          if (c.error !== undefined) req.fail(c.name, c.error, "TLS", false);
           else if (c.check) await c.check(req, target);
         }
         return req;

@@ -36,8 +36,11 @@ export class Requirement {
   tlsBy?: string;
   mx: MxLevel = 0;
   mxBy?: string;
-  /** Set by a policy that refuses the host outright (e.g. not in the MTA-STS policy): defer, don't connect */
-  failure?: { policy: string; message: string; errno: string };
+  /**
+   * Set by a policy that refuses the host outright (e.g. not in the MTA-STS policy): defer, don't connect.
+   * `definite`: a retry would be refused again (false for a DNS error or timeout)
+   */
+  failure?: { policy: string; message: string; errno: string; definite: boolean };
   /** DANE in force for this host */
   dane?: DaneParams;
   /** An MTA-STS policy applies to this host (enforce or testing) */
@@ -73,9 +76,9 @@ export class Requirement {
     }
   }
 
-  /** Refuses the host; the first failure wins. */
-  fail(policy: string, message: string, errno = "TLS"): void {
-    this.failure ??= { policy, message, errno };
+  /** Refuses the host; the first failure wins. `definite: false` for temporary failures (DNS errors). */
+  fail(policy: string, message: string, errno = "TLS", definite = true): void {
+    this.failure ??= { policy, message, errno, definite };
   }
 
   /** The trace of a failure before connecting, or of a requirement not met. */
