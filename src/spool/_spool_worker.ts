@@ -28,6 +28,14 @@ function handle(request: WorkerRequest): unknown {
       db?.close();
       db = undefined;
       return undefined;
+    case "occupy": {
+      // For tests: busy as in a long read, until the parent lets go.
+      const cell = new Int32Array(request.flag);
+      Atomics.store(cell, 0, 1);
+      Atomics.notify(cell, 0);
+      Atomics.wait(cell, 0, 1);
+      return undefined;
+    }
     case "crash":
       // Fault injection for tests: an uncaught error kills this worker like a real crash would.
       setTimeout(() => {

@@ -16,6 +16,7 @@ import { errorMessage } from "../core/error_message.ts";
 type RequestBody =
   | { method: "open"; dir: string; options: Omit<SpoolDbOptions, "log"> }
   | { method: "close" | "crash" }
+  | { method: "occupy"; flag: SharedArrayBuffer }
   | { method: DbMethod; args: unknown[] };
 
 /** A request to the spool worker. */
@@ -179,6 +180,23 @@ export class WorkerEngine implements SpoolEngine {
   async call<M extends DbMethod>(method: M, ...args: DbArgs<M>): Promise<DbResult<M>> {
     if (this.#reopening !== undefined) await this.#reopening;
     return this.#send<DbResult<M>>({ method, args }, transferables(args));
+  }
+
+  /**
+   * For tests: the worker blocks (as in a long read) until the returned function is called; resolves once
+   * it is blocked.
+   */
+  async occupy(): Promise<() => void> {
+    const flag = new SharedArrayBuffer(4);
+    const cell = new Int32Array(flag);
+    const done = this.#send({ method: "occupy", flag });
+    const waited = Atomics.waitAsync(cell, 0, 0);
+    if (waited.async) await waited.value;
+    return () => {
+      Atomics.store(cell, 0, 2);
+      Atomics.notify(cell, 0);
+      void done.catch(() => {});
+    };
   }
 
   /** Fault injection for tests: makes the worker die as from an uncaught error. */

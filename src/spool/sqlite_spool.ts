@@ -2,7 +2,9 @@
  * The on-disk spool: `<dir>/spool.db`, SQLite through `node:sqlite` in WAL mode with synchronous=FULL.
  * Group commit: writes (store, update, apply, claim, state changes, remove) that arrive while a commit is
  * running, or within a short window, share ONE transaction (each under its own savepoint), and every
- * caller's promise settles only after that COMMIT returned. One process a spool: `<dir>/ferry.lock`.
+ * caller's promise settles only after that COMMIT returned. Reads (bodies, envelopes, listings) go to a second,
+ * read-only connection on its own thread: WAL lets it read beside the writer, so a 50 MB body or a long
+ * listing never delays an inbound commit. One process a spool: `<dir>/ferry.lock`.
  * Trusts the file system's fsync; trusts nothing it reads back (digests are checked on read, _spool_db.ts).
  */
 
@@ -75,7 +77,11 @@ interface Queued {
  * database in state `corrupt`.
  */
 export class SqliteSpool implements Spool {
+  /** Writes (and, for an in-memory or read-only spool, everything) */
   #engine: SpoolEngine;
+  /** Reads: a read-only connection beside the writer, or the writer itself when there is none */
+  #reader: SpoolEngine;
+  #log: (line: string) => void;
   #maxBatch: number;
   #windowMs: number;
   #closing?: Promise<void>;
@@ -102,9 +108,17 @@ export class SqliteSpool implements Spool {
     this.#dir = options.dir;
     this.#memory = options.memory === true;
     this.#lockless = this.#memory || options.readOnly === true;
+    this.#log = options.log ?? (() => {});
     this.#engine = options.thread === "main" || options.memory
       ? new InlineEngine(options.dir, engineOptions)
       : new WorkerEngine(options.dir, engineOptions);
+    // An in-memory database cannot be shared, and a read-only spool has no writer to keep free.
+    const readerOptions = { ...engineOptions, readOnly: true };
+    this.#reader = this.#lockless
+      ? this.#engine
+      : options.thread === "main"
+      ? new InlineEngine(options.dir, readerOptions)
+      : new WorkerEngine(options.dir, readerOptions);
     this.#maxBatch = Math.max(1, Math.floor(options.maxBatch ?? 64));
     this.#windowMs = Math.max(0, options.batchWindowMs ?? 0);
   }
@@ -119,11 +133,14 @@ export class SqliteSpool implements Spool {
     try {
       if (!this.#lockless) this.#takeLock();
       const report = await this.#engine.open();
+      // After the writer: it creates and converts the file the reader opens.
+      if (this.#reader !== this.#engine) await this.#reader.open();
       this.#state = "open";
       return report;
     } catch (err) {
       this.#state = "closed";
       await this.#engine.close().catch(() => {});
+      if (this.#reader !== this.#engine) await this.#reader.close().catch(() => {});
       this.#releaseLock();
       throw err;
     }
@@ -154,6 +171,17 @@ export class SqliteSpool implements Spool {
   crashWorkerForTest(): Promise<void> {
     if (!(this.#engine instanceof WorkerEngine)) throw new Error("Spool runs without a worker");
     return this.#engine.crash();
+  }
+
+  /**
+   * For tests: keeps the reader's thread busy (as a long read would) until the returned function is called;
+   * resolves once it is busy.
+   */
+  async occupyReaderForTest(): Promise<() => void> {
+    if (!(this.#reader instanceof WorkerEngine) || this.#reader === this.#engine) {
+      throw new Error("Spool has no reader thread");
+    }
+    return await this.#reader.occupy();
   }
 
   /** Transactions committed and writes they carried since construction (writes / commits = batch size). */
@@ -250,9 +278,10 @@ export class SqliteSpool implements Spool {
   /** Reads a message's data; CorruptMessageError (and state `corrupt`) when it fails its digest. */
   async readData(id: string): Promise<Uint8Array> {
     this.#requireOpen();
-    const result = await this.#engine.call("readData", id);
+    const result = await this.#reader.call("readData", id);
     if (result.kind === "missing") throw new Deno.errors.NotFound(`No queued message "${id}"`);
     if (result.kind === "corrupt") {
+      if (this.#reader !== this.#engine) await this.#markCorrupt(id, result.reason);
       throw new CorruptMessageError(id, `Data of message "${id}" is damaged: ${result.reason}`);
     }
     return result.data;
@@ -261,55 +290,68 @@ export class SqliteSpool implements Spool {
   /** The first `limit` octets of a message's data, unchecked; undefined when there is no such message. */
   async readHead(id: string, limit: number): Promise<Uint8Array | undefined> {
     this.#requireOpen();
-    return await this.#engine.call("readHead", id, limit);
+    return await this.#reader.call("readHead", id, limit);
+  }
+
+  /** The reader found damage: the writer moves the message to `corrupt` (kept, never retried). */
+  async #markCorrupt(id: string, reason: string): Promise<void> {
+    try {
+      const moved = await this.setState(id, "corrupt", { reason });
+      if (moved) this.#log(`spool: message "${id}" moved to corrupt: ${reason}`);
+    } catch (err) {
+      // Found again at the next read; the body is never served either way.
+      this.#log(
+        `spool: message "${id}" is corrupt (${reason}) but could not be marked: ${errorMessage(err)}`,
+      );
+    }
   }
 
   /** Reads one envelope, or undefined when there is no such message. */
   async get(id: string): Promise<Envelope | undefined> {
     this.#requireOpen();
-    return await this.#engine.call("get", id);
+    return await this.#reader.call("get", id);
   }
 
   /** Lists every queued message, oldest first. */
   async list(): Promise<SpoolEntry[]> {
     this.#requireOpen();
-    return (await this.#engine.call("listEnvelopes")).map((envelope) => ({ envelope }));
+    return (await this.#reader.call("listEnvelopes")).map((envelope) => ({ envelope }));
   }
 
   /** One page of queue rows. */
   async query(query: QueueQuery = {}): Promise<QueueRow[]> {
     this.#requireOpen();
-    return await this.#engine.call("query", query);
+    return await this.#reader.call("query", query);
   }
 
   /** One message's queue row. */
   async row(id: string): Promise<QueueRow | undefined> {
     this.#requireOpen();
-    return await this.#engine.call("row", id);
+    return await this.#reader.call("row", id);
   }
 
   /** A message's history lines. */
   async history(id: string): Promise<{ at: number; text: string }[]> {
     this.#requireOpen();
-    return await this.#engine.call("history", id);
+    return await this.#reader.call("history", id);
   }
 
   /** Counts by state and by domain. */
   async summary(): Promise<QueueSummary> {
     this.#requireOpen();
-    return await this.#engine.call("summary");
+    return await this.#reader.call("summary");
   }
 
   /** The earliest next attempt of an incoming or deferred message. */
   async nextDue(): Promise<number | undefined> {
     this.#requireOpen();
-    return await this.#engine.call("nextDue");
+    return await this.#reader.call("nextDue");
   }
 
   /** Number of queued messages. */
   async count(): Promise<number> {
     this.#requireOpen();
-    return await this.#engine.call("count");
+    return await this.#reader.call("count");
   }
 
   /** Commits every queued write, then closes the database (and its worker). */
@@ -324,6 +366,7 @@ export class SqliteSpool implements Spool {
     if (this.#state === "new") {
       this.#state = "closed";
       await this.#engine.close().catch(() => {});
+      if (this.#reader !== this.#engine) await this.#reader.close().catch(() => {});
       this.#releaseLock();
       return;
     }
@@ -336,6 +379,7 @@ export class SqliteSpool implements Spool {
     }
     this.#state = "closed";
     try {
+      if (this.#reader !== this.#engine) await this.#reader.close().catch(() => {});
       await this.#engine.close();
     } finally {
       this.#releaseLock();
