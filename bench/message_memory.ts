@@ -105,8 +105,12 @@ async function peakDuring(
   return { base, added: peak - base };
 }
 
-const ids =
-  async () => ((await queue("list", "--limit", "1000")) as { id: string; size: number; state: string }[]);
+type Row = { id: string; size: number; state: string };
+/** Every queued message (the queue command's JSON: the admin API's `{ messages }`). */
+const ids = async () => {
+  const out = (await queue("list", "--limit", "1000")) as Row[] | { messages: Row[] };
+  return Array.isArray(out) ? out : out.messages;
+};
 
 const lines: string[] = [];
 const report = (what: string, data: number, r: { base: number; added: number }) => {
