@@ -125,7 +125,13 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     Deno.exit(75);
   });
   const spool = opts.spool ??
-    new SqliteSpool({ dir: config.spool.dir, log: (line) => log.write(line), onFatal });
+    new SqliteSpool({
+      dir: config.spool.dir,
+      log: (line) => log.write(line),
+      onFatal,
+      // Below spool.minFree MAIL is refused: space delivered messages leave must show in statfs again.
+      giveBackBelow: config.spool.minFree,
+    });
   let report;
   try {
     report = await spool.open();

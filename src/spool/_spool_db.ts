@@ -36,6 +36,22 @@ import {
   schemaVersion,
 } from "./_schema.ts";
 import { existsSync, quarantineName, syncDir, writeDurably } from "./_files.ts";
+import { availableSpace } from "./free_space.ts";
+
+/**
+ * Octets kept in `<dir>/space.reserve` while the disk has room. When a commit finds the disk full, the file
+ * is deleted so that the writes that free space (delivery outcomes, removals) can still grow the WAL; new
+ * messages are refused until there is room to put the reserve back.
+ */
+export const SPACE_RESERVE = 4 * 1024 * 1024;
+
+/** The reserve file's name inside the spool directory. */
+export const RESERVE_FILE = "space.reserve";
+
+/** Whether an error means the file system (or SQLite's view of it) is full. */
+function isDiskFull(text: string): boolean {
+  return /database or disk is full|SQLITE_FULL|No space left|ENOSPC/i.test(text);
+}
 
 /** One write in a group commit. */
 export type BatchOp =
@@ -107,6 +123,11 @@ export interface SpoolDbOptions {
   memory?: boolean;
   /** Open an existing spool read-only (the queue command while Ferry runs): no migration, no recovery */
   readOnly?: boolean;
+  /**
+   * With less than this many octets available, removed messages' pages are given back to the file system
+   * after each commit (default 0: only while the reserve is given up for a full disk)
+   */
+  giveBackBelow?: number;
 }
 
 /** Result of {@link SpoolDb.readData}. */
@@ -138,8 +159,13 @@ export class SpoolDb {
   #busyTimeoutMs: number;
   #memory: boolean;
   #readOnly: boolean;
+  #giveBackBelow: number;
   #db: DatabaseSync | undefined;
   #stmts: Record<string, StatementSync> = {};
+  /** The reserve was given up for a full disk: new messages are refused until it is back */
+  #short = false;
+  /** A message was removed in the commit being made (space to give back when short) */
+  #removed = false;
 
   constructor(dir: string, options: SpoolDbOptions = {}) {
     this.#dir = dir.replace(/\/+$/, "") || "/";
@@ -147,6 +173,7 @@ export class SpoolDb {
     this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
     this.#memory = options.memory === true;
     this.#readOnly = options.readOnly === true;
+    this.#giveBackBelow = Math.max(0, options.giveBackBelow ?? 0);
   }
 
   get #quarantineDir(): string {
@@ -191,6 +218,7 @@ export class SpoolDb {
     // directory entries of the database file or of the spool directory itself.
     syncDir(this.#dir);
     syncDir(dirname(resolve(this.#dir)));
+    this.#restoreReserve();
     // Claims of a run that ended (crash, kill) go back to the queue they came from.
     this.#db!.exec(
       `UPDATE messages SET state = CASE WHEN EXISTS (SELECT 1 FROM recipients WHERE message_id = messages.id
@@ -204,6 +232,13 @@ export class SpoolDb {
     const db = new DatabaseSync(`${this.#dir}/spool.db`);
     this.#db = db;
     db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
+    // A new database gives freed pages back to the file system on request (#reclaim): on a full disk the
+    // space delivered messages leave must show in statfs, where the free-space guard looks. It can only be
+    // set before the first table exists and before WAL mode writes the header (a spool made before schema 3
+    // keeps reusing its freed pages instead).
+    if (Number((db.prepare("SELECT count(*) AS n FROM sqlite_master").get() as { n: number }).n) === 0) {
+      db.exec("PRAGMA auto_vacuum = INCREMENTAL");
+    }
     const mode = db.prepare("PRAGMA journal_mode = WAL").get() as { journal_mode?: string } | undefined;
     if (mode?.journal_mode !== "wal") {
       throw new Error(`Cannot switch spool.db to WAL (got "${mode?.journal_mode}")`);
@@ -400,11 +435,139 @@ export class SpoolDb {
    * `{ ok: false }`; only a failing BEGIN or COMMIT throws {@link BatchCommitError} for the whole batch.
    */
   commit(ops: BatchOp[]): OpResult[] {
+    this.#requireDb();
+    if (this.#short) this.#restoreReserve();
+    this.#removed = false;
+    let results: OpResult[];
+    try {
+      results = this.#commitOnce(ops, this.#short);
+    } catch (err) {
+      if (!this.#canUseReserve(err)) throw err;
+      // The disk is full: give up the reserve and commit again without new messages, so deliveries are
+      // still recorded (and their messages removed) on a full disk.
+      this.#releaseReserve(errorMessage(err));
+      results = this.#commitOnce(ops, true);
+    }
+    // Single writes that failed for lack of space (inside their savepoints) get the same second chance.
+    const again = ops.map((op, i) => ({ op, i })).filter(({ op, i }) => {
+      const r = results[i];
+      return !r.ok && op.kind !== "store" && isDiskFull(r.message);
+    });
+    if (
+      again.length > 0 && this.#canUseReserve(new Error((results[again[0].i] as { message: string }).message))
+    ) {
+      this.#releaseReserve((results[again[0].i] as { message: string }).message);
+      const second = this.#commitOnce(again.map((a) => a.op), true);
+      again.forEach((a, k) => (results[a.i] = second[k]));
+    }
+    if (this.#removed && this.#shouldGiveBack()) this.#reclaim();
+    return results;
+  }
+
+  /** Whether space freed by removals should go back to the file system now (short, or below the mark). */
+  #shouldGiveBack(): boolean {
+    if (this.#memory || this.#readOnly) return false;
+    if (this.#short) return true;
+    if (this.#giveBackBelow === 0) return false;
+    try {
+      return availableSpace(this.#dir) < this.#giveBackBelow + SPACE_RESERVE;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Whether `err` is a full disk and the reserve can still be given up for it. */
+  #canUseReserve(err: unknown): boolean {
+    return !this.#memory && !this.#readOnly && !this.#short && isDiskFull(errorMessage(err));
+  }
+
+  /** Deletes the reserve file (space for the WAL to grow into) and refuses new messages from now on. */
+  #releaseReserve(reason: string): void {
+    this.#short = true;
+    try {
+      Deno.removeSync(`${this.#dir}/${RESERVE_FILE}`);
+      this.#log(
+        `spool: disk full (${reason}); released the ${SPACE_RESERVE} octet reserve: deliveries are recorded, ` +
+          `new messages refused until there is room again`,
+      );
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) {
+        this.#log(`spool: disk full and the reserve could not be removed: ${errorMessage(err)}`);
+      }
+    }
+  }
+
+  /**
+   * (Re)creates the reserve file when the file system has room for it and as much again; until then the
+   * spool stays short (new messages refused). A spool in memory or read-only has none.
+   */
+  #restoreReserve(): void {
+    if (this.#memory || this.#readOnly) return;
+    const path = `${this.#dir}/${RESERVE_FILE}`;
+    try {
+      if (Deno.statSync(path).size >= SPACE_RESERVE) {
+        this.#short = false;
+        return;
+      }
+    } catch { /* absent: made below */ }
+    const wasShort = this.#short;
+    try {
+      if (availableSpace(this.#dir) < 2 * SPACE_RESERVE) {
+        this.#short = true;
+        return;
+      }
+      // Written, not truncated to size (a sparse file would keep no space at all); not synced: the blocks are
+      // taken when written, and after a crash the file is simply made again.
+      Deno.writeFileSync(path, new Uint8Array(SPACE_RESERVE));
+      this.#short = false;
+      if (wasShort) this.#log("spool: space is back; the reserve is restored and new messages are accepted");
+    } catch (err) {
+      try {
+        Deno.removeSync(path);
+      } catch { /* nothing was written */ }
+      if (!wasShort) this.#log(`spool: cannot write the space reserve: ${errorMessage(err)}`);
+      // No room: stay short. Another reason (a file-size limit, say) leaves the spool without a reserve.
+      this.#short = isDiskFull(errorMessage(err));
+    }
+  }
+
+  /**
+   * On a short disk, after messages were removed: gives their pages back to the file system (incremental
+   * vacuum, a step at a time so the WAL stays small) and empties the WAL, so statfs — and the free-space
+   * guard at MAIL — sees the space; then puts the reserve back when there is room.
+   */
+  #reclaim(): void {
+    const db = this.#db!;
+    try {
+      const autoVacuum = Number(
+        (db.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum: number }).auto_vacuum,
+      );
+      for (let step = 0; step < 1000 && autoVacuum === 2; step++) {
+        const free = Number(
+          (db.prepare("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count,
+        );
+        if (free === 0) break;
+        db.prepare(`PRAGMA incremental_vacuum(${Math.min(free, 256)})`).all();
+        db.prepare("PRAGMA wal_checkpoint(TRUNCATE)").all();
+      }
+      db.prepare("PRAGMA wal_checkpoint(TRUNCATE)").all();
+    } catch (err) {
+      this.#log(`spool: could not give space back after removals: ${errorMessage(err)}`);
+    }
+    this.#restoreReserve();
+  }
+
+  /** One transaction of `ops` (see {@link commit}); with `refuseStores`, new messages are refused. */
+  #commitOnce(ops: BatchOp[], refuseStores: boolean): OpResult[] {
     const db = this.#requireDb();
     const results: OpResult[] = [];
     try {
       db.exec("BEGIN IMMEDIATE");
       for (const op of ops) {
+        if (refuseStores && op.kind === "store") {
+          results.push({ ok: false, message: "Spool is short of space (disk full): new messages refused" });
+          continue;
+        }
         db.exec("SAVEPOINT op");
         try {
           const value = this.#run(op);
@@ -606,6 +769,7 @@ export class SpoolDb {
 
   #remove(id: string): void {
     const s = this.#stmts;
+    this.#removed = true;
     s.removeMessage.run(id);
     s.removeRecipients.run(id);
     s.removeData.run(id);

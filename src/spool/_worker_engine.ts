@@ -149,8 +149,8 @@ export class WorkerEngine implements SpoolEngine {
   }
 
   #dbOptions(): Omit<SpoolDbOptions, "log"> {
-    const { busyTimeoutMs, memory, readOnly } = this.#options;
-    return { busyTimeoutMs, memory, readOnly };
+    const { busyTimeoutMs, memory, readOnly, giveBackBelow } = this.#options;
+    return { busyTimeoutMs, memory, readOnly, giveBackBelow };
   }
 
   #send<T>(request: RequestBody, transfer: Transferable[] = []): Promise<T> {

@@ -58,6 +58,11 @@ export interface SqliteSpoolOptions {
   readOnly?: boolean;
   /** Called when the spool worker died and could not be restarted (main.ts exits non-zero) */
   onFatal?: (err: Error) => void;
+  /**
+   * With less than this many octets available on the spool's file system, the space of removed messages is
+   * given back to it at once (default 0: only once the disk was found full); main.ts passes spool.minFree
+   */
+  giveBackBelow?: number;
 }
 
 /** The lock file's name inside the spool directory. */
@@ -81,6 +86,9 @@ export class SqliteSpool implements Spool {
   #engine: SpoolEngine;
   /** Reads: a read-only connection beside the writer, or the writer itself when there is none */
   #reader: SpoolEngine;
+  /** The reader is open; until then (and if it cannot open) reads go to the writer */
+  #readerUp = false;
+  #readerOpening: Promise<void> | undefined;
   #log: (line: string) => void;
   #maxBatch: number;
   #windowMs: number;
@@ -104,6 +112,7 @@ export class SqliteSpool implements Spool {
       memory: options.memory,
       readOnly: options.readOnly,
       onFatal: options.onFatal,
+      giveBackBelow: options.giveBackBelow,
     };
     this.#dir = options.dir;
     this.#memory = options.memory === true;
@@ -113,7 +122,15 @@ export class SqliteSpool implements Spool {
       ? new InlineEngine(options.dir, engineOptions)
       : new WorkerEngine(options.dir, engineOptions);
     // An in-memory database cannot be shared, and a read-only spool has no writer to keep free.
-    const readerOptions = { ...engineOptions, readOnly: true };
+    const readerOptions = {
+      ...engineOptions,
+      readOnly: true,
+      // A reader that cannot be brought back is not fatal: reads go back to the writer.
+      onFatal: (err: Error) => {
+        this.#readerUp = false;
+        this.#log(`spool: the read-only connection is gone, reads share the writer: ${err.message}`);
+      },
+    };
     this.#reader = this.#lockless
       ? this.#engine
       : options.thread === "main"
@@ -133,8 +150,17 @@ export class SqliteSpool implements Spool {
     try {
       if (!this.#lockless) this.#takeLock();
       const report = await this.#engine.open();
-      // After the writer: it creates and converts the file the reader opens.
-      if (this.#reader !== this.#engine) await this.#reader.open();
+      // After the writer (it creates and converts the file the reader opens), and not waited for: start-up
+      // does not pay for a second thread, reads go to the writer until the reader is up.
+      if (this.#reader !== this.#engine) {
+        this.#readerOpening = this.#reader.open().then(
+          () => void (this.#readerUp = true),
+          (err) =>
+            this.#log(
+              `spool: the read-only connection did not open, reads share the writer: ${errorMessage(err)}`,
+            ),
+        );
+      }
       this.#state = "open";
       return report;
     } catch (err) {
@@ -178,7 +204,8 @@ export class SqliteSpool implements Spool {
    * resolves once it is busy.
    */
   async occupyReaderForTest(): Promise<() => void> {
-    if (!(this.#reader instanceof WorkerEngine) || this.#reader === this.#engine) {
+    await this.#readerOpening;
+    if (!(this.#reader instanceof WorkerEngine) || !this.#readerUp) {
       throw new Error("Spool has no reader thread");
     }
     return await this.#reader.occupy();
@@ -278,10 +305,12 @@ export class SqliteSpool implements Spool {
   /** Reads a message's data; CorruptMessageError (and state `corrupt`) when it fails its digest. */
   async readData(id: string): Promise<Uint8Array> {
     this.#requireOpen();
-    const result = await this.#reader.call("readData", id);
+    const reader = this.#reads;
+    const result = await reader.call("readData", id);
     if (result.kind === "missing") throw new Deno.errors.NotFound(`No queued message "${id}"`);
     if (result.kind === "corrupt") {
-      if (this.#reader !== this.#engine) await this.#markCorrupt(id, result.reason);
+      // The writer marks what it reads itself; the read-only connection cannot.
+      if (reader !== this.#engine) await this.#markCorrupt(id, result.reason);
       throw new CorruptMessageError(id, `Data of message "${id}" is damaged: ${result.reason}`);
     }
     return result.data;
@@ -290,7 +319,12 @@ export class SqliteSpool implements Spool {
   /** The first `limit` octets of a message's data, unchecked; undefined when there is no such message. */
   async readHead(id: string, limit: number): Promise<Uint8Array | undefined> {
     this.#requireOpen();
-    return await this.#reader.call("readHead", id, limit);
+    return await this.#reads.call("readHead", id, limit);
+  }
+
+  /** Where a read goes: the read-only connection once it is up, else the writer. */
+  get #reads(): SpoolEngine {
+    return this.#readerUp ? this.#reader : this.#engine;
   }
 
   /** The reader found damage: the writer moves the message to `corrupt` (kept, never retried). */
@@ -309,49 +343,49 @@ export class SqliteSpool implements Spool {
   /** Reads one envelope, or undefined when there is no such message. */
   async get(id: string): Promise<Envelope | undefined> {
     this.#requireOpen();
-    return await this.#reader.call("get", id);
+    return await this.#reads.call("get", id);
   }
 
   /** Lists every queued message, oldest first. */
   async list(): Promise<SpoolEntry[]> {
     this.#requireOpen();
-    return (await this.#reader.call("listEnvelopes")).map((envelope) => ({ envelope }));
+    return (await this.#reads.call("listEnvelopes")).map((envelope) => ({ envelope }));
   }
 
   /** One page of queue rows. */
   async query(query: QueueQuery = {}): Promise<QueueRow[]> {
     this.#requireOpen();
-    return await this.#reader.call("query", query);
+    return await this.#reads.call("query", query);
   }
 
   /** One message's queue row. */
   async row(id: string): Promise<QueueRow | undefined> {
     this.#requireOpen();
-    return await this.#reader.call("row", id);
+    return await this.#reads.call("row", id);
   }
 
   /** A message's history lines. */
   async history(id: string): Promise<{ at: number; text: string }[]> {
     this.#requireOpen();
-    return await this.#reader.call("history", id);
+    return await this.#reads.call("history", id);
   }
 
   /** Counts by state and by domain. */
   async summary(): Promise<QueueSummary> {
     this.#requireOpen();
-    return await this.#reader.call("summary");
+    return await this.#reads.call("summary");
   }
 
   /** The earliest next attempt of an incoming or deferred message. */
   async nextDue(): Promise<number | undefined> {
     this.#requireOpen();
-    return await this.#reader.call("nextDue");
+    return await this.#reads.call("nextDue");
   }
 
   /** Number of queued messages. */
   async count(): Promise<number> {
     this.#requireOpen();
-    return await this.#reader.call("count");
+    return await this.#reads.call("count");
   }
 
   /** Commits every queued write, then closes the database (and its worker). */
@@ -379,7 +413,11 @@ export class SqliteSpool implements Spool {
     }
     this.#state = "closed";
     try {
-      if (this.#reader !== this.#engine) await this.#reader.close().catch(() => {});
+      if (this.#reader !== this.#engine) {
+        await this.#readerOpening;
+        this.#readerUp = false;
+        await this.#reader.close().catch(() => {});
+      }
       await this.#engine.close();
     } finally {
       this.#releaseLock();

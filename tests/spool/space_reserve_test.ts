@@ -1,0 +1,97 @@
+/**
+ * The spool's space reserve on a small tmpfs (needs root for mount; skipped otherwise): with the WAL emptied
+ * and the disk filled to the last block, a delivery outcome that removes a message is still committed (the
+ * reserve is given up for it), new messages are refused, the removed message's space goes back to the file
+ * system, and once there is room the reserve is put back and messages are accepted again.
+ */
+
+import assert from "node:assert/strict";
+import { statfsSync } from "node:fs";
+import { DatabaseSync } from "node:sqlite";
+import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
+import { SpoolWriteError } from "../../src/spool/spool.ts";
+import { RESERVE_FILE, SPACE_RESERVE } from "../../src/spool/_spool_db.ts";
+import { testEnvelope } from "./_helpers.ts";
+
+const root = Deno.uid() === 0;
+const MB = 1024 * 1024;
+
+function available(dir: string): number {
+  const s = statfsSync(dir);
+  return Number(s.bavail) * Number(s.bsize);
+}
+
+function fillUp(path: string): void {
+  const f = Deno.openSync(path, { write: true, create: true });
+  try {
+    for (const size of [MB, 64 * 1024, 4096, 512, 1]) {
+      const block = new Uint8Array(size);
+      for (;;) {
+        try {
+          f.writeSync(block);
+        } catch {
+          break;
+        }
+      }
+    }
+  } finally {
+    f.close();
+  }
+}
+
+for (const thread of ["worker", "main"] as const) {
+  Deno.test({
+    name:
+      `SqliteSpool (${thread}) on a full disk: removals still commit through the reserve, space goes back`,
+    ignore: !root,
+    async fn() {
+      const dir = await Deno.makeTempDir({ prefix: "ferry-reserve-" });
+      const mount = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=20m", "tmpfs", dir] })
+        .output();
+      assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+      const spoolDir = `${dir}/spool`;
+      const logged: string[] = [];
+      const spool = new SqliteSpool({ dir: spoolDir, thread, log: (l) => logged.push(l), giveBackBelow: MB });
+      try {
+        await spool.open();
+        assert.equal(Deno.statSync(`${spoolDir}/${RESERVE_FILE}`).size, SPACE_RESERVE, "the reserve is made");
+        const bodies = [0, 1, 2].map((i) => new Uint8Array(2 * MB).fill(65 + i));
+        for (let i = 0; i < 3; i++) await spool.store(testEnvelope(`m${i}`), bodies[i]);
+        // An empty WAL: even a delete must grow it now.
+        const side = new DatabaseSync(`${spoolDir}/spool.db`);
+        side.prepare("PRAGMA wal_checkpoint(TRUNCATE)").all();
+        side.close();
+        assert.equal(Deno.statSync(`${spoolDir}/spool.db-wal`).size, 0);
+        fillUp(`${dir}/filler`);
+        const full = available(dir);
+
+        await assert.rejects(() => spool.store(testEnvelope("new"), new Uint8Array(1000)), SpoolWriteError);
+        assert.ok(
+          logged.some((l) => /disk full .*released the \d+ octet reserve/.test(l)),
+          logged.join("\n"),
+        );
+        // Delivered: the outcome and the removal commit on the full disk.
+        await spool.apply({ id: "m0", recipients: [{ index: 0, status: "delivered" }], state: "done" });
+        assert.equal(await spool.get("m0"), undefined);
+        assert.ok(available(dir) - full > MB, "the delivered message's space went back to the file system");
+        await assert.rejects(
+          () => spool.store(testEnvelope("new2"), new Uint8Array(1000)),
+          SpoolWriteError,
+          "still short: no new messages until the reserve is back",
+        );
+        assert.deepEqual(await spool.readData("m1"), bodies[1], "the others are intact");
+        assert.deepEqual(await spool.readData("m2"), bodies[2]);
+
+        await Deno.remove(`${dir}/filler`);
+        await spool.store(testEnvelope("after"), new Uint8Array(1000));
+        assert.equal(Deno.statSync(`${spoolDir}/${RESERVE_FILE}`).size, SPACE_RESERVE, "the reserve is back");
+        assert.ok(logged.some((l) => /reserve is restored/.test(l)));
+        assert.equal(await spool.count(), 3);
+      } finally {
+        await spool.close();
+        await new Deno.Command("umount", { args: [dir] }).output();
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      }
+    },
+  });
+}
