@@ -715,6 +715,17 @@ export class SpoolDb {
    * So a claim never waits for an fsync, only for the group commit in progress.
    */
   claim(now: number, limit: number, dataUpTo = 0): Claimed[] {
+    try {
+      return this.#claimOnce(now, limit, dataUpTo);
+    } catch (err) {
+      if (!this.#canUseReserve(err)) throw err;
+      // A full disk must not stop deliveries, which are what frees it.
+      this.#releaseReserve(errorMessage(err));
+      return this.#claimOnce(now, limit, dataUpTo);
+    }
+  }
+
+  #claimOnce(now: number, limit: number, dataUpTo: number): Claimed[] {
     const db = this.#requireDb();
     if (this.#readOnly) throw new Error("Spool was opened read-only");
     db.exec("PRAGMA synchronous = OFF");

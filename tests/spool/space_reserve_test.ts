@@ -65,11 +65,15 @@ for (const thread of ["worker", "main"] as const) {
         fillUp(`${dir}/filler`);
         const full = available(dir);
 
-        await assert.rejects(() => spool.store(testEnvelope("new"), new Uint8Array(1000)), SpoolWriteError);
+        // The queue manager claims on the full disk (the reserve is given up for it) ...
+        const claimed = await spool.claim(Date.now() + 60_000, 10);
+        assert.deepEqual(claimed.map((c) => c.id).sort(), ["m0", "m1", "m2"]);
         assert.ok(
           logged.some((l) => /disk full .*released the \d+ octet reserve/.test(l)),
           logged.join("\n"),
         );
+        // ... while new messages are refused.
+        await assert.rejects(() => spool.store(testEnvelope("new"), new Uint8Array(1000)), SpoolWriteError);
         // Delivered: the outcome and the removal commit on the full disk.
         await spool.apply({ id: "m0", recipients: [{ index: 0, status: "delivered" }], state: "done" });
         assert.equal(await spool.get("m0"), undefined);
