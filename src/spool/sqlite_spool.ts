@@ -89,6 +89,8 @@ export class SqliteSpool implements Spool {
   /** The reader is open; until then (and if it cannot open) reads go to the writer */
   #readerUp = false;
   #readerOpening: Promise<void> | undefined;
+  /** Settles when the last write issued (enqueued op or claim) is committed or refused */
+  #lastWrite: Promise<void> = Promise.resolve();
   #log: (line: string) => void;
   #maxBatch: number;
   #windowMs: number;
@@ -276,7 +278,9 @@ export class SqliteSpool implements Spool {
     if (this.#state !== "open") throw new SpoolWriteError(`Spool is not open (state "${this.#state}")`);
     if (this.#lockless && !this.#memory) throw new SpoolWriteError("Spool was opened read-only");
     try {
-      return await this.#engine.call("claim", now, limit, options.dataUpTo ?? 0);
+      const claimed = this.#engine.call("claim", now, limit, options.dataUpTo ?? 0);
+      this.#lastWrite = claimed.then(() => {}, () => {});
+      return await claimed;
     } catch (err) {
       throw new SpoolWriteError(errorMessage(err), { cause: err });
     }
@@ -305,7 +309,7 @@ export class SqliteSpool implements Spool {
   /** Reads a message's data; CorruptMessageError (and state `corrupt`) when it fails its digest. */
   async readData(id: string): Promise<Uint8Array> {
     this.#requireOpen();
-    const reader = this.#reads;
+    const reader = await this.#reads();
     const result = await reader.call("readData", id);
     if (result.kind === "missing") throw new Deno.errors.NotFound(`No queued message "${id}"`);
     if (result.kind === "corrupt") {
@@ -319,11 +323,17 @@ export class SqliteSpool implements Spool {
   /** The first `limit` octets of a message's data, unchecked; undefined when there is no such message. */
   async readHead(id: string, limit: number): Promise<Uint8Array | undefined> {
     this.#requireOpen();
-    return await this.#reads.call("readHead", id, limit);
+    return await (await this.#reads()).call("readHead", id, limit);
   }
 
-  /** Where a read goes: the read-only connection once it is up, else the writer. */
-  get #reads(): SpoolEngine {
+  /**
+   * Where a read goes: the read-only connection once it is up, else the writer. A read sees every write
+   * issued before it (as when both shared one thread): it waits for the last one's commit — a wait for the
+   * writer, never one the writer has to make.
+   */
+  async #reads(): Promise<SpoolEngine> {
+    if (!this.#readerUp) return this.#engine;
+    await this.#lastWrite;
     return this.#readerUp ? this.#reader : this.#engine;
   }
 
@@ -343,49 +353,49 @@ export class SqliteSpool implements Spool {
   /** Reads one envelope, or undefined when there is no such message. */
   async get(id: string): Promise<Envelope | undefined> {
     this.#requireOpen();
-    return await this.#reads.call("get", id);
+    return await (await this.#reads()).call("get", id);
   }
 
   /** Lists every queued message, oldest first. */
   async list(): Promise<SpoolEntry[]> {
     this.#requireOpen();
-    return (await this.#reads.call("listEnvelopes")).map((envelope) => ({ envelope }));
+    return (await (await this.#reads()).call("listEnvelopes")).map((envelope) => ({ envelope }));
   }
 
   /** One page of queue rows. */
   async query(query: QueueQuery = {}): Promise<QueueRow[]> {
     this.#requireOpen();
-    return await this.#reads.call("query", query);
+    return await (await this.#reads()).call("query", query);
   }
 
   /** One message's queue row. */
   async row(id: string): Promise<QueueRow | undefined> {
     this.#requireOpen();
-    return await this.#reads.call("row", id);
+    return await (await this.#reads()).call("row", id);
   }
 
   /** A message's history lines. */
   async history(id: string): Promise<{ at: number; text: string }[]> {
     this.#requireOpen();
-    return await this.#reads.call("history", id);
+    return await (await this.#reads()).call("history", id);
   }
 
   /** Counts by state and by domain. */
   async summary(): Promise<QueueSummary> {
     this.#requireOpen();
-    return await this.#reads.call("summary");
+    return await (await this.#reads()).call("summary");
   }
 
   /** The earliest next attempt of an incoming or deferred message. */
   async nextDue(): Promise<number | undefined> {
     this.#requireOpen();
-    return await this.#reads.call("nextDue");
+    return await (await this.#reads()).call("nextDue");
   }
 
   /** Number of queued messages. */
   async count(): Promise<number> {
     this.#requireOpen();
-    return await this.#reads.call("count");
+    return await (await this.#reads()).call("count");
   }
 
   /** Commits every queued write, then closes the database (and its worker). */
@@ -444,12 +454,14 @@ export class SqliteSpool implements Spool {
     if (this.#lockless && !this.#memory) {
       return Promise.reject(new SpoolWriteError("Spool was opened read-only"));
     }
-    return new Promise<unknown>((resolve, reject) => {
+    const written = new Promise<unknown>((resolve, reject) => {
       this.#queue.push({ op, resolve, reject });
       // A delivery outcome is the window in which a crash repeats a delivery: never held back by the batch
       // window (the commit in flight, if any, still comes first).
       this.#schedule(op.kind === "apply");
     });
+    this.#lastWrite = written.then(() => {}, () => {});
+    return written;
   }
 
   /** Starts a commit now, after the current task, or after the window; never while one is running. */
