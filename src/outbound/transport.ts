@@ -318,6 +318,8 @@ export async function openSession(
       achieved.tlsaUsage = tlsaUsage;
       achieved.tls12 = /^TLS1\.[23]$/.test(t.info.version);
       achieved.ocsp = v?.ocsp?.ok === true;
+      // DANE-TA(2) checks the TLSA base domain and MX names; PKIX checked a name only when names were given.
+      achieved.named = verified && (isDane ? tlsaUsage === 2 : checkNames);
       if (req.requireOcsp && !achieved.ocsp) {
         // A missing or unreachable OCSP response may come next time; a revoked certificate will not.
         const status = v?.ocsp?.status;

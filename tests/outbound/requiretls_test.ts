@@ -346,3 +346,51 @@ Deno.test("REQUIRETLS: a certificate that does not match the TLSA record fails t
     }
   });
 });
+
+Deno.test("REQUIRETLS: a pooled session whose certificate name was never checked does not carry it", async () => {
+  // The downstream's certificate chains to the trusted test CA but names another host; names are not checked
+  // for this host (tlsVerifyCertHostnames: []), so an ordinary message goes out over a verified chain and
+  // leaves its session in the pool. A REQUIRETLS message needs the name: it must not reuse that session.
+  const pki = await createPki();
+  const leaf = await pki.issue({ cn: "other.example.test", dns: ["other.example.test"] });
+  const down = await startTestFerry({ tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] } });
+  const res = new MemoryResolver({ records: { "mx.example.test": { A: ["127.0.0.1"] } } });
+  const up = await startFerryIn({
+    tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] },
+    routes: [{ domains: "*", hosts: [`mx.example.test:${down.port}`] }],
+    retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+    delivery: {
+      enable: true,
+      idleTimeout: "60s",
+      tlsVerifyCertificates: pki.certFile,
+      tlsVerifyCertHostnames: [],
+      mtaSts: { enable: false },
+    },
+  }, { resolver: res });
+  try {
+    let out = await runPython(SEND, [String(up.port), "tls", "no-param"], { timeoutMs: 15_000 });
+    assert.equal(out.code, 0, out.stderr);
+    await waitFor(() => linesOf(up.memlog, "=>").length > 0, 15_000, "the first delivery");
+    assert.match(linesOf(up.memlog, "=>")[0], / CV=yes /, "the chain verified, the name unchecked");
+    out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
+    assert.equal(out.code, 0, out.stderr);
+    await waitFor(
+      () =>
+        linesOf(up.memlog, "=>").length + linesOf(up.memlog, "**").length + linesOf(up.memlog, "==").length >
+          1,
+      15_000,
+      "the second outcome",
+    );
+    assert.equal(linesOf(up.memlog, "=>").length, 1, "the REQUIRETLS message was not delivered");
+    assert.match(
+      linesOf(up.memlog, "**")[0],
+      /REQUIRETLS: requiretls: certificate verification failed: certificate does not match mx\.example\.test/,
+    );
+    assert.equal(await down.spool.count(), 1);
+  } finally {
+    await up.dispose();
+    await down.stop();
+    await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+    await pki.cleanup();
+  }
+});

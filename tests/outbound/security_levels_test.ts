@@ -69,7 +69,9 @@ Deno.test("SecurityEngine: a policy whose preparation throws refuses every host 
 
 Deno.test("meets(): an opportunistic session cannot carry a delivery that needs authentication or DANE", () => {
   const opportunistic: Achieved = { tls: 1, dane: false, tls12: true, ocsp: false };
-  const pkix: Achieved = { tls: 2, dane: false, tls12: true, ocsp: false };
+  const pkix: Achieved = { tls: 2, dane: false, tls12: true, ocsp: false, named: true };
+  // The chain verified but no name was checked (tlsVerifyCertHostnames excluded the host).
+  const unnamed: Achieved = { tls: 2, dane: false, tls12: true, ocsp: false, named: false };
   const dane: Achieved = { tls: 2, dane: true, tlsaUsage: 3, tls12: true, ocsp: false };
   const none = new Requirement();
   const auth = new Requirement();
@@ -80,6 +82,9 @@ Deno.test("meets(): an opportunistic session cannot carry a delivery that needs 
   assert.equal(meets(opportunistic, none), true);
   assert.equal(meets(opportunistic, auth), false);
   assert.equal(meets(pkix, auth), true);
+  assert.equal(meets(unnamed, auth), false);
+  assert.equal(meets(unnamed, none), true);
+  assert.equal(meets(dane, auth), false, "DANE-EE checked no name");
   assert.equal(meets(pkix, daneReq), false);
   assert.equal(meets(dane, daneReq), true);
   assert.equal(traceOf(dane, daneReq).policy, "dane");
@@ -98,7 +103,7 @@ Deno.test("ConnectionPool: an idle session that does not fit is closed and a new
   const fake = (tls: 0 | 1 | 2): OpenSession => ({
     client: { closed: false } as OpenSession["client"],
     target,
-    achieved: { tls, dane: false, tls12: true, ocsp: false },
+    achieved: { tls, dane: false, tls12: true, ocsp: false, named: tls === 2 },
     tryPrdr: false,
     close: () => {
       closedCount++;

@@ -111,12 +111,20 @@ export interface Achieved {
   tls12: boolean;
   /** The OCSP check passed */
   ocsp: boolean;
+  /**
+   * The certificate's name was checked and matched (PKIX with RFC 6125 names, or DANE-TA): a session verified
+   * without the name check (tlsVerifyCertHostnames excludes the host) is not authenticated for a delivery
+   * that needs one; DANE-EE(3) needs no name
+   */
+  named?: boolean;
 }
 
 /** Whether a session that achieved `a` may carry a delivery that requires `r`. */
 export function meets(a: Achieved, r: Requirement): boolean {
   if (a.tls < r.tls) return false;
   if (r.dane && r.tls === 2 && !a.dane) return false;
+  // Authentication without DANE (tlsVerifyHosts, MTA-STS, REQUIRETLS over PKIX) includes the name check.
+  if (r.tls === 2 && !r.dane && !a.named) return false;
   if (r.minTls12 && !a.tls12) return false;
   if (r.requireOcsp && !a.ocsp) return false;
   return true;
