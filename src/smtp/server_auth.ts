@@ -18,8 +18,11 @@ export const AUTH_LINE_MAX = 12288 + 2;
 
 /** How the exchange talks to the client. */
 export interface AuthIo {
-  /** Sends a challenge and reads the client's answer; undefined when the client went away */
-  challenge(r: Reply): Promise<string | undefined>;
+  /**
+   * Sends a challenge and reads the client's answer; undefined when the client went away, `tooLong` when
+   * the answer was longer than {@link AUTH_LINE_MAX}.
+   */
+  challenge(r: Reply): Promise<string | { tooLong: true } | undefined>;
 }
 
 /** The outcome of collecting credentials: the credentials, or the reply that ends the attempt. */
@@ -28,12 +31,18 @@ export type AuthExchange =
   | { refusal: Reply; detail: string };
 
 const cancelled = { refusal: reply(501, "5.0.0", "Authentication cancelled"), detail: "AUTH cancelled" };
+const tooLong = {
+  refusal: reply(500, "5.5.6", "Authentication Exchange line is too long"),
+  detail: "AUTH exchange line too long",
+};
 const undecodable = (detail: string) => ({ refusal: reply(501, "5.5.2", "Cannot decode response"), detail });
 
 /** Reads one response: `*` cancels, other text is base64. */
 async function ask(io: AuthIo, challenge: string): Promise<string | { refusal: Reply; detail: string }> {
   const line = await io.challenge(reply(334, undefined, challenge));
   if (line === undefined) return { refusal: reply(421, "4.4.2", "Connection lost"), detail: "lost" };
+  // RFC 4954 4: an over-long response ends the AUTH command; the client is back in command state.
+  if (typeof line !== "string") return tooLong;
   if (line === "*") return cancelled;
   try {
     return decodeResponse(line);

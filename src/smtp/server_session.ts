@@ -191,7 +191,13 @@ export class ServerSession {
     await this.#flush();
   }
 
-  async #readLine(max = this.#opts.limits.commandLine): Promise<string | undefined> {
+  async #readLine(max?: number): Promise<string | undefined>;
+  async #readLine(max: number, tooLong: "return"): Promise<string | { tooLong: true } | undefined>;
+  /** Reads a line; an over-long one is refused here (500 5.5.2), or returned as it is with `tooLong`. */
+  async #readLine(
+    max = this.#opts.limits.commandLine,
+    tooLong?: "return",
+  ): Promise<string | { tooLong: true } | undefined> {
     const { limits } = this.#opts;
     // The whole line must arrive by then: a deadline, not an idle timer a trickle of octets restarts.
     let deadline = performance.now() + limits.commandTimeoutMs;
@@ -199,6 +205,7 @@ export class ServerSession {
       const got = this.#input.takeLine(max);
       if (got && "line" in got) return got.line;
       if (got && "tooLong" in got) {
+        if (tooLong) return got;
         await this.#bad(reply(500, "5.5.2", "Line too long"), "command line too long");
         deadline = performance.now() + limits.commandTimeoutMs;
         continue;
@@ -618,7 +625,7 @@ export class ServerSession {
       challenge: async (r) => {
         this.#send(r);
         await this.#flush();
-        return await this.#readLine(AUTH_LINE_MAX);
+        return await this.#readLine(AUTH_LINE_MAX, "return");
       },
     });
     if ("refusal" in got) {

@@ -965,3 +965,34 @@ Deno.test("ServerSession ends quietly when the client disconnects mid-DATA", asy
   assert.equal(t.seen.closed, "connection lost during DATA");
   assert.equal(t.seen.messages.length, 0);
 });
+
+Deno.test("ServerSession ends the AUTH exchange on an over-long response line (500 5.5.6) and reads the next command", async () => {
+  const logins: string[] = [];
+  const t = await start({
+    session: { tls: TLS_INFO, auth: { mechanisms: ["PLAIN", "LOGIN"], required: false } },
+    handler: {
+      authenticate: (_m, cr) => {
+        logins.push(cr.authcid);
+        return Promise.resolve(cr.password === "pw");
+      },
+    },
+  });
+  await t.c.cmd("EHLO client.test", 250);
+  await t.c.cmd("AUTH LOGIN", 334);
+  // RFC 4954 4: a response line may be 12288 octets; this one is longer, sent whole.
+  await t.c.cmd("A".repeat(13_000), 500, "5.5.6");
+  // Back in command state: NOOP is a command, not a SASL response.
+  await t.c.cmd("NOOP", 250, "2.0.0");
+  // The same in pieces: the refusal comes before the line's end, whose rest is skipped.
+  await t.c.cmd("AUTH PLAIN", 334);
+  await t.c.send("B".repeat(13_000));
+  await t.c.expect(500, "5.5.6");
+  await t.c.send("B".repeat(100) + "\r\n");
+  await t.c.cmd("NOOP", 250, "2.0.0");
+  // A later AUTH still works, and nothing reached authenticate before it.
+  assert.deepEqual(logins, []);
+  await t.c.cmd("AUTH PLAIN " + btoa("\0user\0pw"), 235, "2.7.0");
+  assert.deepEqual(logins, ["user"]);
+  assert.ok(t.seen.errors.includes("AUTH exchange line too long"), t.seen.errors.join("; "));
+  await finish(t);
+});
