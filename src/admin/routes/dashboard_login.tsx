@@ -1,5 +1,8 @@
 /** @jsxImportSource hono/jsx */
-/** `GET/POST /dashboard/login`: a token form; a good token is kept in an HttpOnly, SameSite=Strict cookie. */
+/**
+ * `GET/POST /dashboard/login`: a token form; a good token is kept in an HttpOnly, SameSite=Strict cookie
+ * scoped to `/dashboard`.
+ */
 
 import type { Hono } from "hono";
 import { setCookie } from "hono/cookie";
@@ -34,7 +37,8 @@ export function dashboardLoginRoute(app: Hono, deps: AdminDeps): void {
     setCookie(c, TOKEN_COOKIE, token, {
       httpOnly: true,
       sameSite: "Strict",
-      path: "/",
+      // Only the dashboard reads it; /api wants the Authorization header and never sees this cookie.
+      path: "/dashboard",
       secure: new URL(c.req.url).protocol === "https:",
     });
     return c.redirect("/dashboard", 303);
