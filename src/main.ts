@@ -152,7 +152,13 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     );
   }
   log.write(`spool ${config.spool.dir}: ${report.queued} message(s) queued`);
-  const readiness: Readiness = { spoolOpen: true, listenersBound: false, stopping: false };
+  let spoolClosed = false;
+  const readiness: Readiness = {
+    // The spool's own state, asked at each probe: a worker that died for good makes Ferry not ready.
+    spool: () => spoolClosed ? "spool is closed" : spool.problem?.(),
+    listenersBound: false,
+    stopping: false,
+  };
   const metrics = new FerryMetrics({
     queueByState: async () => (await spool.summary()).byState,
     spoolStats: () => (spool as { stats?: { commits: number; writes: number } }).stats,
@@ -369,7 +375,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
         dmarcHistory?.close();
         await admin?.server.stop();
         await spool.close();
-        readiness.spoolOpen = false;
+        spoolClosed = true;
         tlsSetup?.close();
         setRedisService(undefined);
         await redis?.close();

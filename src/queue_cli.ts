@@ -367,7 +367,7 @@ async function offline(args: Args, call: Call): Promise<unknown> {
     const token = crypto.randomUUID();
     const app = createAdminApp({
       metrics: new FerryMetrics({ queueByState: async () => (await spool.summary()).byState }),
-      readiness: { spoolOpen: true, listenersBound: false, stopping: false },
+      readiness: { spool: () => spool.problem(), listenersBound: false, stopping: false },
       config: {},
       spool,
       queue: opsQueueAccess(spool, () => ops),

@@ -7,7 +7,8 @@ import type { Activity } from "./activity.ts";
 
 /** Readiness facts the composition root keeps current. */
 export interface Readiness {
-  spoolOpen: boolean;
+  /** Why the spool cannot take mail now (closed, its worker failed for good or restarting); undefined when it can */
+  spool(): string | undefined;
   listenersBound: boolean;
   stopping: boolean;
 }

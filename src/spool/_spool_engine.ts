@@ -33,6 +33,8 @@ export interface SpoolEngine {
   /** Runs one SpoolDb method; `commit` rejects with a BatchCommitError-named error when the batch failed. */
   call<M extends DbMethod>(method: M, ...args: DbArgs<M>): Promise<DbResult<M>>;
   close(): Promise<void>;
+  /** Why the engine cannot serve now (its worker failed for good, or is being restarted); undefined when it can */
+  problem?(): string | undefined;
 }
 
 /** Runs the database on the calling thread (each commit blocks the event loop for its fsync). */

@@ -199,6 +199,12 @@ export class WorkerEngine implements SpoolEngine {
     };
   }
 
+  problem(): string | undefined {
+    if (this.#dead !== undefined) return this.#dead.message;
+    if (this.#reopening !== undefined) return "spool worker restarting";
+    return undefined;
+  }
+
   /** Fault injection for tests: makes the worker die as from an uncaught error. */
   crash(): Promise<void> {
     return this.#send({ method: "crash" });

@@ -157,6 +157,8 @@ export interface Claimed {
 export interface Spool {
   /** Opens the store and recovers what it holds; corrupt entries go to quarantine, never crash. */
   open(): Promise<RecoveryReport>;
+  /** Why the spool cannot take writes now (closed, failed for good, recovering); undefined when it can */
+  problem?(): string | undefined;
   /** A new Exim-style message id, unique across restarts and processes sharing the spool. */
   newId(): string;
   /**

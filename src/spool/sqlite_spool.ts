@@ -213,6 +213,12 @@ export class SqliteSpool implements Spool {
     return await this.#reader.occupy();
   }
 
+  /** Why the spool cannot take writes now (not open, its worker failed for good or restarting); else undefined. */
+  problem(): string | undefined {
+    if (this.#state !== "open") return `spool is ${this.#state}`;
+    return this.#engine.problem?.();
+  }
+
   /** Transactions committed and writes they carried since construction (writes / commits = batch size). */
   get stats(): { commits: number; writes: number } {
     return { commits: this.#commits, writes: this.#writes };
