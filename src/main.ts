@@ -164,6 +164,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     spoolStats: () => (spool as { stats?: { commits: number; writes: number } }).stats,
     stapleAges: () => tlsSetup?.stapleAges() ?? [],
   });
+  spool.observeCommits?.((seconds, writes) => metrics.spoolCommit(seconds, writes));
   const activity = new Activity();
   const observer = combineObservers(metrics, activity);
   // The scheduler starts after the admin listener: queue actions reach it through this holder.

@@ -40,6 +40,7 @@ export function tlsPolicyLabel(cv: "yes" | "no" | "dane" | "none", policy?: stri
 }
 
 const LATENCY = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const BATCH = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 const DELIVERY = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400];
 
 /** The metrics of one Ferry, and the Observer that feeds them. */
@@ -57,6 +58,8 @@ export class FerryMetrics implements Observer {
   #dnsQueries;
   #dnsSeconds;
   #spoolStore;
+  #spoolCommitSeconds;
+  #spoolBatchSize;
   #verdicts;
 
   constructor(sources: MetricSources = {}) {
@@ -140,6 +143,18 @@ export class FerryMetrics implements Observer {
       name: "ferry_spool_store_seconds",
       help: "Time to make one accepted message durable (group commit included)",
       buckets: LATENCY,
+      registers,
+    });
+    this.#spoolCommitSeconds = new Histogram({
+      name: "ferry_spool_commit_seconds",
+      help: "Latency of one spool group commit (the transaction and its sync)",
+      buckets: LATENCY,
+      registers,
+    });
+    this.#spoolBatchSize = new Histogram({
+      name: "ferry_spool_commit_batch_size",
+      help: "Writes carried by one spool group commit",
+      buckets: BATCH,
       registers,
     });
     new Gauge({
@@ -233,5 +248,10 @@ export class FerryMetrics implements Observer {
   }
   spoolStore(seconds: number): void {
     this.#spoolStore.observe(seconds);
+  }
+  /** One group commit: its latency and the writes it carried. */
+  spoolCommit(seconds: number, writes: number): void {
+    this.#spoolCommitSeconds.observe(seconds);
+    this.#spoolBatchSize.observe(writes);
   }
 }

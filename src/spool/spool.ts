@@ -159,6 +159,8 @@ export interface Spool {
   open(): Promise<RecoveryReport>;
   /** Why the spool cannot take writes now (closed, failed for good, recovering); undefined when it can */
   problem?(): string | undefined;
+  /** Calls `fn` after each group commit with its latency in seconds and the writes it carried (metrics) */
+  observeCommits?(fn: (seconds: number, writes: number) => void): void;
   /** A new Exim-style message id, unique across restarts and processes sharing the spool. */
   newId(): string;
   /**

@@ -102,6 +102,7 @@ export class SqliteSpool implements Spool {
   #inFlight: Promise<void> | undefined;
   #commits = 0;
   #writes = 0;
+  #onCommit: ((seconds: number, writes: number) => void) | undefined;
   #dir: string;
   #lockless: boolean;
   #memory: boolean;
@@ -217,6 +218,11 @@ export class SqliteSpool implements Spool {
   problem(): string | undefined {
     if (this.#state !== "open") return `spool is ${this.#state}`;
     return this.#engine.problem?.();
+  }
+
+  /** Calls `fn` after each group commit with its latency in seconds and the writes it carried (metrics). */
+  observeCommits(fn: (seconds: number, writes: number) => void): void {
+    this.#onCommit = fn;
   }
 
   /** Transactions committed and writes they carried since construction (writes / commits = batch size). */
@@ -529,10 +535,12 @@ export class SqliteSpool implements Spool {
   }
 
   async #commit(batch: Queued[]): Promise<void> {
+    const started = performance.now();
     try {
       const results: OpResult[] = await this.#engine.call("commit", batch.map((q) => q.op));
       this.#commits++;
       this.#writes += batch.length;
+      this.#onCommit?.((performance.now() - started) / 1000, batch.length);
       batch.forEach((q, i) => {
         const result = results[i];
         if (result?.ok) q.resolve(result.value);

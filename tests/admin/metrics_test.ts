@@ -159,6 +159,13 @@ Deno.test("/metrics passes promtool and its counters move as mail is received, r
     assert.equal(m["ferry_spool_store_seconds_count{}"], 2);
     assert.ok(m["ferry_spool_commits_total{}"] >= 2);
     assert.ok(m["ferry_spool_commit_writes_total{}"] >= m["ferry_spool_commits_total{}"]);
+    // Each group commit is observed once: its latency, and its batch size (the writes it carried).
+    const commits = m["ferry_spool_commits_total{}"];
+    assert.ok(m["ferry_spool_commit_seconds_count{}"] > (before["ferry_spool_commit_seconds_count{}"] ?? 0));
+    assert.equal(m["ferry_spool_commit_seconds_count{}"], commits);
+    assert.ok(m["ferry_spool_commit_seconds_sum{}"] > 0);
+    assert.equal(m["ferry_spool_commit_batch_size_count{}"], commits);
+    assert.equal(m["ferry_spool_commit_batch_size_sum{}"], m["ferry_spool_commit_writes_total{}"]);
     assert.equal(
       (m['ferry_queue_messages{state="incoming"}'] ?? 0) + (m['ferry_queue_messages{state="deferred"}'] ?? 0),
       1,
