@@ -146,10 +146,11 @@ Deno.test("postsrsd 1.10 and Ferry: identical SRS0 and SRS1 addresses, and each 
 });
 
 Deno.test("srs in Ferry: a forwarded sender is rewritten over an MX route; an SRS bounce address is reversed at RCPT", async () => {
-  const ds = startDownstream();
+  const ds = startDownstream({ dsn: true });
   const resolver = new MemoryResolver({
     records: {
       "dest.test": { MX: [{ exchange: "mx.dest.test", preference: 10 }] },
+      "example.org": { MX: [{ exchange: "mx.dest.test", preference: 10 }] },
       "mx.dest.test": { A: ["127.0.0.1"] },
     },
   });
@@ -188,12 +189,15 @@ Deno.test("srs in Ferry: a forwarded sender is rewritten over an MX route; an SR
     assert.equal(bad?.code, 550);
     assert.match(bad!.text, /^5\.1\.1 Invalid or expired SRS address/);
     assert.equal((await c.cmd("DATA"))?.code, 354);
-    const r = await c.cmd("Subject: bounce\r\n\r\nx\r\n.");
-    const env = await f.spool.get(/id=(\S+)/.exec(r!.text)![1]);
-    assert.deepEqual(env?.recipients.map((x) => [x.address, x.orcpt?.address]), [[
-      "alice@example.org",
-      froms[1],
-    ]]);
+    assert.equal((await c.cmd("Subject: bounce\r\n\r\nx\r\n."))?.code, 250);
+    // Delivered to the original sender, with the SRS address kept as its ORCPT (RFC 3461).
+    await waitFor(() => ds.messages.length === 4, 8000, "the bounce delivered");
+    const bounce = ds.messages[3];
+    assert.equal(bounce.from, "");
+    assert.deepEqual(bounce.rcpts, ["alice@example.org"]);
+    // ORCPT is xtext (RFC 3461 §4): "=" is sent as "+3D".
+    const xtext = froms[1].replaceAll("+", "+2B").replaceAll("=", "+3D");
+    assert.ok(bounce.rcptLines[0].endsWith(` ORCPT=rfc822;${xtext}`), bounce.rcptLines[0]);
     assert.ok(f.memlog.has(/SRS: <SRS0=.*> refused: hash does not match/));
     c.close();
   } finally {
