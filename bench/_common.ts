@@ -22,7 +22,8 @@ export const ONLY = (Deno.env.get("BENCH_ONLY") ?? "accept,relay,starttls,dane")
 export const WARMUP_PER_SESSION = 5;
 export const FROM = "sender@client.test";
 export const TO = "rcpt@bench.test";
-export const GOAL = 3;
+// Issue 8: the inbound-accept goal rose from 3× to 4× Postfix measured in the same run.
+export const GOAL = 4;
 export const RELAY_GOAL = 2;
 
 /** An SMTP endpoint being measured, with ways to see what it did with the mail. */
