@@ -258,7 +258,9 @@ export async function deliverGroup(
       hostFailed(target, he, he.errno === "TLS" ? "4.7.5" : local ? "4.3.0" : "4.4.1", !local);
       continue;
     }
-    if (req.mtaSts === "testing" && session.achieved.tls < 2) {
+    // RFC 8460 §4.4: the counts are of sessions, so a reused pooled connection is not counted again (it was
+    // when it was opened).
+    if (fresh && req.mtaSts === "testing" && session.achieved.tls < 2) {
       // An MTA-STS policy in testing mode delivers anyway; TLS-RPT still reports what it would have refused.
       deps.onTlsResult?.({
         domain,
@@ -268,7 +270,7 @@ export async function deliverGroup(
         sendingIp: session.sendingIp,
         failure: session.achieved.tls === 0 ? "starttls-not-supported" : "validation-failure",
       });
-    } else if (session.achieved.tls > 0) {
+    } else if (fresh && session.achieved.tls > 0) {
       deps.onTlsResult?.({
         domain,
         ...policyOf(traceOf(session.achieved, req).policy, req),

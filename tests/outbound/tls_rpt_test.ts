@@ -328,3 +328,46 @@ Deno.test("TlsRptReporter: runs a minute after the UTC day boundary, retries a f
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("TLS-RPT counts sessions, not deliveries: two messages over one pooled connection are one success", async () => {
+  const resolver = new MemoryResolver({
+    records: {
+      "example.test": { MX: [{ preference: 10, exchange: "mx.example.test" }] },
+      "mx.example.test": { A: ["127.0.0.1"] },
+      "other.test": { MX: [{ preference: 10, exchange: "mx.other.test" }] },
+      "mx.other.test": { A: ["127.0.0.1"] },
+    },
+  });
+  await withTlsDownstream(async ({ down }) => {
+    const up = await startFerryIn({
+      routes: [{ domains: "*", mx: true, port: down.port }],
+      delivery: { enable: true, idleTimeout: "60s" },
+      tlsRpt: { enable: true },
+    }, { resolver });
+    try {
+      for (let i = 1; i <= 2; i++) {
+        await submit(up.port, [`user${i}@example.test`]);
+        await waitFor(() => linesOf(up.memlog, "=>").length === i, 30_000, `delivery ${i}`);
+      }
+      assert.equal(linesOf(down.memlog, "<=").length, 2);
+      // A third session, to another MX name (so not the pooled one): once its result is in the file, so is
+      // everything recorded before it (the whole state is written in order).
+      await submit(up.port, ["user@other.test"]);
+      const file = `${up.dir}/spool/tls-rpt-results.json`;
+      await waitFor(
+        async () => (await Deno.readTextFile(file).catch(() => "")).includes("other.test"),
+        30_000,
+        "the third session recorded",
+      );
+      const store = new TlsRptStore(file);
+      const report = (domain: string) =>
+        store.report(domain, store.days()[0], { organizationName: "o", contactInfo: "c", reportId: "i" }) as {
+          policies: { summary: Record<string, number> }[];
+        };
+      assert.equal(report("example.test").policies[0].summary["total-successful-session-count"], 1);
+      assert.equal(report("other.test").policies[0].summary["total-successful-session-count"], 1);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
