@@ -59,6 +59,12 @@ export { isSrs, srsForward, srsReverse } from "./src/policy/srs.ts";
 export { spf, type SpfOptions, type SpfOutcome, type SpfResultName } from "./src/policy/checks/spf.ts";
 export { senderLogin, type SenderLogins } from "./src/policy/sender_login.ts";
 export { hashPassword } from "./src/core/password_hash.ts";
+export {
+  dovecotAuth,
+  DovecotAuthError,
+  type DovecotAuthOptions,
+  type DovecotAuthRequest,
+} from "./src/policy/dovecot_auth.ts";
 export type { AuthCheckRequest } from "./src/inbound/authenticator.ts";
 export type { AuthInfo } from "./src/core/envelope.ts";
 export {
