@@ -535,3 +535,23 @@ Deno.test("policy sees the login: a policy.mail step records c.auth (PLAIN, LOGI
     await r.stop();
   }
 });
+
+Deno.test("AUTH exchange: a response line over 12288 octets is 500 5.5.6 and the next line (NOOP) is a command again", async () => {
+  const r = await rig();
+  try {
+    const a = await raw(r.ports.smtps, "smtps", [
+      "AUTH LOGIN",
+      "A".repeat(13_000),
+      "NOOP",
+      "AUTH PLAIN " + plainResp("alice", "alice-secret"),
+    ]);
+    assert.deepEqual(a.slice(2), [
+      "> AUTH 334 VXNlcm5hbWU6",
+      "> line 500 5.5.6 Authentication Exchange line is too long",
+      "> line 250 2.0.0 OK",
+      "> AUTH 235 2.7.0 Authentication successful",
+    ]);
+  } finally {
+    await r.stop();
+  }
+});
