@@ -6,7 +6,7 @@
 
 import { HostList, type HostListSpec, normalizeName } from "../core/host_list.ts";
 import { isIp } from "../core/ip.ts";
-import type { Resolver } from "../dns/resolver.ts";
+import type { DnsAnswer, Resolver } from "../dns/resolver.ts";
 import { DnsError } from "../dns/dns_error.ts";
 
 /** A route as the config gives it. */
@@ -135,16 +135,26 @@ function dnsTrouble(err: unknown, what: string): never {
 /**
  * Looks up the addresses of a host name (A, then AAAA); an IP literal is its own address. `secure`: both
  * answers were DNSSEC-validated; `alias`: where a validated CNAME chain ended, when the name is an alias.
+ * When one of the two lookups fails and the other answered with addresses from an unsigned zone, those
+ * addresses are used (as Postfix and Exim do); an answer from a signed zone beside a failed lookup (which may
+ * be a bogus answer) defers the host, as both failing does.
  */
 export async function addressesOf(
   resolver: Resolver,
   name: string,
 ): Promise<{ ips: string[]; nxdomain: boolean; secure: boolean; alias?: string }> {
   if (isIp(name)) return { ips: [name], nxdomain: false, secure: false };
-  const [a, aaaa] = await Promise.all([
-    resolver.a(name).catch((e) => dnsTrouble(e, `${name} (A)`)),
-    resolver.aaaa(name).catch((e) => dnsTrouble(e, `${name} (AAAA)`)),
-  ]);
+  const [ra, raaaa] = await Promise.allSettled([resolver.a(name), resolver.aaaa(name)]);
+  if (ra.status === "rejected" && raaaa.status === "rejected") dnsTrouble(ra.reason, `${name} (A)`);
+  if (ra.status === "rejected" || raaaa.status === "rejected") {
+    const [failed, what, answered] = ra.status === "rejected"
+      ? [ra.reason, "A", raaaa as PromiseFulfilledResult<DnsAnswer<string>>]
+      : [(raaaa as PromiseRejectedResult).reason, "AAAA", ra];
+    const usable = answered.value.records.length > 0 && !answered.value.ad;
+    if (!usable || !(failed instanceof DnsError)) dnsTrouble(failed, `${name} (${what})`);
+    return { ips: [...answered.value.records], nxdomain: false, secure: false };
+  }
+  const a = ra.value, aaaa = raaaa.value;
   const secure = a.ad && aaaa.ad;
   const end = a.records.length ? a.name : aaaa.name;
   const alias = secure && end && normalizeName(end) !== normalizeName(name) ? normalizeName(end) : undefined;

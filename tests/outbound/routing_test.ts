@@ -12,6 +12,7 @@ import {
   type SelfInfo,
 } from "../../src/outbound/routing.ts";
 import { startUnbound } from "../helpers/unbound.ts";
+import { startDroppingForwarder } from "../helpers/dane.ts";
 
 const self: SelfInfo = { names: ["ferry.test"], endpoints: ["127.0.0.1:2525"] };
 
@@ -261,6 +262,53 @@ Deno.test("resolveTargets() over a real unbound: null MX, implicit MX, NXDOMAIN 
     assert.equal(nx.status, "5.1.2");
     assert.equal(nx.temporary, false);
   } finally {
+    await unbound.stop();
+  }
+});
+
+Deno.test("resolveTargets(): an AAAA lookup that fails leaves the A records of an unsigned zone; a signed zone defers", async () => {
+  const r = new MemoryResolver({
+    ad: true,
+    records: {
+      "signed.test": { MX: [{ preference: 10, exchange: "mx.signed.test" }] },
+      "mx.signed.test": { A: ["127.0.0.4"] },
+    },
+  });
+  r.fail("mx.signed.test", "AAAA", "SERVFAIL");
+  const e = await routingError(resolveTargets(mxRoute(), "signed.test", r, self));
+  assert.equal(e.temporary, true);
+  assert.match(e.message, /mx\.signed\.test \(AAAA\)/);
+  // The same answer without the AD bit (an unsigned zone): the A records are used, not DNSSEC-secure.
+  const u = new MemoryResolver({
+    records: {
+      "unsigned.test": { MX: [{ preference: 10, exchange: "mx.unsigned.test" }] },
+      "mx.unsigned.test": { A: ["127.0.0.5"] },
+    },
+  });
+  u.fail("mx.unsigned.test", "AAAA", "SERVFAIL");
+  const t = await resolveTargets(mxRoute(), "unsigned.test", u, self);
+  assert.deepEqual(t.map((x) => [x.ip, x.secure]), [["127.0.0.5", undefined]]);
+});
+
+Deno.test("resolveTargets() over a real unbound: an AAAA query that times out does not hide the A records", async () => {
+  const unbound = await startUnbound({
+    zones: [{
+      name: "zone.test",
+      records: ["mailer IN MX 10 mx.mailer", "mx.mailer IN A 127.0.0.11"].join("\n"),
+    }],
+  });
+  const fwd = await startDroppingForwarder(unbound.port, ["AAAA"]);
+  const dns = new DnsClient({
+    nameservers: [{ address: "127.0.0.1", port: fwd.port, trusted: false }],
+    timeout: 1500,
+    attempts: 1,
+  });
+  try {
+    const t = await resolveTargets(mxRoute(), "mailer.zone.test", dns, self);
+    assert.deepEqual(t.map((x) => `${x.name} ${x.ip}`), ["mx.mailer.zone.test 127.0.0.11"]);
+    assert.ok(fwd.dropped.includes("mx.mailer.zone.test AAAA"), `${fwd.dropped}`);
+  } finally {
+    await fwd.stop();
     await unbound.stop();
   }
 });
