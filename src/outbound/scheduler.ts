@@ -397,7 +397,10 @@ export class Scheduler implements QueueManagerHooks {
     const env = claimed.envelope ?? await spool.get(id);
     if (!env) return;
     const now = this.#clock.now();
-    const due = env.recipients.filter((r) => r.status === "pending" && (r.nextAttempt ?? 0) <= now);
+    const pending = env.recipients.filter((r) => r.status === "pending");
+    // Pulled forward by a flush (its index time is before each pending recipient's own): all of them are due.
+    const pulled = claimed.nextAttempt < Math.min(...pending.map((r) => r.nextAttempt ?? 0));
+    const due = pending.filter((r) => pulled || (r.nextAttempt ?? 0) <= now);
     if (due.length > 0) {
       // The body is read (and its digest checked) only when something needs it: a group that is tried, or a
       // report; a dead destination's deferrals never read it.

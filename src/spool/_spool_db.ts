@@ -379,12 +379,17 @@ export class SpoolDb {
         `UPDATE recipients SET next_attempt = ? WHERE domain = ? AND status = 'pending' AND message_id IN
            (SELECT id FROM messages WHERE state IN ('incoming', 'deferred', 'active'))`,
       ),
+      // A flush of the whole queue rewrites only the recipients of messages in delivery now (whose attempt
+      // ends by rewriting their next attempt); the others are pulled forward by their message's next_attempt
+      // alone, which a queue run reads as "every pending recipient is due" (see Claimed.nextAttempt).
       retryEverything: prepare(
         `UPDATE recipients SET next_attempt = ? WHERE status = 'pending' AND message_id IN
-           (SELECT id FROM messages WHERE state IN ('incoming', 'deferred', 'active'))`,
+           (SELECT id FROM messages WHERE state = 'active')`,
       ),
+      // Strictly before every pending recipient's own next attempt: how a queue run tells a flushed message.
       pullEverything: prepare(
-        `UPDATE messages SET next_attempt = ? WHERE state IN ('incoming', 'deferred') AND next_attempt > ?`,
+        `UPDATE messages SET next_attempt = min(next_attempt, ?) - 1 WHERE state IN ('incoming', 'deferred')
+           AND next_attempt IS NOT NULL`,
       ),
       markCorrupt: prepare("UPDATE messages SET state = 'corrupt', reason = ? WHERE id = ?"),
     };
@@ -619,7 +624,7 @@ export class SpoolDb {
       case "retryNow": {
         if (op.domain === undefined) {
           s.retryEverything.run(op.at);
-          return Number(s.pullEverything.run(op.at, op.at).changes);
+          return Number(s.pullEverything.run(op.at).changes);
         }
         const ids = (s.domainMessages.all(op.domain) as { message_id: string }[]).map((r) => r.message_id);
         s.retryDomainRecipients.run(op.at, op.domain);

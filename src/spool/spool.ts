@@ -144,6 +144,10 @@ export interface Claimed {
   id: string;
   /** Its state before the claim */
   from: "incoming" | "deferred";
+  /**
+   * The message's next attempt in the index; earlier than every pending recipient's own when a flush pulled
+   * the message forward (then all of its pending recipients are due)
+   */
   nextAttempt: number;
   /** The envelope with its recipients' states, read in the claim's own transaction */
   envelope?: Envelope;

@@ -75,6 +75,40 @@ Deno.test("hold, release, retry and flush move messages between queue states and
   }
 });
 
+Deno.test("flush makes every pending recipient due, also one not due while another of its message was", async () => {
+  const r = await rig({ start: T0, delivery: { queueInterval: "1d" }, script: () => deferred });
+  const ops = new QueueOps({
+    spool: r.spool,
+    hostname: "ferry.test",
+    manager: r.scheduler,
+    now: r.clock.now,
+  });
+  try {
+    await r.add("m", [
+      { address: "x@one.test", attempts: 1, nextAttempt: T0 - MIN },
+      { address: "y@two.test", attempts: 1, nextAttempt: T0 + 60 * MIN },
+    ]);
+    await r.add("later", [{ address: "z@three.test", attempts: 1, nextAttempt: T0 + 30 * MIN }]);
+    await r.scheduler.start();
+    await until(
+      async () => (await r.spool.row("m"))?.state === "deferred" && r.calls.length === 1,
+      "first run",
+    );
+    assert.deepEqual(r.calls.map((c) => c.domain), ["one.test"], "only the due recipient was tried");
+    assert.deepEqual(await ops.flush(), { messages: 2 });
+    await until(() => r.calls.length === 4, "flush");
+    assert.deepEqual(r.calls.slice(1).map((c) => c.domain).sort(), ["one.test", "three.test", "two.test"]);
+    await until(async () => (await ops.summary()).byState.deferred === 2, "deferred again");
+    // Deferred again under the retry rules: not due again at once.
+    const again = r.calls.length;
+    await r.scheduler.wake();
+    await settle();
+    assert.equal(r.calls.length, again);
+  } finally {
+    await r.stop();
+  }
+});
+
 Deno.test("show gives envelope, recipient states, history and headers", async () => {
   const r = await rig({ start: T0, script: () => deferred });
   const ops = new QueueOps({
