@@ -159,7 +159,10 @@ export async function deliverGroup(
   let lastHost: Partial<RecipientOutcome> = {};
   let lastSecurity: SecurityTrace | undefined;
   let hostFailures = 0;
+  /** Hosts that refused for a security reason that a retry would meet again */
   let securityFailures = 0;
+  /** Hosts that failed for any security reason, temporary or definite */
+  let anySecurityFailures = 0;
   let tried = 0;
   /** What the security policies required of the host being tried (TLS-RPT names the policy) */
   let current: Requirement | undefined;
@@ -191,6 +194,7 @@ export async function deliverGroup(
       });
     }
     hostFailures++;
+    if (SECURITY_ERRNOS.has(he.errno)) anySecurityFailures++;
     if (SECURITY_ERRNOS.has(he.errno) && he.definite) securityFailures++;
   };
   // dsnLasthop: DSN processing ends here (RFC 3461 parameters are not passed on; Ferry reports success).
@@ -381,5 +385,10 @@ export async function deliverGroup(
   if (envelope.requireTls && securityFailures > 0 && securityFailures === hostFailures) {
     return all("failed", "5.7.10", `REQUIRETLS: ${lastError}`, { ...lastHost, security: lastSecurity });
   }
-  return all("deferred", lastStatus, lastError, { ...lastHost, security: lastSecurity });
+  // Held back only by security failures, some temporary: 4.7.10, which becomes 5.7.10 if the retry rules give
+  // up on it (outcome.ts), as RFC 8689 §5 wants for a REQUIRETLS message that could not be sent securely.
+  const status = envelope.requireTls && hostFailures > 0 && anySecurityFailures === hostFailures
+    ? "4.7.10"
+    : lastStatus;
+  return all("deferred", status, lastError, { ...lastHost, security: lastSecurity });
 }

@@ -190,7 +190,8 @@ export async function applyOutcome(
     reports.failure.push({
       recipient: r,
       action: "failed",
-      status: /^5\./.test(o.status) ? o.status : "5.4.7",
+      // A REQUIRETLS message deferred only for security reasons (deliver.ts: 4.7.10) fails with 5.7.10.
+      status: /^5\./.test(o.status) ? o.status : o.status === "4.7.10" ? "5.7.10" : "5.4.7",
       remoteMta,
       diagnostic: diagnostic ?? `x-ferry; ${text}`,
       lastAttempt: new Date(now),

@@ -394,3 +394,33 @@ Deno.test("REQUIRETLS: a pooled session whose certificate name was never checked
     await pki.cleanup();
   }
 });
+
+Deno.test("REQUIRETLS: deferred only by a temporary security failure, it fails with 5.7.10 when the retry rules give up", async () => {
+  await withTlsDownstream(async ({ down, leaf }) => {
+    const res = resolver(down.port, await spkiSha256(leaf.certFile), true);
+    res.fail(`_${down.port}._tcp.mx.example.test`, "TLSA", "SERVFAIL");
+    const up = await startFerryIn({
+      tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] },
+      routes: [{ domains: "*", mx: true, port: down.port }],
+      retry: [{ domains: "*", rules: [{ every: "1s", until: "1s" }] }],
+      delivery: { enable: true, mtaSts: { enable: false } },
+    }, { resolver: res });
+    try {
+      const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
+      assert.equal(out.code, 0, out.stderr);
+      await waitFor(() => linesOf(up.memlog, "**").length > 0, 20_000, "the failure at retry expiry");
+      assert.ok(linesOf(up.memlog, "==").length > 0, "deferred first");
+      assert.match(linesOf(up.memlog, "**")[0], /retry timeout exceeded .*TLSA lookup .* failed/);
+      await waitFor(
+        async () => (await up.spool.list()).some((e) => e.envelope.sender === ""),
+        10_000,
+        "the failure report",
+      );
+      const bounce = (await up.spool.list()).find((e) => e.envelope.sender === "")!;
+      const text = new TextDecoder().decode(await up.spool.readData(bounce.envelope.id));
+      assert.match(text, /Status: 5\.7\.10/);
+    } finally {
+      await up.dispose();
+    }
+  });
+});
