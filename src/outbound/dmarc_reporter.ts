@@ -7,11 +7,11 @@
  */
 
 import process from "node:process";
-import type { Envelope } from "../core/envelope.ts";
 import type { Logger } from "../core/log.ts";
 import { errorMessage } from "../core/error_message.ts";
 import type { Resolver } from "../dns/resolver.ts";
 import type { Spool } from "../spool/spool.ts";
+import { queueLocalMessage } from "./local_message.ts";
 import type { DmarcHistory, DmarcHistoryEntry, DmarcReportSink } from "../policy/dmarc_history.ts";
 import {
   aggregateReportMessage,
@@ -83,24 +83,18 @@ export class DmarcReporter implements DmarcReportSink {
     }
   }
 
-  async #queue(to: string, data: Uint8Array, kind: string): Promise<string> {
+  #queue(to: string, data: Uint8Array, kind: string): Promise<string> {
     const { spool, log, hostname, email } = this.#o;
-    const id = spool.newId();
-    const env: Envelope = {
-      id,
+    return queueLocalMessage({
+      spool,
+      log,
+      hostname,
       sender: email,
-      recipients: [{ address: to, status: "pending" }],
-      size: data.length,
-      receivedAt: Date.now(),
-      protocol: "local",
-      client: { ip: "127.0.0.1", port: 0 },
-      receivedBy: hostname,
-      delivery: { kind },
-    };
-    await spool.store(env, data);
-    log.write(`<= ${email} U=ferry P=local S=${data.length} for ${to} (${kind})`, { id, event: "<=" });
-    this.#o.enqueue(id);
-    return id;
+      to,
+      data,
+      kind,
+      enqueue: (id) => this.#o.enqueue(id),
+    });
   }
 
   #reportId(now: number): string {

@@ -7,7 +7,6 @@
  * hand-off that failed is tried again an hour later, for up to three days after the day ended.
  */
 
-import type { Envelope } from "../core/envelope.ts";
 import type { Logger } from "../core/log.ts";
 import { errorMessage } from "../core/error_message.ts";
 import type { Resolver } from "../dns/resolver.ts";
@@ -22,6 +21,7 @@ import {
   type TlsRptUri,
 } from "./tls_rpt_report.ts";
 import { postReport } from "./tls_rpt_https.ts";
+import { queueLocalMessage } from "./local_message.ts";
 import { type Clock, type ClockTimer, systemClock } from "./queue_clock.ts";
 
 /** What the reporter needs. */
@@ -205,25 +205,15 @@ export class TlsRptReporter {
       date: new Date(now),
       messageId: `${reportId.replace("@", ".")}.${crypto.randomUUID().slice(0, 8)}@${hostname}`,
     });
-    const id = spool.newId();
-    const kind = `${TLS_RPT_KIND_PREFIX} for ${domain}`;
-    const env: Envelope = {
-      id,
+    return await queueLocalMessage({
+      spool,
+      log: this.#o.log,
+      hostname,
       sender: email,
-      recipients: [{ address: to, status: "pending" }],
-      size: data.length,
-      receivedAt: Date.now(),
-      protocol: "local",
-      client: { ip: "127.0.0.1", port: 0 },
-      receivedBy: hostname,
-      delivery: { kind },
-    };
-    await spool.store(env, data);
-    this.#o.log.write(`<= ${email} U=ferry P=local S=${data.length} for ${to} (${kind})`, {
-      id,
-      event: "<=",
+      to,
+      data,
+      kind: `${TLS_RPT_KIND_PREFIX} for ${domain}`,
+      enqueue: (id) => this.#o.enqueue(id),
     });
-    this.#o.enqueue(id);
-    return id;
   }
 }

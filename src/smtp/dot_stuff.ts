@@ -18,28 +18,8 @@ export const DATA_TERMINATOR: Uint8Array = new Uint8Array([DOT, CR, LF]);
  * An empty message stays empty.
  */
 export function dotStuff(data: Uint8Array): Uint8Array {
-  // Worst case: every byte a "." at a line start or a bare line end, plus the final CRLF.
-  const out = new Uint8Array(data.length * 2 + 2);
-  let o = 0;
-  let lineStart = true;
-  for (let i = 0; i < data.length; i++) {
-    const b = data[i];
-    if (b === CR || b === LF) {
-      out[o++] = CR;
-      out[o++] = LF;
-      if (b === CR && data[i + 1] === LF) i++;
-      lineStart = true;
-      continue;
-    }
-    if (lineStart && b === DOT) out[o++] = DOT;
-    out[o++] = b;
-    lineStart = false;
-  }
-  if (!lineStart) {
-    out[o++] = CR;
-    out[o++] = LF;
-  }
-  return out.slice(0, o);
+  const all = encodeData(data);
+  return all.slice(0, all.length - DATA_TERMINATOR.length);
 }
 
 /**
@@ -53,7 +33,8 @@ export function* encodeDataPieces(data: Uint8Array, size = 64 * 1024): Generator
   const step = Math.max(1, Math.floor(size));
   let lineStart = true;
   let i = 0;
-  // Worst case as in dotStuff(); the final CRLF and terminator ride on the last piece.
+  // Worst case: every byte a "." at a line start or a bare line end; the final CRLF and terminator ride
+  // on the last piece.
   const out = new Uint8Array(Math.min(step, data.length) * 2 + 2 + DATA_TERMINATOR.length);
   while (i < data.length) {
     const end = Math.min(i + step, data.length);
@@ -87,9 +68,7 @@ export function* encodeDataPieces(data: Uint8Array, size = 64 * 1024): Generator
 
 /** Returns the complete DATA payload: the dot-stuffed message followed by `.CRLF`. */
 export function encodeData(data: Uint8Array): Uint8Array {
-  const body = dotStuff(data);
-  const out = new Uint8Array(body.length + DATA_TERMINATOR.length);
-  out.set(body);
-  out.set(DATA_TERMINATOR, body.length);
-  return out;
+  // One piece the size of the message: the whole payload, copied out of the generator's buffer.
+  for (const piece of encodeDataPieces(data, Math.max(1, data.length))) return piece.slice();
+  return DATA_TERMINATOR.slice();
 }
