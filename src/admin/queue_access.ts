@@ -4,7 +4,7 @@
  */
 
 import type { Envelope } from "../core/envelope.ts";
-import type { QueueRow, QueueState, QueueSummary, Spool } from "../spool/spool.ts";
+import type { QueueQuery, QueueRow, QueueState, QueueSummary, Spool } from "../spool/spool.ts";
 import { isQueueState, type OpOutcome, type QueueOps } from "../outbound/queue_ops.ts";
 
 /** The operator's actions on one message. */
@@ -26,20 +26,8 @@ export interface QueueItem {
   reason?: string;
 }
 
-/** Filters and paging of a listing. */
-export interface QueueFilter {
-  state?: string;
-  sender?: string;
-  recipient?: string;
-  domain?: string;
-  /** Only messages received at or before this time (ms since epoch) */
-  receivedBefore?: number;
-  /** Only messages received at or after this time (ms since epoch) */
-  receivedAfter?: number;
-  /** Rows after this id */
-  after?: string;
-  limit: number;
-}
+/** Filters and paging of a listing: the spool's query, with the state as given (an unknown one lists nothing). */
+export type QueueFilter = Omit<QueueQuery, "state" | "limit"> & { state?: string; limit: number };
 
 /** The outcome of an action. */
 export type ActionResult =
@@ -99,16 +87,7 @@ export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): Q
     },
     async list(f) {
       if (f.state && !isQueueState(f.state)) return [];
-      const rows = await spool.query({
-        state: f.state as QueueState | undefined,
-        sender: f.sender,
-        recipient: f.recipient,
-        domain: f.domain,
-        receivedBefore: f.receivedBefore,
-        receivedAfter: f.receivedAfter,
-        after: f.after,
-        limit: f.limit,
-      });
+      const rows = await spool.query({ ...f, state: f.state as QueueState | undefined });
       return await Promise.all(rows.map(async (r) => itemOf(r, await spool.get(r.id))));
     },
     async show(id, options = {}) {

@@ -90,6 +90,19 @@ export class BatchCommitError extends Error {
 /** An op refused without writing anything (its savepoint was rolled back). */
 class RefusedError extends Error {}
 
+/** Runs `fn` in one `BEGIN IMMEDIATE` transaction: committed when it returns, rolled back when it throws. */
+function immediate<T>(db: DatabaseSync, fn: () => T): T {
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    const out = fn();
+    db.exec("COMMIT");
+    return out;
+  } catch (err) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw err;
+  }
+}
+
 /** SHA-256 of the data, lower-case hex. */
 export function sha256Hex(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
@@ -255,15 +268,10 @@ export class SpoolDb {
     }
     if (version === 1) this.#migrate(db, report);
     else {
-      db.exec("BEGIN IMMEDIATE");
-      try {
+      immediate(db, () => {
         db.exec(SCHEMA_V3);
         db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-        db.exec("COMMIT");
-      } catch (err) {
-        if (db.isTransaction) db.exec("ROLLBACK");
-        throw err;
-      }
+      });
       if (version === 2) {
         // Bodies already stored stay whole in `data` (read from there); nothing else changes shape.
         const messages = Number((db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n);
@@ -276,10 +284,8 @@ export class SpoolDb {
 
   #migrate(db: DatabaseSync, report: RecoveryReport): void {
     const bad: BadOldRow[] = [];
-    db.exec("BEGIN IMMEDIATE");
-    let converted: number;
-    try {
-      converted = migrateV1(db, (row) => bad.push(row));
+    const converted = immediate(db, () => {
+      const n = migrateV1(db, (row) => bad.push(row));
       const removeData = db.prepare("DELETE FROM data WHERE id = ?");
       for (const row of bad) {
         const bytes = (db.prepare("SELECT bytes FROM data WHERE id = ?").get(row.id) as { bytes?: unknown })
@@ -290,11 +296,8 @@ export class SpoolDb {
       }
       db.exec(SCHEMA_V3);
       db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-      db.exec("COMMIT");
-    } catch (err) {
-      if (db.isTransaction) db.exec("ROLLBACK");
-      throw err;
-    }
+      return n;
+    });
     report.migrated = { from: 1, to: SCHEMA_VERSION, messages: converted };
     this.#log(`spool: converted spool.db from schema 1 to ${SCHEMA_VERSION} (${converted} message(s))`);
   }
@@ -735,15 +738,7 @@ export class SpoolDb {
     if (this.#readOnly) throw new Error("Spool was opened read-only");
     db.exec("PRAGMA synchronous = OFF");
     try {
-      db.exec("BEGIN IMMEDIATE");
-      try {
-        const out = this.#claim(now, limit, dataUpTo);
-        db.exec("COMMIT");
-        return out;
-      } catch (err) {
-        if (db.isTransaction) db.exec("ROLLBACK");
-        throw err;
-      }
+      return immediate(db, () => this.#claim(now, limit, dataUpTo));
     } finally {
       db.exec("PRAGMA synchronous = FULL");
     }
