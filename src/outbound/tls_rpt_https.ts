@@ -7,7 +7,8 @@
 
 import { writeAll } from "../core/stream.ts";
 import type { Resolver } from "../dns/resolver.ts";
-import { type TlsClientContext, tlsConnect } from "../tls/client.ts";
+import type { TlsClientContext } from "../tls/client.ts";
+import { closeHeld, httpsConnect, type HttpsHeld } from "./https_connect.ts";
 
 /** Options for `postReport`. */
 export interface PostReportOptions {
@@ -22,52 +23,18 @@ export interface PostReportOptions {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-function isIp(host: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(":");
-}
-
 /** POSTs `body` to `url`; resolves to the HTTP status line, throws when the POST did not get a 2xx answer. */
 export async function postReport(url: URL, body: Uint8Array, opts: PostReportOptions): Promise<string> {
   const host = url.hostname.replace(/^\[|\]$/g, "");
   const port = url.port ? Number(url.port) : 443;
   const signal = AbortSignal.timeout(opts.timeoutMs);
-  let conn: Deno.TcpConn | undefined;
-  let stream: Awaited<ReturnType<typeof tlsConnect>> | undefined;
+  const held: HttpsHeld = {};
   const deadline = new Promise<never>((_, reject) =>
     signal.addEventListener("abort", () => reject(new Error(`POST to ${url.origin} timed out`)))
   );
-  const work = (async () => {
-    try {
-      return await exchange();
-    } catch (err) {
-      if (signal.aborted) {
-        try {
-          (conn as Deno.TcpConn | undefined)?.close();
-        } catch { /* closed */ }
-      }
-      throw err;
-    }
-  })();
+  const work = exchange();
   async function exchange(): Promise<string> {
-    let ips: string[];
-    if (isIp(host)) ips = [host];
-    else {
-      const [a, aaaa] = await Promise.all([
-        opts.resolver.a(host, { signal }).catch(() => ({ records: [] as string[] })),
-        opts.resolver.aaaa(host, { signal }).catch(() => ({ records: [] as string[] })),
-      ]);
-      ips = [...a.records, ...aaaa.records];
-      if (ips.length === 0) throw new Error(`no address for ${host}`);
-    }
-    conn = await Deno.connect({ hostname: ips[0], port });
-    if (signal.aborted) throw new Error("timed out"); // the finally below has already run: close here
-    stream = await tlsConnect(conn, {
-      context: opts.tlsContext,
-      serverName: isIp(host) ? undefined : host,
-      names: [host],
-      verify: "require",
-      timeout: opts.timeoutMs,
-    });
+    const stream = await httpsConnect({ ...opts, host, port, signal }, held);
     const path = `${url.pathname || "/"}${url.search}`;
     const head =
       `POST ${path} HTTP/1.1\r\nHost: ${url.host}\r\nUser-Agent: ${opts.userAgent ?? "Ferry"}\r\n` +
@@ -92,12 +59,7 @@ export async function postReport(url: URL, body: Uint8Array, opts: PostReportOpt
   try {
     return await Promise.race([work, deadline]);
   } finally {
-    if (stream) stream.close();
-    else {
-      try {
-        (conn as Deno.TcpConn | undefined)?.close();
-      } catch { /* closed */ }
-    }
+    closeHeld(held);
     work.catch(() => {});
   }
 }

@@ -7,7 +7,14 @@
 
 import { writeAll } from "../../core/stream.ts";
 import type { Resolver } from "../../dns/resolver.ts";
-import { type TlsClientContext, tlsConnect } from "../../tls/client.ts";
+import type { TlsClientContext } from "../../tls/client.ts";
+import {
+  closeHeld,
+  httpsConnect,
+  type HttpsConnectError,
+  type HttpsHeld,
+  type HttpsStream,
+} from "../https_connect.ts";
 
 /** The largest policy body accepted (RFC 8461 §3.3: 64 KB). */
 export const MAX_POLICY_BYTES = 64 * 1024;
@@ -72,39 +79,17 @@ export async function fetchStsPolicy(domain: string, opts: StsFetchOptions): Pro
       () => reject(new StsFetchError("sts-policy-fetch-error", `fetching from ${host} timed out`)),
     )
   );
-  let conn: Deno.TcpConn | undefined;
-  let stream: Awaited<ReturnType<typeof tlsConnect>> | undefined;
+  const held: HttpsHeld = {};
   const work = (async () => {
-    let ips: string[];
+    let stream: HttpsStream;
     try {
-      const [a, aaaa] = await Promise.all([
-        opts.resolver.a(host, { signal }),
-        opts.resolver.aaaa(host, { signal }).catch(() => ({ records: [] as string[] })),
-      ]);
-      ips = [...a.records, ...aaaa.records];
+      stream = await httpsConnect({ ...opts, host, signal }, held);
     } catch (err) {
-      throw new StsFetchError("sts-policy-fetch-error", `no address for ${host}: ${(err as Error).message}`);
-    }
-    if (ips.length === 0) throw new StsFetchError("sts-policy-fetch-error", `no address for ${host}`);
-    try {
-      conn = await Deno.connect({ hostname: ips[0], port: opts.port });
-    } catch (err) {
+      const e = err as HttpsConnectError;
       throw new StsFetchError(
-        "sts-policy-fetch-error",
-        `cannot connect to ${host}: ${(err as Error).message}`,
+        e.step === "certificate" ? "sts-webpki-invalid" : "sts-policy-fetch-error",
+        e.message,
       );
-    }
-    try {
-      stream = await tlsConnect(conn, {
-        context: opts.tlsContext,
-        serverName: host,
-        names: [host],
-        verify: "require",
-        timeout: opts.timeoutMs,
-      });
-    } catch (err) {
-      const why = (err as { reason?: string }).reason ?? (err as Error).message;
-      throw new StsFetchError("sts-webpki-invalid", `certificate of ${host} not valid: ${why}`);
     }
     const portPart = opts.port === 443 ? "" : `:${opts.port}`;
     await writeAll(
@@ -168,12 +153,7 @@ export async function fetchStsPolicy(domain: string, opts: StsFetchOptions): Pro
   try {
     return await Promise.race([work, deadline]);
   } finally {
-    if (stream) stream.close();
-    else {
-      try {
-        conn?.close();
-      } catch { /* closed */ }
-    }
+    closeHeld(held);
     work.catch(() => {});
   }
 }
