@@ -6,6 +6,11 @@ const T0 = 1_000_000_000;
 const MIN = 60_000;
 const deferred = { kind: "deferred" as const, status: "4.4.1", text: "connection refused" };
 
+/** The queue operations over a rig's spool and queue manager, on its clock. */
+function opsOn(r: Awaited<ReturnType<typeof rig>>): QueueOps {
+  return new QueueOps({ spool: r.spool, hostname: "ferry.test", manager: r.scheduler, now: r.clock.now });
+}
+
 async function until(pred: () => Promise<boolean> | boolean, what: string): Promise<void> {
   for (let i = 0; i < 50; i++) {
     if (await pred()) return;
@@ -16,12 +21,7 @@ async function until(pred: () => Promise<boolean> | boolean, what: string): Prom
 
 Deno.test("hold, release, retry and flush move messages between queue states and wake the manager", async () => {
   const r = await rig({ start: T0, delivery: { queueInterval: "1d" }, script: () => deferred });
-  const ops = new QueueOps({
-    spool: r.spool,
-    hostname: "ferry.test",
-    manager: r.scheduler,
-    now: r.clock.now,
-  });
+  const ops = opsOn(r);
   try {
     await r.add("a", [{ address: "x@one.test" }]);
     await r.add("b", [{ address: "y@two.test" }]);
@@ -77,12 +77,7 @@ Deno.test("hold, release, retry and flush move messages between queue states and
 
 Deno.test("flush makes every pending recipient due, also one not due while another of its message was", async () => {
   const r = await rig({ start: T0, delivery: { queueInterval: "1d" }, script: () => deferred });
-  const ops = new QueueOps({
-    spool: r.spool,
-    hostname: "ferry.test",
-    manager: r.scheduler,
-    now: r.clock.now,
-  });
+  const ops = opsOn(r);
   try {
     await r.add("m", [
       { address: "x@one.test", attempts: 1, nextAttempt: T0 - MIN },
@@ -111,12 +106,7 @@ Deno.test("flush makes every pending recipient due, also one not due while anoth
 
 Deno.test("show gives envelope, recipient states, history and headers", async () => {
   const r = await rig({ start: T0, script: () => deferred });
-  const ops = new QueueOps({
-    spool: r.spool,
-    hostname: "ferry.test",
-    manager: r.scheduler,
-    now: r.clock.now,
-  });
+  const ops = opsOn(r);
   try {
     await r.add("m", [{ address: "x@one.test" }]);
     await r.scheduler.start();
@@ -136,12 +126,7 @@ Deno.test("show gives envelope, recipient states, history and headers", async ()
 
 Deno.test("bounce fails the pending recipients with a failure report; delete removes without one", async () => {
   const r = await rig({ start: T0, delivery: { queueInterval: "1d" }, script: () => deferred });
-  const ops = new QueueOps({
-    spool: r.spool,
-    hostname: "ferry.test",
-    manager: r.scheduler,
-    now: r.clock.now,
-  });
+  const ops = opsOn(r);
   try {
     await r.add("bounced", [{ address: "x@one.test" }, { address: "y@one.test", notify: ["NEVER"] }]);
     await r.add("deleted", [{ address: "z@one.test" }]);
@@ -182,12 +167,7 @@ Deno.test("operations on a message being delivered: hold waits for the attempt, 
       return deferred;
     },
   });
-  const ops = new QueueOps({
-    spool: r.spool,
-    hostname: "ferry.test",
-    manager: r.scheduler,
-    now: r.clock.now,
-  });
+  const ops = opsOn(r);
   try {
     await r.add("slow", [{ address: "x@one.test" }]);
     await r.scheduler.start();
