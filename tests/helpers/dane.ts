@@ -2,8 +2,13 @@
  * Test helpers for DANE (RFC 7672) against real peers: the SHA-256 of a certificate's SPKI for TLSA 3 1 1,
  * Postfix's `posttls-finger -l dane` as a second opinion (unbound as the system resolver in a private mount
  * namespace), and a TCP tap that passes an SMTP session through to a real MX and records the extensions of
- * the TLS ClientHello sent after STARTTLS (e.g. status_request, 5: whether the client asked for OCSP).
+ * the TLS ClientHello sent after STARTTLS (e.g. status_request, 5: whether the client asked for OCSP); and
+ * one message sent through a Ferry with its outcome and events, printed beside posttls-finger's verdict.
  */
+
+import type { FerryConfig } from "../../mod.ts";
+import type { FerryEvents } from "../../src/events/types.ts";
+import { linesOf, startFerryIn, submit, waitFor } from "./downstream.ts";
 
 const dec = new TextDecoder();
 
@@ -242,4 +247,58 @@ export async function startDroppingForwarder(
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** What became of one message in {@link sendOne}. */
+export interface DaneOutcome {
+  /** Its `=>` line, or else its first `==` line */
+  line: string;
+  kind: "=>" | "==";
+  /** Messages still in Ferry's spool when the outcome was logged */
+  queued: number;
+  delivery?: FerryEvents["msg:delivery"];
+  defer?: FerryEvents["msg:host:defer"];
+  daneFail: number;
+}
+
+/**
+ * Starts a Ferry on `config` (its outcome events recorded), sends one message to user@`domain`, waits for a
+ * delivery or a deferral, and returns it.
+ */
+export async function sendOne(config: FerryConfig, domain: string): Promise<DaneOutcome> {
+  const seen: Omit<DaneOutcome, "line" | "kind" | "queued"> = { daneFail: 0 };
+  const up = await startFerryIn({
+    ...config,
+    events: {
+      "msg:delivery": (p) => void (seen.delivery = p),
+      "msg:host:defer": (p) => void (seen.defer ??= p),
+      "dane:fail": () => void seen.daneFail++,
+    },
+  });
+  try {
+    await submit(up.port, [`user@${domain}`]);
+    await waitFor(
+      () => linesOf(up.memlog, "=>").length + linesOf(up.memlog, "==").length > 0,
+      15_000,
+      `an outcome for ${domain}`,
+    );
+    const [ok] = linesOf(up.memlog, "=>");
+    const queued = await up.spool.count();
+    return { ...seen, line: ok ?? linesOf(up.memlog, "==")[0], kind: ok ? "=>" : "==", queued };
+  } finally {
+    await up.dispose();
+  }
+}
+
+/** Prints Ferry's line for `domain` beside `posttls-finger -l dane`'s verdict; returns the verdict. */
+export async function sideBySide(
+  finger: { resolverIp: string; fingerDir: string },
+  domain: string,
+  port: number,
+  ferry: DaneOutcome,
+): Promise<string> {
+  const pf = await postfixVerdict(domain, port, finger.resolverIp, finger.fingerDir);
+  console.log(`${domain.padEnd(16)} Ferry: ${ferry.line.replace(/ C=".*$/, "").slice(0, 160)}`);
+  console.log(`${"".padEnd(16)} posttls-finger -l dane: ${pf}`);
+  return pf;
 }

@@ -10,13 +10,14 @@
  */
 import assert from "node:assert/strict";
 import { startPostfix } from "../../bench/_postfix.ts";
-import type { FerryEvents } from "../../src/events/types.ts";
-import { linesOf, startDownstream, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
+import { linesOf, startDownstream } from "../helpers/downstream.ts";
 import {
+  type DaneOutcome,
   fingerConfigDir,
   type HelloTap,
-  postfixVerdict,
+  sendOne,
   sha256Hex,
+  sideBySide,
   spkiDer,
   startDroppingForwarder,
   startHelloTap,
@@ -216,13 +217,7 @@ function rig(): Promise<Rig> {
   })();
 }
 
-interface Outcome {
-  line: string;
-  kind: "=>" | "==";
-  delivery?: FerryEvents["msg:delivery"];
-  defer?: FerryEvents["msg:host:defer"];
-  daneFail: number;
-}
+type Outcome = DaneOutcome;
 
 /** Which MX each test domain's route goes to. */
 function routes(r: Rig) {
@@ -238,14 +233,13 @@ function routes(r: Rig) {
 }
 
 /** Sends one message to user@`domain` through a Ferry that trusts unbound's AD bit; returns its outcome. */
-async function send(
+function send(
   r: Rig,
   domain: string,
   delivery: Record<string, unknown> = {},
   dns: Record<string, unknown> = { nameservers: [{ address: "127.0.0.1", port: r.unboundPort }] },
 ): Promise<Outcome> {
-  const seen: Omit<Outcome, "line" | "kind"> = { daneFail: 0 };
-  const up = await startFerryIn({
+  return sendOne({
     routes: routes(r),
     delivery: {
       enable: true,
@@ -253,31 +247,7 @@ async function send(
       ...delivery,
     },
     dns,
-    events: {
-      "msg:delivery": (p) => void (seen.delivery = p),
-      "msg:host:defer": (p) => void (seen.defer ??= p),
-      "dane:fail": () => void seen.daneFail++,
-    },
-  });
-  try {
-    await submit(up.port, [`user@${domain}`]);
-    await waitFor(
-      () => linesOf(up.memlog, "=>").length + linesOf(up.memlog, "==").length > 0,
-      15_000,
-      `an outcome for ${domain}`,
-    );
-    const [ok] = linesOf(up.memlog, "=>");
-    return { ...seen, line: ok ?? linesOf(up.memlog, "==")[0], kind: ok ? "=>" : "==" };
-  } finally {
-    await up.dispose();
-  }
-}
-
-async function sideBySide(r: Rig, domain: string, port: number, ferry: Outcome): Promise<string> {
-  const pf = await postfixVerdict(domain, port, r.resolverIp, r.fingerDir);
-  console.log(`${domain.padEnd(16)} Ferry: ${ferry.line.replace(/ C=".*$/, "").slice(0, 160)}`);
-  console.log(`${"".padEnd(16)} posttls-finger -l dane: ${pf}`);
-  return pf;
+  }, domain);
 }
 
 /** Messages the SNI MX has accepted so far. */

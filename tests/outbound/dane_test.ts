@@ -9,9 +9,15 @@
 import assert from "node:assert/strict";
 import { startPostfix } from "../../bench/_postfix.ts";
 import type { FerryConfig } from "../../mod.ts";
-import type { FerryEvents } from "../../src/events/types.ts";
-import { linesOf, startDownstream, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
-import { fingerConfigDir, postfixVerdict, sha256Hex, spkiDer } from "../helpers/dane.ts";
+import { startDownstream, waitFor } from "../helpers/downstream.ts";
+import {
+  type DaneOutcome,
+  fingerConfigDir,
+  sendOne,
+  sha256Hex,
+  sideBySide,
+  spkiDer,
+} from "../helpers/dane.ts";
 import { createPki } from "../helpers/pki.ts";
 import { startUnbound, type TestZone } from "../helpers/unbound.ts";
 
@@ -156,28 +162,19 @@ function rig(): Promise<Rig> {
   })();
 }
 
-interface Outcome {
-  line: string;
-  kind: "=>" | "==";
-  /** Messages still in Ferry's spool when the outcome was logged */
-  queued: number;
-  delivery?: FerryEvents["msg:delivery"];
-  defer?: FerryEvents["msg:host:defer"];
-  daneFail: number;
-}
+type Outcome = DaneOutcome;
 
 /**
  * Sends one message to user@`domain` through a Ferry that trusts unbound's AD bit; returns its outcome.
  * `routes` come before the test's own (MX routing to Postfix's listeners).
  */
-async function send(
+function send(
   r: Rig,
   domain: string,
   delivery: Record<string, unknown> = {},
   routes: NonNullable<FerryConfig["routes"]> = [],
 ): Promise<Outcome> {
-  const seen: Omit<Outcome, "line" | "kind" | "queued"> = { daneFail: 0 };
-  const up = await startFerryIn({
+  return sendOne({
     routes: [
       ...routes,
       { domains: "strip.test", mx: true, port: r.stripPort },
@@ -187,25 +184,7 @@ async function send(
     ],
     delivery: { enable: true, ...delivery },
     dns: { nameservers: [{ address: "127.0.0.1", port: r.unboundPort }] },
-    events: {
-      "msg:delivery": (p) => void (seen.delivery = p),
-      "msg:host:defer": (p) => void (seen.defer ??= p),
-      "dane:fail": () => void seen.daneFail++,
-    },
-  });
-  try {
-    await submit(up.port, [`user@${domain}`]);
-    await waitFor(
-      () => linesOf(up.memlog, "=>").length + linesOf(up.memlog, "==").length > 0,
-      15_000,
-      `an outcome for ${domain}`,
-    );
-    const [ok] = linesOf(up.memlog, "=>");
-    const queued = await up.spool.count();
-    return { ...seen, line: ok ?? linesOf(up.memlog, "==")[0], kind: ok ? "=>" : "==", queued };
-  } finally {
-    await up.dispose();
-  }
+  }, domain);
 }
 
 /** Runs `fn` and counts the Postfix log lines saying a client sent `name` as SNI meanwhile. */
@@ -244,13 +223,6 @@ async function withSession(
     `a session summary from Postfix's ${listener} listener`,
   );
   return { outcome, session };
-}
-
-async function sideBySide(r: Rig, domain: string, port: number, ferry: Outcome): Promise<string> {
-  const pf = await postfixVerdict(domain, port, r.resolverIp, r.fingerDir);
-  console.log(`${domain.padEnd(12)} Ferry: ${ferry.line.replace(/ C=".*$/, "").slice(0, 150)}`);
-  console.log(`${"".padEnd(12)} posttls-finger -l dane: ${pf}`);
-  return pf;
 }
 
 const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
