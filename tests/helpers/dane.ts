@@ -8,7 +8,7 @@
 
 import type { FerryConfig } from "../../mod.ts";
 import type { FerryEvents } from "../../src/events/types.ts";
-import { linesOf, startFerryIn, submit, waitFor } from "./downstream.ts";
+import { firstOutcome, startFerryIn, submit } from "./downstream.ts";
 
 const dec = new TextDecoder();
 
@@ -277,14 +277,9 @@ export async function sendOne(config: FerryConfig, domain: string): Promise<Dane
   });
   try {
     await submit(up.port, [`user@${domain}`]);
-    await waitFor(
-      () => linesOf(up.memlog, "=>").length + linesOf(up.memlog, "==").length > 0,
-      15_000,
-      `an outcome for ${domain}`,
-    );
-    const [ok] = linesOf(up.memlog, "=>");
+    const line = await firstOutcome(up.memlog, 15_000, `an outcome for ${domain}`);
     const queued = await up.spool.count();
-    return { ...seen, line: ok ?? linesOf(up.memlog, "==")[0], kind: ok ? "=>" : "==", queued };
+    return { ...seen, line, kind: line.startsWith("=>") ? "=>" : "==", queued };
   } finally {
     await up.dispose();
   }

@@ -330,6 +330,12 @@ export async function startReportRig(
   };
 }
 
+/** Waits for a delivery (`=>`) or a deferral (`==`) in `log`; returns the first `=>` line, else the first `==`. */
+export async function firstOutcome(log: MemoryLog, ms = 8000, what = "an outcome"): Promise<string> {
+  await waitFor(() => linesOf(log, "=>").length + linesOf(log, "==").length > 0, ms, what);
+  return linesOf(log, "=>")[0] ?? linesOf(log, "==")[0];
+}
+
 /** Log lines (text) that start with `prefix` ("=>", "==", "**", "<="). */
 export function linesOf(log: MemoryLog, prefix: string): string[] {
   return log.lines.map((l) => l.text).filter((t) => t.startsWith(prefix + " "));

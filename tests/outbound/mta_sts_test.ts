@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import type { FerryEvents } from "../../src/events/types.ts";
-import { linesOf, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
+import { firstOutcome, linesOf, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
 import { startNginx } from "../helpers/nginx.ts";
 import { createPki, type TestPki } from "../helpers/pki.ts";
@@ -284,12 +284,7 @@ Deno.test("MTA-STS: the policy cache survives a restart, and a new TXT id refetc
     }, { dir, resolver });
     try {
       await submit(up.port, ["user@cache.test"]);
-      await waitFor(
-        () => linesOf(up.memlog, "=>").length + linesOf(up.memlog, "==").length > 0,
-        10_000,
-        "an outcome",
-      );
-      return [...linesOf(up.memlog, "=>"), ...linesOf(up.memlog, "==")][0];
+      return await firstOutcome(up.memlog, 10_000);
     } finally {
       await up.stop();
     }

@@ -4,6 +4,7 @@ import type { FerryConfig } from "../../mod.ts";
 import { startTestFerry } from "../helpers/ferry.ts";
 import {
   type DirFerry,
+  firstOutcome,
   linesOf,
   startFerryIn,
   submit,
@@ -34,13 +35,8 @@ async function upstream(port: number, extra: FerryConfig = {}): Promise<DirFerry
 }
 
 async function deliveredLine(up: DirFerry): Promise<string> {
-  await waitFor(
-    () => linesOf(up.memlog, "=>").length > 0 || linesOf(up.memlog, "==").length > 0,
-    8000,
-    "an outcome",
-  );
-  const [line] = linesOf(up.memlog, "=>");
-  assert.ok(line, `not delivered: ${linesOf(up.memlog, "==").join("\n")}`);
+  const line = await firstOutcome(up.memlog);
+  assert.ok(line.startsWith("=>"), `not delivered: ${linesOf(up.memlog, "==").join("\n")}`);
   return line;
 }
 
@@ -187,12 +183,7 @@ Deno.test("routes[].tlsVerifyNames: a certificate carrying a listed name or a na
       }, { resolver: resolver() });
       try {
         await submit(up.port, ["user@example.test"]);
-        await waitFor(
-          () => linesOf(up.memlog, "=>").length > 0 || linesOf(up.memlog, "==").length > 0,
-          8000,
-          "an outcome",
-        );
-        return [...linesOf(up.memlog, "=>"), ...linesOf(up.memlog, "==")][0];
+        return await firstOutcome(up.memlog);
       } finally {
         await up.dispose();
       }
@@ -215,12 +206,7 @@ Deno.test("tlsVerifyCertHostnames is a host list: only its hosts get the name ch
       }, { resolver: resolver() });
       try {
         await submit(up.port, ["user@example.test"]);
-        await waitFor(
-          () => linesOf(up.memlog, "=>").length > 0 || linesOf(up.memlog, "==").length > 0,
-          8000,
-          "an outcome",
-        );
-        return [...linesOf(up.memlog, "=>"), ...linesOf(up.memlog, "==")][0];
+        return await firstOutcome(up.memlog);
       } finally {
         await up.dispose();
       }
