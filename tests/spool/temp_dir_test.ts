@@ -1,0 +1,78 @@
+/**
+ * The spool never needs SQLite's temporary directory (needs root to mount a tmpfs; skipped otherwise). Each
+ * write of a group commit runs under its own savepoint; with SQLite's default temp_store the savepoints'
+ * statement journal spills into an unlinked file in SQLITE_TMPDIR, TMPDIR or /var/tmp once a batch has
+ * touched 64 KiB of pages. A full /tmp or /var/tmp must not refuse mail on a spool disk with room (and those
+ * extra writes cost two pwrite()s per page on the commit path).
+ */
+
+import assert from "node:assert/strict";
+
+const root = Deno.uid() === 0;
+
+// A child process: SQLite reads SQLITE_TMPDIR once, at its first use in the process.
+const CHILD = `
+import { SqliteSpool } from ${
+  JSON.stringify(new URL("../../src/spool/sqlite_spool.ts", import.meta.url).href)
+};
+const [dir, thread] = Deno.args;
+const spool = new SqliteSpool({ dir, thread, log: (l) => console.error(l) });
+await spool.open();
+const body = new Uint8Array(10 * 1024).fill(0x41);
+const results = await Promise.allSettled(Array.from({ length: 400 }, (_, i) => spool.store({
+  id: "m" + i, sender: "a@example.org", recipients: [{ address: "r" + i + "@example.com", status: "pending" }],
+  size: body.length, receivedAt: Date.now(), protocol: "esmtp", client: { ip: "127.0.0.1", port: 1 },
+  receivedBy: "child.test",
+}, body.slice())));
+const failed = results.filter((r) => r.status === "rejected");
+console.log(JSON.stringify({ stored: results.length - failed.length, count: await spool.count(),
+  first: failed[0]?.reason?.message, writes: spool.stats.writes, commits: spool.stats.commits }));
+await spool.close();
+`;
+
+for (const thread of ["worker", "main"] as const) {
+  Deno.test({
+    name: `SqliteSpool (${thread}) stores batches with SQLite's temporary directory full`,
+    ignore: !root,
+    async fn() {
+      const tmp = await Deno.makeTempDir({ prefix: "ferry-sqlite-tmp-" });
+      const spoolDir = await Deno.makeTempDir({ prefix: "ferry-spool-" });
+      const mount = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=64k", "tmpfs", tmp] })
+        .output();
+      assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+      try {
+        // Fill the temporary directory to the last block.
+        const f = Deno.openSync(`${tmp}/filler`, { write: true, create: true });
+        for (const size of [4096, 1]) {
+          const block = new Uint8Array(size);
+          for (;;) {
+            try {
+              f.writeSync(block);
+            } catch {
+              break;
+            }
+          }
+        }
+        f.close();
+        const out = await new Deno.Command(Deno.execPath(), {
+          args: ["eval", "--ext=ts", CHILD, spoolDir, thread],
+          env: { SQLITE_TMPDIR: tmp, TMPDIR: tmp },
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const stderr = new TextDecoder().decode(out.stderr);
+        assert.ok(out.success, stderr);
+        const result = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+        // Group commit did form batches (else no savepoint journal would grow past 64 KiB anyway).
+        assert.ok(result.commits < result.writes / 4, JSON.stringify(result));
+        assert.equal(result.first, undefined, JSON.stringify(result));
+        assert.equal(result.stored, 400);
+        assert.equal(result.count, 400);
+      } finally {
+        await new Deno.Command("umount", { args: [tmp] }).output();
+        await Deno.remove(tmp, { recursive: true }).catch(() => {});
+        await Deno.remove(spoolDir, { recursive: true }).catch(() => {});
+      }
+    },
+  });
+}
