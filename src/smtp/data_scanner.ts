@@ -123,7 +123,33 @@ export class DataScanner {
   feed(bytes: Uint8Array): { consumed: number; ended: boolean } {
     let i = 0;
     const n = bytes.length;
+    // Where the next CR and LF are (n: none left); found by the engine's indexOf, and looked for again only
+    // once passed, so a buffer is searched once whatever its line endings.
+    let cr = -1;
+    let lf = -1;
+    const dotSpecial = this.#opts.mode === "data";
     while (i < n) {
+      if (this.#state === MID || (this.#state === LINE_START && !(dotSpecial && bytes[i] === DOT))) {
+        // Fast path: whole well-formed lines ("text CRLF", within maxLine, the next not starting with a dot)
+        // are kept as one run. Anything else is left to the state machine below, from the line it is in.
+        let p = i;
+        let lineLen = this.#lineLen;
+        for (;;) {
+          if (lf < p) lf = indexOrEnd(bytes, LF, p);
+          if (cr < p) cr = indexOrEnd(bytes, CR, p);
+          if (lf === n || cr !== lf - 1 || lineLen + lf + 1 - p > this.#opts.maxLine) break;
+          p = lf + 1;
+          lineLen = 0;
+          if (p === n || (dotSpecial && bytes[p] === DOT)) break;
+        }
+        if (p > i) {
+          this.#emit(bytes, i, p);
+          this.#lineLen = 0;
+          this.#state = LINE_START;
+          i = p;
+          continue;
+        }
+      }
       const b = bytes[i];
       switch (this.#state) {
         case LINE_START:
@@ -165,8 +191,9 @@ export class DataScanner {
           continue;
         default: {
           // MID: copy a run of ordinary bytes at once.
-          let j = i;
-          while (j < n && bytes[j] !== CR && bytes[j] !== LF) j++;
+          if (lf < i) lf = indexOrEnd(bytes, LF, i);
+          if (cr < i) cr = indexOrEnd(bytes, CR, i);
+          const j = Math.min(cr, lf);
           if (j > i) {
             this.#emit(bytes, i, j);
             this.#countLine(j - i);
@@ -223,3 +250,9 @@ export class DataScanner {
 }
 
 const CRLF = new Uint8Array([CR, LF]);
+
+/** The index of `byte` in `bytes` from `from` on, or `bytes.length` when there is none. */
+function indexOrEnd(bytes: Uint8Array, byte: number, from: number): number {
+  const at = bytes.indexOf(byte, from);
+  return at < 0 ? bytes.length : at;
+}

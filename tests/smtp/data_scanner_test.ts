@@ -269,3 +269,135 @@ Deno.test("DataScanner in BDAT mode flags bare LF and bare CR", () => {
     assert.equal(s.bareLineEnding, true, JSON.stringify(text));
   }
 });
+
+/**
+ * The scanner's rules one octet at a time (RFC 5321 4.5.2 and Ferry's bare CR/LF handling), as a reference
+ * for the scanner, which takes runs of whole lines at once.
+ */
+function referenceScan(
+  bytes: Uint8Array,
+  o: { maxSize: number; maxLine: number; bare: BareLineEndings; mode: "data" | "bdat" },
+) {
+  const kept: number[] = [];
+  let size = 0, lineLen = 0, bareSeen = false, tooLong = false, tooBig = false;
+  let state: "start" | "mid" | "cr" | "dot" | "dotcr" = o.mode === "data" ? "start" : "mid";
+  const keep = (...b: number[]) => {
+    size += b.length;
+    if (size > o.maxSize) tooBig = true;
+    if (!tooBig) kept.push(...b);
+  };
+  const count = (n: number) => {
+    lineLen += n;
+    if (lineLen > o.maxLine) tooLong = true;
+  };
+  const bare = (b: number) => {
+    bareSeen = true;
+    if (o.bare === "normalize") {
+      keep(13, 10);
+      lineLen = 0;
+    } else {
+      keep(b);
+      lineLen++;
+    }
+  };
+  let ended = -1;
+  let i = 0;
+  while (i < bytes.length && ended < 0) {
+    const b = bytes[i];
+    // Each branch either takes the octet (i++) or changes state and looks at it again.
+    if (state === "start") {
+      if (b === 0x2e && o.mode === "data") {
+        state = "dot";
+        i++;
+      } else state = "mid";
+    } else if (state === "dot") {
+      if (b === 13) {
+        state = "dotcr";
+        i++;
+      } else {
+        count(1);
+        state = "mid";
+      }
+    } else if (state === "dotcr") {
+      if (b === 10) ended = i + 1;
+      else {
+        count(1);
+        bare(13);
+        state = "mid";
+      }
+    } else if (state === "cr") {
+      if (b === 10) {
+        keep(13, 10);
+        count(2);
+        lineLen = 0;
+        state = "start";
+        i++;
+      } else {
+        bare(13);
+        state = "mid";
+      }
+    } else {
+      if (b === 13) state = "cr";
+      else if (b === 10) bare(10);
+      else {
+        keep(b);
+        count(1);
+      }
+      i++;
+    }
+  }
+  if (o.mode === "bdat" && state === "cr") bare(13);
+  return { ended, kept, size, bareSeen, tooLong, tooBig };
+}
+
+Deno.test("DataScanner agrees with the octet-at-a-time rules on random content cut at random places", () => {
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  const alphabets = [[0x61, 0x62, 0x2e, 13, 10, 13, 10], [
+    0x61,
+    0x61,
+    0x61,
+    0x61,
+    0x2e,
+    13,
+    10,
+    13,
+    10,
+    13,
+    10,
+  ]];
+  for (let t = 0; t < 20_000; t++) {
+    const alphabet = alphabets[t % 2];
+    const bytes = new Uint8Array(Math.floor(random() * 200)).map(() =>
+      alphabet[Math.floor(random() * alphabet.length)]
+    );
+    const o = {
+      maxSize: 1 + Math.floor(random() * 250),
+      maxLine: 1 + Math.floor(random() * 30),
+      bare: (random() < 0.5 ? "reject" : "normalize") as BareLineEndings,
+      mode: (random() < 0.7 ? "data" : "bdat") as "data" | "bdat",
+    };
+    const want = referenceScan(bytes, o);
+    const s = scanner(o);
+    let at = 0, ended = -1;
+    while (at < bytes.length) {
+      const piece = bytes.subarray(at, Math.min(bytes.length, at + 1 + Math.floor(random() * 40)));
+      const r = s.feed(piece);
+      at += r.consumed;
+      if (r.ended) {
+        ended = at;
+        break;
+      }
+      assert.equal(r.consumed, piece.length);
+    }
+    if (o.mode === "bdat") s.finish();
+    const input = JSON.stringify({ bytes: [...bytes], o });
+    assert.equal(ended, want.ended, input);
+    assert.equal(s.size, want.size, input);
+    assert.equal(s.bareLineEnding, want.bareSeen, input);
+    assert.equal(s.lineTooLong, want.tooLong, input);
+    assert.equal(s.tooBig, want.tooBig, input);
+    // Past maxSize the message is refused: what was kept of it does not matter.
+    if (!want.tooBig) assert.deepEqual([...s.data()], want.kept, input);
+  }
+});
