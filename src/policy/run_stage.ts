@@ -6,6 +6,7 @@
 import { compose, type Middleware } from "../core/compose.ts";
 import { SmtpError } from "../core/reply.ts";
 import { errorMessage } from "../core/error_message.ts";
+import { after } from "../core/deadlines.ts";
 
 /** Options for a stage run. */
 export interface RunStageOptions {
@@ -37,12 +38,13 @@ export async function runStage<C>(
       });
     };
   });
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancel: (() => void) | undefined;
   try {
     await Promise.race([
       compose(named)(ctx, opts.final),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(
+        cancel = after(
+          opts.timeoutMs,
           () => {
             const why = new Error(
               `policy step "${current}" at ${stage} took longer than ${opts.timeoutMs} ms`,
@@ -52,7 +54,6 @@ export async function runStage<C>(
               new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", { cause: why }),
             );
           },
-          opts.timeoutMs,
         );
       }),
     ]);
@@ -64,6 +65,6 @@ export async function runStage<C>(
     opts.log(`${stage} policy step "${current}" failed: ${errorMessage(err)}`);
     throw new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", { cause: err });
   } finally {
-    clearTimeout(timer);
+    cancel?.();
   }
 }

@@ -9,6 +9,7 @@ import type { Reply } from "../core/reply.ts";
 import { type ByteStream, writeAll } from "../core/stream.ts";
 import { type ClientStage, SmtpClientError, SmtpTimeoutError } from "./client_error.ts";
 import { parseReplies, ReplySyntaxError } from "./reply_parser.ts";
+import { after } from "../core/deadlines.ts";
 
 /** Most bytes of replies buffered before the peer is considered broken. */
 const MAX_BUFFER = 256 * 1024;
@@ -103,9 +104,9 @@ export class ClientConnection {
   }
 
   async #timed<T>(op: Promise<T>, stage: ClientStage, waitMs: number, timeoutMs: number): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cancel: (() => void) | undefined;
     const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new SmtpTimeoutError(stage, timeoutMs)), waitMs);
+      cancel = after(waitMs, () => reject(new SmtpTimeoutError(stage, timeoutMs)));
     });
     try {
       return await Promise.race([op, expired]);
@@ -123,7 +124,7 @@ export class ClientConnection {
         { cause: err },
       );
     } finally {
-      clearTimeout(timer);
+      cancel?.();
     }
   }
 }

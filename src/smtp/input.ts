@@ -5,6 +5,7 @@
  */
 
 import { type ByteStream, isConnectionLost } from "../core/stream.ts";
+import { after } from "../core/deadlines.ts";
 
 /** Thrown when a read does not complete within its deadline. */
 export class ReadTimeoutError extends Error {
@@ -128,9 +129,9 @@ export class Input {
     if (timeoutMs <= 0) throw new ReadTimeoutError();
     if (this.#buf.length - this.#end < this.#want) this.#ensure(this.#want);
     const target = this.#buf.subarray(this.#end);
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cancel: (() => void) | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new ReadTimeoutError()), timeoutMs);
+      cancel = after(timeoutMs, () => reject(new ReadTimeoutError()));
     });
     try {
       const n = await Promise.race([this.#stream.read(target), timeout]);
@@ -147,7 +148,7 @@ export class Input {
       this.#eof = this.#lost = true;
       return false;
     } finally {
-      clearTimeout(timer);
+      cancel!();
     }
   }
 

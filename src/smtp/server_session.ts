@@ -19,6 +19,7 @@ import type { RcptEntry, ServerSessionOptions, SessionHandler, Transaction } fro
 import { errorMessage } from "../core/error_message.ts";
 import { AUTH_LINE_MAX, collectCredentials } from "./server_auth.ts";
 import type { SaslMechanism } from "./sasl.ts";
+import { after } from "../core/deadlines.ts";
 
 const encoder = new TextEncoder();
 
@@ -138,19 +139,19 @@ export class ServerSession {
     // A client that pipelines and never reads its replies would hold the session in this write for ever:
     // the write gets the command deadline, and the connection is closed under it when that passes.
     let stalled = false;
-    const timer = setTimeout(() => {
+    const cancel = after(this.#opts.limits.commandTimeoutMs, () => {
       stalled = true;
       try {
         this.#stream.close();
       } catch { /* already closed */ }
-    }, this.#opts.limits.commandTimeoutMs);
+    });
     try {
       await writeAll(this.#stream, encoder.encode(text));
     } catch (err) {
       if (stalled) throw new SessionEnd("timeout sending reply");
       throw err;
     } finally {
-      clearTimeout(timer);
+      cancel();
     }
   }
 
