@@ -4,12 +4,12 @@
  * none of the SMTP-smuggling variants (LF.LF, LF.CRLF, CR.CR, CRLF.CR, CR.CRLF) can split one.
  */
 
-import { withHeadroom } from "../core/headroom.ts";
+import { growInPlace, withHeadroom } from "../core/headroom.ts";
 
 /** Free octets kept in front of a message for the fields Ferry prepends (Received:, Authentication-Results:). */
 export const HEADROOM = 16 * 1024;
 
-/** Below this size a message is not worth the headroom: one copy of it costs little. */
+/** Below this size a message is not worth the headroom and the growable buffer: one copy of it costs little. */
 const SMALL = 64 * 1024;
 
 const CR = 0x0d;
@@ -38,16 +38,14 @@ export interface DataScannerOptions {
 export class DataScanner {
   #opts: DataScannerOptions;
   /**
-   * Content in chunks of growing size: growing never copies what is kept, and the message is joined once
-   * at the end into a buffer of exactly its size (plus headroom for the Received: field)
+   * The content kept so far, in its first #outLen octets. A small message stays in a plain buffer that doubles
+   * as needed; from SMALL octets on (at once when the client declared that much) it is a buffer with HEADROOM
+   * in front that grows in place (core/headroom.ts), so the content is never copied to make room.
    */
-  #chunks: Uint8Array[] = [];
-  #out = new Uint8Array(16 * 1024);
+  #out: Uint8Array<ArrayBuffer> = new Uint8Array(16 * 1024);
   #outLen = 0;
-  #len = 0;
-  #joined: Uint8Array | undefined;
-  /** The buffer taken for the declared size, while everything still fits in it */
-  #whole: Uint8Array | undefined;
+  /** #out grows in place */
+  #growable = false;
   #state = LINE_START;
   #lineLen = 0;
   /** Octets of content seen (after unstuffing), whether kept or not */
@@ -63,8 +61,8 @@ export class DataScanner {
     this.#opts = opts;
     const expected = opts.expectedSize ?? 0;
     if (expected >= SMALL && expected <= opts.maxSize) {
-      this.#out = withHeadroom(expected, HEADROOM);
-      this.#whole = this.#out;
+      this.#out = withHeadroom(expected, HEADROOM, opts.maxSize);
+      this.#growable = true;
     }
     if (opts.mode === "bdat") this.#state = MID;
   }
@@ -78,21 +76,24 @@ export class DataScanner {
       this.tooBig = true;
       return;
     }
-    this.#joined = undefined;
-    let at = from;
-    while (at < to) {
-      if (this.#outLen === this.#out.length) {
-        this.#whole = undefined; // more than declared: chunks from here on, joined at the end
-        this.#chunks.push(this.#out);
-        this.#out = new Uint8Array(Math.min(this.#out.length * 2, 1024 * 1024));
-        this.#outLen = 0;
-      }
-      const take = Math.min(to - at, this.#out.length - this.#outLen);
-      this.#out.set(src.subarray(at, at + take), this.#outLen);
-      this.#outLen += take;
-      at += take;
+    if (this.#outLen + n > this.#out.length) this.#grow(this.#outLen + n);
+    this.#out.set(src.subarray(from, to), this.#outLen);
+    this.#outLen += n;
+  }
+
+  /** Makes room for `need` octets (never more than maxSize, past which nothing is kept). */
+  #grow(need: number): void {
+    const length = Math.min(Math.max(need, this.#out.length * 2), this.#opts.maxSize);
+    const grown = this.#growable ? growInPlace(this.#out, length) : undefined;
+    if (grown) {
+      this.#out = grown;
+      return;
     }
-    this.#len += n;
+    // The small buffer outgrown (or, never expected, a growable one at its end): one copy of what it holds.
+    this.#growable = length >= SMALL;
+    const next = this.#growable ? withHeadroom(length, HEADROOM, this.#opts.maxSize) : new Uint8Array(length);
+    next.set(this.#out.subarray(0, this.#outLen));
+    this.#out = next;
   }
 
   #byte(b: number): void {
@@ -218,34 +219,12 @@ export class DataScanner {
   }
 
   /**
-   * The content kept so far (unstuffed; CRLF line endings unless bare ones were kept), in a buffer of its own
-   * with {@link HEADROOM} free octets in front (see core/headroom.ts).
+   * The content kept so far (unstuffed; CRLF line endings unless bare ones were kept), a view of the scanner's
+   * own buffer, not a copy. From SMALL octets on, {@link HEADROOM} free octets are in front of it (see
+   * core/headroom.ts); a smaller message has none and is copied once when its prefix is added.
    */
-  data(): Uint8Array {
-    if (this.#joined !== undefined) return this.#joined;
-    if (this.#whole !== undefined && this.#chunks.length === 0) {
-      // Everything fit in the buffer taken for the declared size: no copy.
-      this.#joined = this.#whole.subarray(0, this.#outLen);
-      return this.#joined;
-    }
-    // A small message is copied once when its prefix is added, as before: no headroom, no join copy.
-    if (this.#chunks.length === 0 && this.#len < SMALL) {
-      this.#joined = this.#out.subarray(0, this.#outLen);
-      return this.#joined;
-    }
-    const out = withHeadroom(this.#len, HEADROOM);
-    let at = 0;
-    for (const c of this.#chunks) {
-      out.set(c, at);
-      at += c.length;
-    }
-    out.set(this.#out.subarray(0, this.#outLen), at);
-    // The chunks are not needed any more: one copy of the message is kept from here on.
-    this.#out = new Uint8Array(0);
-    this.#outLen = 0;
-    this.#chunks = [];
-    this.#joined = out;
-    return out;
+  data(): Uint8Array<ArrayBuffer> {
+    return this.#out.subarray(0, this.#outLen);
   }
 }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { prependInPlace, withHeadroom } from "../../src/core/headroom.ts";
-import { DataScanner } from "../../src/smtp/data_scanner.ts";
+import { growInPlace, prependInPlace, withHeadroom } from "../../src/core/headroom.ts";
+import { DataScanner, HEADROOM } from "../../src/smtp/data_scanner.ts";
 import { HeaderEdits } from "../../src/core/header_edit.ts";
 
 const enc = new TextEncoder();
@@ -34,5 +34,50 @@ for (const expectedSize of [undefined, 200_000, 100_000]) {
     const stored = new HeaderEdits().apply(data, "Received: by test\r\n");
     assert.equal(dec.decode(stored), "Received: by test\r\n" + text);
     assert.equal(stored.buffer, data.buffer);
+  });
+}
+
+Deno.test("growInPlace() grows a view in its own buffer: same buffer, content and room kept, up to maxLength", () => {
+  const view = withHeadroom(5, 16, 1000);
+  view.set(enc.encode("hello"));
+  const grown = growInPlace(view, 800)!;
+  assert.equal(grown.buffer, view.buffer, "grown in place, not copied");
+  assert.equal(grown.length, 800);
+  assert.equal(dec.decode(grown.subarray(0, 5)), "hello");
+  assert.ok(grown.subarray(5).every((b) => b === 0), "the new octets are zero");
+  assert.equal(growInPlace(grown, 1001), undefined, "not past maxLength");
+  assert.equal(growInPlace(withHeadroom(5, 16), 6), undefined, "a buffer made without maxLength cannot grow");
+  grown.set(enc.encode(" world"), 5);
+  const out = prependInPlace(grown.subarray(0, 11), enc.encode("Hi: "))!;
+  assert.equal(dec.decode(out), "Hi: hello world", "the room in front is still there");
+  assert.equal(out.buffer, view.buffer);
+});
+
+// What a client declares with SIZE= is an estimate: a message that outgrows it, or declares nothing, must
+// still be kept once (bench:memory: a 48 MB message sent 0.4 MB past its SIZE was joined into a second copy).
+for (const expectedSize of [undefined, 100_000]) {
+  Deno.test(`DataScanner never copies a large message to grow it (declared size ${expectedSize})`, () => {
+    const s = new DataScanner({
+      maxSize: 2_000_000,
+      maxLine: 1000,
+      bareLineEndings: "reject",
+      mode: "data",
+      expectedSize,
+    });
+    const line = "line of a message that grows past what it declared\r\n";
+    const head = "Subject: x\r\n\r\n" + line.repeat(1500);
+    s.feed(enc.encode(head));
+    const first = s.data().buffer;
+    const rest = line.repeat(20_000);
+    for (let at = 0; at < rest.length; at += 65_536) s.feed(enc.encode(rest.slice(at, at + 65_536)));
+    assert.equal(s.feed(enc.encode(".\r\n")).ended, true);
+    const data = s.data();
+    assert.equal(data.length, head.length + rest.length);
+    assert.equal(dec.decode(data), head + rest);
+    assert.equal(data.buffer, first, "the buffer the message started in holds all of it");
+    assert.equal(data.byteOffset, HEADROOM);
+    const stored = new HeaderEdits().apply(data, "Received: by test\r\n");
+    assert.equal(stored.buffer, first, "and the Received: prefix goes in front without a copy");
+    assert.equal(dec.decode(stored.subarray(0, 31)), "Received: by test\r\nSubject: x\r\n");
   });
 }
