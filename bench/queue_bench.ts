@@ -5,6 +5,7 @@
  * destination comes back (a live smtp-sink) after a flush (`deno task queue flush` / `postqueue -f`). For
  * Ferry also: RSS and CPU while idle with the full queue (goals ≤ 200 MB, < 2 % of a core), and after a
  * restart the time to listening (goal < 1 s) and to the whole queue known.
+ * Both samples of the accept rate start settled, after a sync(1) (see fill()).
  * Run as root with Postfix installed (bench/_postfix.ts builds a throwaway instance).
  */
 
@@ -47,10 +48,31 @@ async function send(port: number, count: number): Promise<number> {
   return r.msgsPerSec;
 }
 
-/** Fills to `total` in chunks, measuring the first and the last `SAMPLE`. */
-async function fill(port: number, total: number, label: string): Promise<{ empty: number; full: number }> {
+/** Flushes dirty pages to disk (sync(1)), so a sample does not pay for the writeback of the fill before it. */
+async function sync(): Promise<void> {
+  await new Deno.Command("sync").output();
+}
+
+/**
+ * Fills to `total` in chunks, measuring an early and the last `SAMPLE`. Each sample starts from the same
+ * state: the target has caught up with what it was sent (`settle`), and the page cache has been written back
+ * (`sync`): right after ~1 GB of fill the kernel is still writing it out, and every fsync waits behind that,
+ * which is the fill's cost, not the queue's. A warm-up before the first sample does the same for JIT warm-up
+ * and the first delivery attempts that mark the destination dead.
+ */
+async function fill(
+  port: number,
+  total: number,
+  label: string,
+  settle: (sent: number) => Promise<void>,
+): Promise<{ empty: number; full: number }> {
+  const warmUp = 1_000;
+  await send(port, warmUp);
+  let sent = warmUp;
+  await settle(sent);
+  await sync();
   const empty = await send(port, SAMPLE);
-  let sent = Math.ceil(SAMPLE / SESSIONS) * SESSIONS;
+  sent += Math.ceil(SAMPLE / SESSIONS) * SESSIONS;
   const chunk = 10_000;
   while (sent < total - SAMPLE) {
     const n = Math.min(chunk, total - SAMPLE - sent);
@@ -58,6 +80,8 @@ async function fill(port: number, total: number, label: string): Promise<{ empty
     sent += Math.ceil(n / SESSIONS) * SESSIONS;
     console.error(`${label}: ${sent} queued`);
   }
+  await settle(sent);
+  await sync();
   const full = await send(port, SAMPLE);
   return { empty, full };
 }
@@ -141,16 +165,19 @@ async function benchFerry(parent: string) {
   const deadPort = freePort();
   let run = spawnFerry(spool, port, deadPort);
   await waitForBanner("127.0.0.1", port, 30_000);
-  const rates = await fill(port, N, "ferry");
   // Settled: nothing incoming or active, everything deferred.
-  await poll(
-    async () => {
-      const s = await summary(spool);
-      return s !== undefined && s.byState.incoming === 0 && s.byState.active === 0;
-    },
-    600_000,
-    500,
-  );
+  const settled = async () => {
+    await poll(
+      async () => {
+        const s = await summary(spool);
+        return s !== undefined && s.byState.incoming === 0 && s.byState.active === 0;
+      },
+      600_000,
+      200,
+    );
+  };
+  const rates = await fill(port, N, "ferry", settled);
+  await settled();
   const queued = total(await summary(spool));
   await new Promise((r) => setTimeout(r, 2000));
   const a = procStat(run.child.pid);
@@ -191,7 +218,9 @@ async function benchPostfix(parent: string) {
   const deadPort = freePort();
   const pf = await startPostfix({ parent, relayTo: { host: "127.0.0.1", port: deadPort } });
   try {
-    const rates = await fill(pf.port, N, "postfix");
+    const rates = await fill(pf.port, N, "postfix", async (sent) => {
+      await poll(async () => (await pf.queuedCount()) >= sent * 0.99, 600_000, 500);
+    });
     await poll(async () => (await pf.queuedCount()) >= N * 0.99, 600_000, 1000);
     const size = await du(`${pf.dir}/queue`);
     const sink = startSink(deadPort);
