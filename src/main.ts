@@ -16,6 +16,7 @@ import type { Resolver } from "./dns/resolver.ts";
 import { Scheduler } from "./outbound/scheduler.ts";
 import { QueueOps } from "./outbound/queue_ops.ts";
 import { SpaceGuard } from "./spool/free_space.ts";
+import { startIdleTrim } from "./core/idle_trim.ts";
 import { TlsClientContext } from "./tls/client.ts";
 import { TlsConfigError } from "./tls/errors.ts";
 import { errorMessage } from "./core/error_message.ts";
@@ -350,6 +351,11 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   if (reportTimer !== undefined) Deno.unrefTimer(reportTimer);
   const queueOps = new QueueOps({ spool, hostname, log, manager: scheduler });
   running.queueOps = queueOps;
+  // Memory a burst took goes back once it is over (a full GC and malloc_trim after a quiet interval).
+  const spoolStats = spool as { stats?: { commits: number; writes: number } };
+  const stopIdleTrim = startIdleTrim({
+    activity: () => (spoolStats.stats?.writes ?? 0) + server.connections,
+  });
   log.write(`Ferry started as ${hostname}`);
   let stopped: Promise<void> | undefined;
   return {
@@ -367,6 +373,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
       stopped ??= (async () => {
         readiness.stopping = true;
         clearInterval(reportTimer);
+        stopIdleTrim();
         await tlsRptReports?.stop();
         // The queue command stops finding this process here; the API itself answers until the end.
         if (admin) await removeUrlFile(config.spool.dir).catch(() => {});
