@@ -1,0 +1,95 @@
+/**
+ * Commits that skip the fsync (claims, delivery outcomes) must still leave a checkpoint synced. SQLite runs
+ * its automatic checkpoint at the end of whichever commit took the WAL past 1,000 pages; under
+ * synchronous=OFF that checkpoint copies WAL frames into spool.db without syncing it, and the next write
+ * starts the WAL again over those frames: a power cut then can lose messages already acknowledged with 250.
+ * Under synchronous=NORMAL (what such commits use) the checkpoint syncs spool.db before the WAL is reused.
+ *
+ * Seen from the kernel, as a power cut cannot be tested: a child process stores and claims one message at a
+ * time under `strace -f -y` until a checkpoint happened inside a claim (the wal-index's backfill count moved
+ * during it), and every pwrite64 to spool.db in that claim must be followed by an fsync/fdatasync of it.
+ */
+
+import assert from "node:assert/strict";
+
+const haveStrace = new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync()
+  .success;
+
+const CHILD = `
+import { SqliteSpool } from ${
+  JSON.stringify(new URL("../../src/spool/sqlite_spool.ts", import.meta.url).href)
+};
+const dir = Deno.args[0];
+const spool = new SqliteSpool({ dir, thread: "main" });
+await spool.open();
+const mark = (s) => Deno.stderr.writeSync(new TextEncoder().encode(s + "\\n"));
+// The wal-index's checkpoint info (after two 48-octet header copies): nBackfill, frames copied to spool.db.
+const backfill = () => {
+  const shm = Deno.readFileSync(dir + "/spool.db-shm");
+  return new DataView(shm.buffer, shm.byteOffset).getUint32(96, true);
+};
+const body = new Uint8Array(3000).fill(0x41);
+for (let round = 0; round < 4000; round++) {
+  await spool.store({ id: "m" + round, sender: "a@example.org",
+    recipients: [{ address: "r@example.com", status: "pending" }], size: body.length,
+    receivedAt: Date.now(), protocol: "esmtp", client: { ip: "127.0.0.1", port: 1 }, receivedBy: "child.test" },
+    body.slice());
+  const before = backfill();
+  mark("CLAIM-START " + round);
+  const claimed = await spool.claim(Date.now() + 60_000, 1);
+  mark("CLAIM-END " + round);
+  if (claimed.length !== 1) throw new Error("nothing claimed in round " + round);
+  if (backfill() !== before) {
+    console.log("CHECKPOINTED-IN " + round);
+    break;
+  }
+}
+await spool.close();
+`;
+
+Deno.test({
+  name: "A checkpoint run by a claim's unsynced commit still syncs spool.db before the WAL is reused",
+  ignore: !haveStrace,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "ferry-ckpt-" });
+    try {
+      const trace = `${dir}/trace`;
+      const out = await new Deno.Command("strace", {
+        args: [
+          "-f",
+          "-y",
+          "-e",
+          "trace=pwrite64,fsync,fdatasync,write",
+          "-o",
+          trace,
+          Deno.execPath(),
+          "eval",
+          "--ext=ts",
+          CHILD,
+          `${dir}/spool`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stdout = new TextDecoder().decode(out.stdout);
+      assert.ok(out.success, new TextDecoder().decode(out.stderr));
+      const round = /CHECKPOINTED-IN (\d+)/.exec(stdout)?.[1];
+      assert.ok(round !== undefined, `no checkpoint happened inside a claim: ${stdout}`);
+      const lines = (await Deno.readTextFile(trace)).split("\n");
+      const start = lines.findIndex((l) => l.includes(`CLAIM-START ${round}\\n`));
+      const end = lines.findIndex((l) => l.includes(`CLAIM-END ${round}\\n`));
+      assert.ok(start >= 0 && end > start, "the claim's markers are in the trace");
+      const inClaim = lines.slice(start, end);
+      const db = (l: string) => /<[^>]*\/spool\.db>/.test(l);
+      const lastBackfill = inClaim.findLastIndex((l) => /pwrite64\(/.test(l) && db(l));
+      assert.ok(lastBackfill >= 0, "the checkpoint wrote pages into spool.db during the claim");
+      const synced = inClaim.slice(lastBackfill).some((l) => /(fsync|fdatasync)\(/.test(l) && db(l));
+      assert.ok(
+        synced,
+        "spool.db synced after the checkpoint wrote into it:\n" + inClaim.slice(-20).join("\n"),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
