@@ -1,5 +1,5 @@
 /**
- * Commits that skip the fsync (claims, delivery outcomes) must still leave a checkpoint synced. SQLite runs
+ * Claims and delivery outcomes commit without their own fsync, and must still leave a checkpoint synced. SQLite runs
  * its automatic checkpoint at the end of whichever commit took the WAL past 1,000 pages; under
  * synchronous=OFF that checkpoint copies WAL frames into spool.db without syncing it, and the next write
  * starts the WAL again over those frames: a power cut then can lose messages already acknowledged with 250.
@@ -87,6 +87,78 @@ Deno.test({
       assert.ok(
         synced,
         "spool.db synced after the checkpoint wrote into it:\n" + inClaim.slice(-20).join("\n"),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+const OUTCOME_CHILD = `
+import { SqliteSpool } from ${
+  JSON.stringify(new URL("../../src/spool/sqlite_spool.ts", import.meta.url).href)
+};
+const dir = Deno.args[0];
+const spool = new SqliteSpool({ dir, thread: "main" });
+await spool.open();
+const mark = (s) => Deno.stderr.writeSync(new TextEncoder().encode(s + "\\n"));
+const envelope = (id) => ({ id, sender: "a@example.org", size: 100, receivedAt: Date.now(), protocol: "esmtp",
+  recipients: [{ address: "r@example.com", status: "pending" }, { address: "s@example.com", status: "pending" }],
+  client: { ip: "127.0.0.1", port: 1 }, receivedBy: "child.test" });
+mark("STORE-START");
+await spool.store(envelope("m1"), new Uint8Array(100).fill(0x41));
+mark("STORE-END");
+mark("APPLY-START");
+await spool.apply({ id: "m1", recipients: [{ index: 0, status: "delivered" }] });
+mark("APPLY-END");
+// Then a store: its sync makes the outcome durable with it.
+await spool.store(envelope("m2"), new Uint8Array(100).fill(0x42));
+const m1 = await spool.get("m1");
+console.log(JSON.stringify(m1.recipients.map((r) => r.status)));
+await spool.close();
+`;
+
+Deno.test({
+  name: "A delivery outcome commits without waiting for an fsync; a store still waits for one",
+  ignore: !haveStrace,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "ferry-outcome-sync-" });
+    try {
+      const trace = `${dir}/trace`;
+      const out = await new Deno.Command("strace", {
+        args: [
+          "-f",
+          "-y",
+          "-e",
+          "trace=pwrite64,fsync,fdatasync,write",
+          "-o",
+          trace,
+          Deno.execPath(),
+          "eval",
+          "--ext=ts",
+          OUTCOME_CHILD,
+          `${dir}/spool`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.ok(out.success, new TextDecoder().decode(out.stderr));
+      assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout).trim()), ["delivered", "pending"]);
+      const lines = (await Deno.readTextFile(trace)).split("\n");
+      const window = (name: string) =>
+        lines.slice(
+          lines.findIndex((l) => l.includes(`${name}-START\\n`)),
+          lines.findIndex((l) => l.includes(`${name}-END\\n`)),
+        );
+      const wal = (l: string) => /<[^>]*\/spool\.db-wal>/.test(l);
+      const store = window("STORE");
+      const apply = window("APPLY");
+      assert.ok(store.some((l) => /pwrite64\(/.test(l) && wal(l)), "the store wrote the WAL");
+      assert.ok(store.some((l) => /(fsync|fdatasync)\(/.test(l) && wal(l)), "the store synced the WAL");
+      assert.ok(apply.some((l) => /pwrite64\(/.test(l) && wal(l)), "the outcome wrote the WAL");
+      assert.ok(
+        !apply.some((l) => /(fsync|fdatasync)\(/.test(l)),
+        "the outcome waited for no sync:\n" + apply.join("\n"),
       );
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
