@@ -20,11 +20,19 @@ export interface Logger {
   write(text: string, fields?: LogFields & { id?: string }): void;
 }
 
+/** The last second formatted, and the Date.now() second it was for: a busy log formats each second once. */
+let stampSecond = -1;
+let stampText = "";
+
 function timestamp(d: Date): string {
+  const second = Math.floor(d.getTime() / 1000);
+  if (second === stampSecond) return stampText;
   const p = (n: number) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${
+  stampText = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${
     p(d.getMinutes())
   }:${p(d.getSeconds())}`;
+  stampSecond = second;
+  return stampText;
 }
 
 const encoder = new TextEncoder();
