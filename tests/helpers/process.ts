@@ -53,8 +53,8 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the Ferry command line to completion (for `--check-config` and config errors). */
-export async function runFerryCli(args: string[], timeoutMs = 20_000): Promise<CliResult> {
+/** Runs the Ferry command line to completion (for `--check-config` and config errors); killed after `timeoutMs` (generous: a loaded machine starts Deno slowly). */
+export async function runFerryCli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", fromFileUrl(MOD_URL), ...args],
     cwd: REPO_DIR,
@@ -258,7 +258,7 @@ export class FerryProcess {
   }
 
   /** Waits until the collected stdout (or `read()` when given) matches `re`; returns the match. */
-  async waitFor(re: RegExp, ms = 5000, read?: () => Promise<string>): Promise<RegExpExecArray> {
+  async waitFor(re: RegExp, ms = 20_000, read?: () => Promise<string>): Promise<RegExpExecArray> {
     const deadline = Date.now() + ms;
     for (;;) {
       const text = read ? await read().catch(() => "") : this.#out;
