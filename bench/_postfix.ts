@@ -28,6 +28,8 @@ export interface PostfixInstance {
   heldCount(): Promise<number>;
   /** Number of queue files not yet delivered (maildrop, incoming, active, deferred, hold). */
   queuedCount(): Promise<number>;
+  /** Number of queue files the queue manager has not finished with yet (maildrop, incoming, active). */
+  unsettledCount(): Promise<number>;
   /** Ports of the further smtpd listeners asked for in `extraSmtpd`, by name. */
   extraPorts: Record<string, number>;
   /** Number of lines of the instance's mail log containing `needle`. */
@@ -273,6 +275,13 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
       queuedCount: async () => {
         let n = 0;
         for (const q of ["maildrop", "incoming", "active", "deferred", "hold"]) {
+          n += await countFiles(`${queue}/${q}`).catch(() => 0);
+        }
+        return n;
+      },
+      unsettledCount: async () => {
+        let n = 0;
+        for (const q of ["maildrop", "incoming", "active"]) {
           n += await countFiles(`${queue}/${q}`).catch(() => 0);
         }
         return n;

@@ -218,8 +218,13 @@ async function benchPostfix(parent: string) {
   const deadPort = freePort();
   const pf = await startPostfix({ parent, relayTo: { host: "127.0.0.1", port: deadPort } });
   try {
+    // Settled as Ferry is: everything sent is queued and the queue manager is done with it (all deferred).
     const rates = await fill(pf.port, N, "postfix", async (sent) => {
-      await poll(async () => (await pf.queuedCount()) >= sent * 0.99, 600_000, 500);
+      await poll(
+        async () => (await pf.queuedCount()) >= sent * 0.99 && (await pf.unsettledCount()) === 0,
+        600_000,
+        500,
+      );
     });
     await poll(async () => (await pf.queuedCount()) >= N * 0.99, 600_000, 1000);
     const size = await du(`${pf.dir}/queue`);

@@ -579,8 +579,12 @@ export class SpoolDb {
     // makes them durable with itself. A delivery run then costs the disk no sync per outcome batch (what a
     // kill -9 repeats is unchanged: bench:duplicates measured the same before and after).
     const unsynced = !this.#memory && ops.length > 0 && ops.every((op) => op.kind === "apply");
-    if (unsynced) db.exec("PRAGMA synchronous = NORMAL");
     try {
+      // Each commit sets its own safety level, so a level left behind by an earlier transaction (a claim, or
+      // an outcome commit whose restore failed) can never carry a store; and a transaction left open by a
+      // failed rollback is ended first (SQLite refuses to change the level inside one).
+      if (db.isTransaction) db.exec("ROLLBACK");
+      db.exec(unsynced ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL");
       db.exec("BEGIN IMMEDIATE");
       for (const op of ops) {
         if (refuseStores && op.kind === "store") {
@@ -605,8 +609,6 @@ export class SpoolDb {
         if (db.isTransaction) db.exec("ROLLBACK");
       } catch { /* SQLite already rolled back */ }
       throw new BatchCommitError(`Spool commit failed: ${errorMessage(err)}`, { cause: err });
-    } finally {
-      if (unsynced) db.exec("PRAGMA synchronous = FULL");
     }
   }
 
@@ -752,11 +754,15 @@ export class SpoolDb {
     // NORMAL, not OFF: the commit itself is not synced, but a checkpoint it runs still syncs the WAL before
     // copying it and spool.db after, before the WAL is written over (under OFF neither: a power cut could then
     // lose messages acknowledged long before).
+    if (db.isTransaction) db.exec("ROLLBACK");
     db.exec("PRAGMA synchronous = NORMAL");
     try {
       return immediate(db, () => this.#claim(now, limit, dataUpTo));
     } finally {
-      db.exec("PRAGMA synchronous = FULL");
+      // Tidy, not relied on: every commit sets its own level (#commitOnce).
+      try {
+        if (!db.isTransaction) db.exec("PRAGMA synchronous = FULL");
+      } catch { /* the next commit sets it */ }
     }
   }
 
