@@ -354,7 +354,9 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   // Memory a burst took goes back once it is over (a full GC and malloc_trim after a quiet interval).
   const spoolStats = spool as { stats?: { commits: number; writes: number } };
   const stopIdleTrim = startIdleTrim({
-    activity: () => (spoolStats.stats?.writes ?? 0) + server.connections,
+    activity: () => spoolStats.stats?.writes ?? 0,
+    // Never in the middle of a session (a long upload writes nothing until its end) or a delivery.
+    busy: () => server.connections > 0 || (scheduler?.activeCount ?? 0) > 0,
   });
   log.write(`Ferry started as ${hostname}`);
   let stopped: Promise<void> | undefined;

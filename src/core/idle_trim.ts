@@ -16,6 +16,8 @@ import vm from "node:vm";
 export interface IdleTrimOptions {
   /** A counter that moves whenever there is work (messages stored, deliveries, connections) */
   activity: () => number;
+  /** True while work is under way that the counter may not show yet (a long upload, a slow delivery) */
+  busy?: () => boolean;
   /** How often activity is looked at (default 2 s); a trim follows one whole quiet interval */
   intervalMs?: number;
   /** Growth of the resident set since the last trim below which there is nothing worth a trim (16 MiB) */
@@ -72,6 +74,11 @@ export function startIdleTrim(options: IdleTrimOptions): () => void {
   let floor = rss();
   const timer = setInterval(() => {
     const now = options.activity();
+    if (options.busy?.()) {
+      // Work in progress counts as activity: the quiet interval starts when it is over.
+      last = Number.NaN;
+      return;
+    }
     if (now === last && now !== trimmedAt && rss() - floor >= (options.minGrowth ?? 16 * 1024 * 1024)) {
       trimmedAt = now;
       trim();

@@ -14,6 +14,7 @@ Deno.test("trimMemory() collects garbage the heap grew for and gives it back", (
 Deno.test("startIdleTrim() trims once per quiet spell after work, and only when memory grew", async () => {
   let activity = 0;
   let rss = 100;
+  let busy = false;
   const trims: number[] = [];
   // Each check reads the activity once: wait for the next check to have run (the first read is at start).
   let seen: () => void = () => {};
@@ -26,6 +27,7 @@ Deno.test("startIdleTrim() trims once per quiet spell after work, and only when 
       return activity;
     },
     rss: () => rss,
+    busy: () => busy,
     minGrowth: 50,
     intervalMs: 5,
     trim: () => {
@@ -60,6 +62,19 @@ Deno.test("startIdleTrim() trims once per quiet spell after work, and only when 
     assert.deepEqual(trims, [1]);
     await check();
     assert.deepEqual(trims, [1, 4]);
+    activity = 5; // work, then a long upload that writes nothing: no trim while it lasts
+    rss = 400;
+    await check();
+    busy = true;
+    await check();
+    await check();
+    await check();
+    assert.deepEqual(trims, [1, 4], "not while busy");
+    busy = false;
+    await check(); // the quiet interval starts now
+    assert.deepEqual(trims, [1, 4]);
+    await check();
+    assert.deepEqual(trims, [1, 4, 5]);
   } finally {
     stop();
     clearTimeout(keepAlive);
