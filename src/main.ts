@@ -160,9 +160,11 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     listenersBound: false,
     stopping: false,
   };
+  // Commits and writes so far (SqliteSpool keeps them; a spool passed in by a test may not).
+  const spoolStats = () => (spool as { stats?: { commits: number; writes: number } }).stats;
   const metrics = new FerryMetrics({
     queueByState: async () => (await spool.summary()).byState,
-    spoolStats: () => (spool as { stats?: { commits: number; writes: number } }).stats,
+    spoolStats,
     stapleAges: () => tlsSetup?.stapleAges() ?? [],
   });
   spool.observeCommits?.((seconds, writes) => metrics.spoolCommit(seconds, writes));
@@ -352,9 +354,8 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   const queueOps = new QueueOps({ spool, hostname, log, manager: scheduler });
   running.queueOps = queueOps;
   // Memory a burst took goes back once it is over (a full GC and malloc_trim after a quiet interval).
-  const spoolStats = spool as { stats?: { commits: number; writes: number } };
   const stopIdleTrim = startIdleTrim({
-    activity: () => spoolStats.stats?.writes ?? 0,
+    activity: () => spoolStats()?.writes ?? 0,
     // Never in the middle of a session (a long upload writes nothing until its end) or a delivery.
     busy: () => server.connections > 0 || (scheduler?.activeCount ?? 0) > 0,
   });

@@ -2,11 +2,11 @@
  * Gives memory back to the system once a burst of work is over. V8 grows its heap for a burst (20,000
  * messages accepted: ~90 MB of heap, mostly garbage) and, without idle notifications from an embedder, keeps
  * it until the next collection, which an idle relay never triggers; glibc keeps freed memory in its arenas
- * the same way. When a check finds no new activity since the previous one, some since the last trim, and a
- * resident set at least 16 MiB above what the last trim left, one full collection runs (the `gc` function
- * V8 installs with --expose-gc, set from node:v8 at run time) and `malloc_trim(0)` returns free arena memory
- * (through FFI, where libc has it). Both cost a few tens of milliseconds of the event loop, once per quiet
- * spell and never while work is arriving.
+ * the same way. When a check finds nothing busy, no new activity since the previous check but some since the
+ * last trim, and a resident set at least 16 MiB above what the last trim left, one full collection runs (the
+ * `gc` function V8 installs with --expose-gc, set from node:v8 at run time) and `malloc_trim(0)` returns free
+ * arena memory (through FFI, where libc has it). Both cost a few tens of milliseconds of the event loop, once
+ * per quiet spell and never while work is under way.
  */
 
 import v8 from "node:v8";
@@ -14,7 +14,7 @@ import vm from "node:vm";
 
 /** How the trim is done; the defaults are the real collector and glibc. */
 export interface IdleTrimOptions {
-  /** A counter that moves whenever there is work (messages stored, deliveries, connections) */
+  /** A counter that moves whenever there is work (main.ts: the spool's writes) */
   activity: () => number;
   /** True while work is under way that the counter may not show yet (a long upload, a slow delivery) */
   busy?: () => boolean;

@@ -580,9 +580,9 @@ export class SpoolDb {
     // kill -9 repeats is unchanged: bench:duplicates measured the same before and after).
     const unsynced = !this.#memory && ops.length > 0 && ops.every((op) => op.kind === "apply");
     try {
-      // Each commit sets its own safety level, so a level left behind by an earlier transaction (a claim, or
-      // an outcome commit whose restore failed) can never carry a store; and a transaction left open by a
-      // failed rollback is ended first (SQLite refuses to change the level inside one).
+      // Each commit sets its own safety level, so the NORMAL of a claim or of an outcome commit before it can
+      // never carry a store; and a transaction left open by a failed rollback is ended first (SQLite refuses
+      // to change the level inside one).
       if (db.isTransaction) db.exec("ROLLBACK");
       db.exec(unsynced ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL");
       db.exec("BEGIN IMMEDIATE");
@@ -756,14 +756,8 @@ export class SpoolDb {
     // lose messages acknowledged long before).
     if (db.isTransaction) db.exec("ROLLBACK");
     db.exec("PRAGMA synchronous = NORMAL");
-    try {
-      return immediate(db, () => this.#claim(now, limit, dataUpTo));
-    } finally {
-      // Tidy, not relied on: every commit sets its own level (#commitOnce).
-      try {
-        if (!db.isTransaction) db.exec("PRAGMA synchronous = FULL");
-      } catch { /* the next commit sets it */ }
-    }
+    // Left at NORMAL afterwards: every commit sets its own level (#commitOnce).
+    return immediate(db, () => this.#claim(now, limit, dataUpTo));
   }
 
   #claim(now: number, limit: number, dataUpTo: number): Claimed[] {
