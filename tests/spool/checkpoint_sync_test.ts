@@ -15,7 +15,11 @@ import assert from "node:assert/strict";
 const haveStrace = new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" }).outputSync()
   .success;
 
-const CHILD = `
+/**
+ * What both children start with: a spool on this thread in the directory given, and `mark()`, a line on stderr
+ * (a write(2) in the trace) that brackets the calls to look at.
+ */
+const PREAMBLE = `
 import { SqliteSpool } from ${
   JSON.stringify(new URL("../../src/spool/sqlite_spool.ts", import.meta.url).href)
 };
@@ -23,6 +27,49 @@ const dir = Deno.args[0];
 const spool = new SqliteSpool({ dir, thread: "main" });
 await spool.open();
 const mark = (s) => Deno.stderr.writeSync(new TextEncoder().encode(s + "\\n"));
+`;
+
+/** Runs `code` (after PREAMBLE) under `strace -f -y`; returns its stdout and the trace's lines. */
+async function traceChild(code: string): Promise<{ stdout: string; lines: string[] }> {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-sync-trace-" });
+  try {
+    const trace = `${dir}/trace`;
+    const out = await new Deno.Command("strace", {
+      args: [
+        "-f",
+        "-y",
+        "-e",
+        "trace=pwrite64,fsync,fdatasync,write",
+        "-o",
+        trace,
+        Deno.execPath(),
+        "eval",
+        "--ext=ts",
+        PREAMBLE + code,
+        `${dir}/spool`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    return {
+      stdout: new TextDecoder().decode(out.stdout),
+      lines: (await Deno.readTextFile(trace)).split("\n"),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** The trace lines between the child's `mark(start)` and `mark(end)`. */
+function between(lines: string[], start: string, end: string): string[] {
+  const from = lines.findIndex((l) => l.includes(`${start}\\n`));
+  const to = lines.findIndex((l) => l.includes(`${end}\\n`));
+  assert.ok(from >= 0 && to > from, `the markers ${start} and ${end} are in the trace`);
+  return lines.slice(from, to);
+}
+
+const CLAIM_CHILD = `
 // The wal-index's checkpoint info (after two 48-octet header copies): nBackfill, frames copied to spool.db.
 const backfill = () => {
   const shm = Deno.readFileSync(dir + "/spool.db-shm");
@@ -51,57 +98,22 @@ Deno.test({
   name: "A checkpoint run by a claim's unsynced commit still syncs spool.db before the WAL is reused",
   ignore: !haveStrace,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "ferry-ckpt-" });
-    try {
-      const trace = `${dir}/trace`;
-      const out = await new Deno.Command("strace", {
-        args: [
-          "-f",
-          "-y",
-          "-e",
-          "trace=pwrite64,fsync,fdatasync,write",
-          "-o",
-          trace,
-          Deno.execPath(),
-          "eval",
-          "--ext=ts",
-          CHILD,
-          `${dir}/spool`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stdout = new TextDecoder().decode(out.stdout);
-      assert.ok(out.success, new TextDecoder().decode(out.stderr));
-      const round = /CHECKPOINTED-IN (\d+)/.exec(stdout)?.[1];
-      assert.ok(round !== undefined, `no checkpoint happened inside a claim: ${stdout}`);
-      const lines = (await Deno.readTextFile(trace)).split("\n");
-      const start = lines.findIndex((l) => l.includes(`CLAIM-START ${round}\\n`));
-      const end = lines.findIndex((l) => l.includes(`CLAIM-END ${round}\\n`));
-      assert.ok(start >= 0 && end > start, "the claim's markers are in the trace");
-      const inClaim = lines.slice(start, end);
-      const db = (l: string) => /<[^>]*\/spool\.db>/.test(l);
-      const lastBackfill = inClaim.findLastIndex((l) => /pwrite64\(/.test(l) && db(l));
-      assert.ok(lastBackfill >= 0, "the checkpoint wrote pages into spool.db during the claim");
-      const synced = inClaim.slice(lastBackfill).some((l) => /(fsync|fdatasync)\(/.test(l) && db(l));
-      assert.ok(
-        synced,
-        "spool.db synced after the checkpoint wrote into it:\n" + inClaim.slice(-20).join("\n"),
-      );
-    } finally {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    }
+    const { stdout, lines } = await traceChild(CLAIM_CHILD);
+    const round = /CHECKPOINTED-IN (\d+)/.exec(stdout)?.[1];
+    assert.ok(round !== undefined, `no checkpoint happened inside a claim: ${stdout}`);
+    const inClaim = between(lines, `CLAIM-START ${round}`, `CLAIM-END ${round}`);
+    const db = (l: string) => /<[^>]*\/spool\.db>/.test(l);
+    const lastBackfill = inClaim.findLastIndex((l) => /pwrite64\(/.test(l) && db(l));
+    assert.ok(lastBackfill >= 0, "the checkpoint wrote pages into spool.db during the claim");
+    const synced = inClaim.slice(lastBackfill).some((l) => /(fsync|fdatasync)\(/.test(l) && db(l));
+    assert.ok(
+      synced,
+      "spool.db synced after the checkpoint wrote into it:\n" + inClaim.slice(-20).join("\n"),
+    );
   },
 });
 
 const OUTCOME_CHILD = `
-import { SqliteSpool } from ${
-  JSON.stringify(new URL("../../src/spool/sqlite_spool.ts", import.meta.url).href)
-};
-const dir = Deno.args[0];
-const spool = new SqliteSpool({ dir, thread: "main" });
-await spool.open();
-const mark = (s) => Deno.stderr.writeSync(new TextEncoder().encode(s + "\\n"));
 const envelope = (id) => ({ id, sender: "a@example.org", size: 100, receivedAt: Date.now(), protocol: "esmtp",
   recipients: [{ address: "r@example.com", status: "pending" }, { address: "s@example.com", status: "pending" }],
   client: { ip: "127.0.0.1", port: 1 }, receivedBy: "child.test" });
@@ -122,46 +134,17 @@ Deno.test({
   name: "A delivery outcome commits without waiting for an fsync; a store still waits for one",
   ignore: !haveStrace,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "ferry-outcome-sync-" });
-    try {
-      const trace = `${dir}/trace`;
-      const out = await new Deno.Command("strace", {
-        args: [
-          "-f",
-          "-y",
-          "-e",
-          "trace=pwrite64,fsync,fdatasync,write",
-          "-o",
-          trace,
-          Deno.execPath(),
-          "eval",
-          "--ext=ts",
-          OUTCOME_CHILD,
-          `${dir}/spool`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      assert.ok(out.success, new TextDecoder().decode(out.stderr));
-      assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout).trim()), ["delivered", "pending"]);
-      const lines = (await Deno.readTextFile(trace)).split("\n");
-      const window = (name: string) =>
-        lines.slice(
-          lines.findIndex((l) => l.includes(`${name}-START\\n`)),
-          lines.findIndex((l) => l.includes(`${name}-END\\n`)),
-        );
-      const wal = (l: string) => /<[^>]*\/spool\.db-wal>/.test(l);
-      const store = window("STORE");
-      const apply = window("APPLY");
-      assert.ok(store.some((l) => /pwrite64\(/.test(l) && wal(l)), "the store wrote the WAL");
-      assert.ok(store.some((l) => /(fsync|fdatasync)\(/.test(l) && wal(l)), "the store synced the WAL");
-      assert.ok(apply.some((l) => /pwrite64\(/.test(l) && wal(l)), "the outcome wrote the WAL");
-      assert.ok(
-        !apply.some((l) => /(fsync|fdatasync)\(/.test(l)),
-        "the outcome waited for no sync:\n" + apply.join("\n"),
-      );
-    } finally {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    }
+    const { stdout, lines } = await traceChild(OUTCOME_CHILD);
+    assert.deepEqual(JSON.parse(stdout.trim()), ["delivered", "pending"]);
+    const wal = (l: string) => /<[^>]*\/spool\.db-wal>/.test(l);
+    const store = between(lines, "STORE-START", "STORE-END");
+    const apply = between(lines, "APPLY-START", "APPLY-END");
+    assert.ok(store.some((l) => /pwrite64\(/.test(l) && wal(l)), "the store wrote the WAL");
+    assert.ok(store.some((l) => /(fsync|fdatasync)\(/.test(l) && wal(l)), "the store synced the WAL");
+    assert.ok(apply.some((l) => /pwrite64\(/.test(l) && wal(l)), "the outcome wrote the WAL");
+    assert.ok(
+      !apply.some((l) => /(fsync|fdatasync)\(/.test(l)),
+      "the outcome waited for no sync:\n" + apply.join("\n"),
+    );
   },
 });
