@@ -104,6 +104,13 @@ async function readPid(queueDir: string): Promise<number | undefined> {
   }
 }
 
+/** Queue files in the named queue directories under `queue` (a missing one counts none). */
+async function countQueues(queue: string, names: string[]): Promise<number> {
+  let n = 0;
+  for (const q of names) n += await countFiles(`${queue}/${q}`).catch(() => 0);
+  return n;
+}
+
 async function countFiles(dir: string): Promise<number> {
   let n = 0;
   for await (const e of Deno.readDir(dir)) {
@@ -272,20 +279,8 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
       version,
       extraPorts,
       heldCount: () => countFiles(`${queue}/hold`),
-      queuedCount: async () => {
-        let n = 0;
-        for (const q of ["maildrop", "incoming", "active", "deferred", "hold"]) {
-          n += await countFiles(`${queue}/${q}`).catch(() => 0);
-        }
-        return n;
-      },
-      unsettledCount: async () => {
-        let n = 0;
-        for (const q of ["maildrop", "incoming", "active"]) {
-          n += await countFiles(`${queue}/${q}`).catch(() => 0);
-        }
-        return n;
-      },
+      queuedCount: () => countQueues(queue, ["maildrop", "incoming", "active", "deferred", "hold"]),
+      unsettledCount: () => countQueues(queue, ["maildrop", "incoming", "active"]),
       logCount: async (needle) => {
         const text = await Deno.readTextFile(log).catch(() => "");
         return text.split("\n").filter((l) => l.includes(needle)).length;

@@ -24,6 +24,7 @@
  */
 
 import { type PostfixInstance, startPostfix } from "./_postfix.ts";
+import { syncDisks } from "./_process.ts";
 import { type ChildTarget, ferryAvailable, startFerryChild } from "./_ferry.ts";
 import { startCountingSink } from "./_sink.ts";
 import { makeCertificates } from "./_certs.ts";
@@ -260,7 +261,7 @@ async function bench(): Promise<number> {
           for (const t of targets) {
             // Each target starts with the page cache written back: without this the second target's fsyncs
             // wait behind the writeback of what the first one just stored.
-            await new Deno.Command("sync").output();
+            await syncDisks();
             figures[t.name] = await s.measure(t);
             if (ferry?.exited()) throw new Error(`Ferry exited during "${s.name}":\n${ferry.output()}`);
           }

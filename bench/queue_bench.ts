@@ -11,7 +11,7 @@
 
 import { runLoad } from "./_load.ts";
 import { freePort, startPostfix, waitForBanner } from "./_postfix.ts";
-import { terminate } from "./_process.ts";
+import { syncDisks, terminate } from "./_process.ts";
 import { repoRoot } from "./_ferry.ts";
 import { AdminClient } from "../src/admin/client.ts";
 import { readUrlFile } from "../src/admin/url_file.ts";
@@ -48,15 +48,10 @@ async function send(port: number, count: number): Promise<number> {
   return r.msgsPerSec;
 }
 
-/** Flushes dirty pages to disk (sync(1)), so a sample does not pay for the writeback of the fill before it. */
-async function sync(): Promise<void> {
-  await new Deno.Command("sync").output();
-}
-
 /**
  * Fills to `total` in chunks, measuring an early and the last `SAMPLE`. Each sample starts from the same
  * state: the target has caught up with what it was sent (`settle`), and the page cache has been written back
- * (`sync`): right after ~1 GB of fill the kernel is still writing it out, and every fsync waits behind that,
+ * (`syncDisks`): right after ~1 GB of fill the kernel is still writing it out, and every fsync waits behind that,
  * which is the fill's cost, not the queue's. A warm-up before the first sample does the same for JIT warm-up
  * and the first delivery attempts that mark the destination dead.
  */
@@ -70,7 +65,7 @@ async function fill(
   await send(port, warmUp);
   let sent = warmUp;
   await settle(sent);
-  await sync();
+  await syncDisks();
   const empty = await send(port, SAMPLE);
   sent += Math.ceil(SAMPLE / SESSIONS) * SESSIONS;
   const chunk = 10_000;
@@ -81,7 +76,7 @@ async function fill(
     console.error(`${label}: ${sent} queued`);
   }
   await settle(sent);
-  await sync();
+  await syncDisks();
   const full = await send(port, SAMPLE);
   return { empty, full };
 }
