@@ -190,6 +190,8 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     tlsSetup?.close();
     throw err;
   }
+  // The queue command stops finding this process once the admin URL file is gone.
+  const unpublish = () => admin ? removeUrlFile(config.spool.dir).catch(() => {}) : Promise.resolve();
   const events = new EventBus(config.events, { log, timeoutMs: config.limits.eventTimeout });
   // Lookups and rate limits find Redis through the services registry; a server down at start only defers.
   const redis = config.redis
@@ -249,7 +251,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
   } catch (err) {
     await closeChecks(opened, log);
     dmarcHistory?.close();
-    if (admin) await removeUrlFile(config.spool.dir).catch(() => {});
+    await unpublish();
     await admin?.server.stop();
     await spool.close();
     tlsSetup?.close();
@@ -283,7 +285,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     await server.stop(0);
     await closeChecks(opened, log);
     dmarcHistory?.close();
-    if (admin) await removeUrlFile(config.spool.dir).catch(() => {});
+    await unpublish();
     await admin?.server.stop();
     await spool.close();
     tlsSetup?.close();
@@ -379,7 +381,7 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
         stopIdleTrim();
         await tlsRptReports?.stop();
         // The queue command stops finding this process here; the API itself answers until the end.
-        if (admin) await removeUrlFile(config.spool.dir).catch(() => {});
+        await unpublish();
         await server.stop(config.limits.shutdownGrace);
         await scheduler?.stop(config.limits.shutdownGrace);
         await closeChecks(opened, log);

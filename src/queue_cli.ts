@@ -15,7 +15,7 @@ import type { ResolvedConfig } from "./config/schema.ts";
 import { parseDuration } from "./core/units.ts";
 import { errorMessage } from "./core/error_message.ts";
 import type { QueueSummary } from "./spool/spool.ts";
-import { SpoolLockedError } from "./spool/spool.ts";
+import { QUEUE_STATES, SpoolLockedError } from "./spool/spool.ts";
 import type { OpOutcome } from "./outbound/queue_ops.ts";
 import type { Envelope } from "./core/envelope.ts";
 import { AdminApiError, AdminClient, AdminUnreachableError } from "./admin/client.ts";
@@ -24,7 +24,6 @@ import type { QueueItem } from "./admin/queue_access.ts";
 
 /** The spool's lock file (sqlite_spool.ts), named here so the common path need not load the spool. */
 const LOCK_FILE = "ferry.lock";
-const QUEUE_STATES = ["incoming", "active", "deferred", "hold", "corrupt"];
 
 const USAGE =
   `usage: deno task queue [--config FILE | --spool DIR] [--url URL] [--token T] [--offline] [--json] COMMAND
@@ -108,7 +107,7 @@ function listCall(flags: Record<string, string>): Call {
   for (const [k, v] of Object.entries(flags)) {
     const name = LIST_FLAGS[k];
     if (name === undefined) throw new UsageError(`unknown option --${k}`);
-    if (k === "state" && !QUEUE_STATES.includes(v)) {
+    if (k === "state" && !(QUEUE_STATES as readonly string[]).includes(v)) {
       throw new UsageError(`--state: expected incoming, active, deferred, hold or corrupt`);
     }
     if (k === "older-than" || k === "newer-than") parseDuration(v); // RangeError: a usage error

@@ -118,11 +118,7 @@ export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): Q
           : { ok: false, error: "conflict", detail: `${id} ${r.message}` };
       }
       const gone = action === "delete" ? "deleted" : action === "bounce" ? "bounced" : "done";
-      // QueueOps names the report it queued in its outcome text ("…, failure report <id> to <sender>").
-      const report = action === "bounce"
-        ? /failure report ([A-Za-z0-9-]+) to /.exec(r.message)?.[1]
-        : undefined;
-      return { ok: true, state: (await spool.row(id))?.state ?? gone, message: r.message, report };
+      return { ok: true, state: (await spool.row(id))?.state ?? gone, message: r.message, report: r.report };
     },
     async actMany(action, ids) {
       return await ops()?.[action](ids);

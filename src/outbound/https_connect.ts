@@ -7,6 +7,7 @@
 
 import type { Resolver } from "../dns/resolver.ts";
 import { type TlsClientContext, tlsConnect } from "../tls/client.ts";
+import { isIp } from "../core/ip.ts";
 
 /** A TLS stream opened by {@link httpsConnect}. */
 export type HttpsStream = Awaited<ReturnType<typeof tlsConnect>>;
@@ -36,10 +37,6 @@ export class HttpsConnectError extends Error {
     super(message);
     this.name = "HttpsConnectError";
   }
-}
-
-function isIp(host: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(":");
 }
 
 /** Opens a verified TLS stream to the target; throws {@link HttpsConnectError}. */

@@ -29,6 +29,8 @@ export interface OpOutcome {
   ok: boolean;
   /** What happened, or why nothing did */
   message: string;
+  /** The id of the failure report a bounce queued */
+  report?: string;
 }
 
 /** Everything `show` returns. */
@@ -217,9 +219,10 @@ export class QueueOps {
           { id: envelope.id, event: "<=" },
         );
       }
-      const sent = reports.length > 0 ? `, failure report ${reports[0].envelope.id} to <${env.sender}>` : "";
+      const report = reports[0]?.envelope.id;
+      const sent = report !== undefined ? `, failure report ${report} to <${env.sender}>` : "";
       this.#log?.write(`bounced by operator${sent}`, { id, event: "bounce" });
-      return { id, ok: true, message: `bounced ${pending.length} recipient(s)${sent}` };
+      return { id, ok: true, message: `bounced ${pending.length} recipient(s)${sent}`, report };
     }));
   }
 
