@@ -5,6 +5,7 @@ import { validateConfig } from "../../src/config/load.ts";
 import { MemoryLog } from "../../src/core/log.ts";
 import { startFerry } from "../../src/main.ts";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
+import { waitFor } from "../helpers/downstream.ts";
 
 Deno.test("admin /readyz: 503 with spoolError once the spool worker died for good; 200 before and after a restart it survived", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ferry-readyz-" });
@@ -36,13 +37,19 @@ Deno.test("admin /readyz: 503 with spoolError once the spool worker died for goo
     const restarts = () => logged.filter((l) => /spool worker restarted/.test(l)).length;
     // One death is survived: once the restart is logged, Ferry is ready again.
     await spool.crashWorkerForTest().catch(() => {});
-    while (restarts() === 0) await spool.count().catch(() => {});
+    // Asking the spool meanwhile is what meets the dead worker; bounded, so a restart never logged fails.
+    const poke = (done: () => boolean) => async () => (await spool.count().catch(() => {}), done());
+    await waitFor(poke(() => restarts() > 0), 10_000, "the worker restart logged");
     assert.equal((await readyz()).status, 200);
     // The fourth death within a minute is for good (maxRestarts 3 in 60 s).
     for (let i = 0; i < 3 && fatal.length === 0; i++) {
       const before = restarts();
       await spool.crashWorkerForTest().catch(() => {});
-      while (restarts() === before && fatal.length === 0) await spool.count().catch(() => {});
+      await waitFor(
+        poke(() => restarts() > before || fatal.length > 0),
+        10_000,
+        "a restart or the fatal end",
+      );
     }
     assert.equal(fatal.length, 1);
     const r = await readyz();

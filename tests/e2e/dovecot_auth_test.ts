@@ -100,7 +100,7 @@ const swaksAuth = (port: number, user: string, password: string) =>
     "40",
   ]);
 
-Deno.test("dovecotAuth: Dovecot's auth-client socket decides logins (235, 535), a Dovecot lookup failure or a dead socket is 454 4.7.0", async () => {
+Deno.test("dovecotAuth: Dovecot's auth-client socket decides logins (235, 535), a Dovecot lookup failure is 454 4.7.0, a dead socket fails the lookup", async () => {
   const dovecot = await startDovecot({ alice: "alice-secret" });
   const pki = await createPki();
   const cert = await pki.issue({ cn: "ferry.test", dns: ["ferry.test"] });
@@ -136,7 +136,7 @@ Deno.test("dovecotAuth: Dovecot's auth-client socket decides logins (235, 535), 
     assert.ok(broken.memlog.has("temporary authentication failure"));
     assert.match(await brokenDovecot.log(), /passwd-file/);
 
-    // A socket that is not there is a lookup failure too (454 through Ferry, as the other one).
+    // A socket that is not there fails the lookup too: a rejection, the path the 454 above comes from.
     await assert.rejects(
       () => dovecotAuth({ socket: `${f.dir}/no-such-socket` })({ user: "alice", authzid: "", password: "x" }),
       /no-such-socket/,
