@@ -26,6 +26,11 @@ export async function spkiDer(certFile: string): Promise<Uint8Array> {
   return out.stdout;
 }
 
+/** Lower-case hex SHA-256 of the certificate's SubjectPublicKeyInfo (a TLSA `3 1 1` record's data). */
+export async function spkiSha256(certFile: string): Promise<string> {
+  return await sha256Hex(await spkiDer(certFile));
+}
+
 /** A private directory with a main.cf that makes posttls-finger a DANE client. */
 export async function fingerConfigDir(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "ferry-finger-" });

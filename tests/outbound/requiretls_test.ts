@@ -10,6 +10,7 @@ import { linesOf, startFerryIn, waitFor, withTlsDownstream } from "../helpers/do
 import { startTestFerry } from "../helpers/ferry.ts";
 import { runPython } from "../helpers/peers.ts";
 import { createPki } from "../helpers/pki.ts";
+import { spkiSha256 } from "../helpers/dane.ts";
 
 const SEND = `
 import smtplib, ssl, sys
@@ -30,14 +31,6 @@ c.sendmail("sender@client.test", ["user@example.test"], msg, mail_options=opts)
 print("sent")
 c.quit()
 `;
-
-async function spkiSha256(certFile: string): Promise<string> {
-  const out = await new Deno.Command("sh", {
-    args: ["-c", `openssl x509 -in "${certFile}" -pubkey -noout | openssl pkey -pubin -outform DER`],
-    stdout: "piped",
-  }).output();
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", out.stdout)).toHex();
-}
 
 /**
  * RFC 8689 §5: the report on a REQUIRETLS message returns the header only (as RET=HDRS, though the failure

@@ -19,14 +19,7 @@ import { postReport } from "../../src/outbound/tls_rpt_https.ts";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import { dkimpyVerify, makeKey } from "../policy/checks/_dkim.ts";
 import { TlsClientContext } from "../../src/tls/client.ts";
-
-async function spkiSha256(certFile: string): Promise<string> {
-  const out = await new Deno.Command("sh", {
-    args: ["-c", `openssl x509 -in "${certFile}" -pubkey -noout | openssl pkey -pubin -outform DER`],
-    stdout: "piped",
-  }).output();
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", out.stdout)).toHex();
-}
+import { spkiSha256 } from "../helpers/dane.ts";
 
 /** Reads a dumped report message (or, with --gz, a bare gzip'd body) as Python sees it. */
 const READ = `
