@@ -13,19 +13,9 @@ const DOT = 0x2e;
 export const DATA_TERMINATOR: Uint8Array = new Uint8Array([DOT, CR, LF]);
 
 /**
- * Returns the message as it goes on the wire after DATA, without the terminator: every line that starts
- * with "." gets one more, line endings become CRLF, and a final CRLF is added when missing.
- * An empty message stays empty.
- */
-export function dotStuff(data: Uint8Array): Uint8Array {
-  const all = encodeData(data);
-  return all.slice(0, all.length - DATA_TERMINATOR.length);
-}
-
-/**
  * The complete DATA payload (dot-stuffed message, then `.CRLF`) in pieces made from at most `size` octets
  * of the message each, so sending a large message costs a piece of memory, not a second copy of it.
- * The pieces joined equal {@link encodeData}. Every piece is a view of ONE buffer, overwritten when the next
+ * Every piece is a view of ONE buffer, overwritten when the next
  * piece is made: the caller must be done with a piece (written it out) before asking for the next — a new
  * buffer per piece would leave garbage the size of the message before the collector runs.
  */
@@ -64,11 +54,4 @@ export function* encodeDataPieces(data: Uint8Array, size = 64 * 1024): Generator
     yield out.subarray(0, o);
   }
   if (data.length === 0) yield DATA_TERMINATOR.slice();
-}
-
-/** Returns the complete DATA payload: the dot-stuffed message followed by `.CRLF`. */
-export function encodeData(data: Uint8Array): Uint8Array {
-  // One piece the size of the message: the whole payload, copied out of the generator's buffer.
-  for (const piece of encodeDataPieces(data, Math.max(1, data.length))) return piece.slice();
-  return DATA_TERMINATOR.slice();
 }

@@ -1,5 +1,22 @@
 import assert from "node:assert/strict";
-import { dotStuff, encodeData, encodeDataPieces } from "../../src/smtp/dot_stuff.ts";
+import { DATA_TERMINATOR, encodeDataPieces } from "../../src/smtp/dot_stuff.ts";
+
+/** The whole DATA payload from encodeDataPieces(), each piece copied out before the next overwrites it. */
+function encodeData(data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(data.length * 2 + 2 + DATA_TERMINATOR.length);
+  let at = 0;
+  for (const piece of encodeDataPieces(data)) {
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return out.slice(0, at);
+}
+
+/** The payload without the terminator. */
+function dotStuff(data: Uint8Array): Uint8Array {
+  const all = encodeData(data);
+  return all.subarray(0, all.length - DATA_TERMINATOR.length);
+}
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
