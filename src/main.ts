@@ -160,11 +160,11 @@ export async function startFerry(config: ResolvedConfig, opts: StartOptions = {}
     listenersBound: false,
     stopping: false,
   };
-  // Commits and writes so far (SqliteSpool keeps them; a spool passed in by a test may not).
+  // Commits and writes so far (SqliteSpool keeps them; a spool passed in by a test may not): the idle trim's
+  // sign of activity.
   const spoolStats = () => (spool as { stats?: { commits: number; writes: number } }).stats;
   const metrics = new FerryMetrics({
     queueByState: async () => (await spool.summary()).byState,
-    spoolStats,
     stapleAges: () => tlsSetup?.stapleAges() ?? [],
   });
   spool.observeCommits?.((seconds, writes) => metrics.spoolCommit(seconds, writes));

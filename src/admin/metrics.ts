@@ -10,8 +10,6 @@ import type { DeliveryOutcome, Observer, RejectStage, TlsDetail } from "../core/
 export interface MetricSources {
   /** Messages in the queue by state */
   queueByState?: () => Promise<Record<string, number>>;
-  /** Spool commits and the writes they carried since start */
-  spoolStats?: () => { commits: number; writes: number } | undefined;
   /** Age of each certificate set's stapled OCSP response */
   stapleAges?: () => { set: number; seconds?: number }[];
 }
@@ -60,6 +58,8 @@ export class FerryMetrics implements Observer {
   #spoolStore;
   #spoolCommitSeconds;
   #spoolBatchSize;
+  #spoolCommits;
+  #spoolWrites;
   #verdicts;
 
   constructor(sources: MetricSources = {}) {
@@ -168,27 +168,15 @@ export class FerryMetrics implements Observer {
         for (const [state, n] of Object.entries(await sources.queueByState())) this.set({ state }, n);
       },
     });
-    // The spool counts its own commits; these counters catch up with it at each scrape.
-    const seen = { commits: 0, writes: 0 };
-    new Counter({
+    this.#spoolCommits = new Counter({
       name: "ferry_spool_commits_total",
       help: "Spool transactions committed (group commits)",
       registers,
-      collect() {
-        const s = sources.spoolStats?.();
-        if (s && s.commits > seen.commits) this.inc(s.commits - seen.commits);
-        if (s) seen.commits = s.commits;
-      },
     });
-    new Counter({
+    this.#spoolWrites = new Counter({
       name: "ferry_spool_commit_writes_total",
       help: "Spool writes carried by those commits (rate of writes / rate of commits = mean batch size)",
       registers,
-      collect() {
-        const s = sources.spoolStats?.();
-        if (s && s.writes > seen.writes) this.inc(s.writes - seen.writes);
-        if (s) seen.writes = s.writes;
-      },
     });
     new Gauge({
       name: "ferry_ocsp_staple_age_seconds",
@@ -253,5 +241,7 @@ export class FerryMetrics implements Observer {
   spoolCommit(seconds: number, writes: number): void {
     this.#spoolCommitSeconds.observe(seconds);
     this.#spoolBatchSize.observe(writes);
+    this.#spoolCommits.inc();
+    this.#spoolWrites.inc(writes);
   }
 }
