@@ -6,6 +6,7 @@
  * ends (the end of an attempt never overrides `hold`), bounce and delete abort the attempt first.
  */
 
+import { reportEnvelope } from "./local_message.ts";
 import type { Envelope } from "../core/envelope.ts";
 import type { Logger } from "../core/log.ts";
 import type { QueueQuery, QueueRow, QueueState, QueueSummary, Spool } from "../spool/spool.ts";
@@ -183,18 +184,14 @@ export class QueueOps {
           original: data,
         });
         reports.push({
-          envelope: {
+          envelope: reportEnvelope({
             id: this.#spool.newId(),
-            sender: "",
-            recipients: [{ address: env.sender, status: "pending" as const }],
+            original: env,
+            kind: "failure",
             size: report.length,
             receivedAt: now,
-            protocol: "local",
-            client: { ip: "127.0.0.1", port: 0 },
-            receivedBy: this.#hostname,
-            delivery: { reportFor: id, kind: "failure" },
-            ...(env.requireTls === true ? { requireTls: true } : {}),
-          },
+            hostname: this.#hostname,
+          }),
           data: report,
         });
       }

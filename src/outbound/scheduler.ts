@@ -10,6 +10,7 @@
  * Retry times follow the retry rules plus jitter. A stop aborts deliveries in flight and saves what completed.
  */
 
+import { reportEnvelope } from "./local_message.ts";
 import type { Envelope, Recipient } from "../core/envelope.ts";
 import type { Logger } from "../core/log.ts";
 import { normalizeName } from "../core/host_list.ts";
@@ -711,19 +712,14 @@ export class Scheduler implements QueueManagerHooks {
         original,
       });
       out.push({
-        envelope: {
+        envelope: reportEnvelope({
           id: this.#deps.spool.newId(),
-          sender: "",
-          recipients: [{ address: env.sender, status: "pending" }],
+          original: env,
+          kind,
           size: report.length,
           receivedAt: this.#clock.now(),
-          protocol: "local",
-          client: { ip: "127.0.0.1", port: 0 },
-          receivedBy: this.#deps.hostname,
-          delivery: { reportFor: env.id, kind },
-          // RFC 8689 §5: the report on a REQUIRETLS message is itself sent with REQUIRETLS.
-          ...(env.requireTls === true ? { requireTls: true } : {}),
-        },
+          hostname: this.#deps.hostname,
+        }),
         data: report,
       });
     }
