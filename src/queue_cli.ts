@@ -20,6 +20,7 @@ import type { OpOutcome } from "./outbound/queue_ops.ts";
 import type { Envelope } from "./core/envelope.ts";
 import { AdminApiError, AdminClient, AdminUnreachableError } from "./admin/client.ts";
 import { readUrlFile, URL_FILE } from "./admin/url_file.ts";
+import { tokenFilePath } from "./admin/token_file.ts";
 import type { QueueItem } from "./admin/queue_access.ts";
 
 /** The spool's lock file (sqlite_spool.ts), named here so the common path need not load the spool. */
@@ -288,7 +289,7 @@ function spoolLocked(dir: string): boolean {
 
 async function readToken(dir: string): Promise<string | undefined> {
   try {
-    const t = (await Deno.readTextFile(`${dir.replace(/\/+$/, "")}/admin.token`)).trim();
+    const t = (await Deno.readTextFile(tokenFilePath(dir))).trim();
     return t === "" ? undefined : t;
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return undefined;

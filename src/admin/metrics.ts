@@ -15,7 +15,7 @@ export interface MetricSources {
 }
 
 /** The values of `ferry_outbound_tls_total`'s `policy` label. */
-export const TLS_POLICY_LABELS = [
+const TLS_POLICY_LABELS = [
   "dane",
   "mta-sts",
   "pkix",

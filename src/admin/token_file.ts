@@ -6,6 +6,11 @@
  * too short to be a token) is replaced by renaming an exclusively created file over it.
  */
 
+/** Where the token file of the spool directory `dir` is. */
+export function tokenFilePath(dir: string): string {
+  return `${dir.replace(/\/+$/, "")}/admin.token`;
+}
+
 /** What is at the token path: a usable token, nothing, or something to replace. */
 async function readToken(path: string): Promise<string | "absent" | "unusable"> {
   let st: Deno.FileInfo;
@@ -37,7 +42,7 @@ async function writeNew(path: string, token: string): Promise<void> {
 export async function ensureTokenFile(
   dir: string,
 ): Promise<{ token: string; path: string; created: boolean }> {
-  const path = `${dir.replace(/\/+$/, "")}/admin.token`;
+  const path = tokenFilePath(dir);
   await Deno.mkdir(dir, { recursive: true });
   const token = crypto.getRandomValues(new Uint8Array(32)).toBase64({
     alphabet: "base64url",

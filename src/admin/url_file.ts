@@ -15,7 +15,7 @@ const pathIn = (dir: string) => `${dir.replace(/\/+$/, "")}/${URL_FILE}`;
  * The URL a client on this machine uses for a listener bound to `url`: an unspecified address
  * (`0.0.0.0`, `[::]`) is reached through loopback.
  */
-export function localUrl(url: string): string {
+function localUrl(url: string): string {
   const u = new URL(url);
   if (u.hostname === "0.0.0.0") u.hostname = "127.0.0.1";
   else if (u.hostname === "[::]") u.hostname = "[::1]";

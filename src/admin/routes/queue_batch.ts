@@ -12,7 +12,7 @@ import { jsonError, readJson, validate } from "../http_error.ts";
 import { QUEUE_ACTIONS, type QueueAction } from "../queue_access.ts";
 
 /** A message id as the spool makes them (and what an operator may mistype, refused by the operation). */
-export const MESSAGE_ID = z.string().min(1).max(64).regex(/^[A-Za-z0-9-]+$/, "not a message id");
+const MESSAGE_ID = z.string().min(1).max(64).regex(/^[A-Za-z0-9-]+$/, "not a message id");
 
 const body = z.object({
   ids: z.array(MESSAGE_ID).min(1).max(1000),

@@ -119,7 +119,7 @@ export class StsCache {
 }
 
 /** A cached policy is refreshed once this much of its max_age has passed (RFC 8461 §3.3). */
-export function refreshDue(entry: { policy: StsPolicy; fetchedAt: number }, now: number): boolean {
+function refreshDue(entry: { policy: StsPolicy; fetchedAt: number }, now: number): boolean {
   return now - entry.fetchedAt >= Math.min(entry.policy.maxAge * 500, REFRESH_AT_MOST_MS);
 }
 
