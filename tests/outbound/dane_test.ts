@@ -196,33 +196,44 @@ async function sniSent(
   const needle = `TLS SNI ${name} from `;
   const before = (await r.postfixLog(needle)).length;
   const outcome = await fn();
-  // Postfix logs the SNI during the handshake, before Ferry's outcome: no wait needed.
+  // Postfix logs the SNI during the handshake, but through postlogd, which may write it a little later.
+  await waitFor(
+    async () => (await r.postfixLog(needle)).length > before,
+    10_000,
+    `Postfix's "${needle}" line`,
+  )
+    .catch(() => {});
   return { outcome, lines: (await r.postfixLog(needle)).length - before };
 }
 
 /**
  * Runs `fn` and returns the summary line Postfix's `listener` logged for the SMTP session it had meanwhile
  * (`disconnect from … ehlo=1 quit=1 commands=2`: the commands it received), waiting for it to be written.
+ * `then` runs next, inside the same window, for one more session on that listener (posttls-finger's): its
+ * line is waited for too, so it cannot land after the next case has counted the lines before its own.
  */
-async function withSession(
+async function withSession<T = undefined>(
   r: Rig,
   listener: string,
   fn: () => Promise<Outcome>,
-): Promise<{ outcome: Outcome; session: string }> {
+  then?: (o: Outcome) => Promise<T>,
+): Promise<{ outcome: Outcome; session: string; then?: T }> {
   const sessions = async () =>
     (await r.postfixLog(`postfix-${listener}/smtpd[`)).filter((l) => / disconnect from .*ehlo=/.test(l));
   const before = (await sessions()).length;
   const outcome = await fn();
+  const more = then ? await then(outcome) : undefined;
   let session = "";
   await waitFor(
     async () => {
-      session = (await sessions())[before] ?? "";
-      return session !== "";
+      const all = await sessions();
+      session = all[before] ?? "";
+      return all.length >= before + (then ? 2 : 1);
     },
     10_000,
-    `a session summary from Postfix's ${listener} listener`,
+    `${then ? "two session summaries" : "a session summary"} from Postfix's ${listener} listener`,
   );
-  return { outcome, session };
+  return { outcome, session, then: more };
 }
 
 const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
@@ -380,8 +391,12 @@ const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
     name: "a real Postfix without STARTTLS while a signed TLSA requires DANE: deferred, still queued, " +
       "Postfix received nothing",
     async fn(r) {
-      const { outcome: o, session } = await withSession(r, "nostarttls", () => send(r, "nostarttls.test"));
-      const pf = await sideBySide(r, "nostarttls.test", r.noTlsPort, o);
+      const { outcome: o, session, then: pf } = await withSession(
+        r,
+        "nostarttls",
+        () => send(r, "nostarttls.test"),
+        (o) => sideBySide(r, "nostarttls.test", r.noTlsPort, o),
+      );
       assert.equal(o.kind, "==", o.line);
       assert.match(o.line, / H=mx\.nostarttls\.test .*TLS=dane: dane: TLS required but STARTTLS not offered/);
       assert.equal(o.queued, 1, "the message stays queued");
