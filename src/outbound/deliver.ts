@@ -312,7 +312,7 @@ export async function deliverGroup(
         data,
         { beforeData: previous && (() => previous) },
       );
-      if (result.mail.code === 421 || (result.mail.code >= 400 && result.mail.code < 500)) {
+      if (result.mail.code >= 400 && result.mail.code < 500) {
         deps.pool.release(poolKey, session, !session.client.closed);
         if (result.mail.code === 421 && staleAgain()) continue;
         deps.hostRetry.succeeded(hostKey);

@@ -197,9 +197,9 @@ export function mtaStsPolicy(opts: MtaStsOptions): MtaStsPolicy {
     return run;
   }
 
-  /** Starts a background refresh of `domain`'s cached policy, unless one runs or one failed recently. */
+  /** Starts a background refresh of `domain`'s cached policy (joining one that runs) unless one failed recently. */
   function refresh(domain: string, id: string): void {
-    if (inflight.has(`${domain} ${id}`) || failedRecently(domain, id)) return;
+    if (failedRecently(domain, id)) return;
     // A failure leaves the cached policy in force until it expires.
     sharedFetch(domain, id).catch(() => {});
   }
