@@ -17,6 +17,16 @@ export function testEnvelope(id: string, extra: Partial<Envelope> = {}): Envelop
   };
 }
 
+/** Runs `fn` with a spool directory path inside a new temporary directory, removed afterwards. */
+export async function withSpoolDir(prefix: string, fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await fn(`${dir}/spool`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** The child script's path. */
 export const CHILD_SCRIPT = new URL("./_spool_child.ts", import.meta.url).pathname;
 

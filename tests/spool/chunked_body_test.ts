@@ -3,17 +3,8 @@ import { DatabaseSync } from "node:sqlite";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 import { CorruptMessageError } from "../../src/spool/spool.ts";
 import { CHUNK_SIZE } from "../../src/spool/_schema.ts";
-import { testEnvelope } from "./_helpers.ts";
+import { testEnvelope, withSpoolDir } from "./_helpers.ts";
 import { writeV2Spool } from "./_v2_spool.ts";
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ferry-chunks-" });
-  try {
-    await fn(`${dir}/spool`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 /** `n` octets that differ from chunk to chunk (a chunk swapped or repeated shows). */
 function body(n: number): Uint8Array {
@@ -36,7 +27,7 @@ function chunkRows(dir: string, id: string): { seq: number; n: number }[] {
 
 for (const thread of ["worker", "main"] as const) {
   Deno.test(`SqliteSpool (${thread}) stores a body in chunks and reads it back whole, empty bodies included`, () =>
-    withDir(async (dir) => {
+    withSpoolDir("ferry-chunks-", async (dir) => {
       const spool = new SqliteSpool({ dir, thread });
       await spool.open();
       const sizes = [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 12345];
@@ -74,7 +65,7 @@ for (const thread of ["worker", "main"] as const) {
 }
 
 Deno.test("a damaged chunked body is corrupt whatever the damage: a chunk missing, short, extra or changed", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-chunks-", async (dir) => {
     const size = 2 * CHUNK_SIZE + 100;
     const damages: Record<string, (db: DatabaseSync, id: string) => void> = {
       missing: (db, id) => db.prepare("DELETE FROM chunks WHERE id = ? AND seq = 1").run(id),
@@ -117,7 +108,7 @@ Deno.test("a damaged chunked body is corrupt whatever the damage: a chunk missin
   }));
 
 Deno.test("a schema-2 spool.db is converted at open without reading a body; its whole bodies still read and check", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-chunks-", async (dir) => {
     const big = body(3 * CHUNK_SIZE + 5);
     const damaged = body(1000);
     writeV2Spool(dir, [

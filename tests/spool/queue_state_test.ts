@@ -3,19 +3,10 @@ import { DatabaseSync } from "node:sqlite";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 import { CorruptMessageError, SpoolLockedError, SpoolWriteError } from "../../src/spool/spool.ts";
 import { sha256Hex } from "../../src/spool/_spool_db.ts";
-import { testEnvelope } from "./_helpers.ts";
+import { testEnvelope, withSpoolDir } from "./_helpers.ts";
 import type { Envelope } from "../../src/core/envelope.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ferry-queue-state-" });
-  try {
-    await fn(`${dir}/spool`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 function twoRecipients(id: string, extra: Partial<Envelope> = {}): Envelope {
   return testEnvelope(id, {
@@ -28,7 +19,7 @@ function twoRecipients(id: string, extra: Partial<Envelope> = {}): Envelope {
 }
 
 Deno.test("claim() takes incoming before deferred, due ones only, earliest first, and marks them active", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-queue-state-", async (dir) => {
     const spool = new SqliteSpool({ dir, thread: "main" });
     await spool.open();
     try {
@@ -66,7 +57,7 @@ Deno.test("claim() takes incoming before deferred, due ones only, earliest first
   }));
 
 Deno.test("apply() changes one recipient's row only, queues reports in the same commit, and removes when done", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-queue-state-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await spool.open();
     try {
@@ -129,7 +120,7 @@ Deno.test("apply() changes one recipient's row only, queues reports in the same 
   }));
 
 Deno.test("a write that fails inside a group commit is rolled back alone (savepoints)", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-queue-state-", async (dir) => {
     const spool = new SqliteSpool({ dir, thread: "main" });
     await spool.open();
     await spool.close();
@@ -160,7 +151,7 @@ Deno.test("a write that fails inside a group commit is rolled back alone (savepo
   }));
 
 Deno.test("data that fails its digest on read moves the message to corrupt, logged, kept, never claimed", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-queue-state-", async (dir) => {
     const logged: string[] = [];
     const spool = new SqliteSpool({ dir, log: (l) => logged.push(l) });
     await spool.open();
@@ -190,7 +181,7 @@ Deno.test("data that fails its digest on read moves the message to corrupt, logg
   }));
 
 Deno.test("claim() returns envelopes with recipient states, and data up to dataUpTo; bad data is reported", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-queue-state-", async (dir) => {
     const logged: string[] = [];
     const spool = new SqliteSpool({ dir, log: (l) => logged.push(l) });
     await spool.open();
@@ -231,7 +222,7 @@ Deno.test("claim() returns envelopes with recipient states, and data up to dataU
   }));
 
 Deno.test("only one process opens a spool: a second gets SpoolLockedError naming the directory", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-queue-state-", async (dir) => {
     const first = new SqliteSpool({ dir });
     await first.open();
     try {
@@ -269,7 +260,7 @@ Deno.test("only one process opens a spool: a second gets SpoolLockedError naming
   }));
 
 Deno.test("a spool worker that dies is restarted; one that keeps dying reports fatal", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-queue-state-", async (dir) => {
     const logged: string[] = [];
     const fatal: Error[] = [];
     const spool = new SqliteSpool({
@@ -305,7 +296,7 @@ Deno.test("a spool worker that dies is restarted; one that keeps dying reports f
   }));
 
 Deno.test("query() pages and filters by state, sender, recipient, domain and age; summary() counts", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-queue-state-", async (dir) => {
     const spool = new SqliteSpool({ dir, thread: "main" });
     await spool.open();
     try {

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 import { CHUNK_SIZE } from "../../src/spool/_schema.ts";
-import { testEnvelope } from "./_helpers.ts";
+import { testEnvelope, withSpoolDir } from "./_helpers.ts";
 import { writeV2Spool } from "./_v2_spool.ts";
 
 function body(n: number): Uint8Array {
@@ -12,17 +12,8 @@ function body(n: number): Uint8Array {
   return out;
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ferry-head-" });
-  try {
-    await fn(`${dir}/spool`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 Deno.test("readHead() returns the first octets across chunk boundaries, all of a short body, undefined when unknown", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-head-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await spool.open();
     try {
@@ -42,7 +33,7 @@ Deno.test("readHead() returns the first octets across chunk boundaries, all of a
   }));
 
 Deno.test("readHead() reads a body stored whole by the schema-2 code", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-head-", async (dir) => {
     const old = body(CHUNK_SIZE * 2);
     writeV2Spool(dir, [{ envelope: testEnvelope("old"), data: old }]);
     const spool = new SqliteSpool({ dir });

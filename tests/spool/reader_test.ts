@@ -1,18 +1,9 @@
 import assert from "node:assert/strict";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
-import { testEnvelope } from "./_helpers.ts";
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ferry-reader-" });
-  try {
-    await fn(`${dir}/spool`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { testEnvelope, withSpoolDir } from "./_helpers.ts";
 
 Deno.test("a body read and a listing in progress on the reader do not delay an inbound commit", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-reader-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await spool.open();
     try {
@@ -49,7 +40,7 @@ Deno.test("a body read and a listing in progress on the reader do not delay an i
   }));
 
 Deno.test("reads see every write committed before them (the reader is a second connection, not a stale copy)", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-reader-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await spool.open();
     try {

@@ -1,24 +1,15 @@
 import assert from "node:assert/strict";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 import { SpoolWriteError } from "../../src/spool/spool.ts";
-import { testEnvelope } from "./_helpers.ts";
+import { testEnvelope, withSpoolDir } from "./_helpers.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const listed = async (spool: SqliteSpool) => (await spool.list()).map((e) => e.envelope.id);
 const ids = listed;
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ferry-spool-test-" });
-  try {
-    await fn(`${dir}/spool`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 for (const thread of ["worker", "main"] as const) {
   Deno.test(`SqliteSpool (${thread}) keeps stored messages across close and reopen`, () =>
-    withDir(async (dir) => {
+    withSpoolDir("ferry-spool-test-", async (dir) => {
       const spool = new SqliteSpool({ dir, thread });
       assert.deepEqual(await spool.open(), { queued: 0, quarantined: [] });
       const id = spool.newId();
@@ -47,7 +38,7 @@ for (const thread of ["worker", "main"] as const) {
 }
 
 Deno.test("SqliteSpool commits concurrent stores in a few shared transactions", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-spool-test-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await spool.open();
     try {
@@ -64,7 +55,7 @@ Deno.test("SqliteSpool commits concurrent stores in a few shared transactions", 
   }));
 
 Deno.test("SqliteSpool batches no more than maxBatch writes into one commit", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-spool-test-", async (dir) => {
     const spool = new SqliteSpool({ dir, maxBatch: 8 });
     await spool.open();
     try {
@@ -78,7 +69,7 @@ Deno.test("SqliteSpool batches no more than maxBatch writes into one commit", ()
   }));
 
 Deno.test("SqliteSpool update() durably replaces the envelope and rejects an unknown id", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-spool-test-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await spool.open();
     const id = spool.newId();
@@ -103,7 +94,7 @@ Deno.test("SqliteSpool update() durably replaces the envelope and rejects an unk
   }));
 
 Deno.test("SqliteSpool remove() deletes for good and ignores unknown ids", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-spool-test-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await spool.open();
     const keep = spool.newId();
@@ -126,7 +117,7 @@ Deno.test("SqliteSpool remove() deletes for good and ignores unknown ids", () =>
   }));
 
 Deno.test("SqliteSpool refuses a duplicate id without failing the rest of its batch", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-spool-test-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await spool.open();
     try {
@@ -147,7 +138,7 @@ Deno.test("SqliteSpool refuses a duplicate id without failing the rest of its ba
   }));
 
 Deno.test("SqliteSpool rejects envelopes without an id and writes after close", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-spool-test-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await assert.rejects(() => spool.store(testEnvelope("x"), bytes("x")), SpoolWriteError); // not open yet
     await spool.open();
@@ -162,7 +153,7 @@ Deno.test("SqliteSpool rejects envelopes without an id and writes after close", 
   }));
 
 Deno.test("SqliteSpool close() commits writes still waiting for their batch", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-spool-test-", async (dir) => {
     const spool = new SqliteSpool({ dir, batchWindowMs: 50 });
     await spool.open();
     const ids = Array.from({ length: 5 }, () => spool.newId());
@@ -176,7 +167,7 @@ Deno.test("SqliteSpool close() commits writes still waiting for their batch", ()
   }));
 
 Deno.test("SqliteSpool moves an unreadable spool.db to quarantine and starts empty", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-spool-test-", async (dir) => {
     await Deno.mkdir(dir, { recursive: true });
     const garbage = bytes("this is not an SQLite database\n".repeat(300));
     await Deno.writeFile(`${dir}/spool.db`, garbage);
@@ -201,7 +192,7 @@ Deno.test("SqliteSpool moves an unreadable spool.db to quarantine and starts emp
   }));
 
 Deno.test("SqliteSpool open() fails loudly (without moving anything) when the directory is unusable", () =>
-  withDir(async (dir) => {
+  withSpoolDir("ferry-spool-test-", async (dir) => {
     await Deno.mkdir(dir.replace(/\/spool$/, ""), { recursive: true });
     await Deno.writeTextFile(dir, "a file where the spool directory should be");
     const spool = new SqliteSpool({ dir });
@@ -211,7 +202,7 @@ Deno.test("SqliteSpool open() fails loudly (without moving anything) when the di
   }));
 
 Deno.test("SqliteSpool: a second close() waits for the first, and writes queued before it are durable", async () => {
-  await withDir(async (dir) => {
+  await withSpoolDir("ferry-spool-test-", async (dir) => {
     const spool = new SqliteSpool({ dir });
     await spool.open();
     const data = new TextEncoder().encode("Subject: x\r\n\r\nbody\r\n");
