@@ -10,19 +10,10 @@ import assert from "node:assert/strict";
 import { RawClient } from "../helpers/ferry.ts";
 import { type DirFerry, startDownstream, startFerryIn, waitFor } from "../helpers/downstream.ts";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
+import { availableBytes, fillUp, mountTmpfs, umount, usedBytes } from "../helpers/tmpfs.ts";
 
 const root = Deno.uid() === 0;
 const MB = 1024 * 1024;
-
-async function mountTmpfs(dir: string, size: string): Promise<void> {
-  const out = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir] })
-    .output();
-  if (!out.success) throw new Error(`mount failed: ${new TextDecoder().decode(out.stderr)}`);
-}
-
-async function umount(dir: string): Promise<void> {
-  await new Deno.Command("umount", { args: [dir] }).output();
-}
 
 async function session(port: number): Promise<RawClient> {
   const c = await RawClient.connect(port);
@@ -60,7 +51,7 @@ Deno.test({
         delivery: { enable: false },
       }, { dir });
       // Leave about 10 MB available.
-      const fillerSize = 24 * MB - 10 * MB - (await usedBytes(dir));
+      const fillerSize = 24 * MB - 10 * MB - usedBytes(dir);
       await Deno.writeFile(`${dir}/filler`, new Uint8Array(Math.max(0, fillerSize)));
 
       // SIZE that would leave less than minFree: refused at MAIL, before the client sends any data.
@@ -130,8 +121,8 @@ Deno.test({
       );
 
       // Fill the file system to its last block.
-      await fillUp(`${dir}/filler`);
-      const full = await availableBytes(dir);
+      fillUp(`${dir}/filler`);
+      const full = availableBytes(dir);
       // The free-space figure is re-measured at most once a second.
       let refused: { code: number; text: string } | null = null;
       await waitFor(
@@ -165,7 +156,7 @@ Deno.test({
       );
       await waitFor(async () => (await ferry!.spool.count()) === 0, 15_000, "the delivered messages removed");
       // Their space goes back to the file system (the filler is still there).
-      await waitFor(async () => (await availableBytes(dir)) - full > 8 * MB, 15_000, "space given back");
+      await waitFor(() => availableBytes(dir) - full > 8 * MB, 15_000, "space given back");
 
       // And inbound accepts again, SIZE included.
       await waitFor(
@@ -204,37 +195,4 @@ async function sendBody(port: number, body: string): Promise<{ code: number; tex
   } finally {
     c.close();
   }
-}
-
-/** Writes `path` until the file system refuses another octet. */
-async function fillUp(path: string): Promise<void> {
-  const f = await Deno.open(path, { write: true, create: true });
-  try {
-    for (const size of [MB, 64 * 1024, 4096, 512, 1]) {
-      const block = new Uint8Array(size);
-      for (;;) {
-        try {
-          await f.write(block);
-        } catch {
-          break;
-        }
-      }
-    }
-  } finally {
-    f.close();
-  }
-}
-
-/** Octets available on the file system holding `dir` (statfs). */
-async function availableBytes(dir: string): Promise<number> {
-  const { statfsSync } = await import("node:fs");
-  const s = statfsSync(dir);
-  return Number(s.bavail) * Number(s.bsize);
-}
-
-/** Octets used on the file system holding `dir` (statfs). */
-async function usedBytes(dir: string): Promise<number> {
-  const { statfsSync } = await import("node:fs");
-  const s = statfsSync(dir);
-  return (Number(s.blocks) - Number(s.bavail)) * Number(s.bsize);
 }

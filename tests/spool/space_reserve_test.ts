@@ -6,38 +6,15 @@
  */
 
 import assert from "node:assert/strict";
-import { statfsSync } from "node:fs";
 import { DatabaseSync } from "node:sqlite";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 import { SpoolWriteError } from "../../src/spool/spool.ts";
 import { RESERVE_FILE, SPACE_RESERVE } from "../../src/spool/_spool_db.ts";
 import { testEnvelope } from "./_helpers.ts";
+import { availableBytes, fillUp, mountTmpfs, umount } from "../helpers/tmpfs.ts";
 
 const root = Deno.uid() === 0;
 const MB = 1024 * 1024;
-
-function available(dir: string): number {
-  const s = statfsSync(dir);
-  return Number(s.bavail) * Number(s.bsize);
-}
-
-function fillUp(path: string): void {
-  const f = Deno.openSync(path, { write: true, create: true });
-  try {
-    for (const size of [MB, 64 * 1024, 4096, 512, 1]) {
-      const block = new Uint8Array(size);
-      for (;;) {
-        try {
-          f.writeSync(block);
-        } catch {
-          break;
-        }
-      }
-    }
-  } finally {
-    f.close();
-  }
-}
 
 for (const thread of ["worker", "main"] as const) {
   Deno.test({
@@ -46,9 +23,7 @@ for (const thread of ["worker", "main"] as const) {
     ignore: !root,
     async fn() {
       const dir = await Deno.makeTempDir({ prefix: "ferry-reserve-" });
-      const mount = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=20m", "tmpfs", dir] })
-        .output();
-      assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+      await mountTmpfs(dir, "20m");
       const spoolDir = `${dir}/spool`;
       const logged: string[] = [];
       const spool = new SqliteSpool({ dir: spoolDir, thread, log: (l) => logged.push(l), giveBackBelow: MB });
@@ -63,7 +38,7 @@ for (const thread of ["worker", "main"] as const) {
         side.close();
         assert.equal(Deno.statSync(`${spoolDir}/spool.db-wal`).size, 0);
         fillUp(`${dir}/filler`);
-        const full = available(dir);
+        const full = availableBytes(dir);
 
         // The queue manager claims on the full disk (the reserve is given up for it) ...
         const claimed = await spool.claim(Date.now() + 60_000, 10);
@@ -77,7 +52,10 @@ for (const thread of ["worker", "main"] as const) {
         // Delivered: the outcome and the removal commit on the full disk.
         await spool.apply({ id: "m0", recipients: [{ index: 0, status: "delivered" }], state: "done" });
         assert.equal(await spool.get("m0"), undefined);
-        assert.ok(available(dir) - full > MB, "the delivered message's space went back to the file system");
+        assert.ok(
+          availableBytes(dir) - full > MB,
+          "the delivered message's space went back to the file system",
+        );
         await assert.rejects(
           () => spool.store(testEnvelope("new2"), new Uint8Array(1000)),
           SpoolWriteError,
@@ -93,7 +71,7 @@ for (const thread of ["worker", "main"] as const) {
         assert.equal(await spool.count(), 3);
       } finally {
         await spool.close();
-        await new Deno.Command("umount", { args: [dir] }).output();
+        await umount(dir);
         await Deno.remove(dir, { recursive: true }).catch(() => {});
       }
     },

@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { fillUp, mountTmpfs, umount } from "../helpers/tmpfs.ts";
 
 const root = Deno.uid() === 0;
 
@@ -37,23 +38,10 @@ for (const thread of ["worker", "main"] as const) {
     async fn() {
       const tmp = await Deno.makeTempDir({ prefix: "ferry-sqlite-tmp-" });
       const spoolDir = await Deno.makeTempDir({ prefix: "ferry-spool-" });
-      const mount = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=64k", "tmpfs", tmp] })
-        .output();
-      assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+      await mountTmpfs(tmp, "64k");
       try {
         // Fill the temporary directory to the last block.
-        const f = Deno.openSync(`${tmp}/filler`, { write: true, create: true });
-        for (const size of [4096, 1]) {
-          const block = new Uint8Array(size);
-          for (;;) {
-            try {
-              f.writeSync(block);
-            } catch {
-              break;
-            }
-          }
-        }
-        f.close();
+        fillUp(`${tmp}/filler`);
         const out = await new Deno.Command(Deno.execPath(), {
           args: ["eval", "--ext=ts", CHILD, spoolDir, thread],
           env: { SQLITE_TMPDIR: tmp, TMPDIR: tmp },
@@ -69,7 +57,7 @@ for (const thread of ["worker", "main"] as const) {
         assert.equal(result.stored, 400);
         assert.equal(result.count, 400);
       } finally {
-        await new Deno.Command("umount", { args: [tmp] }).output();
+        await umount(tmp);
         await Deno.remove(tmp, { recursive: true }).catch(() => {});
         await Deno.remove(spoolDir, { recursive: true }).catch(() => {});
       }
