@@ -6,7 +6,7 @@ import { startFerry } from "../../src/main.ts";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 import type { DeliveryUpdate } from "../../src/spool/spool.ts";
 import type { FerryConfig } from "../../mod.ts";
-import { startDownstream, submit } from "../helpers/downstream.ts";
+import { startDownstream, submit, waitFor } from "../helpers/downstream.ts";
 
 /**
  * A spool that notes, the moment each write resolves, which messages have a delivered recipient on disk;
@@ -15,21 +15,11 @@ import { startDownstream, submit } from "../helpers/downstream.ts";
 class WatchedSpool extends SqliteSpool {
   readonly durable = new Set<string>();
   readonly holds = new Map<string, Promise<void>>();
-  #wanted = new Map<string, () => void>();
 
   override async apply(update: DeliveryUpdate): Promise<void> {
     await this.holds.get(update.id);
     await super.apply(update);
-    if (update.recipients?.some((r) => r.status === "delivered")) {
-      this.durable.add(update.id);
-      this.#wanted.get(update.id)?.();
-    }
-  }
-
-  /** Resolves once a delivered outcome of `id` is committed. */
-  delivered(id: string): Promise<void> {
-    if (this.durable.has(id)) return Promise.resolve();
-    return new Promise((resolve) => this.#wanted.set(id, resolve));
+    if (update.recipients?.some((r) => r.status === "delivered")) this.durable.add(update.id);
   }
 }
 
@@ -87,7 +77,13 @@ Deno.test("a delivery's outcome is on disk before the next message on its pooled
       spool,
     });
     try {
-      await Promise.all([...ids.values()].map((id) => spool!.delivered(id)));
+      // Bounded: a Ferry that waited for the commit before even sending the second MAIL would never release
+      // the held write, and must fail here rather than hang.
+      await waitFor(
+        () => [...ids.values()].every((id) => spool!.durable.has(id)),
+        30_000,
+        "both outcomes on disk",
+      );
       assert.equal(target.connections, 1, "both messages went over one pooled connection");
       assert.equal(target.messages.length, 2);
       const [first, second] = [seen[0].from, seen[2].from];
