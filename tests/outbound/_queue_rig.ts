@@ -55,6 +55,15 @@ export async function settle(rounds = 20): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise((r) => setTimeout(r, 0));
 }
 
+/** Settles until `pred` holds (at most 50 times); throws naming `what` when it never does. */
+export async function until(pred: () => Promise<boolean> | boolean, what: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    if (await pred()) return;
+    await settle();
+  }
+  throw new Error(`${what} did not happen`);
+}
+
 /** One call of the scripted deliver. */
 export interface DeliverCall {
   id: string;
