@@ -450,25 +450,17 @@ export class SpoolDb {
     this.#requireDb();
     if (this.#short) this.#restoreReserve();
     this.#removed = false;
-    let results: OpResult[];
-    try {
-      results = this.#commitOnce(ops, this.#short);
-    } catch (err) {
-      if (!this.#canUseReserve(err)) throw err;
-      // The disk is full: give up the reserve and commit again without new messages, so deliveries are
-      // still recorded (and their messages removed) on a full disk.
-      this.#releaseReserve(errorMessage(err));
-      results = this.#commitOnce(ops, true);
-    }
+    // On a full disk the second attempt runs short (#short is then set): no new messages, so deliveries are
+    // still recorded (and their messages removed).
+    const results = this.#withReserve(() => this.#commitOnce(ops, this.#short));
     // Single writes that failed for lack of space (inside their savepoints) get the same second chance.
     const again = ops.map((op, i) => ({ op, i })).filter(({ op, i }) => {
       const r = results[i];
       return !r.ok && op.kind !== "store" && isDiskFull(r.message);
     });
-    if (
-      again.length > 0 && this.#canUseReserve(new Error((results[again[0].i] as { message: string }).message))
-    ) {
-      this.#releaseReserve((results[again[0].i] as { message: string }).message);
+    const full = again.length > 0 ? (results[again[0].i] as { message: string }).message : undefined;
+    if (full !== undefined && this.#canUseReserve(full)) {
+      this.#releaseReserve(full);
       const second = this.#commitOnce(again.map((a) => a.op), true);
       again.forEach((a, k) => (results[a.i] = second[k]));
     }
@@ -488,9 +480,20 @@ export class SpoolDb {
     }
   }
 
-  /** Whether `err` is a full disk and the reserve can still be given up for it. */
-  #canUseReserve(err: unknown): boolean {
-    return !this.#memory && !this.#readOnly && !this.#short && isDiskFull(errorMessage(err));
+  /** Whether `error` (a message) is a full disk and the reserve can still be given up for it. */
+  #canUseReserve(error: string): boolean {
+    return !this.#memory && !this.#readOnly && !this.#short && isDiskFull(error);
+  }
+
+  /** Runs `attempt`; when it fails on a full disk, gives up the reserve (once) and runs it again. */
+  #withReserve<T>(attempt: () => T): T {
+    try {
+      return attempt();
+    } catch (err) {
+      if (!this.#canUseReserve(errorMessage(err))) throw err;
+      this.#releaseReserve(errorMessage(err));
+      return attempt();
+    }
   }
 
   /** Deletes the reserve file (space for the WAL to grow into) and refuses new messages from now on. */
@@ -738,14 +741,8 @@ export class SpoolDb {
    * So a claim never waits for an fsync, only for the group commit in progress.
    */
   claim(now: number, limit: number, dataUpTo = 0): Claimed[] {
-    try {
-      return this.#claimOnce(now, limit, dataUpTo);
-    } catch (err) {
-      if (!this.#canUseReserve(err)) throw err;
-      // A full disk must not stop deliveries, which are what frees it.
-      this.#releaseReserve(errorMessage(err));
-      return this.#claimOnce(now, limit, dataUpTo);
-    }
+    // A full disk must not stop deliveries, which are what frees it.
+    return this.#withReserve(() => this.#claimOnce(now, limit, dataUpTo));
   }
 
   #claimOnce(now: number, limit: number, dataUpTo: number): Claimed[] {
