@@ -6,6 +6,12 @@
 import { z } from "zod";
 import { QUEUE_STATES } from "../spool/spool.ts";
 
+/** What a message id (or a listing's `after` cursor, which is one) looks like. */
+export const MESSAGE_ID_PATTERN = /^[A-Za-z0-9-]{1,64}$/;
+
+/** A message id in a request. */
+export const messageId = z.string().regex(MESSAGE_ID_PATTERN, "not a message id");
+
 /** A queue state name. */
 export const queueState = z.enum(QUEUE_STATES as [string, ...string[]]);
 

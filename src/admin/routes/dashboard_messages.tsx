@@ -5,6 +5,7 @@ import type { Hono } from "hono";
 import type { AdminDeps } from "../deps.ts";
 import { Layout, when } from "../dashboard/layout.tsx";
 import type { QueueItem } from "../queue_access.ts";
+import { MESSAGE_ID_PATTERN } from "../api_schemas.ts";
 
 /** The action buttons that fit a message's state; each leads to a confirmation page. */
 export function ActionLinks(props: { item: QueueItem; enabled: boolean }) {
@@ -26,7 +27,7 @@ export function ActionLinks(props: { item: QueueItem; enabled: boolean }) {
   );
 }
 
-const ID = /^[A-Za-z0-9-]{1,64}$/;
+const ID = MESSAGE_ID_PATTERN;
 
 /** What the action just done did (after delete and bounce the message is no longer listed). */
 function doneNotice(done?: string, id?: string, report?: string) {
@@ -59,7 +60,7 @@ export function dashboardMessagesRoute(app: Hono, deps: AdminDeps): void {
       sender: q.sender || undefined,
       recipient: q.recipient || undefined,
       domain: q.domain || undefined,
-      after: /^[A-Za-z0-9-]+$/.test(q.after ?? "") ? q.after : undefined,
+      after: ID.test(q.after ?? "") ? q.after : undefined,
       limit: 100,
     };
     const items = await deps.queue.list(filter);

@@ -10,12 +10,11 @@ import { z } from "zod";
 import type { AdminDeps } from "../deps.ts";
 import { jsonError, readJson, validate } from "../http_error.ts";
 import { QUEUE_ACTIONS, type QueueAction } from "../queue_access.ts";
+import { messageId } from "../api_schemas.ts";
 
-/** A message id as the spool makes them (and what an operator may mistype, refused by the operation). */
-const MESSAGE_ID = z.string().min(1).max(64).regex(/^[A-Za-z0-9-]+$/, "not a message id");
-
+/** Message ids as the spool makes them (what an operator mistypes but looks like one is refused by the operation). */
 const body = z.object({
-  ids: z.array(MESSAGE_ID).min(1).max(1000),
+  ids: z.array(messageId).min(1).max(1000),
   reason: z.string().min(1).max(500).optional(),
 }).strict();
 

@@ -7,7 +7,7 @@ import type { Hono } from "hono";
 import { z } from "zod";
 import type { AdminDeps } from "../deps.ts";
 import { jsonChecked, validate } from "../http_error.ts";
-import { queueListResponse, queueState } from "../api_schemas.ts";
+import { messageId, queueListResponse, queueState } from "../api_schemas.ts";
 import { parseDuration } from "../../core/units.ts";
 
 const duration = z.string().max(32).refine((s) => {
@@ -26,7 +26,7 @@ const query = z.object({
   domain: z.string().max(255).optional(),
   olderThan: duration.optional(),
   newerThan: duration.optional(),
-  after: z.string().regex(/^[A-Za-z0-9-]+$/).optional(),
+  after: messageId.optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 }).strict();
 
