@@ -29,6 +29,12 @@ export interface QueueItem {
 /** Filters and paging of a listing: the spool's query, with the state as given (an unknown one lists nothing). */
 export type QueueFilter = Omit<QueueQuery, "state" | "limit"> & { state?: string; limit: number };
 
+/** What an operator may add to an action. */
+export interface ActionOptions {
+  /** Why: logged by the caller; a bounce also gives it in the recipients' last error and the failure report */
+  reason?: string;
+}
+
 /** The outcome of an action. */
 export type ActionResult =
   | { ok: true; state?: string; message: string; /** The failure report a bounce queued */ report?: string }
@@ -43,9 +49,10 @@ export interface QueueAccess {
   list(filter: QueueFilter): Promise<QueueItem[]>;
   /** One message; with `headers`, also its header section as stored (reads the message data) */
   show(id: string, options?: { headers?: boolean }): Promise<MessageView | undefined>;
-  act(id: string, action: QueueAction, options?: { reason?: string }): Promise<ActionResult>;
+  /** One action on one message; a bounce's `reason` goes into the failure report */
+  act(id: string, action: QueueAction, options?: ActionOptions): Promise<ActionResult>;
   /** One action on several messages, an outcome each; undefined while Ferry is still starting */
-  actMany(action: QueueAction, ids: string[]): Promise<OpOutcome[] | undefined>;
+  actMany(action: QueueAction, ids: string[], options?: ActionOptions): Promise<OpOutcome[] | undefined>;
   /** Everything (or one recipient domain) due now; undefined while Ferry is still starting */
   flush(domain?: string): Promise<{ messages: number } | undefined>;
 }
@@ -75,9 +82,20 @@ function itemOf(row: QueueRow, env?: Envelope): QueueItem {
   };
 }
 
+/** One action through the queue operations; only a bounce takes the reason. */
+function perform(
+  q: QueueOps,
+  action: QueueAction,
+  ids: string[],
+  options: ActionOptions,
+): Promise<OpOutcome[]> {
+  return action === "bounce" ? q.bounce(ids, options) : q[action](ids);
+}
+
 /**
  * Queue access through the queue operations (`QueueOps`, shared with `deno task queue`); `ops()` is undefined
- * only while Ferry is still starting. A `reason` is logged by the caller: the operations record their own.
+ * only while Ferry is still starting. A `reason` is logged by the caller; only a bounce passes it on (into the
+ * failure report): the other operations record their own wording.
  */
 export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): QueueAccess {
   return {
@@ -107,11 +125,11 @@ export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): Q
       if (!row || !envelope) return undefined;
       return { item: itemOf(row, envelope), envelope, history: await spool.history(id) };
     },
-    async act(id, action) {
+    async act(id, action, options = {}) {
       const q = ops();
       if (!q) return { ok: false, error: "conflict", detail: "Ferry is still starting" };
       if (!(await spool.row(id))) return { ok: false, error: "not-found", detail: `no message ${id}` };
-      const [r] = await q[action]([id]);
+      const [r] = await perform(q, action, [id], options);
       if (!r.ok) {
         return /not in the queue/.test(r.message)
           ? { ok: false, error: "not-found", detail: `no message ${id}` }
@@ -120,8 +138,9 @@ export function opsQueueAccess(spool: Spool, ops: () => QueueOps | undefined): Q
       const gone = action === "delete" ? "deleted" : action === "bounce" ? "bounced" : "done";
       return { ok: true, state: (await spool.row(id))?.state ?? gone, message: r.message, report: r.report };
     },
-    async actMany(action, ids) {
-      return await ops()?.[action](ids);
+    async actMany(action, ids, options = {}) {
+      const q = ops();
+      return q && await perform(q, action, ids, options);
     },
     async flush(domain) {
       return await ops()?.flush(domain);

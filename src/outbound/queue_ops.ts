@@ -154,8 +154,14 @@ export class QueueOps {
     return { messages };
   }
 
-  /** Fails every pending recipient and sends the failure report (`exim -Mg`). */
-  bounce(ids: string[]): Promise<OpOutcome[]> {
+  /**
+   * Fails every pending recipient and sends the failure report (`exim -Mg`); the operator's `reason`, when
+   * given, follows "bounced by the administrator" in the recipients' last error, the report and the log.
+   */
+  bounce(ids: string[], options: { reason?: string } = {}): Promise<OpOutcome[]> {
+    // One line: the reason lands in log lines and the report's header fields.
+    const reason = options.reason?.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
+    const text = reason ? `bounced by the administrator: ${reason}` : "bounced by the administrator";
     return this.#after(this.#each(ids, async (id) => {
       await this.#park(id, "being bounced by operator");
       const env = await this.#spool.get(id);
@@ -163,7 +169,6 @@ export class QueueOps {
       const now = this.#now();
       const pending = env.recipients.filter((r) => r.status === "pending");
       if (pending.length === 0) return { id, ok: false, message: "no pending recipient" };
-      const text = "bounced by the administrator";
       const entries: DsnRecipient[] = [];
       for (const r of pending) {
         r.status = "failed";

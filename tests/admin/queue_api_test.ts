@@ -6,6 +6,10 @@ import { queueListResponse, queueShowResponse, queueSummaryResponse } from "../.
 
 const ids = (body: unknown) => queueListResponse.parse(body).messages.map((m) => m.id);
 
+/** The text of a failure report as queued. */
+const reportText = async (f: { spool: { readData(id: string): Promise<Uint8Array> } }, id: string) =>
+  new TextDecoder().decode(await f.spool.readData(id));
+
 Deno.test("queue API: list with filters and paging, summary, show, hold, release, retry, bounce, delete", async () => {
   const f = await queueFerry();
   try {
@@ -61,8 +65,13 @@ Deno.test("queue API: list with filters and paging, summary, show, hold, release
     assert.deepEqual([bounce.status, bounce.body.state], [200, "bounced"]);
     assert.equal((await api(f, `/api/queue/${c}`)).status, 404);
     assert.ok(f.memlog.has(`admin: bounce ${c} (spam run)`));
-    // The failure report to alice is queued as a message from the null sender.
+    // The failure report to alice is queued as a message from the null sender, with the operator's reason.
     await waitFor(async () => (await f.spool.query({ sender: "" })).length === 1);
+    const [report] = await f.spool.query({ sender: "" });
+    assert.match(
+      await reportText(f, report.id),
+      /\r\nDiagnostic-Code: x-ferry; bounced by the administrator: spam run\r\n/,
+    );
 
     await waitFor(async () => (await f.spool.row(b))?.state !== "active");
     const del = await api(f, `/api/queue/${b}`, { method: "DELETE" });
@@ -174,6 +183,11 @@ Deno.test("queue API for the queue command: batch actions with an outcome each, 
     for (const r of bounced.body.results) {
       assert.equal(r.ok, true, r.message);
       assert.match(r.message, /^bounced 1 recipient\(s\), failure report \S+ to <(alice|carol)@[ac]\.test>$/);
+      // The reason reaches each failure report, as through the single-message route.
+      assert.match(
+        await reportText(f, r.report),
+        /\r\nDiagnostic-Code: x-ferry; bounced by the administrator: cleanup\r\n/,
+      );
     }
     assert.ok(f.memlog.has(`admin: bounce ${b} (cleanup)`));
     // Two reports from the null sender are queued.

@@ -118,7 +118,7 @@ Deno.test("show gives envelope, recipient states, history and headers", async ()
   }
 });
 
-Deno.test("bounce fails the pending recipients with a failure report; delete removes without one", async () => {
+Deno.test("bounce fails the pending recipients with a failure report (and the operator's reason); delete removes without one", async () => {
   const r = await rig({ start: T0, delivery: { queueInterval: "1d" }, script: () => deferred });
   const ops = opsOn(r);
   try {
@@ -141,6 +141,14 @@ Deno.test("bounce fails the pending recipients with a failure report; delete rem
     assert.deepEqual(await ops.delete(["deleted"]), [{ id: "deleted", ok: true, message: "deleted" }]);
     assert.equal(await r.spool.get("deleted"), undefined);
     assert.equal((await r.spool.query({ sender: "" })).length, 1, "no report for a delete");
+
+    // The operator's reason follows, on the same line: a line break in it cannot start a header field.
+    await r.add("reasoned", [{ address: "w@one.test" }]);
+    const [c] = await ops.bounce(["reasoned"], { reason: "spam\r\nX-Bad: 1" });
+    assert.equal(c.ok, true, c.message);
+    const reasoned = new TextDecoder().decode(await r.spool.readData(c.report!));
+    assert.match(reasoned, /\r\nDiagnostic-Code: x-ferry; bounced by the administrator: spam X-Bad: 1\r\n/);
+    assert.doesNotMatch(reasoned, /\r\nX-Bad/);
   } finally {
     await r.spool.close();
   }

@@ -1,6 +1,7 @@
 /**
  * `POST /api/queue/{hold,release,retry,bounce,delete}` with body `{ "ids": [...], "reason"? }`: one action on
- * up to 1000 messages, as the `queue` command sends it. 200 `{ results: [{ id, ok, message }] }` — a message
+ * up to 1000 messages, as the `queue` command sends it; the reason is logged, and a bounce gives it in the
+ * failure reports as the single-message route does. 200 `{ results: [{ id, ok, message, report? }] }` — a message
  * the action does not fit is `ok: false` with the reason, not an HTTP error; 400 for a bad body; 503 while
  * Ferry is still starting.
  */
@@ -27,7 +28,7 @@ export function queueBatchRoute(app: Hono, deps: AdminDeps): void {
     if (raw === undefined) return jsonError(c, 400, "body is not JSON");
     const b = validate(c, body, raw);
     if (!b.ok) return b.response;
-    const results = await deps.queue.actMany(action as QueueAction, b.value.ids);
+    const results = await deps.queue.actMany(action as QueueAction, b.value.ids, { reason: b.value.reason });
     if (results === undefined) return jsonError(c, 503, "Ferry is still starting");
     const reason = b.value.reason ? ` (${b.value.reason})` : "";
     for (const r of results) if (r.ok) deps.log(`admin: ${action} ${r.id}${reason}`);
