@@ -26,6 +26,7 @@ import {
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
 import { startNginx } from "../helpers/nginx.ts";
 import { createPki, type Issued, type TestPki } from "../helpers/pki.ts";
+import { type RigCase, testsOnSharedRig } from "../helpers/shared_rig.ts";
 import { startUnbound, type TestZone } from "../helpers/unbound.ts";
 
 const ZERO = "00".repeat(32);
@@ -50,8 +51,6 @@ interface Rig {
   stop(): Promise<void>;
 }
 
-let rigPromise: Promise<Rig> | undefined;
-
 /** The root CA appended to a leaf's chain: what a DANE-TA(2) server must send. */
 async function withRoot(pki: TestPki, leaf: Issued, name: string): Promise<string> {
   const file = `${pki.dir}/${name}-served.pem`;
@@ -62,159 +61,156 @@ async function withRoot(pki: TestPki, leaf: Issued, name: string): Promise<strin
   return file;
 }
 
-function rig(): Promise<Rig> {
-  return rigPromise ??= (async () => {
-    const pki = await createPki();
-    const postfixDomains = [
-      "unusable",
-      "ocspee",
-      "ocspta",
-      "ocspnone",
-      "stsdane",
-      "stsother",
-      "stsunusable",
-      "tlsafail",
-      "tlsatimeout",
-    ];
-    const leaf = await pki.issue({ cn: "mx.unusable.test", dns: postfixDomains.map((d) => `mx.${d}.test`) });
-    const postfix = await startPostfix({
-      domain: "unusable.test",
-      moreDomains: postfixDomains.slice(1).map((d) => `${d}.test`),
-      tls: { certFile: await withRoot(pki, leaf, "postfix"), keyFile: leaf.keyFile },
-    });
-    const tap = startHelloTap(postfix.port);
-    const strip = startDownstream();
-    // The SNI MX: one key for host.target.test and mx.cnback.test (the names TLSA 3 1 1 is published for),
-    // another as the default, and two DANE-TA certificates that differ only in the names they carry.
-    const sniLeaf = await pki.issue({ cn: "host.target.test", dns: ["host.target.test", "mx.cnback.test"] });
-    const defaultLeaf = await pki.issue({ cn: "default.test", dns: ["default.test"] });
-    const taOriginal = await pki.issue({ cn: "mx.cnta.test", dns: ["mx.cnta.test"] });
-    const taNeither = await pki.issue({ cn: "nobody.test", dns: ["nobody.test"] });
-    const sni = await startTestFerry({
-      relay: { domains: "*", clients: ["127.0.0.0/8"] },
-      tls: {
-        certificates: [
-          {
-            cert: sniLeaf.chainFile,
-            key: sniLeaf.keyFile,
-            serverNames: ["host.target.test", "mx.cnback.test"],
-          },
-          {
-            cert: await withRoot(pki, taOriginal, "ta1"),
-            key: taOriginal.keyFile,
-            serverNames: ["host3.target.test"],
-          },
-          {
-            cert: await withRoot(pki, taNeither, "ta2"),
-            key: taNeither.keyFile,
-            serverNames: ["host4.target.test"],
-          },
-          { cert: defaultLeaf.chainFile, key: defaultLeaf.keyFile },
-        ],
-      },
-    });
-    const web = await pki.issue({ cn: "mta-sts", dns: postfixDomains.map((d) => `mta-sts.${d}.test`) });
-    const site = (d: string, mx: string) => ({
-      host: `mta-sts.${d}.test`,
-      certFile: web.chainFile,
-      keyFile: web.keyFile,
-      body: STS(mx),
-    });
-    const nginx = await startNginx([
-      site("stsdane", "mx.stsdane.test"),
-      site("stsother", "other.stsother.test"),
-      site("stsunusable", "other.stsunusable.test"),
-    ]);
-    const spki = await sha256Hex(await spkiDer(leaf.certFile));
-    const sniSpki = await sha256Hex(await spkiDer(sniLeaf.certFile));
-    const caHash = await sha256Hex(pki.der);
-    const P = postfix.port, F = sni.port, S = strip.port, T = tap.port;
-    const mxZone = (name: string, more: string[], extra: Partial<TestZone> = {}): TestZone => ({
-      name: `${name}.test`,
-      signed: true,
-      records: ["@ IN MX 10 mx", "mx IN A 127.0.0.1", "mta-sts IN A 127.0.0.1", ...more].join("\n"),
-      ...extra,
-    });
-    const sts = `_mta-sts IN TXT "v=STSv1; id=20261206"`;
-    const resolverIp = `127.53.${Math.floor(Math.random() * 200) + 20}.${
-      Math.floor(Math.random() * 200) + 20
-    }`;
-    const unbound = await startUnbound({
-      extraInterfaces: [`${resolverIp}@53`],
-      zones: [
-        // CNAMEs: the MX host is an alias (signed), TLSA at the target; at the original name only; an
-        // insecure link; DANE-TA certificates naming the original MX name, or neither name.
-        { name: "cname.test", signed: true, records: "@ IN MX 10 mx\nmx IN CNAME host.target.test." },
+/** The peers every case shares (see testsOnSharedRig). */
+async function startRig(): Promise<Rig> {
+  const pki = await createPki();
+  const postfixDomains = [
+    "unusable",
+    "ocspee",
+    "ocspta",
+    "ocspnone",
+    "stsdane",
+    "stsother",
+    "stsunusable",
+    "tlsafail",
+    "tlsatimeout",
+  ];
+  const leaf = await pki.issue({ cn: "mx.unusable.test", dns: postfixDomains.map((d) => `mx.${d}.test`) });
+  const postfix = await startPostfix({
+    domain: "unusable.test",
+    moreDomains: postfixDomains.slice(1).map((d) => `${d}.test`),
+    tls: { certFile: await withRoot(pki, leaf, "postfix"), keyFile: leaf.keyFile },
+  });
+  const tap = startHelloTap(postfix.port);
+  const strip = startDownstream();
+  // The SNI MX: one key for host.target.test and mx.cnback.test (the names TLSA 3 1 1 is published for),
+  // another as the default, and two DANE-TA certificates that differ only in the names they carry.
+  const sniLeaf = await pki.issue({ cn: "host.target.test", dns: ["host.target.test", "mx.cnback.test"] });
+  const defaultLeaf = await pki.issue({ cn: "default.test", dns: ["default.test"] });
+  const taOriginal = await pki.issue({ cn: "mx.cnta.test", dns: ["mx.cnta.test"] });
+  const taNeither = await pki.issue({ cn: "nobody.test", dns: ["nobody.test"] });
+  const sni = await startTestFerry({
+    relay: { domains: "*", clients: ["127.0.0.0/8"] },
+    tls: {
+      certificates: [
         {
-          name: "cnback.test",
-          signed: true,
-          records: `@ IN MX 10 mx\nmx IN CNAME host2.target.test.\n_${F}._tcp.mx IN TLSA 3 1 1 ${sniSpki}`,
+          cert: sniLeaf.chainFile,
+          key: sniLeaf.keyFile,
+          serverNames: ["host.target.test", "mx.cnback.test"],
         },
         {
-          name: "cninsecure.test",
-          signed: true,
-          records: `@ IN MX 10 mx\nmx IN CNAME host.unsigned.test.\n_${F}._tcp.mx IN TLSA 3 1 1 ${ZERO}`,
+          cert: await withRoot(pki, taOriginal, "ta1"),
+          key: taOriginal.keyFile,
+          serverNames: ["host3.target.test"],
         },
-        { name: "cnta.test", signed: true, records: "@ IN MX 10 mx\nmx IN CNAME host3.target.test." },
-        { name: "cntabad.test", signed: true, records: "@ IN MX 10 mx\nmx IN CNAME host4.target.test." },
         {
-          name: "target.test",
-          signed: true,
-          records: [
-            "host IN A 127.0.0.1",
-            `_${F}._tcp.host IN TLSA 3 1 1 ${sniSpki}`,
-            "host2 IN A 127.0.0.1",
-            "host3 IN A 127.0.0.1",
-            `_${F}._tcp.host3 IN TLSA 2 0 1 ${caHash}`,
-            "host4 IN A 127.0.0.1",
-            `_${F}._tcp.host4 IN TLSA 2 0 1 ${caHash}`,
-          ].join("\n"),
+          cert: await withRoot(pki, taNeither, "ta2"),
+          key: taNeither.keyFile,
+          serverNames: ["host4.target.test"],
         },
-        { name: "unsigned.test", records: `host IN A 127.0.0.1\n_${F}._tcp.host IN TLSA 3 1 1 ${ZERO}` },
-        // Only unusable records (PKIX-TA 0, PKIX-EE 1), to Postfix and to a peer without STARTTLS.
-        mxZone("unusable", [`_${P}._tcp.mx IN TLSA 1 1 1 ${spki}`, `_${P}._tcp.mx IN TLSA 0 0 1 ${caHash}`]),
-        mxZone("unstrip", [`_${S}._tcp.mx IN TLSA 1 1 1 ${spki}`]),
-        mxZone("clear", []),
-        // OCSP under DANE: through the tap.
-        mxZone("ocspee", [`_${T}._tcp.mx IN TLSA 3 1 1 ${spki}`]),
-        mxZone("ocspta", [`_${T}._tcp.mx IN TLSA 2 0 1 ${caHash}`]),
-        mxZone("ocspnone", []),
-        // DANE and MTA-STS together.
-        mxZone("stsdane", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`, sts]),
-        mxZone("stsother", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`, sts]),
-        mxZone("stsunusable", [`_${P}._tcp.mx IN TLSA 1 1 1 ${spki}`, sts]),
-        // MX and address validate, the TLSA answer does not.
-        mxZone("tlsafail", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`], { badSignatures: ["TLSA"] }),
-        // Valid everywhere; the test's forwarder drops the TLSA queries (a timeout).
-        mxZone("tlsatimeout", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`]),
+        { cert: defaultLeaf.chainFile, key: defaultLeaf.keyFile },
       ],
-    });
-    const fingerDir = await fingerConfigDir();
-    return {
-      pki,
-      unboundPort: unbound.port,
-      resolverIp,
-      nginxPort: nginx.port,
-      postfixPort: P,
-      postfixHeld: () => postfix.heldCount(),
-      sni,
-      stripPort: S,
-      stripMessages: () => strip.messages.length,
-      tap,
-      fingerDir,
-      async stop() {
-        await tap.stop();
-        await strip.stop();
-        await sni.stop();
-        await Deno.remove(sni.dir, { recursive: true }).catch(() => {});
-        await postfix.stop().catch(() => {});
-        await nginx.stop();
-        await unbound.stop();
-        await pki.cleanup();
-        await Deno.remove(fingerDir, { recursive: true }).catch(() => {});
+    },
+  });
+  const web = await pki.issue({ cn: "mta-sts", dns: postfixDomains.map((d) => `mta-sts.${d}.test`) });
+  const site = (d: string, mx: string) => ({
+    host: `mta-sts.${d}.test`,
+    certFile: web.chainFile,
+    keyFile: web.keyFile,
+    body: STS(mx),
+  });
+  const nginx = await startNginx([
+    site("stsdane", "mx.stsdane.test"),
+    site("stsother", "other.stsother.test"),
+    site("stsunusable", "other.stsunusable.test"),
+  ]);
+  const spki = await sha256Hex(await spkiDer(leaf.certFile));
+  const sniSpki = await sha256Hex(await spkiDer(sniLeaf.certFile));
+  const caHash = await sha256Hex(pki.der);
+  const P = postfix.port, F = sni.port, S = strip.port, T = tap.port;
+  const mxZone = (name: string, more: string[], extra: Partial<TestZone> = {}): TestZone => ({
+    name: `${name}.test`,
+    signed: true,
+    records: ["@ IN MX 10 mx", "mx IN A 127.0.0.1", "mta-sts IN A 127.0.0.1", ...more].join("\n"),
+    ...extra,
+  });
+  const sts = `_mta-sts IN TXT "v=STSv1; id=20261206"`;
+  const resolverIp = `127.53.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
+  const unbound = await startUnbound({
+    extraInterfaces: [`${resolverIp}@53`],
+    zones: [
+      // CNAMEs: the MX host is an alias (signed), TLSA at the target; at the original name only; an
+      // insecure link; DANE-TA certificates naming the original MX name, or neither name.
+      { name: "cname.test", signed: true, records: "@ IN MX 10 mx\nmx IN CNAME host.target.test." },
+      {
+        name: "cnback.test",
+        signed: true,
+        records: `@ IN MX 10 mx\nmx IN CNAME host2.target.test.\n_${F}._tcp.mx IN TLSA 3 1 1 ${sniSpki}`,
       },
-    };
-  })();
+      {
+        name: "cninsecure.test",
+        signed: true,
+        records: `@ IN MX 10 mx\nmx IN CNAME host.unsigned.test.\n_${F}._tcp.mx IN TLSA 3 1 1 ${ZERO}`,
+      },
+      { name: "cnta.test", signed: true, records: "@ IN MX 10 mx\nmx IN CNAME host3.target.test." },
+      { name: "cntabad.test", signed: true, records: "@ IN MX 10 mx\nmx IN CNAME host4.target.test." },
+      {
+        name: "target.test",
+        signed: true,
+        records: [
+          "host IN A 127.0.0.1",
+          `_${F}._tcp.host IN TLSA 3 1 1 ${sniSpki}`,
+          "host2 IN A 127.0.0.1",
+          "host3 IN A 127.0.0.1",
+          `_${F}._tcp.host3 IN TLSA 2 0 1 ${caHash}`,
+          "host4 IN A 127.0.0.1",
+          `_${F}._tcp.host4 IN TLSA 2 0 1 ${caHash}`,
+        ].join("\n"),
+      },
+      { name: "unsigned.test", records: `host IN A 127.0.0.1\n_${F}._tcp.host IN TLSA 3 1 1 ${ZERO}` },
+      // Only unusable records (PKIX-TA 0, PKIX-EE 1), to Postfix and to a peer without STARTTLS.
+      mxZone("unusable", [`_${P}._tcp.mx IN TLSA 1 1 1 ${spki}`, `_${P}._tcp.mx IN TLSA 0 0 1 ${caHash}`]),
+      mxZone("unstrip", [`_${S}._tcp.mx IN TLSA 1 1 1 ${spki}`]),
+      mxZone("clear", []),
+      // OCSP under DANE: through the tap.
+      mxZone("ocspee", [`_${T}._tcp.mx IN TLSA 3 1 1 ${spki}`]),
+      mxZone("ocspta", [`_${T}._tcp.mx IN TLSA 2 0 1 ${caHash}`]),
+      mxZone("ocspnone", []),
+      // DANE and MTA-STS together.
+      mxZone("stsdane", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`, sts]),
+      mxZone("stsother", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`, sts]),
+      mxZone("stsunusable", [`_${P}._tcp.mx IN TLSA 1 1 1 ${spki}`, sts]),
+      // MX and address validate, the TLSA answer does not.
+      mxZone("tlsafail", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`], { badSignatures: ["TLSA"] }),
+      // Valid everywhere; the test's forwarder drops the TLSA queries (a timeout).
+      mxZone("tlsatimeout", [`_${P}._tcp.mx IN TLSA 3 1 1 ${spki}`]),
+    ],
+  });
+  const fingerDir = await fingerConfigDir();
+  return {
+    pki,
+    unboundPort: unbound.port,
+    resolverIp,
+    nginxPort: nginx.port,
+    postfixPort: P,
+    postfixHeld: () => postfix.heldCount(),
+    sni,
+    stripPort: S,
+    stripMessages: () => strip.messages.length,
+    tap,
+    fingerDir,
+    async stop() {
+      await tap.stop();
+      await strip.stop();
+      await sni.stop();
+      await Deno.remove(sni.dir, { recursive: true }).catch(() => {});
+      await postfix.stop().catch(() => {});
+      await nginx.stop();
+      await unbound.stop();
+      await pki.cleanup();
+      await Deno.remove(fingerDir, { recursive: true }).catch(() => {});
+    },
+  };
 }
 
 type Outcome = DaneOutcome;
@@ -253,7 +249,7 @@ function send(
 /** Messages the SNI MX has accepted so far. */
 const sniReceived = (r: Rig) => linesOf(r.sni.memlog, "<=").length;
 
-const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
+const cases: RigCase<Rig>[] = [
   {
     name:
       "an MX host that is a secure CNAME: TLSA at the target's name, SNI the target; posttls-finger agrees",
@@ -433,19 +429,4 @@ const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
   },
 ];
 
-let remaining = cases.length;
-for (const c of cases) {
-  Deno.test({
-    name: `DANE (RFC 7672): ${c.name}`,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    async fn() {
-      const r = await rig();
-      try {
-        await c.fn(r);
-      } finally {
-        if (--remaining === 0) await r.stop();
-      }
-    },
-  });
-}
+testsOnSharedRig("DANE (RFC 7672)", startRig, cases);

@@ -19,6 +19,7 @@ import {
   spkiDer,
 } from "../helpers/dane.ts";
 import { createPki } from "../helpers/pki.ts";
+import { type RigCase, testsOnSharedRig } from "../helpers/shared_rig.ts";
 import { startUnbound, type TestZone } from "../helpers/unbound.ts";
 
 interface Rig {
@@ -40,126 +41,119 @@ interface Rig {
   stop(): Promise<void>;
 }
 
-let rigPromise: Promise<Rig> | undefined;
-
-/** One unbound, one Postfix, one STARTTLS-less peer for every case (built once, stopped by the last test). */
-function rig(): Promise<Rig> {
-  return rigPromise ??= (async () => {
-    const pki = await createPki();
-    const names = ["good", "wrong", "ta", "plain", "bogus", "strip"].map((z) => `mx.${z}.test`);
-    const leaf = await pki.issue({
-      cn: "mx.good.test",
-      dns: [...names, "mx.unsigned.test", "srv.ta-alias.test"],
-    });
-    // Chains to the same test CA (so a DANE-TA record on the CA matches) but names neither mx.ta-badname.test
-    // nor ta-badname.test.
-    const badLeaf = await pki.issue({ cn: "other.example", dns: ["other.example"] });
-    // DANE-TA(2) needs the trust anchor in the chain the server sends: leaf + the test root.
-    const root = await Deno.readTextFile(pki.certFile);
-    const served = `${pki.dir}/served-chain.pem`;
-    await Deno.writeTextFile(served, (await Deno.readTextFile(leaf.chainFile)) + root);
-    const badServed = `${pki.dir}/badname-chain.pem`;
-    await Deno.writeTextFile(badServed, (await Deno.readTextFile(badLeaf.chainFile)) + root);
-    const postfix = await startPostfix({
-      domain: "good.test",
-      moreDomains: [
-        "wrong.test",
-        "ta.test",
-        "plain.test",
-        "bogus.test",
-        "mixed.test",
-        "strip.test",
-        "ta-badname.test",
-        "ta-alias.test",
-        "nostarttls.test",
-        "nostarttls-pkix.test",
-      ],
-      tls: { certFile: served, keyFile: leaf.keyFile },
-      // A map that matches no name: Postfix then logs the SNI it got and serves its default chain.
-      mainCf: [`tls_server_sni_maps = inline:{ {sni-never-matches.invalid = ${served}} }`],
-      extraSmtpd: [
-        {
-          name: "badname",
-          overrides: [`smtpd_tls_cert_file=${badServed}`, `smtpd_tls_key_file=${badLeaf.keyFile}`],
-        },
-        { name: "nostarttls", overrides: ["smtpd_tls_security_level=none"] },
-      ],
-    });
-    const { badname: badnamePort, nostarttls: noTlsPort } = postfix.extraPorts;
-    const strip = startDownstream();
-    const spki = await sha256Hex(await spkiDer(leaf.certFile));
-    const caHash = await sha256Hex(pki.der);
-    const p = postfix.port;
-    const portOf: Record<string, number> = {
-      strip: strip.port,
-      "ta-badname": badnamePort,
-      nostarttls: noTlsPort,
-    };
-    const zone = (name: string, tlsa: string, extra: Partial<TestZone> = {}): TestZone => ({
-      name: `${name}.test`,
-      signed: true,
-      records: [
-        "@ IN MX 10 mx",
-        "mx IN A 127.0.0.1",
-        `_${portOf[name] ?? p}._tcp.mx IN TLSA ${tlsa}`,
-      ].join("\n"),
-      ...extra,
-    });
-    const resolverIp = `127.53.${Math.floor(Math.random() * 200) + 20}.${
-      Math.floor(Math.random() * 200) + 20
-    }`;
-    const unbound = await startUnbound({
-      extraInterfaces: [`${resolverIp}@53`],
-      zones: [
-        zone("good", `3 1 1 ${spki}`),
-        zone("wrong", `3 1 1 ${"00".repeat(32)}`),
-        zone("ta", `2 0 1 ${caHash}`),
-        zone("plain", `3 1 1 ${"00".repeat(32)}`, { signed: false }),
-        zone("bogus", `3 1 1 ${spki}`, { bogus: true }),
-        zone("strip", `3 1 1 ${spki}`),
-        zone("ta-badname", `2 0 1 ${caHash}`),
-        // The MX host is a secure alias: the TLSA base domain (and the SNI) is where the CNAME chain ends.
-        {
-          name: "ta-alias.test",
-          signed: true,
-          records:
-            `@ IN MX 10 mx\nmx IN CNAME srv\nsrv IN A 127.0.0.1\n_${p}._tcp.srv IN TLSA 2 0 1 ${caHash}`,
-        },
-        zone("nostarttls", `3 1 1 ${spki}`),
-        { name: "nostarttls-pkix.test", records: "@ IN MX 10 mx\nmx IN A 127.0.0.1" },
-        // Signed MX pointing into an unsigned zone: the address is insecure, so no DANE (wrong TLSA unused).
-        { name: "mixed.test", signed: true, records: "@ IN MX 10 mx.unsigned.test." },
-        {
-          name: "unsigned.test",
-          records: `mx IN A 127.0.0.1\n_${p}._tcp.mx IN TLSA 3 1 1 ${"00".repeat(32)}`,
-        },
-      ],
-    });
-    const fingerDir = await fingerConfigDir();
-    return {
-      unboundPort: unbound.port,
-      resolverIp,
-      postfixPort: p,
-      badnamePort,
-      noTlsPort,
-      postfixLog: async (needle) =>
-        (await Deno.readTextFile(`${postfix.dir}/maillog`).catch(() => "")).split("\n").filter((l) =>
-          l.includes(needle)
-        ),
-      stripPort: strip.port,
-      stripMessages: () => strip.messages.length,
-      postfixHeld: () => postfix.heldCount(),
-      fingerDir,
-      caFile: pki.certFile,
-      async stop() {
-        await strip.stop();
-        await postfix.stop().catch(() => {});
-        await unbound.stop();
-        await pki.cleanup();
-        await Deno.remove(fingerDir, { recursive: true }).catch(() => {});
+/** One unbound, one Postfix, one STARTTLS-less peer for every case (shared: see testsOnSharedRig). */
+async function startRig(): Promise<Rig> {
+  const pki = await createPki();
+  const names = ["good", "wrong", "ta", "plain", "bogus", "strip"].map((z) => `mx.${z}.test`);
+  const leaf = await pki.issue({
+    cn: "mx.good.test",
+    dns: [...names, "mx.unsigned.test", "srv.ta-alias.test"],
+  });
+  // Chains to the same test CA (so a DANE-TA record on the CA matches) but names neither mx.ta-badname.test
+  // nor ta-badname.test.
+  const badLeaf = await pki.issue({ cn: "other.example", dns: ["other.example"] });
+  // DANE-TA(2) needs the trust anchor in the chain the server sends: leaf + the test root.
+  const root = await Deno.readTextFile(pki.certFile);
+  const served = `${pki.dir}/served-chain.pem`;
+  await Deno.writeTextFile(served, (await Deno.readTextFile(leaf.chainFile)) + root);
+  const badServed = `${pki.dir}/badname-chain.pem`;
+  await Deno.writeTextFile(badServed, (await Deno.readTextFile(badLeaf.chainFile)) + root);
+  const postfix = await startPostfix({
+    domain: "good.test",
+    moreDomains: [
+      "wrong.test",
+      "ta.test",
+      "plain.test",
+      "bogus.test",
+      "mixed.test",
+      "strip.test",
+      "ta-badname.test",
+      "ta-alias.test",
+      "nostarttls.test",
+      "nostarttls-pkix.test",
+    ],
+    tls: { certFile: served, keyFile: leaf.keyFile },
+    // A map that matches no name: Postfix then logs the SNI it got and serves its default chain.
+    mainCf: [`tls_server_sni_maps = inline:{ {sni-never-matches.invalid = ${served}} }`],
+    extraSmtpd: [
+      {
+        name: "badname",
+        overrides: [`smtpd_tls_cert_file=${badServed}`, `smtpd_tls_key_file=${badLeaf.keyFile}`],
       },
-    };
-  })();
+      { name: "nostarttls", overrides: ["smtpd_tls_security_level=none"] },
+    ],
+  });
+  const { badname: badnamePort, nostarttls: noTlsPort } = postfix.extraPorts;
+  const strip = startDownstream();
+  const spki = await sha256Hex(await spkiDer(leaf.certFile));
+  const caHash = await sha256Hex(pki.der);
+  const p = postfix.port;
+  const portOf: Record<string, number> = {
+    strip: strip.port,
+    "ta-badname": badnamePort,
+    nostarttls: noTlsPort,
+  };
+  const zone = (name: string, tlsa: string, extra: Partial<TestZone> = {}): TestZone => ({
+    name: `${name}.test`,
+    signed: true,
+    records: [
+      "@ IN MX 10 mx",
+      "mx IN A 127.0.0.1",
+      `_${portOf[name] ?? p}._tcp.mx IN TLSA ${tlsa}`,
+    ].join("\n"),
+    ...extra,
+  });
+  const resolverIp = `127.53.${Math.floor(Math.random() * 200) + 20}.${Math.floor(Math.random() * 200) + 20}`;
+  const unbound = await startUnbound({
+    extraInterfaces: [`${resolverIp}@53`],
+    zones: [
+      zone("good", `3 1 1 ${spki}`),
+      zone("wrong", `3 1 1 ${"00".repeat(32)}`),
+      zone("ta", `2 0 1 ${caHash}`),
+      zone("plain", `3 1 1 ${"00".repeat(32)}`, { signed: false }),
+      zone("bogus", `3 1 1 ${spki}`, { bogus: true }),
+      zone("strip", `3 1 1 ${spki}`),
+      zone("ta-badname", `2 0 1 ${caHash}`),
+      // The MX host is a secure alias: the TLSA base domain (and the SNI) is where the CNAME chain ends.
+      {
+        name: "ta-alias.test",
+        signed: true,
+        records: `@ IN MX 10 mx\nmx IN CNAME srv\nsrv IN A 127.0.0.1\n_${p}._tcp.srv IN TLSA 2 0 1 ${caHash}`,
+      },
+      zone("nostarttls", `3 1 1 ${spki}`),
+      { name: "nostarttls-pkix.test", records: "@ IN MX 10 mx\nmx IN A 127.0.0.1" },
+      // Signed MX pointing into an unsigned zone: the address is insecure, so no DANE (wrong TLSA unused).
+      { name: "mixed.test", signed: true, records: "@ IN MX 10 mx.unsigned.test." },
+      {
+        name: "unsigned.test",
+        records: `mx IN A 127.0.0.1\n_${p}._tcp.mx IN TLSA 3 1 1 ${"00".repeat(32)}`,
+      },
+    ],
+  });
+  const fingerDir = await fingerConfigDir();
+  return {
+    unboundPort: unbound.port,
+    resolverIp,
+    postfixPort: p,
+    badnamePort,
+    noTlsPort,
+    postfixLog: async (needle) =>
+      (await Deno.readTextFile(`${postfix.dir}/maillog`).catch(() => "")).split("\n").filter((l) =>
+        l.includes(needle)
+      ),
+    stripPort: strip.port,
+    stripMessages: () => strip.messages.length,
+    postfixHeld: () => postfix.heldCount(),
+    fingerDir,
+    caFile: pki.certFile,
+    async stop() {
+      await strip.stop();
+      await postfix.stop().catch(() => {});
+      await unbound.stop();
+      await pki.cleanup();
+      await Deno.remove(fingerDir, { recursive: true }).catch(() => {});
+    },
+  };
 }
 
 type Outcome = DaneOutcome;
@@ -236,7 +230,7 @@ async function withSession<T = undefined>(
   return { outcome, session, then: more };
 }
 
-const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
+const cases: RigCase<Rig>[] = [
   {
     name: "TLSA 3 1 1 matching the server's key: delivered with CV=dane TLS=dane(3); posttls-finger agrees",
     async fn(r) {
@@ -450,19 +444,4 @@ const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
   },
 ];
 
-let remaining = cases.length;
-for (const c of cases) {
-  Deno.test({
-    name: `DANE: ${c.name}`,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    async fn() {
-      const r = await rig();
-      try {
-        await c.fn(r);
-      } finally {
-        if (--remaining === 0) await r.stop();
-      }
-    },
-  });
-}
+testsOnSharedRig("DANE", startRig, cases);

@@ -11,6 +11,7 @@ import { firstOutcome, linesOf, startFerryIn, submit, waitFor } from "../helpers
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
 import { startNginx } from "../helpers/nginx.ts";
 import { createPki, type TestPki } from "../helpers/pki.ts";
+import { type RigCase, testsOnSharedRig } from "../helpers/shared_rig.ts";
 import { startUnbound } from "../helpers/unbound.ts";
 
 const GOOD = (mx: string, mode = "enforce") => `version: STSv1\nmode: ${mode}\nmx: ${mx}\nmax_age: 86400\n`;
@@ -35,79 +36,77 @@ interface Rig {
   stop(): Promise<void>;
 }
 
-let rigPromise: Promise<Rig> | undefined;
-function rig(): Promise<Rig> {
-  return rigPromise ??= (async () => {
-    const pki = await createPki();
-    const mxNames = DOMAINS.flatMap((d) => [`mx.${d}.test`, `mx1.${d}.test`]);
-    const smtpLeaf = await pki.issue({ cn: "mx.enforce.test", dns: mxNames });
-    const down = await startTestFerry({
-      relay: { domains: "*", clients: ["127.0.0.0/8"] },
-      tls: { certificates: [{ cert: smtpLeaf.chainFile, key: smtpLeaf.keyFile }] },
-    });
-    const web = await pki.issue({
-      cn: "mta-sts",
-      dns: DOMAINS.filter((d) => d !== "wrongname").map((d) => `mta-sts.${d}.test`),
-    });
-    // Valid and from the trusted CA, but for another name than mta-sts.wrongname.test.
-    const wrongName = await pki.issue({ cn: "mta-sts.elsewhere.test", dns: ["mta-sts.elsewhere.test"] });
-    const expired = await pki.issue({
-      cn: "mta-sts.expired.test",
-      dns: ["mta-sts.expired.test"],
-      startDate: "20200101000000Z",
-      endDate: "20210101000000Z",
-    });
-    const site = (d: string, extra: Record<string, unknown> = {}) => ({
-      host: `mta-sts.${d}.test`,
-      certFile: web.chainFile,
-      keyFile: web.keyFile,
-      ...extra,
-    });
-    const nginx = await startNginx([
-      site("enforce", { body: GOOD("mx.enforce.test") }),
-      site("testing", { body: GOOD("mx.testing.test", "testing") }),
-      site("nomatch", { body: GOOD("other.nomatch.test") }),
-      site("twomx", { body: GOOD("mx.twomx.test") }),
-      site("wrongtype", { body: GOOD("nothing.test"), contentType: "text/html" }),
-      site("redirect", { redirectTo: "https://mta-sts.enforce.test/.well-known/mta-sts.txt" }),
-      site("big", { body: GOOD("nothing.test") + "#".repeat(70 * 1024) + "\n" }),
-      site("expired", { body: GOOD("nothing.test"), certFile: expired.chainFile, keyFile: expired.keyFile }),
-      site("wrongname", {
-        body: GOOD("nothing.test"),
-        certFile: wrongName.chainFile,
-        keyFile: wrongName.keyFile,
-      }),
-    ]);
-    const unbound = await startUnbound({
-      zones: DOMAINS.map((d) => ({
-        name: `${d}.test`,
-        records: [
-          d === "twomx"
-            ? "@ IN MX 10 mx1\n@ IN MX 20 mx"
-            : d === "plain"
-            ? "@ IN MX 10 mx.enforce.test."
-            : "@ IN MX 10 mx",
-          "mx IN A 127.0.0.1",
-          "mx1 IN A 127.0.0.1",
-          "mta-sts IN A 127.0.0.1",
-          d === "plain" ? "" : `_mta-sts IN TXT "v=STSv1; id=20261206"`,
-        ].join("\n"),
-      })),
-    });
-    return {
-      pki,
-      unboundPort: unbound.port,
-      nginxPort: nginx.port,
-      down,
-      async stop() {
-        await down.stop();
-        await Deno.remove(down.dir, { recursive: true }).catch(() => {});
-        await nginx.stop();
-        await unbound.stop();
-        await pki.cleanup();
-      },
-    };
-  })();
+/** The peers every case shares (see testsOnSharedRig). */
+async function startRig(): Promise<Rig> {
+  const pki = await createPki();
+  const mxNames = DOMAINS.flatMap((d) => [`mx.${d}.test`, `mx1.${d}.test`]);
+  const smtpLeaf = await pki.issue({ cn: "mx.enforce.test", dns: mxNames });
+  const down = await startTestFerry({
+    relay: { domains: "*", clients: ["127.0.0.0/8"] },
+    tls: { certificates: [{ cert: smtpLeaf.chainFile, key: smtpLeaf.keyFile }] },
+  });
+  const web = await pki.issue({
+    cn: "mta-sts",
+    dns: DOMAINS.filter((d) => d !== "wrongname").map((d) => `mta-sts.${d}.test`),
+  });
+  // Valid and from the trusted CA, but for another name than mta-sts.wrongname.test.
+  const wrongName = await pki.issue({ cn: "mta-sts.elsewhere.test", dns: ["mta-sts.elsewhere.test"] });
+  const expired = await pki.issue({
+    cn: "mta-sts.expired.test",
+    dns: ["mta-sts.expired.test"],
+    startDate: "20200101000000Z",
+    endDate: "20210101000000Z",
+  });
+  const site = (d: string, extra: Record<string, unknown> = {}) => ({
+    host: `mta-sts.${d}.test`,
+    certFile: web.chainFile,
+    keyFile: web.keyFile,
+    ...extra,
+  });
+  const nginx = await startNginx([
+    site("enforce", { body: GOOD("mx.enforce.test") }),
+    site("testing", { body: GOOD("mx.testing.test", "testing") }),
+    site("nomatch", { body: GOOD("other.nomatch.test") }),
+    site("twomx", { body: GOOD("mx.twomx.test") }),
+    site("wrongtype", { body: GOOD("nothing.test"), contentType: "text/html" }),
+    site("redirect", { redirectTo: "https://mta-sts.enforce.test/.well-known/mta-sts.txt" }),
+    site("big", { body: GOOD("nothing.test") + "#".repeat(70 * 1024) + "\n" }),
+    site("expired", { body: GOOD("nothing.test"), certFile: expired.chainFile, keyFile: expired.keyFile }),
+    site("wrongname", {
+      body: GOOD("nothing.test"),
+      certFile: wrongName.chainFile,
+      keyFile: wrongName.keyFile,
+    }),
+  ]);
+  const unbound = await startUnbound({
+    zones: DOMAINS.map((d) => ({
+      name: `${d}.test`,
+      records: [
+        d === "twomx"
+          ? "@ IN MX 10 mx1\n@ IN MX 20 mx"
+          : d === "plain"
+          ? "@ IN MX 10 mx.enforce.test."
+          : "@ IN MX 10 mx",
+        "mx IN A 127.0.0.1",
+        "mx1 IN A 127.0.0.1",
+        "mta-sts IN A 127.0.0.1",
+        d === "plain" ? "" : `_mta-sts IN TXT "v=STSv1; id=20261206"`,
+      ].join("\n"),
+    })),
+  });
+  return {
+    pki,
+    unboundPort: unbound.port,
+    nginxPort: nginx.port,
+    down,
+    async stop() {
+      await down.stop();
+      await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+      await nginx.stop();
+      await unbound.stop();
+      await pki.cleanup();
+    },
+  };
 }
 
 interface Result {
@@ -151,7 +150,7 @@ async function send(
   }
 }
 
-const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
+const cases: RigCase<Rig>[] = [
   {
     name: "enforce with a matching MX and a PKIX-valid certificate: TLS=mta-sts(enforce), CV=yes",
     async fn(r) {
@@ -233,22 +232,7 @@ const cases: { name: string; fn: (r: Rig) => Promise<void> }[] = [
   },
 ];
 
-let remaining = cases.length;
-for (const c of cases) {
-  Deno.test({
-    name: `MTA-STS: ${c.name}`,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    async fn() {
-      const r = await rig();
-      try {
-        await c.fn(r);
-      } finally {
-        if (--remaining === 0) await r.stop();
-      }
-    },
-  });
-}
+testsOnSharedRig("MTA-STS", startRig, cases);
 
 Deno.test("MTA-STS: the policy cache survives a restart, and a new TXT id refetches", async () => {
   const pki = await createPki();
