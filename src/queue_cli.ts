@@ -17,11 +17,10 @@ import { errorMessage } from "./core/error_message.ts";
 import type { QueueSummary } from "./spool/spool.ts";
 import { QUEUE_STATES, SpoolLockedError } from "./spool/spool.ts";
 import type { OpOutcome } from "./outbound/queue_ops.ts";
-import type { Envelope } from "./core/envelope.ts";
 import { AdminApiError, AdminClient, AdminUnreachableError } from "./admin/client.ts";
 import { readUrlFile, URL_FILE } from "./admin/url_file.ts";
 import { tokenFilePath } from "./admin/token_file.ts";
-import type { QueueItem } from "./admin/queue_access.ts";
+import type { QueueListAnswer as ListAnswer, QueueShowAnswer as ShowAnswer } from "./admin/api_schemas.ts";
 
 /** The spool's lock file (sqlite_spool.ts), named here so the common path need not load the spool. */
 const LOCK_FILE = "ferry.lock";
@@ -148,18 +147,7 @@ function callOf(args: Args): Call {
   }
 }
 
-/** The API's answers, as the routes in src/admin/routes/queue_*.ts give them. */
-interface ListAnswer {
-  messages: QueueItem[];
-  next?: string;
-}
-interface ShowAnswer {
-  message: QueueItem;
-  envelope: Envelope;
-  history: { at: number; text: string }[];
-  headers?: string;
-  headersError?: string;
-}
+/** The batch routes' answer (src/admin/routes/queue_batch.ts). */
 interface ResultsAnswer {
   results: OpOutcome[];
 }

@@ -34,6 +34,9 @@ export const queueListResponse = z.object({
   next: z.string().optional(),
 }).strict();
 
+/** A `GET /api/queue` answer, as clients (the `queue` command) read it. */
+export type QueueListAnswer = z.infer<typeof queueListResponse>;
+
 /** `GET /api/queue/summary`. */
 export const queueSummaryResponse = z.object({
   byState: z.record(queueState, z.number().int().min(0)),
@@ -63,9 +66,13 @@ export const queueShowResponse = z.object({
     id: z.string(),
     sender: z.string(),
     receivedAt: z.number(),
+    client: z.object({ ip: z.string() }).loose(),
     recipients: z.array(recipientSchema).min(1),
   }).loose(),
   history: z.array(z.object({ at: z.number(), text: z.string() }).strict()),
   headers: z.string().optional(),
   headersError: z.string().optional(),
 }).strict();
+
+/** A `GET /api/queue/:id` answer, as clients (the `queue` command) read it. */
+export type QueueShowAnswer = z.infer<typeof queueShowResponse>;

@@ -93,6 +93,7 @@ Deno.test("the queue command operates a running Ferry over its admin API: list, 
 
     const show = await queue(ferry.configPath, ["show", sent[0]]);
     assert.equal(show.code, 0, show.err);
+    assert.match(show.out, / received \S+ from \[127\.0\.0\.1\], \d+ octets\n/, "the envelope's client");
     assert.match(show.out, /sender <a@sender.test>/);
     assert.match(show.out, /pending +<b@example.test> attempts 1, next in \d+[mh], last: .*refused/i);
     assert.match(show.out, /Subject: n0/);
