@@ -109,6 +109,14 @@ function notTried(dead: { failures: number; lastError?: string }): string {
   return `destination not responding (${dead.failures} connection failures, last: ${dead.lastError}); not tried`;
 }
 
+/**
+ * The outcomes that count: all of them, or after an interrupt only definite replies — the rest stays as it
+ * was, due again at once.
+ */
+function definite(outcomes: RecipientOutcome[], signal: AbortSignal): RecipientOutcome[] {
+  return signal.aborted ? outcomes.filter((o) => o.kind !== "deferred") : outcomes;
+}
+
 /** Runs deliveries from the spool. */
 export class Scheduler implements QueueManagerHooks {
   #deps: SchedulerDeps;
@@ -458,7 +466,7 @@ export class Scheduler implements QueueManagerHooks {
 
   /**
    * Delivers one group and saves its outcomes; with `final`, also the message's next state (then true).
-   * `attempted` is called once, when the outcomes are known and only their writing remains.
+   * `attempted` is called once, when the outcomes are known and only their writing remains (or on the way out).
    */
   async #deliverGroup(
     env: Envelope,
@@ -473,66 +481,52 @@ export class Scheduler implements QueueManagerHooks {
       over = true;
       opts.attempted();
     };
+    const local = (kind: RecipientOutcome["kind"], status: string, text: string, internal = true) =>
+      g.recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, internal }));
     try {
-      return await this.#deliverGroupAndSave(env, data, g, signal, final, attempted);
+      let outcomes: RecipientOutcome[];
+      if (g.routeError) outcomes = local("deferred", "4.3.0", g.routeError);
+      else if (!g.route) outcomes = local("failed", "5.4.4", `no route for domain "${g.domain}"`);
+      else {
+        const dead = this.#destinations.dead(g.key);
+        if (dead) {
+          // Dead-destination throttling: deferred without trying, until the back-off ends.
+          outcomes = local("deferred", "4.4.1", notTried(dead), false);
+        } else {
+          let release: () => void;
+          try {
+            release = await this.#destinations.acquire(g.key, signal);
+          } catch {
+            return false; // stopping before it started: left as it was
+          }
+          // A transaction's outcomes are saved as soon as its replies are in, before its connection is used
+          // again (deliverGroup calls this); the ones it only returns (no host reached) are saved below.
+          let recorded: Promise<boolean> | undefined;
+          const record = (transaction: RecipientOutcome[]): Promise<void> => {
+            attempted();
+            recorded = this.#record(env, data, g, definite(transaction, signal), final);
+            return recorded.then(() => {});
+          };
+          try {
+            outcomes = await this.#attempt(env, await data(), g, g.route, signal, record);
+          } finally {
+            release();
+          }
+          const answered = outcomes.some((o) => o.kind === "delivered" || o.reply !== undefined);
+          const connectionFailure = outcomes.every((o) => o.kind === "deferred" && !o.reply && !o.internal);
+          if (answered) this.#destinations.succeeded(g.key);
+          else if (connectionFailure && !signal.aborted) {
+            this.#destinations.failed(g.key, outcomes[0]?.text ?? "");
+          }
+          if (recorded !== undefined) return await recorded;
+          outcomes = definite(outcomes, signal);
+        }
+      }
+      attempted();
+      return await this.#record(env, data, g, outcomes, final);
     } finally {
       attempted();
     }
-  }
-
-  async #deliverGroupAndSave(
-    env: Envelope,
-    data: () => Promise<Uint8Array>,
-    g: Group,
-    signal: AbortSignal,
-    final: boolean,
-    attempted: () => void,
-  ): Promise<boolean> {
-    const local = (kind: RecipientOutcome["kind"], status: string, text: string, internal = true) =>
-      g.recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, internal }));
-    let outcomes: RecipientOutcome[];
-    if (g.routeError) outcomes = local("deferred", "4.3.0", g.routeError);
-    else if (!g.route) outcomes = local("failed", "5.4.4", `no route for domain "${g.domain}"`);
-    else {
-      const dead = this.#destinations.dead(g.key);
-      if (dead) {
-        // Dead-destination throttling: deferred without trying, until the back-off ends.
-        outcomes = local("deferred", "4.4.1", notTried(dead), false);
-      } else {
-        let release: () => void;
-        try {
-          release = await this.#destinations.acquire(g.key, signal);
-        } catch {
-          return false; // stopping before it started: left as it was
-        }
-        // A transaction's outcomes are saved as soon as its replies are in, before its connection is used
-        // again (deliverGroup calls this); the ones it only returns (no host reached) are saved below.
-        let recorded: Promise<boolean> | undefined;
-        const record = (transaction: RecipientOutcome[]): Promise<void> => {
-          attempted();
-          // Interrupted: only definite replies count; the rest stays as it was, due again at once.
-          const kept = signal.aborted ? transaction.filter((o) => o.kind !== "deferred") : transaction;
-          recorded = this.#record(env, data, g, kept, final);
-          return recorded.then(() => {});
-        };
-        try {
-          outcomes = await this.#attempt(env, await data(), g, g.route, signal, record);
-        } finally {
-          release();
-        }
-        const answered = outcomes.some((o) => o.kind === "delivered" || o.reply !== undefined);
-        const connectionFailure = outcomes.every((o) => o.kind === "deferred" && !o.reply && !o.internal);
-        if (answered) this.#destinations.succeeded(g.key);
-        else if (connectionFailure && !signal.aborted) {
-          this.#destinations.failed(g.key, outcomes[0]?.text ?? "");
-        }
-        if (recorded !== undefined) return await recorded;
-        // Interrupted: only definite replies count; the rest stays as it was, due again at once.
-        if (signal.aborted) outcomes = outcomes.filter((o) => o.kind !== "deferred");
-      }
-    }
-    attempted();
-    return await this.#record(env, data, g, outcomes, final);
   }
 
   /**
