@@ -133,6 +133,7 @@ Deno.test("queue API for the queue command: batch actions with an outcome each, 
     assert.equal((await api(f, "/api/queue?newerThan=1h")).body.messages.length, 3);
     const badAge = await api(f, "/api/queue?olderThan=soon");
     assert.deepEqual([badAge.status, badAge.body.details[0].path], [400, "olderThan"]);
+    assert.equal(badAge.body.details[0].message, "expected a duration such as 90s, 30m, 2h or 1d");
     assert.deepEqual((await api(f, "/api/queue?sender=%3C%3E")).body.messages, []);
 
     const shown = await api(f, `/api/queue/${a}`);

@@ -10,14 +10,15 @@ import { jsonChecked, validate } from "../http_error.ts";
 import { messageId, queueListResponse, queueState } from "../api_schemas.ts";
 import { parseDuration } from "../../core/units.ts";
 
-const duration = z.string().max(32).refine((s) => {
+/** A duration in the query, parsed once into milliseconds. */
+const duration = z.string().max(32).transform((s, ctx) => {
   try {
-    parseDuration(s);
-    return true;
+    return parseDuration(s);
   } catch {
-    return false;
+    ctx.addIssue({ code: "custom", message: "expected a duration such as 90s, 30m, 2h or 1d" });
+    return z.NEVER;
   }
-}, { message: "expected a duration such as 90s, 30m, 2h or 1d" });
+});
 
 const query = z.object({
   state: queueState.optional(),
@@ -40,8 +41,8 @@ export function queueListRoute(app: Hono, deps: AdminDeps): void {
     const messages = await deps.queue.list({
       ...rest,
       sender: sender === "<>" ? "" : sender,
-      receivedBefore: olderThan === undefined ? undefined : now - parseDuration(olderThan),
-      receivedAfter: newerThan === undefined ? undefined : now - parseDuration(newerThan),
+      receivedBefore: olderThan === undefined ? undefined : now - olderThan,
+      receivedAfter: newerThan === undefined ? undefined : now - newerThan,
     });
     const next = messages.length === q.value.limit ? messages[messages.length - 1].id : undefined;
     return jsonChecked(c, queueListResponse, { messages, next });
