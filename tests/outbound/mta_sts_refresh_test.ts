@@ -8,12 +8,11 @@
 import assert from "node:assert/strict";
 import { DnsClient } from "../../src/dns/client.ts";
 import { mtaStsPolicy, StsCache } from "../../src/outbound/security/mta_sts.ts";
-import { Requirement } from "../../src/outbound/security/levels.ts";
-import type { TargetHost } from "../../src/outbound/routing.ts";
 import { TlsClientContext } from "../../src/tls/client.ts";
 import { startNginx } from "../helpers/nginx.ts";
 import { createPki } from "../helpers/pki.ts";
 import { startUnbound } from "../helpers/unbound.ts";
+import { acceptedMx } from "./_mta_sts_probe.ts";
 
 const DAY = 86_400_000;
 const policy = (mx: string) => `version: STSv1\nmode: enforce\nmx: ${mx}\nmax_age: 86400\n`;
@@ -48,19 +47,7 @@ Deno.test("MTA-STS: a policy past half its max_age is refreshed in the backgroun
     onFailure: (domain, kind) => failures.push(`${domain}: ${kind}`),
     now: () => clock,
   });
-  /** Which of mx1/mx2 the policy in force for this delivery accepts. */
-  const accepted = async (): Promise<string[]> => {
-    const check = await sts.prepareDomain({ domain: "refresh.test", viaMx: true, mxSecure: false });
-    assert.ok(check, "a policy is in force");
-    const out: string[] = [];
-    for (const name of ["mx1.refresh.test", "mx2.refresh.test"]) {
-      const req = new Requirement();
-      const target: TargetHost = { name, ip: "127.0.0.1", port: 25, preference: 10 };
-      await check(req, target);
-      if (!req.failure) out.push(name);
-    }
-    return out;
-  };
+  const accepted = () => acceptedMx(sts, "refresh.test");
   const cached = async () => {
     const data = JSON.parse(await Deno.readTextFile(cacheFile));
     return data["refresh.test"] as { policy: { mx: string[] }; fetchedAt: number };

@@ -8,12 +8,11 @@
 import assert from "node:assert/strict";
 import { DnsClient } from "../../src/dns/client.ts";
 import { FETCH_RETRY_MS, mtaStsPolicy, StsCache } from "../../src/outbound/security/mta_sts.ts";
-import { Requirement } from "../../src/outbound/security/levels.ts";
-import type { TargetHost } from "../../src/outbound/routing.ts";
 import { TlsClientContext } from "../../src/tls/client.ts";
 import { startNginx } from "../helpers/nginx.ts";
 import { createPki } from "../helpers/pki.ts";
 import { startUnbound } from "../helpers/unbound.ts";
+import { acceptedMx } from "./_mta_sts_probe.ts";
 
 const policy = (mx: string) => `version: STSv1\nmode: enforce\nmx: ${mx}\nmax_age: 86400\n`;
 const N = 8;
@@ -61,20 +60,7 @@ Deno.test("MTA-STS: concurrent deliveries share one fetch; a failed fetch keeps 
     onFailure: (domain, kind, message) => failures.push(`${domain}: ${kind}: ${message}`),
     now: () => clock,
   });
-  /** Which of the domain's mx1/mx2 the policy in force for one delivery accepts. */
-  const accepted = async (domain: string): Promise<string[]> => {
-    const check = await sts.prepareDomain({ domain, viaMx: true, mxSecure: false });
-    assert.ok(check, `a policy is in force for ${domain}`);
-    const out: string[] = [];
-    for (const name of [`mx1.${domain}`, `mx2.${domain}`]) {
-      const req = new Requirement();
-      const target: TargetHost = { name, ip: "127.0.0.1", port: 25, preference: 10 };
-      await check(req, target);
-      if (!req.failure) out.push(name);
-    }
-    return out;
-  };
-  const all = (domain: string) => Promise.all(Array.from({ length: N }, () => accepted(domain)));
+  const all = (domain: string) => Promise.all(Array.from({ length: N }, () => acceptedMx(sts, domain)));
   try {
     // N deliveries at once to a domain with a new policy: one fetch, all of them under that policy.
     for (const got of await all("share.test")) assert.deepEqual(got, ["mx1.share.test"]);
