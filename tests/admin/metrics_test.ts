@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { startAdminFerry, stopFerry } from "./_admin.ts";
 import { freePort, startSink } from "../helpers/sink.ts";
-import { runSwaks } from "../helpers/peers.ts";
+import { runSwaks, swaksAuthArgs } from "../helpers/peers.ts";
 import { createPki } from "../helpers/pki.ts";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import { hashPassword } from "../../src/core/password_hash.ts";
@@ -117,19 +117,17 @@ Deno.test("/metrics passes promtool and its counters move as mail is received, r
     assert.equal(ok.code, 0, ok.stdout);
     const refused = await runSwaks(g.port, ["--from", "a@x.test", "--to", "v@elsewhere.test"]);
     assert.match(refused.stdout, /550 5\.7\.1/);
-    const badAuth = await runSwaks(g.port, [
-      "--tls",
-      "--from",
-      "a@x.test",
-      "--to",
-      "u@example.test",
-      "--auth",
-      "PLAIN",
-      "--auth-user",
-      "alice",
-      "--auth-password",
-      "wrong",
-    ]);
+    const badAuth = await runSwaks(
+      g.port,
+      swaksAuthArgs({
+        tls: "starttls",
+        from: "a@x.test",
+        to: "u@example.test",
+        mechanism: "PLAIN",
+        user: "alice",
+        password: "wrong",
+      }),
+    );
     assert.match(badAuth.stdout, /535 5\.7\.8/);
     const byCheck = await runSwaks(g.port, ["--from", "a@x.test", "--to", "nobody@example.test"]);
     assert.match(byCheck.stdout, /550 5\.7\.1 nobody lives here/);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
 import { createPki, type TestPki } from "../helpers/pki.ts";
-import { runPython, runSwaks, spoolIdIn } from "../helpers/peers.ts";
+import { runPython, runSwaks, spoolIdIn, swaksAuthArgs } from "../helpers/peers.ts";
 import { hashPassword } from "../../src/core/password_hash.ts";
 import { loadOpenSsl } from "../../src/tls/mod.ts";
 import type { FerryConfig } from "../../mod.ts";
@@ -94,35 +94,31 @@ const plainResp = (user: string, password: string, authzid = "") => b64(`${authz
 Deno.test("swaks --auth PLAIN is refused before TLS and relays after STARTTLS; log, Received: and envelope say who", async () => {
   const r = await rig();
   try {
-    const before = await runSwaks(r.ports.plain, [
-      "--from",
-      "alice@corp.test",
-      "--to",
-      "someone@elsewhere.test",
-      "--auth",
-      "PLAIN",
-      "--auth-user",
-      "alice",
-      "--auth-password",
-      "alice-secret",
-    ]);
+    const before = await runSwaks(
+      r.ports.plain,
+      swaksAuthArgs({
+        from: "alice@corp.test",
+        to: "someone@elsewhere.test",
+        mechanism: "PLAIN",
+        user: "alice",
+        password: "alice-secret",
+      }),
+    );
     assert.notEqual(before.code, 0);
     assert.doesNotMatch(before.stdout, /250-AUTH/);
     assert.match(before.stdout + before.stderr, /not supported|not advertised|AUTH/i);
 
-    const after = await runSwaks(r.ports.plain, [
-      "--tls",
-      "--from",
-      "alice@corp.test",
-      "--to",
-      "someone@elsewhere.test",
-      "--auth",
-      "PLAIN",
-      "--auth-user",
-      "alice",
-      "--auth-password",
-      "alice-secret",
-    ]);
+    const after = await runSwaks(
+      r.ports.plain,
+      swaksAuthArgs({
+        tls: "starttls",
+        from: "alice@corp.test",
+        to: "someone@elsewhere.test",
+        mechanism: "PLAIN",
+        user: "alice",
+        password: "alice-secret",
+      }),
+    );
     assert.equal(after.code, 0, after.stdout + after.stderr);
     assert.match(after.stdout, /<~ {2}250-AUTH PLAIN LOGIN/);
     assert.match(after.stdout, /<~ {2}235 2\.7\.0 Authentication successful/);
@@ -153,19 +149,17 @@ Deno.test("swaks --auth PLAIN is refused before TLS and relays after STARTTLS; l
 Deno.test("swaks --auth LOGIN over smtps and on the submission listener; submission without AUTH gets 530 5.7.0", async () => {
   const r = await rig();
   try {
-    const smtps = await runSwaks(r.ports.smtps, [
-      "--tlsc",
-      "--from",
-      "bob@corp.test",
-      "--to",
-      "x@elsewhere.test",
-      "--auth",
-      "LOGIN",
-      "--auth-user",
-      "bob",
-      "--auth-password",
-      "bob-secret",
-    ]);
+    const smtps = await runSwaks(
+      r.ports.smtps,
+      swaksAuthArgs({
+        tls: "smtps",
+        from: "bob@corp.test",
+        to: "x@elsewhere.test",
+        mechanism: "LOGIN",
+        user: "bob",
+        password: "bob-secret",
+      }),
+    );
     assert.equal(smtps.code, 0, smtps.stdout + smtps.stderr);
     assert.match(smtps.stdout, /<~ {2}334 VXNlcm5hbWU6/);
     assert.match(smtps.stdout, /<~ {2}334 UGFzc3dvcmQ6/);
@@ -182,19 +176,17 @@ Deno.test("swaks --auth LOGIN over smtps and on the submission listener; submiss
     ]);
     assert.match(noAuth.stdout, /<~\* +530 5\.7\.0 Authentication required/);
 
-    const sub = await runSwaks(r.ports.submission, [
-      "--tls",
-      "--from",
-      "alice@corp.test",
-      "--to",
-      "u@example.test",
-      "--auth",
-      "LOGIN",
-      "--auth-user",
-      "alice",
-      "--auth-password",
-      "alice-secret",
-    ]);
+    const sub = await runSwaks(
+      r.ports.submission,
+      swaksAuthArgs({
+        tls: "starttls",
+        from: "alice@corp.test",
+        to: "u@example.test",
+        mechanism: "LOGIN",
+        user: "alice",
+        password: "alice-secret",
+      }),
+    );
     assert.equal(sub.code, 0, sub.stdout + sub.stderr);
     assert.equal(await r.f.spool.count(), 2);
   } finally {
@@ -378,19 +370,17 @@ Deno.test("auth.senderLogins binds senders to logins: 553 5.7.1 for someone else
       "> MAIL 553 5.7.1 Sender address rejected: not logged in",
       "> MAIL 250 2.1.0 Sender OK",
     ]);
-    const swaks = await runSwaks(r.ports.submission, [
-      "--tls",
-      "--from",
-      "someone@corp.test",
-      "--to",
-      "u@example.test",
-      "--auth",
-      "PLAIN",
-      "--auth-user",
-      "alice",
-      "--auth-password",
-      "alice-secret",
-    ]);
+    const swaks = await runSwaks(
+      r.ports.submission,
+      swaksAuthArgs({
+        tls: "starttls",
+        from: "someone@corp.test",
+        to: "u@example.test",
+        mechanism: "PLAIN",
+        user: "alice",
+        password: "alice-secret",
+      }),
+    );
     assert.match(swaks.stdout, /<~\* +553 5\.7\.1 Sender address rejected: not owned by user alice/);
   } finally {
     await r.stop();
@@ -490,33 +480,29 @@ Deno.test("policy sees the login: a policy.mail step records c.auth (PLAIN, LOGI
     },
   });
   try {
-    const plain = await runSwaks(r.ports.plain, [
-      "--tls",
-      "--from",
-      "alice@corp.test",
-      "--to",
-      "a@example.test",
-      "--auth",
-      "PLAIN",
-      "--auth-user",
-      "alice",
-      "--auth-password",
-      "alice-secret",
-    ]);
+    const plain = await runSwaks(
+      r.ports.plain,
+      swaksAuthArgs({
+        tls: "starttls",
+        from: "alice@corp.test",
+        to: "a@example.test",
+        mechanism: "PLAIN",
+        user: "alice",
+        password: "alice-secret",
+      }),
+    );
     assert.equal(plain.code, 0, plain.stdout);
-    const login = await runSwaks(r.ports.submission, [
-      "--tls",
-      "--from",
-      "bob@corp.test",
-      "--to",
-      "b@example.test",
-      "--auth",
-      "LOGIN",
-      "--auth-user",
-      "bob",
-      "--auth-password",
-      "bob-secret",
-    ]);
+    const login = await runSwaks(
+      r.ports.submission,
+      swaksAuthArgs({
+        tls: "starttls",
+        from: "bob@corp.test",
+        to: "b@example.test",
+        mechanism: "LOGIN",
+        user: "bob",
+        password: "bob-secret",
+      }),
+    );
     assert.equal(login.code, 0, login.stdout);
     const anonymous = await runSwaks(r.ports.plain, [
       "--tls",

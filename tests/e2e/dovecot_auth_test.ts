@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { startTestFerry } from "../helpers/ferry.ts";
 import { createPki } from "../helpers/pki.ts";
-import { runSwaks, spoolIdIn } from "../helpers/peers.ts";
+import { runSwaks, spoolIdIn, swaksAuthArgs } from "../helpers/peers.ts";
 import { loadOpenSsl } from "../../src/tls/mod.ts";
 import { dovecotAuth } from "../../mod.ts";
 
@@ -85,17 +85,14 @@ async function startDovecot(users: Record<string, string>, opts: { unreadablePas
 
 const swaksAuth = (port: number, user: string, password: string) =>
   runSwaks(port, [
-    "--tlsc",
-    "--from",
-    `${user}@corp.test`,
-    "--to",
-    "x@example.test",
-    "--auth",
-    "PLAIN",
-    "--auth-user",
-    user,
-    "--auth-password",
-    password,
+    ...swaksAuthArgs({
+      tls: "smtps",
+      from: `${user}@corp.test`,
+      to: "x@example.test",
+      mechanism: "PLAIN",
+      user,
+      password,
+    }),
     "--timeout",
     "40",
   ]);

@@ -59,6 +59,27 @@ export function runSwaks(port: number, args: string[], opts?: PeerOptions): Prom
   );
 }
 
+/** One message sent with SMTP AUTH, as swaks arguments. */
+export interface SwaksAuthMessage {
+  /** STARTTLS first (`--tls`), or TLS from the start (`--tlsc`, smtps); plaintext when absent */
+  tls?: "starttls" | "smtps";
+  from: string;
+  to: string;
+  mechanism: "PLAIN" | "LOGIN";
+  user: string;
+  password: string;
+}
+
+/** The swaks arguments for `m` (for {@link runSwaks}; more may follow). */
+export function swaksAuthArgs(m: SwaksAuthMessage): string[] {
+  const tls = m.tls === "starttls" ? ["--tls"] : m.tls === "smtps" ? ["--tlsc"] : [];
+  return [
+    ...tls,
+    ...["--from", m.from, "--to", m.to],
+    ...["--auth", m.mechanism, "--auth-user", m.user, "--auth-password", m.password],
+  ];
+}
+
 /** Runs a Python 3 script given as text; `args` become sys.argv[1:]. */
 export function runPython(script: string, args: string[] = [], opts?: PeerOptions): Promise<PeerResult> {
   return run("python3", ["-c", script, ...args], opts);
