@@ -6,10 +6,11 @@
 import assert from "node:assert/strict";
 import { startPostfix } from "../../bench/_postfix.ts";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
+import type { FerryConfig } from "../../mod.ts";
 import { linesOf, startFerryIn, waitFor, withTlsDownstream } from "../helpers/downstream.ts";
 import { startTestFerry } from "../helpers/ferry.ts";
 import { runPython } from "../helpers/peers.ts";
-import { createPki } from "../helpers/pki.ts";
+import { createPki, type Issued } from "../helpers/pki.ts";
 import { spkiSha256 } from "../helpers/dane.ts";
 
 const SEND = `
@@ -66,12 +67,14 @@ function resolver(port: number, tlsaHex: string | undefined, ad: boolean): Memor
 }
 
 /** An upstream Ferry with STARTTLS (so it can accept REQUIRETLS) delivering example.test to `port`. */
-async function upstream(port: number, res: MemoryResolver, certs: { cert: string; key: string }) {
+/** The sending Ferry: serves `leaf` to its clients, routes every domain by MX to `port`. */
+async function upstream(port: number, res: MemoryResolver, leaf: Issued, extra: FerryConfig = {}) {
   return await startFerryIn({
-    tls: { certificates: [certs] },
+    tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] },
     routes: [{ domains: "*", mx: true, port }],
     retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
     delivery: { enable: true, mtaSts: { enable: false } },
+    ...extra,
   }, { resolver: res });
 }
 
@@ -90,7 +93,7 @@ Deno.test("REQUIRETLS is offered only over TLS, refused in clear, and kept with 
 Deno.test("REQUIRETLS over DANE to a peer that offers it: delivered, and passed on", async () => {
   await withTlsDownstream(async ({ down, leaf }) => {
     const res = resolver(down.port, await spkiSha256(leaf.certFile), true);
-    const up = await upstream(down.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    const up = await upstream(down.port, res, leaf);
     try {
       const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
       assert.equal(out.code, 0, out.stderr);
@@ -110,10 +113,7 @@ Deno.test("REQUIRETLS over DANE to a peer that offers it: delivered, and passed 
 
 Deno.test("REQUIRETLS without a DNSSEC- or MTA-STS-authenticated MX fails with 5.7.10 and a report", async () => {
   await withTlsDownstream(async ({ down, leaf }) => {
-    const up = await upstream(down.port, resolver(down.port, undefined, false), {
-      cert: leaf.chainFile,
-      key: leaf.keyFile,
-    });
+    const up = await upstream(down.port, resolver(down.port, undefined, false), leaf);
     try {
       const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
       assert.equal(out.code, 0, out.stderr);
@@ -149,10 +149,11 @@ Deno.test("REQUIRETLS to a DANE-authenticated Postfix that does not offer it: fa
     tls: { certFile: leaf.chainFile, keyFile: leaf.keyFile },
   });
   try {
-    const up = await upstream(postfix.port, resolver(postfix.port, await spkiSha256(leaf.certFile), true), {
-      cert: leaf.chainFile,
-      key: leaf.keyFile,
-    });
+    const up = await upstream(
+      postfix.port,
+      resolver(postfix.port, await spkiSha256(leaf.certFile), true),
+      leaf,
+    );
     try {
       const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
       assert.equal(out.code, 0, out.stderr);
@@ -175,7 +176,7 @@ Deno.test("REQUIRETLS to a DANE-authenticated Postfix that does not offer it: fa
 Deno.test("TLS-Required: No: a wrong TLSA record does not stop delivery; without the header it defers", async () => {
   await withTlsDownstream(async ({ down, leaf }) => {
     const res = resolver(down.port, "00".repeat(32), true);
-    const up = await upstream(down.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    const up = await upstream(down.port, res, leaf);
     try {
       let out = await runPython(SEND, [String(up.port), "plain", "tls-required-no"], { timeoutMs: 15_000 });
       assert.equal(out.code, 0, out.stderr);
@@ -242,7 +243,7 @@ async function twoMxRig(
         data: spki,
       }]);
     }
-    const up = await upstream(postfix.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    const up = await upstream(postfix.port, res, leaf);
     try {
       await fn({
         up,
@@ -304,7 +305,7 @@ Deno.test("REQUIRETLS: a TLSA lookup that fails (SERVFAIL) defers the message in
   await withTlsDownstream(async ({ down, leaf }) => {
     const res = resolver(down.port, await spkiSha256(leaf.certFile), true);
     res.fail(`_${down.port}._tcp.mx.example.test`, "TLSA", "SERVFAIL");
-    const up = await upstream(down.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    const up = await upstream(down.port, res, leaf);
     try {
       const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
       assert.equal(out.code, 0, out.stderr);
@@ -327,7 +328,7 @@ Deno.test("REQUIRETLS: a TLSA lookup that fails (SERVFAIL) defers the message in
 Deno.test("REQUIRETLS: a certificate that does not match the TLSA record fails the message with 5.7.10", async () => {
   await withTlsDownstream(async ({ down, leaf }) => {
     const res = resolver(down.port, "00".repeat(32), true);
-    const up = await upstream(down.port, res, { cert: leaf.chainFile, key: leaf.keyFile });
+    const up = await upstream(down.port, res, leaf);
     try {
       const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
       assert.equal(out.code, 0, out.stderr);
@@ -392,12 +393,9 @@ Deno.test("REQUIRETLS: deferred only by a temporary security failure, it fails w
   await withTlsDownstream(async ({ down, leaf }) => {
     const res = resolver(down.port, await spkiSha256(leaf.certFile), true);
     res.fail(`_${down.port}._tcp.mx.example.test`, "TLSA", "SERVFAIL");
-    const up = await startFerryIn({
-      tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] },
-      routes: [{ domains: "*", mx: true, port: down.port }],
+    const up = await upstream(down.port, res, leaf, {
       retry: [{ domains: "*", rules: [{ every: "1s", until: "1s" }] }],
-      delivery: { enable: true, mtaSts: { enable: false } },
-    }, { resolver: res });
+    });
     try {
       const out = await runPython(SEND, [String(up.port), "tls", "none"], { timeoutMs: 15_000 });
       assert.equal(out.code, 0, out.stderr);

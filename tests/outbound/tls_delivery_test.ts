@@ -34,6 +34,24 @@ async function upstream(port: number, extra: FerryConfig = {}): Promise<DirFerry
   }, { resolver: resolver() });
 }
 
+/**
+ * The outcome line of one message routed to the downstream at `port` reached as alias.test (its certificate
+ * names mx.example.test only), the test CA at `caFile` trusted; `route` adds to the route.
+ */
+async function viaAlias(port: number, caFile: string, route: Record<string, unknown>): Promise<string> {
+  const up = await startFerryIn({
+    routes: [{ domains: "example.test", hosts: [`alias.test:${port}`], ...route }],
+    retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
+    delivery: { enable: true, tlsVerifyCertificates: caFile },
+  }, { resolver: resolver() });
+  try {
+    await submit(up.port, ["user@example.test"]);
+    return await firstOutcome(up.memlog);
+  } finally {
+    await up.dispose();
+  }
+}
+
 async function deliveredLine(up: DirFerry): Promise<string> {
   const line = await firstOutcome(up.memlog);
   assert.ok(line.startsWith("=>"), `not delivered: ${linesOf(up.memlog, "==").join("\n")}`);
@@ -79,16 +97,10 @@ Deno.test("CV=yes when the CA is trusted (delivery.tlsVerifyCertificates) and th
 
 Deno.test("CV=no when the CA is trusted but the host name does not match the certificate", async () => {
   await withTlsDownstream(async ({ pki, down }) => {
-    const up = await startFerryIn({
-      routes: [{ domains: "example.test", hosts: [`alias.test:${down.port}`] }],
-      delivery: { enable: true, tlsVerifyCertificates: pki.certFile },
-    }, { resolver: resolver() });
-    try {
-      await submit(up.port, ["user@example.test"]);
-      assert.match(await deliveredLine(up), / H=alias\.test \[127\.0\.0\.1\]:\d+ X=TLS1\.3:\S+ CV=no /);
-    } finally {
-      await up.dispose();
-    }
+    assert.match(
+      await viaAlias(down.port, pki.certFile, {}),
+      /^=> user@example\.test .* H=alias\.test \[127\.0\.0\.1\]:\d+ X=TLS1\.3:\S+ CV=no /,
+    );
   });
 });
 
@@ -169,25 +181,11 @@ Deno.test("a route's hostsRequireTls overrides the delivery default", async () =
 
 Deno.test("routes[].tlsVerifyNames: a certificate carrying a listed name or a name under a *.suffix pattern verifies", async () => {
   await withTlsDownstream(async ({ pki, down }) => {
-    // The host is reached as alias.test; its certificate names mx.example.test only.
-    const outcome = async (tlsVerifyNames?: string[]) => {
-      const up = await startFerryIn({
-        routes: [{
-          domains: "example.test",
-          hosts: [`alias.test:${down.port}`],
-          tlsVerifyHosts: "*",
-          ...(tlsVerifyNames ? { tlsVerifyNames } : {}),
-        }],
-        retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
-        delivery: { enable: true, tlsVerifyCertificates: pki.certFile },
-      }, { resolver: resolver() });
-      try {
-        await submit(up.port, ["user@example.test"]);
-        return await firstOutcome(up.memlog);
-      } finally {
-        await up.dispose();
-      }
-    };
+    const outcome = (tlsVerifyNames?: string[]) =>
+      viaAlias(down.port, pki.certFile, {
+        tlsVerifyHosts: "*",
+        ...(tlsVerifyNames ? { tlsVerifyNames } : {}),
+      });
     assert.match(await outcome(["*.example.test"]), /^=> user@example\.test .* H=alias\.test .* CV=yes /);
     assert.match(await outcome(["mx.other.test", "mx.example.test"]), /^=> .* CV=yes /);
     assert.match(await outcome(["mx.other.test", "*.other.test"]), /^== .*certificate does not match/);
@@ -197,20 +195,7 @@ Deno.test("routes[].tlsVerifyNames: a certificate carrying a listed name or a na
 
 Deno.test("tlsVerifyCertHostnames is a host list: only its hosts get the name check (CV=no on a mismatch, still delivered); tlsVerifyHosts checks names whatever it says", async () => {
   await withTlsDownstream(async ({ pki, down }) => {
-    // The host is reached as alias.test; its certificate names mx.example.test only.
-    const outcome = async (route: Record<string, unknown>) => {
-      const up = await startFerryIn({
-        routes: [{ domains: "example.test", hosts: [`alias.test:${down.port}`], ...route }],
-        retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
-        delivery: { enable: true, tlsVerifyCertificates: pki.certFile },
-      }, { resolver: resolver() });
-      try {
-        await submit(up.port, ["user@example.test"]);
-        return await firstOutcome(up.memlog);
-      } finally {
-        await up.dispose();
-      }
-    };
+    const outcome = (route: Record<string, unknown>) => viaAlias(down.port, pki.certFile, route);
     // Default "*": the name is checked, the mismatch makes the certificate unverified; nothing requires it.
     assert.match(await outcome({}), /^=> user@example\.test .* H=alias\.test .* CV=no /);
     assert.match(await outcome({ tlsVerifyCertHostnames: "alias.test" }), /^=> .* CV=no /);
