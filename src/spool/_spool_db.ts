@@ -141,7 +141,30 @@ export interface SpoolDbOptions {
    * after each commit (default 0: only while the reserve is given up for a full disk)
    */
   giveBackBelow?: number;
+  /**
+   * Checkpoints are run by the caller ({@link SpoolDb.checkpoint}, on another connection and on this one),
+   * not by SQLite at the end of a commit once the WAL passes 1,000 pages
+   */
+  checkpointByCaller?: boolean;
+  /**
+   * A connection that only runs checkpoints (sqlite_spool.ts's checkpointer thread): opens an existing
+   * spool.db without converting or recovering anything
+   */
+  checkpointer?: boolean;
 }
+
+/** What a checkpoint found and did ({@link SpoolDb.checkpoint}). */
+export interface CheckpointResult {
+  /** Another checkpoint was running, or a reader held back part of the WAL */
+  busy: boolean;
+  /** Frames in the WAL */
+  log: number;
+  /** Of those, frames now copied into spool.db */
+  checkpointed: number;
+}
+
+/** SQLite's own automatic checkpoint: at the end of a commit that leaves the WAL this many pages long. */
+export const AUTO_CHECKPOINT_PAGES = 1000;
 
 /** Result of {@link SpoolDb.readData}. */
 export type ReadResult =
@@ -173,6 +196,8 @@ export class SpoolDb {
   #memory: boolean;
   #readOnly: boolean;
   #giveBackBelow: number;
+  #checkpointByCaller: boolean;
+  #checkpointer: boolean;
   #db: DatabaseSync | undefined;
   #stmts: Record<string, StatementSync> = {};
   /** The reserve was given up for a full disk: new messages are refused until it is back */
@@ -187,6 +212,8 @@ export class SpoolDb {
     this.#memory = options.memory === true;
     this.#readOnly = options.readOnly === true;
     this.#giveBackBelow = Math.max(0, options.giveBackBelow ?? 0);
+    this.#checkpointByCaller = options.checkpointByCaller === true;
+    this.#checkpointer = options.checkpointer === true;
   }
 
   get #quarantineDir(): string {
@@ -201,6 +228,14 @@ export class SpoolDb {
       this.#db.exec(SCHEMA_V3);
       this.#db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       this.#prepare();
+      return report;
+    }
+    if (this.#checkpointer) {
+      // Opened after the writer made and converted the file; a checkpoint syncs the WAL before it copies
+      // it and spool.db after (FULL and NORMAL alike).
+      this.#db = new DatabaseSync(`${this.#dir}/spool.db`);
+      this.#db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
+      this.#db.exec("PRAGMA synchronous = FULL");
       return report;
     }
     if (this.#readOnly) {
@@ -261,6 +296,7 @@ export class SpoolDb {
     // statement journal, a temporary file once it passes 64 KiB: two more pwrite()s per page every store
     // touched. In memory it costs a page-sized copy instead (measured: 250 → 200 µs per 10 KiB store).
     db.exec("PRAGMA temp_store = MEMORY");
+    if (this.#checkpointByCaller) db.exec("PRAGMA wal_autocheckpoint = 0");
     // Reading the schema is enough to tell a database from garbage; PRAGMA quick_check would read every page
     // of the file (~8 s per GB) before Ferry listens. Damage inside a page shows when that page is read.
     db.prepare("SELECT count(*) AS n FROM sqlite_master").get();
@@ -1006,6 +1042,21 @@ export class SpoolDb {
   }
 
   /** Closes the database (a checkpoint happens on close). */
+  /**
+   * Copies what it can of the WAL into spool.db without waiting for anyone (PASSIVE), syncing both. Run by
+   * the writer's own connection when nothing else checkpoints, it copies the whole WAL, so the next write
+   * starts the WAL over from its beginning.
+   */
+  checkpoint(): CheckpointResult {
+    const row = this.#requireDb().prepare("PRAGMA wal_checkpoint(PASSIVE)").get() as Record<string, unknown>;
+    return { busy: Number(row.busy) !== 0, log: Number(row.log), checkpointed: Number(row.checkpointed) };
+  }
+
+  /** Lets SQLite checkpoint at the end of a commit once the WAL has `pages` pages (0: never). */
+  autoCheckpoint(pages: number): void {
+    this.#requireDb().exec(`PRAGMA wal_autocheckpoint = ${Math.max(0, Math.floor(pages))}`);
+  }
+
   close(): void {
     if (this.#db === undefined) return;
     this.#db.close();

@@ -20,7 +20,9 @@ export type DbMethod =
   | "history"
   | "summary"
   | "nextDue"
-  | "count";
+  | "count"
+  | "checkpoint"
+  | "autoCheckpoint";
 
 /** A forwarded method's arguments. */
 export type DbArgs<M extends DbMethod> = Parameters<SpoolDb[M]>;

@@ -149,8 +149,9 @@ export class WorkerEngine implements SpoolEngine {
   }
 
   #dbOptions(): Omit<SpoolDbOptions, "log"> {
-    const { busyTimeoutMs, memory, readOnly, giveBackBelow } = this.#options;
-    return { busyTimeoutMs, memory, readOnly, giveBackBelow };
+    const { busyTimeoutMs, memory, readOnly, giveBackBelow, checkpointByCaller, checkpointer } =
+      this.#options;
+    return { busyTimeoutMs, memory, readOnly, giveBackBelow, checkpointByCaller, checkpointer };
   }
 
   #send<T>(request: RequestBody, transfer: Transferable[] = []): Promise<T> {
