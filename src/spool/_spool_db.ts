@@ -163,6 +163,12 @@ export interface CheckpointResult {
   checkpointed: number;
 }
 
+/**
+ * Free space (beyond spool.minFree) below which checkpoints go back to the writer: far more than the WAL and
+ * the copy of it in spool.db that the checkpoint thread can have at once (a few tens of MB).
+ */
+export const ROOMY = 256 * 1024 * 1024;
+
 /** SQLite's own automatic checkpoint: at the end of a commit that leaves the WAL this many pages long. */
 export const AUTO_CHECKPOINT_PAGES = 1000;
 
@@ -198,6 +204,9 @@ export class SpoolDb {
   #giveBackBelow: number;
   #checkpointByCaller: boolean;
   #checkpointer: boolean;
+  /** The writer has left checkpoints to the checkpoint thread (SQLite's own turned off) */
+  #elsewhere = false;
+  #placedAt = 0;
   #db: DatabaseSync | undefined;
   #stmts: Record<string, StatementSync> = {};
   /** The reserve was given up for a full disk: new messages are refused until it is back */
@@ -267,6 +276,7 @@ export class SpoolDb {
     syncDir(this.#dir);
     syncDir(dirname(resolve(this.#dir)));
     this.#restoreReserve();
+    this.#placeCheckpoints(true);
     // Claims of a run that ended (crash, kill) go back to the queue they came from.
     this.#db!.exec(
       `UPDATE messages SET state = CASE WHEN EXISTS (SELECT 1 FROM recipients WHERE message_id = messages.id
@@ -296,7 +306,6 @@ export class SpoolDb {
     // statement journal, a temporary file once it passes 64 KiB: two more pwrite()s per page every store
     // touched. In memory it costs a page-sized copy instead (measured: 250 → 200 µs per 10 KiB store).
     db.exec("PRAGMA temp_store = MEMORY");
-    if (this.#checkpointByCaller) db.exec("PRAGMA wal_autocheckpoint = 0");
     // Reading the schema is enough to tell a database from garbage; PRAGMA quick_check would read every page
     // of the file (~8 s per GB) before Ferry listens. Damage inside a page shows when that page is read.
     db.prepare("SELECT count(*) AS n FROM sqlite_master").get();
@@ -485,6 +494,7 @@ export class SpoolDb {
   commit(ops: BatchOp[]): OpResult[] {
     this.#requireDb();
     if (this.#short) this.#restoreReserve();
+    this.#placeCheckpoints();
     this.#removed = false;
     // On a full disk the second attempt runs short (#short is then set): no new messages, so deliveries are
     // still recorded (and their messages removed).
@@ -495,8 +505,7 @@ export class SpoolDb {
       return !r.ok && op.kind !== "store" && isDiskFull(r.message);
     });
     const full = again.length > 0 ? (results[again[0].i] as { message: string }).message : undefined;
-    if (full !== undefined && this.#canUseReserve(full)) {
-      this.#releaseReserve(full);
+    if (full !== undefined && this.#makeRoom(full)) {
       const second = this.#commitOnce(again.map((a) => a.op), true);
       again.forEach((a, k) => (results[a.i] = second[k]));
     }
@@ -510,31 +519,116 @@ export class SpoolDb {
     if (this.#short) return true;
     if (this.#giveBackBelow === 0) return false;
     try {
-      return availableSpace(this.#dir) < this.#giveBackBelow + SPACE_RESERVE;
+      // Twice the reserve: it is restored once there is room for it and as much again, and pages freed after that
+      // would otherwise stay in spool.db while the disk is still nearly full.
+      return availableSpace(this.#dir) < this.#giveBackBelow + 2 * SPACE_RESERVE;
     } catch {
       return false;
     }
   }
 
-  /** Whether `error` (a message) is a full disk and the reserve can still be given up for it. */
-  #canUseReserve(error: string): boolean {
-    return !this.#memory && !this.#readOnly && !this.#short && isDiskFull(error);
+  /**
+   * When `error` (a message) is a full disk: gives up the reserve the first time; after that, with
+   * checkpoints on another thread, empties the WAL. Whether either happened, so that another attempt may fit.
+   */
+  #makeRoom(error: string): boolean {
+    if (this.#memory || this.#readOnly || !isDiskFull(error)) return false;
+    if (!this.#short) {
+      // The reserve first: emptying the WAL copies what is left of it into spool.db, which can take the room
+      // a commit needs.
+      this.#releaseReserve(error);
+      return true;
+    }
+    return this.#checkpointByCaller && this.#emptyWal();
   }
 
-  /** Runs `attempt`; when it fails on a full disk, gives up the reserve (once) and runs it again. */
+  /** Runs `attempt`; when it fails on a full disk, makes room ({@link #makeRoom}) and runs it again. */
   #withReserve<T>(attempt: () => T): T {
     try {
       return attempt();
     } catch (err) {
-      if (!this.#canUseReserve(errorMessage(err))) throw err;
-      this.#releaseReserve(errorMessage(err));
+      if (!this.#makeRoom(errorMessage(err))) throw err;
       return attempt();
     }
   }
 
+  /**
+   * With checkpoints on another thread the WAL runs up to RESTART_FRAMES pages (sqlite_spool.ts) before it
+   * starts over, most of them already copied into spool.db: on a full disk that is space the next commits
+   * need. Copies the rest and truncates the WAL to nothing (waiting, as busy_timeout allows, for a checkpoint
+   * or a read in progress); the writes after it grow the WAL again from its start. Whether it was emptied.
+   */
+  #emptyWal(): boolean {
+    try {
+      if (this.#truncateWal()) return true;
+      this.#log("spool: disk full and the WAL could not be emptied: a checkpoint or a read kept it busy");
+    } catch (err) {
+      this.#log(`spool: disk full and the WAL could not be emptied: ${errorMessage(err)}`);
+    }
+    return false;
+  }
+
+  /**
+   * Copies the whole WAL into spool.db and truncates it to nothing; whether that happened. A checkpoint
+   * running on the checkpoint thread makes this one return busy at once (SQLite does not wait for it), so it
+   * is asked again for up to about a second (those checkpoints are short); a reader is waited for as
+   * busy_timeout allows.
+   */
+  #truncateWal(): boolean {
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < (this.#checkpointByCaller ? 50 : 1); i++) {
+      const row = this.#db!.prepare("PRAGMA wal_checkpoint(TRUNCATE)").get() as { busy: number };
+      if (Number(row.busy) === 0) return true;
+      if (this.#checkpointByCaller) Atomics.wait(pause, 0, 0, 20);
+    }
+    return false;
+  }
+
+  /**
+   * Enters or leaves the short state (reserve given up, new messages refused). While short, checkpoints are
+   * the writer's again ({@link #placeCheckpoints}).
+   */
+  #setShort(short: boolean): void {
+    const changed = short !== this.#short;
+    this.#short = short;
+    if (changed) this.#placeCheckpoints(true);
+  }
+
+  /**
+   * Whether checkpoints belong on the checkpoint thread now: the reserve is in place and the file system has
+   * ROOMY octets free beyond spool.minFree. Below that the WAL (up to RESTART_FRAMES pages, with a copy of it
+   * in spool.db behind a checkpoint that lags) must not compete for space with the mail, and the writer
+   * checkpoints as SQLite does on its own, every 1,000 pages. Asked by both threads.
+   */
+  #roomForCheckpointsElsewhere(): boolean {
+    if (!this.#reserveInPlace()) return false;
+    try {
+      return availableSpace(this.#dir) >= this.#giveBackBelow + ROOMY;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * The writer's side of {@link #roomForCheckpointsElsewhere}, looked at most once a second (or at once with
+   * `now`): SQLite's automatic checkpoint off while the checkpoint thread has them, on otherwise.
+   */
+  #placeCheckpoints(now = false): void {
+    if (!this.#checkpointByCaller || this.#db === undefined) return;
+    const t = performance.now();
+    if (!now && t - this.#placedAt < 1000) return;
+    this.#placedAt = t;
+    const elsewhere = !this.#short && this.#roomForCheckpointsElsewhere();
+    if (elsewhere === this.#elsewhere) return;
+    this.#db.exec(`PRAGMA wal_autocheckpoint = ${elsewhere ? 0 : AUTO_CHECKPOINT_PAGES}`);
+    // The WAL a restart leaves behind: kept whole while there is room, cut to the reserve's size when not.
+    this.#db.exec(`PRAGMA journal_size_limit = ${elsewhere ? -1 : SPACE_RESERVE}`);
+    this.#elsewhere = elsewhere;
+  }
+
   /** Deletes the reserve file (space for the WAL to grow into) and refuses new messages from now on. */
   #releaseReserve(reason: string): void {
-    this.#short = true;
+    this.#setShort(true);
     try {
       Deno.removeSync(`${this.#dir}/${RESERVE_FILE}`);
       this.#log(
@@ -548,6 +642,14 @@ export class SpoolDb {
     }
   }
 
+  #reserveInPlace(): boolean {
+    try {
+      return Deno.statSync(`${this.#dir}/${RESERVE_FILE}`).size >= SPACE_RESERVE;
+    } catch {
+      return false;
+    }
+  }
+
   /**
    * (Re)creates the reserve file when the file system has room for it and as much again; until then the
    * spool stays short (new messages refused). A spool in memory or read-only has none.
@@ -557,20 +659,20 @@ export class SpoolDb {
     const path = `${this.#dir}/${RESERVE_FILE}`;
     try {
       if (Deno.statSync(path).size >= SPACE_RESERVE) {
-        this.#short = false;
+        this.#setShort(false);
         return;
       }
     } catch { /* absent: made below */ }
     const wasShort = this.#short;
     try {
       if (availableSpace(this.#dir) < 2 * SPACE_RESERVE) {
-        this.#short = true;
+        this.#setShort(true);
         return;
       }
       // Written, not truncated to size (a sparse file would keep no space at all); not synced: the blocks are
       // taken when written, and after a crash the file is simply made again.
       Deno.writeFileSync(path, new Uint8Array(SPACE_RESERVE));
-      this.#short = false;
+      this.#setShort(false);
       if (wasShort) this.#log("spool: space is back; the reserve is restored and new messages are accepted");
     } catch (err) {
       try {
@@ -578,7 +680,7 @@ export class SpoolDb {
       } catch { /* nothing was written */ }
       if (!wasShort) this.#log(`spool: cannot write the space reserve: ${errorMessage(err)}`);
       // No room: stay short. Another reason (a file-size limit, say) leaves the spool without a reserve.
-      this.#short = isDiskFull(errorMessage(err));
+      this.#setShort(isDiskFull(errorMessage(err)));
     }
   }
 
@@ -590,22 +692,28 @@ export class SpoolDb {
   #reclaim(): void {
     const db = this.#db!;
     try {
-      const autoVacuum = Number(
-        (db.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum: number }).auto_vacuum,
-      );
-      for (let step = 0; step < 1000 && autoVacuum === 2; step++) {
-        const free = Number(
-          (db.prepare("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count,
-        );
-        if (free === 0) break;
-        db.prepare(`PRAGMA incremental_vacuum(${Math.min(free, 256)})`).all();
-        db.prepare("PRAGMA wal_checkpoint(TRUNCATE)").all();
-      }
-      db.prepare("PRAGMA wal_checkpoint(TRUNCATE)").all();
+      // A vacuum step writes to the WAL too: on a full disk it gets the same room as a commit.
+      this.#withReserve(() => this.#vacuum(db));
     } catch (err) {
       this.#log(`spool: could not give space back after removals: ${errorMessage(err)}`);
     }
     this.#restoreReserve();
+  }
+
+  /** Gives free pages of spool.db back to the file system, 1 MiB at a time, and empties the WAL. */
+  #vacuum(db: DatabaseSync): void {
+    const autoVacuum = Number(
+      (db.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum: number }).auto_vacuum,
+    );
+    for (let step = 0; step < 1000 && autoVacuum === 2; step++) {
+      const free = Number(
+        (db.prepare("PRAGMA freelist_count").get() as { freelist_count: number }).freelist_count,
+      );
+      if (free === 0) break;
+      db.prepare(`PRAGMA incremental_vacuum(${Math.min(free, 256)})`).all();
+      this.#truncateWal();
+    }
+    this.#truncateWal();
   }
 
   /** One transaction of `ops` (see {@link commit}); with `refuseStores`, new messages are refused. */
@@ -1048,6 +1156,11 @@ export class SpoolDb {
    * starts the WAL over from its beginning.
    */
   checkpoint(): CheckpointResult {
+    // The checkpoint thread stands aside while space is short (#roomForCheckpointsElsewhere): the writer then
+    // checkpoints itself.
+    if (this.#checkpointer && !this.#roomForCheckpointsElsewhere()) {
+      return { busy: true, log: 0, checkpointed: 0 };
+    }
     const row = this.#requireDb().prepare("PRAGMA wal_checkpoint(PASSIVE)").get() as Record<string, unknown>;
     return { busy: Number(row.busy) !== 0, log: Number(row.log), checkpointed: Number(row.checkpointed) };
   }
