@@ -5,7 +5,10 @@
  * destination comes back (a live smtp-sink) after a flush (`deno task queue flush` / `postqueue -f`). For
  * Ferry also: RSS and CPU while idle with the full queue (goals ≤ 200 MB, < 2 % of a core), and after a
  * restart the time to listening (goal < 1 s) and to the whole queue known.
- * Both samples of the accept rate start settled, after a sync(1) (see fill()).
+ * Every accept-rate sample starts settled, after a sync(1) (see sample()). Ferry's figures are taken in turn
+ * with a control Ferry on an empty spool (a fresh one for each figure). The goal figure is Ferry's full-queue
+ * rate over its empty-queue rate, divided by how much the control's rate moved between the two figures: the
+ * machine's drift over the minutes of the fill cannot pass for an effect of the queue.
  * Run as root with Postfix installed (bench/_postfix.ts builds a throwaway instance).
  */
 
@@ -20,7 +23,9 @@ import type { QueueSummary } from "../src/spool/spool.ts";
 const N = Number(Deno.args[0] ?? Deno.env.get("BENCH_QUEUE_MESSAGES") ?? 100_000);
 const SESSIONS = 50;
 const BODY = 10 * 1024;
-const SAMPLE = Math.min(5_000, Math.floor(N / 4));
+/** Messages per accept-rate sample, and samples per figure (the figure is their median) */
+const SAMPLE = Math.min(3_000, Math.floor(N / 20));
+const ROUNDS = Number(Deno.env.get("BENCH_QUEUE_ROUNDS") ?? 5);
 const FROM = "sender@client.test";
 const TO = "rcpt@bench.test";
 
@@ -48,38 +53,62 @@ async function send(port: number, count: number): Promise<number> {
   return r.msgsPerSec;
 }
 
-/**
- * Fills to `total` in chunks, measuring an early and the last `SAMPLE`. Each sample starts from the same
- * state: the target has caught up with what it was sent (`settle`), and the page cache has been written back
- * (`syncDisks`): right after ~1 GB of fill the kernel is still writing it out, and every fsync waits behind that,
- * which is the fill's cost, not the queue's. A warm-up before the first sample does the same for JIT warm-up
- * and the first delivery attempts that mark the destination dead.
- */
-async function fill(
-  port: number,
-  total: number,
-  label: string,
-  settle: (sent: number) => Promise<void>,
-): Promise<{ empty: number; full: number }> {
-  const warmUp = 1_000;
-  await send(port, warmUp);
-  let sent = warmUp;
-  await settle(sent);
-  await syncDisks();
-  const empty = await send(port, SAMPLE);
-  sent += Math.ceil(SAMPLE / SESSIONS) * SESSIONS;
-  const chunk = 10_000;
-  while (sent < total - SAMPLE) {
-    const n = Math.min(chunk, total - SAMPLE - sent);
-    await send(port, n);
-    sent += Math.ceil(n / SESSIONS) * SESSIONS;
-    console.error(`${label}: ${sent} queued`);
-  }
-  await settle(sent);
-  await syncDisks();
-  const full = await send(port, SAMPLE);
-  return { empty, full };
+/** A target the accept rate is sampled on: its port, and how to wait until it has caught up with `sent`. */
+interface Sampled {
+  port: number;
+  sent: number;
+  settle: (sent: number) => Promise<void>;
 }
+
+/**
+ * One accept-rate sample of `SAMPLE` messages, started from a settled state: the target has caught up with
+ * what it was sent (`settle`), and the page cache has been written back (`syncDisks`): right after ~1 GB of
+ * fill the kernel is still writing it out, and every fsync waits behind that, which is the fill's cost, not
+ * the queue's.
+ */
+async function sample(t: Sampled): Promise<number> {
+  await t.settle(t.sent);
+  await syncDisks();
+  const rate = await send(t.port, SAMPLE);
+  t.sent += Math.ceil(SAMPLE / SESSIONS) * SESSIONS;
+  return rate;
+}
+
+/**
+ * `rounds` samples of each target, taken in turn and in alternating order (a b, b a, a b, ...): the machine's
+ * drift falls on each alike, and neither always goes first.
+ */
+async function alternate(targets: Sampled[], rounds: number): Promise<number[][]> {
+  const out = targets.map(() => [] as number[]);
+  for (let i = 0; i < rounds; i++) {
+    const order = [...targets.keys()];
+    if (i % 2 === 1) order.reverse();
+    for (const k of order) out[k].push(await sample(targets[k]));
+  }
+  return out;
+}
+
+/** Sends messages (not measured) until the target has been sent `total`. */
+async function fillTo(t: Sampled, total: number, label: string): Promise<void> {
+  const chunk = 10_000;
+  while (t.sent < total - ROUNDS * SAMPLE) {
+    const n = Math.min(chunk, total - ROUNDS * SAMPLE - t.sent);
+    await send(t.port, n);
+    t.sent += Math.ceil(n / SESSIONS) * SESSIONS;
+    console.error(`${label}: ${t.sent} queued`);
+  }
+}
+
+/** A warm-up of JIT and of the first delivery attempts (which mark the destination dead). */
+async function warmUp(t: Sampled): Promise<void> {
+  await send(t.port, 1_000);
+  t.sent += 1_000;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
 function procStat(pid: number): { cpuTicks: number; rssBytes: number } {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
@@ -154,14 +183,9 @@ async function summary(spool: string): Promise<QueueSummary | undefined> {
 
 const total = (s: QueueSummary | undefined) => s ? Object.values(s.byState).reduce((a, b) => a + b, 0) : -1;
 
-async function benchFerry(parent: string) {
-  const spool = `${parent}/ferry-queue-spool`;
-  const port = freePort();
-  const deadPort = freePort();
-  let run = spawnFerry(spool, port, deadPort);
-  await waitForBanner("127.0.0.1", port, 30_000);
-  // Settled: nothing incoming or active, everything deferred.
-  const settled = async () => {
+/** Settled: nothing incoming or active in the Ferry on `spool`, everything deferred. */
+function ferrySettled(spool: string): () => Promise<void> {
+  return async () => {
     await poll(
       async () => {
         const s = await summary(spool);
@@ -171,7 +195,39 @@ async function benchFerry(parent: string) {
       200,
     );
   };
-  const rates = await fill(port, N, "ferry", settled);
+}
+
+/** A second Ferry on an empty spool, sampled in turn with the one being filled; stopped and removed after. */
+async function withControl<T>(parent: string, use: (control: Sampled) => Promise<T>): Promise<T> {
+  const spool = `${parent}/ferry-control-spool`;
+  const run = spawnFerry(spool, freePort(), freePort());
+  try {
+    await waitForBanner("127.0.0.1", run.port, 30_000);
+    const control: Sampled = { port: run.port, sent: 0, settle: ferrySettled(spool) };
+    await warmUp(control);
+    return await use(control);
+  } finally {
+    await terminate(run.child, run.status, 30_000);
+    await Deno.remove(spool, { recursive: true }).catch(() => {});
+  }
+}
+
+async function benchFerry(parent: string) {
+  const spool = `${parent}/ferry-queue-spool`;
+  const port = freePort();
+  const deadPort = freePort();
+  let run = spawnFerry(spool, port, deadPort);
+  await waitForBanner("127.0.0.1", port, 30_000);
+  const settled = ferrySettled(spool);
+  const target: Sampled = { port, sent: 0, settle: settled };
+  await warmUp(target);
+  // Each figure against a Ferry with an empty queue sampled in turn with it (a fresh one each time: the
+  // control's own queue stays small), so that the machine's drift over the minutes of the fill does not
+  // pass for an effect of the queue.
+  const [empty, emptyControl] = await withControl(parent, (control) => alternate([target, control], ROUNDS));
+  await fillTo(target, N, "ferry");
+  const [full, fullControl] = await withControl(parent, (control) => alternate([target, control], ROUNDS));
+  const rates = { empty, emptyControl, full, fullControl };
   await settled();
   const queued = total(await summary(spool));
   await new Promise((r) => setTimeout(r, 2000));
@@ -214,13 +270,22 @@ async function benchPostfix(parent: string) {
   const pf = await startPostfix({ parent, relayTo: { host: "127.0.0.1", port: deadPort } });
   try {
     // Settled as Ferry is: everything sent is queued and the queue manager is done with it (all deferred).
-    const rates = await fill(pf.port, N, "postfix", async (sent) => {
-      await poll(
-        async () => (await pf.queuedCount()) >= sent * 0.99 && (await pf.unsettledCount()) === 0,
-        600_000,
-        500,
-      );
-    });
+    const target: Sampled = {
+      port: pf.port,
+      sent: 0,
+      settle: async (sent) => {
+        await poll(
+          async () => (await pf.queuedCount()) >= sent * 0.99 && (await pf.unsettledCount()) === 0,
+          600_000,
+          500,
+        );
+      },
+    };
+    await warmUp(target);
+    const [empty] = await alternate([target], ROUNDS);
+    await fillTo(target, N, "postfix");
+    const [full] = await alternate([target], ROUNDS);
+    const rates = { empty, full };
     await poll(async () => (await pf.queuedCount()) >= N * 0.99, 600_000, 1000);
     const size = await du(`${pf.dir}/queue`);
     const sink = startSink(deadPort);
@@ -246,15 +311,27 @@ try {
   const f = await benchFerry(parent);
   console.error(`ferry: ${JSON.stringify(f)}`);
   const p = await benchPostfix(parent);
-  const ratio = (x: { empty: number; full: number }) => x.full / x.empty;
+  const all = (xs: number[]) => xs.map((x) => fmt(x)).join(" ");
+  const fr = f.rates;
+  const ferryRatio = (median(fr.full) / median(fr.empty)) /
+    (median(fr.fullControl) / median(fr.emptyControl));
   console.log(
     [
-      `queue: ${N} x 10 KiB deferred to a dead destination`,
-      `  accept, empty queue:  ferry ${fmt(f.rates.empty)} msg/s   postfix ${fmt(p.rates.empty)} msg/s`,
-      `  accept, full queue:   ferry ${fmt(f.rates.full)} msg/s (${
-        fmt(ratio(f.rates), 2)
-      }x, goal >= 0.9x)   ` +
-      `postfix ${fmt(p.rates.full)} msg/s (${fmt(ratio(p.rates), 2)}x)`,
+      `queue: ${N} x 10 KiB deferred to a dead destination; accept rates are medians of ${ROUNDS} samples of ` +
+      `${SAMPLE} messages`,
+      `  accept, empty queue:  ferry ${fmt(median(fr.empty))} msg/s [${all(fr.empty)}]   control ferry ` +
+      `${fmt(median(fr.emptyControl))} [${all(fr.emptyControl)}]   postfix ${fmt(median(p.rates.empty))} ` +
+      `[${all(p.rates.empty)}]`,
+      `  accept, full queue:   ferry ${fmt(median(fr.full))} msg/s [${all(fr.full)}]   control ferry ` +
+      `${fmt(median(fr.fullControl))} [${all(fr.fullControl)}]   postfix ${fmt(median(p.rates.full))} ` +
+      `[${all(p.rates.full)}]`,
+      // The control's two figures differ only by the machine's drift between them (both are empty Ferrys):
+      // the goal figure is Ferry's own full/empty ratio with that drift taken out.
+      `  full against empty:   ferry ${fmt(median(fr.full) / median(fr.empty), 2)}x of its own empty-queue ` +
+      `rate; the control moved ${fmt(median(fr.fullControl) / median(fr.emptyControl), 2)}x over the same ` +
+      `time; corrected for that: ${fmt(ferryRatio, 2)}x (goal >= 0.9x)   postfix ${
+        fmt(median(p.rates.full) / median(p.rates.empty), 2)
+      }x of its own`,
       `  ferry idle with ${f.queued} queued: RSS ${fmt(f.rss / 1048576)} MB (goal <= 200), ` +
       `CPU ${fmt(f.idleCpu, 2)} % of a core (goal < 2)`,
       `  ferry restart: listening after ${fmt(f.listenMs)} ms (goal < 1000), whole queue known after ` +
