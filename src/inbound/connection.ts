@@ -108,8 +108,8 @@ export interface InboundDeps {
   onStored?: (id: string) => void;
   /**
    * Asked before a message is stored: the queue manager's deferral when all its destinations are dead (the
-   * envelope's recipients then carry it, and it is stored `deferred` with `history`); `stored()` replaces
-   * `onStored` for that message
+   * envelope's recipients then carry it, and it is stored `deferred` with `history`; undefined for a held
+   * message); `stored()` replaces `onStored` for that message
    */
   deferAtArrival?: (envelope: Envelope) => Promise<{ history: string[]; stored(): void } | undefined>;
   /** The spool's free-space guard (`spool.minFree`), checked at MAIL */
@@ -618,10 +618,9 @@ export class InboundConnection implements SessionHandler {
     let deferral: { history: string[]; stored(): void } | undefined;
     try {
       if (held) await this.#deps.spool.store(held, stored.slice());
-      // Every destination dead: stored as deferred at once, one write instead of a claim and a deferral more.
-      deferral = envelope.hold === undefined
-        ? await this.#deps.deferAtArrival?.(envelope).catch(() => undefined)
-        : undefined;
+      // Every destination dead: stored as deferred at once, one write instead of a claim and a deferral more
+      // (never a held message: deferIfDead leaves those alone).
+      deferral = await this.#deps.deferAtArrival?.(envelope).catch(() => undefined);
       // The buffer moves to the spool's thread instead of being copied (it is not used after this).
       await this.#deps.spool.store(envelope, stored, { transfer: true, history: deferral?.history });
       this.#obs.spoolStore((performance.now() - storeStart) / 1000);
@@ -674,7 +673,7 @@ export class InboundConnection implements SessionHandler {
           { id: e.id, event: "held" },
         );
       }
-      if (e.hold === undefined && e === envelope && deferral) deferral.stored();
+      if (e === envelope && deferral) deferral.stored();
       else if (e.hold === undefined) this.#deps.onStored?.(e.id);
       this.#deps.events.emit("msg:received", { id: e.id, envelope: e });
     }

@@ -610,13 +610,14 @@ export class SpoolDb {
   }
 
   /**
-   * The writer's side of {@link #roomForCheckpointsElsewhere}, looked at most once a second (or at once with
-   * `now`): SQLite's automatic checkpoint off while the checkpoint thread has them, on otherwise.
+   * The writer's side of {@link #roomForCheckpointsElsewhere}, looked at most every 100 ms (or at once with
+   * `now`; the checkpoint thread looks before each checkpoint): SQLite's automatic checkpoint off while the
+   * checkpoint thread has them, on otherwise.
    */
   #placeCheckpoints(now = false): void {
     if (!this.#checkpointByCaller || this.#db === undefined) return;
     const t = performance.now();
-    if (!now && t - this.#placedAt < 1000) return;
+    if (!now && t - this.#placedAt < 100) return;
     this.#placedAt = t;
     const elsewhere = !this.#short && this.#roomForCheckpointsElsewhere();
     if (elsewhere === this.#elsewhere) return;
@@ -642,6 +643,7 @@ export class SpoolDb {
     }
   }
 
+  /** Whether the reserve file is there, whole. */
   #reserveInPlace(): boolean {
     try {
       return Deno.statSync(`${this.#dir}/${RESERVE_FILE}`).size >= SPACE_RESERVE;
@@ -657,12 +659,10 @@ export class SpoolDb {
   #restoreReserve(): void {
     if (this.#memory || this.#readOnly) return;
     const path = `${this.#dir}/${RESERVE_FILE}`;
-    try {
-      if (Deno.statSync(path).size >= SPACE_RESERVE) {
-        this.#setShort(false);
-        return;
-      }
-    } catch { /* absent: made below */ }
+    if (this.#reserveInPlace()) {
+      this.#setShort(false);
+      return;
+    }
     const wasShort = this.#short;
     try {
       if (availableSpace(this.#dir) < 2 * SPACE_RESERVE) {

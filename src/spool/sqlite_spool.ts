@@ -325,8 +325,8 @@ export class SqliteSpool implements Spool {
    * part of a group commit: a claim needs no sync (see SpoolDb.claim), so it does not wait for one.
    */
   async claim(now: number, limit: number, options: { dataUpTo?: number } = {}): Promise<Claimed[]> {
-    if (this.#state !== "open") throw new SpoolWriteError(`Spool is not open (state "${this.#state}")`);
-    if (this.#lockless && !this.#memory) throw new SpoolWriteError("Spool was opened read-only");
+    const refused = this.#refusesWrites();
+    if (refused) throw refused;
     try {
       const claimed = this.#engine.call("claim", now, limit, options.dataUpTo ?? 0);
       this.#lastWrite = claimed.then(() => {}, () => {});
@@ -505,13 +505,16 @@ export class SqliteSpool implements Spool {
     if (this.#state !== "open" && this.#state !== "closing") throw new Error("Spool is not open");
   }
 
+  /** Why a write cannot be taken now (not open, or opened read-only); undefined when it can. */
+  #refusesWrites(): SpoolWriteError | undefined {
+    if (this.#state !== "open") return new SpoolWriteError(`Spool is not open (state "${this.#state}")`);
+    if (this.#lockless && !this.#memory) return new SpoolWriteError("Spool was opened read-only");
+    return undefined;
+  }
+
   #enqueue(op: BatchOp): Promise<unknown> {
-    if (this.#state !== "open") {
-      return Promise.reject(new SpoolWriteError(`Spool is not open (state "${this.#state}")`));
-    }
-    if (this.#lockless && !this.#memory) {
-      return Promise.reject(new SpoolWriteError("Spool was opened read-only"));
-    }
+    const refused = this.#refusesWrites();
+    if (refused) return Promise.reject(refused);
     const written = new Promise<unknown>((resolve, reject) => {
       this.#queue.push({ op, resolve, reject });
       // A delivery outcome is the window in which a crash repeats a delivery: never held back by the batch
