@@ -38,6 +38,37 @@ Deno.test("the queue manager sleeps until the earliest next attempt and re-arms 
   }
 });
 
+Deno.test("new mail stored while the queue manager looks up its next wake-up is not left for the safety-net timer", async () => {
+  const r = await rig({ start: T0, delivery: { queueInterval: "1d" } });
+  try {
+    await r.scheduler.start();
+    // The lookup of the next due time answers from before the new mail was stored, and only after the mail's
+    // wake-up came in (as when the read runs beside the store's commit).
+    const lookup = r.spool.nextDue.bind(r.spool);
+    let answer!: () => void;
+    const answered = new Promise<void>((res) => (answer = res));
+    let looking!: () => void;
+    const lookingUp = new Promise<void>((res) => (looking = res));
+    r.spool.nextDue = async () => {
+      const stale = await lookup();
+      looking();
+      await answered;
+      return stale;
+    };
+    const pass = r.scheduler.wake();
+    await lookingUp;
+    await r.add("fresh", [{}]);
+    r.scheduler.enqueue("fresh");
+    r.spool.nextDue = lookup;
+    answer();
+    await pass;
+    await until(() => r.calls.length === 1, "the new mail delivered without the clock moving");
+    assert.deepEqual(r.calls.map((c) => c.id), ["fresh"]);
+  } finally {
+    await r.stop();
+  }
+});
+
 Deno.test("new mail goes before a due backlog of retries", async () => {
   let release!: () => void;
   const gate = new Promise<void>((res) => (release = res));
