@@ -61,12 +61,23 @@ async function countLog(path: string, needle: string): Promise<number> {
 }
 
 async function countLogAccepts(path: string): Promise<number | undefined> {
-  try {
-    const text = await Deno.readTextFile(path);
-    return text.split("\n").filter((l) => l.includes(" <= ")).length;
-  } catch {
-    return undefined;
+  const count = async () => {
+    try {
+      return (await Deno.readTextFile(path)).split("\n").filter((l) => l.includes(" <= ")).length;
+    } catch {
+      return undefined;
+    }
+  };
+  // Ferry's log is written behind the replies (buffered, asynchronously): the last lines of a burst can land
+  // a moment after its last 250, and be counted with the next burst. Count once the file stops growing.
+  let last = await count();
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await count();
+    if (now === last) return now;
+    last = now;
   }
+  return last;
 }
 
 /** The Postfix instance started last, for its log tail when the bench fails. */
