@@ -1165,9 +1165,14 @@ export class SpoolDb {
     return { busy: Number(row.busy) !== 0, log: Number(row.log), checkpointed: Number(row.checkpointed) };
   }
 
-  /** Lets SQLite checkpoint at the end of a commit once the WAL has `pages` pages (0: never). */
-  autoCheckpoint(pages: number): void {
-    this.#requireDb().exec(`PRAGMA wal_autocheckpoint = ${Math.max(0, Math.floor(pages))}`);
+  /**
+   * The checkpoint thread is gone for good: from now on this connection checkpoints, as SQLite does on its
+   * own, whatever the free space (#placeCheckpoints no longer hands them out).
+   */
+  checkpointHere(): void {
+    this.#checkpointByCaller = false;
+    if (this.#elsewhere) this.#requireDb().exec(`PRAGMA wal_autocheckpoint = ${AUTO_CHECKPOINT_PAGES}`);
+    this.#elsewhere = false;
   }
 
   close(): void {

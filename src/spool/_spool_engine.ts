@@ -22,7 +22,7 @@ export type DbMethod =
   | "nextDue"
   | "count"
   | "checkpoint"
-  | "autoCheckpoint";
+  | "checkpointHere";
 
 /** A forwarded method's arguments. */
 export type DbArgs<M extends DbMethod> = Parameters<SpoolDb[M]>;

@@ -24,7 +24,7 @@ import {
   SpoolWriteError,
 } from "./spool.ts";
 import { newMessageId } from "./message_id.ts";
-import { AUTO_CHECKPOINT_PAGES, type BatchOp, type OpResult } from "./_spool_db.ts";
+import type { BatchOp, OpResult } from "./_spool_db.ts";
 import { InlineEngine, type SpoolEngine } from "./_spool_engine.ts";
 import { WorkerEngine } from "./_worker_engine.ts";
 import { errorMessage } from "../core/error_message.ts";
@@ -108,6 +108,8 @@ export class SqliteSpool implements Spool {
   /** The thread that copies the WAL into spool.db beside the writer (see #scheduleCheckpoint) */
   #checkpointer: WorkerEngine | undefined;
   #checkpointerUp = false;
+  /** The writer's options, which a restarted writer opens with (checkpoints are its own once the thread is gone) */
+  #writerOptions: { checkpointByCaller: boolean };
   #checkpointing: Promise<void> | undefined;
   /** Commits since the last checkpoint began */
   #uncheckpointed = 0;
@@ -139,6 +141,7 @@ export class SqliteSpool implements Spool {
     // A spool on its own threads checkpoints on a third one; on the calling thread (tests), SQLite does.
     const checkpointThread = options.thread !== "main" && !this.#lockless;
     const writerOptions = { ...engineOptions, checkpointByCaller: checkpointThread };
+    this.#writerOptions = writerOptions;
     this.#engine = options.thread === "main" || options.memory
       ? new InlineEngine(options.dir, writerOptions)
       : new WorkerEngine(options.dir, writerOptions);
@@ -612,9 +615,10 @@ export class SqliteSpool implements Spool {
   /** The checkpoint thread could not open or be brought back: the writer checkpoints again, as SQLite does. */
   #checkpointerGone(err: Error): void {
     this.#checkpointerUp = false;
+    this.#writerOptions.checkpointByCaller = false;
     this.#log(`spool: the checkpoint thread is gone, the writer checkpoints itself: ${errorMessage(err)}`);
     if (this.#state !== "open") return;
-    this.#engine.call("autoCheckpoint", AUTO_CHECKPOINT_PAGES).catch((e) =>
+    this.#engine.call("checkpointHere").catch((e) =>
       this.#log(`spool: could not give checkpoints back to the writer: ${errorMessage(e)}`)
     );
   }
