@@ -27,7 +27,7 @@ export interface LocalMessage {
 }
 
 /** The envelope of a message Ferry writes itself, for one recipient (protocol local, from 127.0.0.1). */
-export function localEnvelope(f: {
+function localEnvelope(f: {
   id: string;
   sender: string;
   to: string;

@@ -277,21 +277,20 @@ export class Scheduler implements QueueManagerHooks {
   async #pump(): Promise<void> {
     const { spool, log } = this.#deps;
     try {
-      for (;;) {
+      while (!this.#stopped) {
         this.#again = false;
         const free = this.#free();
-        if (free > 0 && !this.#stopped) {
+        if (free > 0) {
           // While a destination is dead, its deferrals never read a body: data comes with the claim only then.
           const dataUpTo = this.#destinations.anyDead() ? 0 : CLAIM_DATA_LIMIT;
           const claimed = await spool.claim(this.#clock.now(), free, { dataUpTo });
           for (const c of claimed) this.#start(c);
           if (claimed.length === free || this.#again) continue;
         }
-        if (this.#stopped) return;
         await this.#arm();
         // A wake-up that came in while the next due time was looked up may be for mail that lookup did not
         // see yet (stored beside it): look at the index again rather than leave it to the timer.
-        if (!this.#again || this.#stopped) break;
+        if (!this.#again) break;
       }
     } catch (err) {
       if (this.#stopped) return;

@@ -204,8 +204,11 @@ export class SpoolDb {
   #giveBackBelow: number;
   #checkpointByCaller: boolean;
   #checkpointer: boolean;
-  /** The writer has left checkpoints to the checkpoint thread (SQLite's own turned off) */
-  #elsewhere = false;
+  /**
+   * The writer has left checkpoints to the checkpoint thread (SQLite's own turned off); undefined until
+   * #placeCheckpoints first decides, for a writer that may (one that never does keeps SQLite's defaults)
+   */
+  #elsewhere: boolean | undefined;
   #placedAt = 0;
   #db: DatabaseSync | undefined;
   #stmts: Record<string, StatementSync> = {};
@@ -222,6 +225,7 @@ export class SpoolDb {
     this.#readOnly = options.readOnly === true;
     this.#giveBackBelow = Math.max(0, options.giveBackBelow ?? 0);
     this.#checkpointByCaller = options.checkpointByCaller === true;
+    this.#elsewhere = this.#checkpointByCaller ? undefined : false;
     this.#checkpointer = options.checkpointer === true;
   }
 
@@ -241,15 +245,17 @@ export class SpoolDb {
     }
     if (this.#checkpointer) {
       // Opened after the writer made and converted the file; a checkpoint syncs the WAL before it copies
-      // it and spool.db after (FULL and NORMAL alike).
+      // it, and spool.db after copying all of it.
       this.#db = new DatabaseSync(`${this.#dir}/spool.db`);
-      this.#db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
+      this.#setBusyTimeout(this.#db);
+      // FULL, as any writer here: under NORMAL a checkpoint syncs just the same (SQLite's rule), but the
+      // level is stated rather than left to the build's default.
       this.#db.exec("PRAGMA synchronous = FULL");
       return report;
     }
     if (this.#readOnly) {
       this.#db = new DatabaseSync(`${this.#dir}/spool.db`, { readOnly: true });
-      this.#db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
+      this.#setBusyTimeout(this.#db);
       const version = schemaVersion(this.#db);
       if (version !== SCHEMA_VERSION) {
         throw new Error(
@@ -286,10 +292,15 @@ export class SpoolDb {
     return report;
   }
 
+  /** How long this connection waits for another's lock (busyTimeoutMs). */
+  #setBusyTimeout(db: DatabaseSync): void {
+    db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
+  }
+
   #openDatabase(report: RecoveryReport): void {
     const db = new DatabaseSync(`${this.#dir}/spool.db`);
     this.#db = db;
-    db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
+    this.#setBusyTimeout(db);
     // A new database gives freed pages back to the file system on request (#reclaim): on a full disk the
     // space delivered messages leave must show in statfs, where the free-space guard looks. It can only be
     // set before the first table exists and before WAL mode writes the header (a spool made before schema 3
@@ -571,15 +582,16 @@ export class SpoolDb {
   /**
    * Copies the whole WAL into spool.db and truncates it to nothing; whether that happened. A checkpoint
    * running on the checkpoint thread makes this one return busy at once (SQLite does not wait for it), so it
-   * is asked again for up to about a second (those checkpoints are short); a reader is waited for as
-   * busy_timeout allows.
+   * is asked again for up to about a second (those checkpoints are short), unless not `patient`; a reader
+   * is waited for as busy_timeout allows.
    */
-  #truncateWal(): boolean {
-    const pause = new Int32Array(new SharedArrayBuffer(4));
-    for (let i = 0; i < (this.#checkpointByCaller ? 50 : 1); i++) {
+  #truncateWal(patient = true): boolean {
+    const tries = patient && this.#checkpointByCaller ? 50 : 1;
+    const pause = tries > 1 ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
+    for (let i = 0; i < tries; i++) {
       const row = this.#db!.prepare("PRAGMA wal_checkpoint(TRUNCATE)").get() as { busy: number };
       if (Number(row.busy) === 0) return true;
-      if (this.#checkpointByCaller) Atomics.wait(pause, 0, 0, 20);
+      if (pause && i + 1 < tries) Atomics.wait(pause, 0, 0, 20);
     }
     return false;
   }
@@ -615,11 +627,11 @@ export class SpoolDb {
    * checkpoint thread has them, on otherwise.
    */
   #placeCheckpoints(now = false): void {
-    if (!this.#checkpointByCaller || this.#db === undefined) return;
+    if (this.#db === undefined) return;
     const t = performance.now();
     if (!now && t - this.#placedAt < 100) return;
     this.#placedAt = t;
-    const elsewhere = !this.#short && this.#roomForCheckpointsElsewhere();
+    const elsewhere = this.#checkpointByCaller && !this.#short && this.#roomForCheckpointsElsewhere();
     if (elsewhere === this.#elsewhere) return;
     this.#db.exec(`PRAGMA wal_autocheckpoint = ${elsewhere ? 0 : AUTO_CHECKPOINT_PAGES}`);
     // The WAL a restart leaves behind: kept whole while there is room, cut to the reserve's size when not.
@@ -711,7 +723,8 @@ export class SpoolDb {
       );
       if (free === 0) break;
       db.prepare(`PRAGMA incremental_vacuum(${Math.min(free, 256)})`).all();
-      this.#truncateWal();
+      // One try per step, as before the checkpoint thread: a busy one is caught up by the last.
+      this.#truncateWal(false);
     }
     this.#truncateWal();
   }
@@ -1149,7 +1162,6 @@ export class SpoolDb {
     return Number((this.#stmts.count.get() as { n: number | bigint }).n);
   }
 
-  /** Closes the database (a checkpoint happens on close). */
   /**
    * Copies what it can of the WAL into spool.db without waiting for anyone (PASSIVE), syncing both. Run by
    * the writer's own connection when nothing else checkpoints, it copies the whole WAL, so the next write
@@ -1171,10 +1183,10 @@ export class SpoolDb {
    */
   checkpointHere(): void {
     this.#checkpointByCaller = false;
-    if (this.#elsewhere) this.#requireDb().exec(`PRAGMA wal_autocheckpoint = ${AUTO_CHECKPOINT_PAGES}`);
-    this.#elsewhere = false;
+    this.#placeCheckpoints(true);
   }
 
+  /** Closes the database (a checkpoint happens on close). */
   close(): void {
     if (this.#db === undefined) return;
     this.#db.close();

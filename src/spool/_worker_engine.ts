@@ -148,10 +148,11 @@ export class WorkerEngine implements SpoolEngine {
     this.#options.onFatal?.(err);
   }
 
+  /** The SpoolDb options among this engine's (all but what stays on this side: functions, restart limits). */
   #dbOptions(): Omit<SpoolDbOptions, "log"> {
-    const { busyTimeoutMs, memory, readOnly, giveBackBelow, checkpointByCaller, checkpointer } =
+    const { log: _log, onFatal: _onFatal, maxRestarts: _max, restartWindowMs: _window, ...db } =
       this.#options;
-    return { busyTimeoutMs, memory, readOnly, giveBackBelow, checkpointByCaller, checkpointer };
+    return db;
   }
 
   #send<T>(request: RequestBody, transfer: Transferable[] = []): Promise<T> {

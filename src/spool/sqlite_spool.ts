@@ -111,8 +111,8 @@ export class SqliteSpool implements Spool {
   /** The writer's options, which a restarted writer opens with (checkpoints are its own once the thread is gone) */
   #writerOptions: { checkpointByCaller: boolean };
   #checkpointing: Promise<void> | undefined;
-  /** Commits since the last checkpoint began */
-  #uncheckpointed = 0;
+  /** Written since the last checkpoint began */
+  #uncheckpointed = false;
   #checkpointTimer: ReturnType<typeof setTimeout> | undefined;
   #lastCheckpoint = 0;
   /** Why the last checkpoint failed, while they fail (logged once, not every 50 ms) */
@@ -333,7 +333,9 @@ export class SqliteSpool implements Spool {
     try {
       const claimed = this.#engine.call("claim", now, limit, options.dataUpTo ?? 0);
       this.#lastWrite = claimed.then(() => {}, () => {});
-      return await claimed;
+      const out = await claimed;
+      this.#written();
+      return out;
     } catch (err) {
       throw new SpoolWriteError(errorMessage(err), { cause: err });
     }
@@ -568,6 +570,12 @@ export class SqliteSpool implements Spool {
     return this.#inFlight;
   }
 
+  /** Something went into the WAL: a checkpoint is due. */
+  #written(): void {
+    this.#uncheckpointed = true;
+    this.#scheduleCheckpoint();
+  }
+
   /**
    * Starts a checkpoint on the checkpoint thread, at most one every CHECKPOINT_EVERY_MS and only after
    * writes. It copies the WAL into spool.db beside the writer, which then never stops for the copy and for
@@ -576,7 +584,7 @@ export class SqliteSpool implements Spool {
   #scheduleCheckpoint(): void {
     if (
       !this.#checkpointerUp || this.#checkpointing !== undefined || this.#checkpointTimer !== undefined ||
-      this.#uncheckpointed === 0 || this.#state !== "open"
+      !this.#uncheckpointed || this.#state !== "open"
     ) return;
     const wait = this.#lastCheckpoint + CHECKPOINT_EVERY_MS - performance.now();
     if (wait > 0) {
@@ -586,7 +594,7 @@ export class SqliteSpool implements Spool {
       }, wait);
       return;
     }
-    this.#uncheckpointed = 0;
+    this.#uncheckpointed = false;
     this.#lastCheckpoint = performance.now();
     this.#checkpointing = this.#checkpoint().finally(() => {
       this.#checkpointing = undefined;
@@ -648,8 +656,7 @@ export class SqliteSpool implements Spool {
       this.#commits++;
       this.#writes += batch.length;
       this.#onCommit?.((performance.now() - started) / 1000, batch.length);
-      this.#uncheckpointed++;
-      this.#scheduleCheckpoint();
+      this.#written();
       batch.forEach((q, i) => {
         const result = results[i];
         if (result?.ok) q.resolve(result.value);
