@@ -37,6 +37,7 @@ import {
   PER_SESSION,
   Phase,
   PhaseContext,
+  poll,
   POSTFIX_INITIAL_CONCURRENCY,
   RELAY10_MESSAGES,
   RELAY_GOAL,
@@ -61,22 +62,16 @@ async function countLog(path: string, needle: string): Promise<number> {
 }
 
 async function countLogAccepts(path: string): Promise<number | undefined> {
-  const count = async () => {
-    try {
-      return (await Deno.readTextFile(path)).split("\n").filter((l) => l.includes(" <= ")).length;
-    } catch {
-      return undefined;
-    }
-  };
+  const count = () => Deno.stat(path).then(() => countLog(path, " <= "), () => undefined);
   // Ferry's log is written behind the replies (buffered, asynchronously): the last lines of a burst can land
   // a moment after its last 250, and be counted with the next burst. Count once the file stops growing.
   let last = await count();
-  for (let i = 0; i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 100));
+  await poll(async () => {
     const now = await count();
-    if (now === last) return now;
+    const still = now === last;
     last = now;
-  }
+    return still;
+  }, 2000);
   return last;
 }
 

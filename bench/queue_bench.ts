@@ -205,7 +205,11 @@ async function emptyQueue(spool: string): Promise<void> {
     for (;;) {
       const page = await admin.get<{ messages: { id: string }[] }>("/api/queue", { limit: 1000 });
       if (page.messages.length === 0) return;
-      await admin.post("/api/queue/delete", { ids: page.messages.map((m) => m.id) });
+      const done = await admin.post<{ results: { ok: boolean }[] }>("/api/queue/delete", {
+        ids: page.messages.map((m) => m.id),
+      });
+      // Nothing deleted would list the same page again forever.
+      if (!done.results.some((r) => r.ok)) throw new Error("the control's queue could not be emptied");
     }
   } finally {
     admin.close();
