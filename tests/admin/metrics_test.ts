@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { startAdminFerry, stopFerry } from "./_admin.ts";
+import { startAdminFerry, stopFerry, waitFor } from "./_admin.ts";
 import { freePort, startSink } from "../helpers/sink.ts";
 import { runSwaks, swaksAuthArgs } from "../helpers/peers.ts";
 import { createPki } from "../helpers/pki.ts";
@@ -63,15 +63,6 @@ async function parse(text: string): Promise<Record<string, number>> {
   const o = await child.output();
   assert.equal(o.code, 0, new TextDecoder().decode(o.stderr));
   return JSON.parse(new TextDecoder().decode(o.stdout));
-}
-
-async function waitFor(pred: () => boolean | Promise<boolean>, ms = 15000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await pred()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("condition not met in time");
 }
 
 Deno.test("/metrics passes promtool and its counters move as mail is received, refused, delivered and deferred", async () => {

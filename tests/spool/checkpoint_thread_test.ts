@@ -9,7 +9,9 @@
 import assert from "node:assert/strict";
 import { RESTART_FRAMES, SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 import { AUTO_CHECKPOINT_PAGES, ROOMY } from "../../src/spool/_spool_db.ts";
-import { mountTmpfs, umount } from "../helpers/tmpfs.ts";
+import { availableBytes, mountTmpfs, umount } from "../helpers/tmpfs.ts";
+import { waitFor } from "../helpers/downstream.ts";
+import { dirname } from "node:path";
 import { testEnvelope, withSpoolDir } from "./_helpers.ts";
 
 const PAGE = 4096;
@@ -41,24 +43,18 @@ function walSize(dir: string): number {
 
 Deno.test("checkpoints leave the writer, and the WAL still starts over: it stays near RESTART_FRAMES pages", async () => {
   await withSpoolDir("ferry-ckpt-wal-", async (dir) => {
+    // With less free space the writer keeps its checkpoints (#roomForCheckpointsElsewhere), by design.
+    const free = availableBytes(dirname(dir));
+    assert.ok(free > 2 * ROOMY, `this test needs ${2 * ROOMY} octets free where it runs, has ${free}`);
     const spool = new SqliteSpool({ dir });
     await spool.open();
     let largest = 0;
+    // ~5 RESTART_FRAMES' worth of pages (a store takes its body's pages and about two more): without the
+    // writer finishing a checkpoint now and then, the WAL would hold all of it.
+    const n = Math.ceil((2.6 * RESTART_FRAMES * PAGE) / (BODY.length + 2 * PAGE)) * 2;
     try {
-      // ~2.6 RESTART_FRAMES' worth of pages: without the writer finishing a checkpoint now and then the WAL
-      // would hold all of it.
-      await storeMany(
-        spool,
-        Math.ceil((2.6 * RESTART_FRAMES * PAGE) / (BODY.length + 2 * PAGE)) * 2,
-        "w",
-        () => {
-          largest = Math.max(largest, walSize(dir));
-        },
-      );
-      assert.equal(
-        await spool.count(),
-        Math.ceil((2.6 * RESTART_FRAMES * PAGE) / (BODY.length + 2 * PAGE)) * 2,
-      );
+      await storeMany(spool, n, "w", () => (largest = Math.max(largest, walSize(dir))));
+      assert.equal(await spool.count(), n);
     } finally {
       await spool.close();
     }
@@ -106,14 +102,12 @@ Deno.test("a checkpoint thread that cannot be brought back gives checkpoints bac
       // The worker engine brings a dead thread back three times a minute; the fourth death is for good.
       for (let i = 0; i < 4 && !lines.some((l) => l.includes("checkpoint thread is gone")); i++) {
         await spool.crashCheckpointerForTest();
-        const want = i + 1;
-        const deadline = Date.now() + 20_000;
-        while (
-          lines.filter((l) => /starting a new spool worker|checkpoint thread is gone/.test(l)).length < want
-        ) {
-          assert.ok(Date.now() < deadline, `no restart logged after crash ${want}: ${lines.join(" | ")}`);
-          await new Promise((r) => setTimeout(r, 10));
-        }
+        await waitFor(
+          () =>
+            lines.filter((l) => /starting a new spool worker|checkpoint thread is gone/.test(l)).length > i,
+          20_000,
+          `a restart (or the end) logged after crash ${i + 1}`,
+        );
       }
       assert.ok(
         lines.some((l) => l.includes("the checkpoint thread is gone, the writer checkpoints itself")),
@@ -173,7 +167,10 @@ await spool.close();
       // - the WAL starts over (its 32-octet header written at offset 0 again) only once spool.db was synced
       //   after the last page written to it: a partial checkpoint does not sync spool.db, the WAL still holds
       //   those pages then, and must not be written over before the copy is durable.
-      const threads = new Map<string, { walSynced: boolean; dbWrites: number; walWrites: number }>();
+      const threads = new Map<
+        string,
+        { walSynced: boolean; inCopy: boolean; dbWrites: number; walWrites: number }
+      >();
       const pending = new Map<string, { file: string; at: number }>();
       let lastDbWrite = -1;
       let dbSyncedAfterWrite = true;
@@ -188,8 +185,14 @@ await spool.close();
       lines.forEach((line, at) => {
         const tid = /^(\d+)\s/.exec(line)?.[1];
         if (tid === undefined) return;
-        const t = threads.get(tid) ?? { walSynced: false, dbWrites: 0, walWrites: 0 };
+        const t = threads.get(tid) ?? { walSynced: false, inCopy: false, dbWrites: 0, walWrites: 0 };
         threads.set(tid, t);
+        // The end of a pwrite64 that strace split in two changes nothing.
+        if (/<\.\.\. pwrite64 resumed>/.test(line)) return;
+        // A checkpoint's copy is one unbroken run of pwrite64s to spool.db in its thread.
+        const dbWrite = /^\d+\s+pwrite64\(\d+<[^>]*\/spool\.db>/.test(line);
+        const startsCopy = dbWrite && !t.inCopy;
+        t.inCopy = dbWrite;
         const resumed = /<\.\.\. f(?:data)?sync resumed>.*= 0/.test(line);
         if (resumed && pending.has(tid)) {
           const p = pending.get(tid)!;
@@ -205,7 +208,8 @@ await spool.close();
           else if (/= 0$/.test(line)) synced(tid, file, at);
           return;
         }
-        const offset = Number(/,\s*(\d+)\s*(?:\)|<unfinished)/.exec(line.slice(line.lastIndexOf('",')))?.[1]);
+        // pwrite64(fd, data, count, offset): the last argument.
+        const offset = Number(/,\s*\d+,\s*(\d+)(?:\)\s*=.*|\s*<unfinished \.\.\.>)$/.exec(line)?.[1]);
         if (isWal(file)) {
           t.walWrites++;
           if (offset === 0 && headers++ > 0) {
@@ -213,7 +217,13 @@ await spool.close();
             restarts++;
           }
         } else if (isDb(file) && headers > 0) {
-          assert.ok(t.walSynced, `thread ${tid} wrote spool.db without syncing the WAL first: ${line}`);
+          if (startsCopy) {
+            assert.ok(
+              t.walSynced,
+              `a checkpoint in thread ${tid} wrote spool.db before syncing the WAL: ${line}`,
+            );
+            t.walSynced = false;
+          }
           t.dbWrites++;
           lastDbWrite = at;
           dbSyncedAfterWrite = false;
