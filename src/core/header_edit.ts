@@ -95,11 +95,13 @@ export class HeaderEdits {
         const key = f.name.toLowerCase();
         const index = counts.get(key) ?? 0;
         counts.set(key, index + 1);
+        const removals = this.#removals.filter((r) => r.name === key);
+        if (removals.length === 0) continue;
         const value = decoder.decode(content.subarray(f.start, f.end)).slice(f.name.length).replace(
           /^\s*:/,
           "",
         ).replace(/\r?\n[ \t]/g, " ").trim();
-        if (this.#removals.some((r) => r.name === key && (!r.match || r.match(value, index)))) drop.push(f);
+        if (removals.some((r) => !r.match || r.match(value, index))) drop.push(f);
       }
     }
     // Nothing removed: the prefix goes into the room in front of the content when it has some (no copy).

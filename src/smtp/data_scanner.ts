@@ -124,8 +124,8 @@ export class DataScanner {
   feed(bytes: Uint8Array): { consumed: number; ended: boolean } {
     let i = 0;
     const n = bytes.length;
-    // Where the next CR and LF are (n: none left); found by the engine's indexOf, and looked for again only
-    // once passed, so a buffer is searched once whatever its line endings.
+    // Where the next CR and LF are (n: none left) for the state machine; found by the engine's indexOf, and
+    // looked for again only once passed.
     let cr = -1;
     let lf = -1;
     const dotSpecial = this.#opts.mode === "data";
@@ -133,14 +133,27 @@ export class DataScanner {
       if (this.#state === MID || (this.#state === LINE_START && !(dotSpecial && bytes[i] === DOT))) {
         // Fast path: whole well-formed lines ("text CRLF", within maxLine, the next not starting with a dot)
         // are kept as one run. Anything else is left to the state machine below, from the line it is in.
+        // Only CR and LF (both below 0x0e) need a look of their own; four octets at a time are passed over
+        // while none of them is below 0x0e (see hasLow).
+        const maxLine = this.#opts.maxLine;
+        const words = new Uint32Array(bytes.buffer, 0, (bytes.byteOffset + n) >>> 2);
+        const base = bytes.byteOffset;
         let p = i;
-        let lineLen = this.#lineLen;
-        for (;;) {
-          if (lf < p) lf = indexOrEnd(bytes, LF, p);
-          if (cr < p) cr = indexOrEnd(bytes, CR, p);
-          if (lf === n || cr !== lf - 1 || lineLen + lf + 1 - p > this.#opts.maxLine) break;
-          p = lf + 1;
-          lineLen = 0;
+        let lineFrom = i - this.#lineLen;
+        for (let q = i; q < n; q++) {
+          if (((base + q) & 3) === 0) {
+            let w = (base + q) >>> 2;
+            while (w < words.length && !hasLow(words[w])) w++;
+            q = (w << 2) - base;
+            if (q >= n) break;
+          }
+          const b = bytes[q];
+          if (b > CR) continue;
+          if (b === LF) break;
+          if (b !== CR) continue;
+          if (q + 1 === n || bytes[q + 1] !== LF || q + 2 - lineFrom > maxLine) break;
+          q++;
+          p = lineFrom = q + 1;
           if (p === n || (dotSpecial && bytes[p] === DOT)) break;
         }
         if (p > i) {
@@ -234,4 +247,13 @@ const CRLF = new Uint8Array([CR, LF]);
 function indexOrEnd(bytes: Uint8Array, byte: number, from: number): number {
   const at = bytes.indexOf(byte, from);
   return at < 0 ? bytes.length : at;
+}
+
+/**
+ * Whether any of the four octets in `word` is below 0x0e (a CR or LF may be among them). Subtracting 0x0e
+ * from each octet sets the top bit of the lowest one that was smaller (a borrow only passes upwards, from an
+ * octet that was already smaller); `& ~word` leaves out octets from 0x80 up.
+ */
+function hasLow(word: number): boolean {
+  return ((word - 0x0e0e0e0e) & ~word & 0x80808080) !== 0;
 }

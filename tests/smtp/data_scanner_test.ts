@@ -366,8 +366,12 @@ Deno.test("DataScanner agrees with the octet-at-a-time rules on random content c
     13,
     10,
   ]];
-  for (let t = 0; t < 20_000; t++) {
-    const alphabet = alphabets[t % 2];
+  // Long runs of ordinary octets, with octets just above and below CR and LF and from 0x80 up among them:
+  // the scanner passes over four octets at a time while none is below 0x0e.
+  const nearCrLf = [9, 0x0c, 0x0e, 0x0f, 0x80, 0x8a, 0x8d, 0xff, 0];
+  alphabets.push([...Array(24).fill(0x61), 0x2e, 13, 10, 13, 10, ...nearCrLf]);
+  for (let t = 0; t < 30_000; t++) {
+    const alphabet = alphabets[t % 3];
     const bytes = new Uint8Array(Math.floor(random() * 200)).map(() =>
       alphabet[Math.floor(random() * alphabet.length)]
     );
