@@ -9,8 +9,11 @@ import { growInPlace, withHeadroom } from "../core/headroom.ts";
 /** Free octets kept in front of a message for the fields Ferry prepends (Received:, Authentication-Results:). */
 export const HEADROOM = 16 * 1024;
 
-/** Below this size a message is not worth the headroom and the growable buffer: one copy of it costs little. */
+/** Below this size a message is not worth the growable buffer: a copy of it costs little. */
 const SMALL = 64 * 1024;
+
+/** Free octets in front of a small message: enough for Ferry's Received: field and a few more. */
+const SMALL_ROOM = 4 * 1024;
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -38,11 +41,12 @@ export interface DataScannerOptions {
 export class DataScanner {
   #opts: DataScannerOptions;
   /**
-   * The content kept so far, in its first #outLen octets. A small message stays in a plain buffer that doubles
-   * as needed; from SMALL octets on (at once when the client declared that much) it is a buffer with HEADROOM
-   * in front that grows in place (core/headroom.ts), so the content is never copied to make room.
+   * The content kept so far, in its first #outLen octets. A small message stays in a buffer with SMALL_ROOM
+   * in front that doubles as needed; from SMALL octets on (at once when the client declared that much) it is
+   * a buffer with HEADROOM in front that grows in place (core/headroom.ts), so the content is never copied to
+   * make room.
    */
-  #out: Uint8Array<ArrayBuffer> = new Uint8Array(16 * 1024);
+  #out: Uint8Array<ArrayBuffer>;
   #outLen = 0;
   /** #out grows in place */
   #growable = false;
@@ -63,6 +67,8 @@ export class DataScanner {
     if (expected >= SMALL && expected <= opts.maxSize) {
       this.#out = withHeadroom(expected, HEADROOM, opts.maxSize);
       this.#growable = true;
+    } else {
+      this.#out = withHeadroom(16 * 1024, SMALL_ROOM);
     }
     if (opts.mode === "bdat") this.#state = MID;
   }
@@ -91,7 +97,9 @@ export class DataScanner {
     }
     // The small buffer outgrown (or, never expected, a growable one at its end): one copy of what it holds.
     this.#growable = length >= SMALL;
-    const next = this.#growable ? withHeadroom(length, HEADROOM, this.#opts.maxSize) : new Uint8Array(length);
+    const next = this.#growable
+      ? withHeadroom(length, HEADROOM, this.#opts.maxSize)
+      : withHeadroom(length, SMALL_ROOM);
     next.set(this.#out.subarray(0, this.#outLen));
     this.#out = next;
   }
@@ -233,8 +241,8 @@ export class DataScanner {
 
   /**
    * The content kept so far (unstuffed; CRLF line endings unless bare ones were kept), a view of the scanner's
-   * own buffer, not a copy. From SMALL octets on, {@link HEADROOM} free octets are in front of it (see
-   * core/headroom.ts); a smaller message has none and is copied once when its prefix is added.
+   * own buffer, not a copy. Free octets are in front of it for the prefix Ferry adds (see core/headroom.ts):
+   * {@link HEADROOM} from SMALL octets on, SMALL_ROOM below; a longer prefix means one copy.
    */
   data(): Uint8Array<ArrayBuffer> {
     return this.#out.subarray(0, this.#outLen);

@@ -79,6 +79,14 @@ export class Input {
     this.#end = live;
   }
 
+  /**
+   * The peer is about to send `n` octets (message content): the next read may ask for that much at once
+   * (up to MAX_READ), instead of starting small and doubling, a read and a copy of the buffer each time.
+   */
+  expect(n: number): void {
+    this.#want = Math.max(this.#want, Math.min(n, MAX_READ));
+  }
+
   /** Drops everything buffered; returns how many bytes were dropped. */
   discard(): number {
     const n = this.pending;

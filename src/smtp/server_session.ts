@@ -23,6 +23,9 @@ import { after } from "../core/deadlines.ts";
 
 const encoder = new TextEncoder();
 
+/** What the first read of DATA content asks for when the client declared no larger SIZE. */
+const CONTENT_READ = 16 * 1024;
+
 /** Who the client authenticated as (RFC 4954). */
 export interface SessionLogin {
   mechanism: SaslMechanism;
@@ -482,6 +485,7 @@ export class ServerSession {
     this.#send(reply(354, undefined, 'Enter message, ending with "." on a line by itself'));
     await this.#flush();
     const deadline = performance.now() + this.#opts.limits.dataTimeoutMs;
+    this.#input.expect(Math.max(tx.params.size ?? 0, CONTENT_READ));
     for (;;) {
       const view = this.#input.peek();
       const { consumed, ended } = scanner.feed(view);
@@ -540,6 +544,7 @@ export class ServerSession {
     const deadline = this.#bdatDeadline ?? performance.now() + this.#opts.limits.dataTimeoutMs;
     if (performance.now() >= deadline) await this.#dataTimeout();
     let remaining = size;
+    this.#input.expect(remaining);
     const sink = refusal ? undefined : scanner;
     while (remaining > 0) {
       if (this.#input.pending === 0 && !(await this.#fillData(deadline))) {

@@ -37,6 +37,22 @@ for (const expectedSize of [undefined, 200_000, 100_000]) {
   });
 }
 
+Deno.test("DataScanner leaves room in front of a small message too, also after it outgrew its first buffer", () => {
+  for (const lines of [10, 2000]) {
+    const s = new DataScanner({ maxSize: 1_000_000, maxLine: 1000, bareLineEndings: "reject", mode: "data" });
+    const text = "Subject: x\r\n\r\n" + "line of a small message\r\n".repeat(lines);
+    s.feed(enc.encode(text + ".\r\n"));
+    const data = s.data();
+    const stored = new HeaderEdits().apply(data, "Received: by test\r\n");
+    assert.equal(dec.decode(stored), "Received: by test\r\n" + text);
+    assert.equal(stored.buffer, data.buffer, `${data.length} octets: prefix put in front without a copy`);
+    // A prefix longer than the room still works, as a copy.
+    const long = "X-Long: " + "y".repeat(5000) + "\r\n";
+    const copied = new HeaderEdits().apply(data, long);
+    assert.equal(dec.decode(copied), long + text);
+  }
+});
+
 Deno.test("growInPlace() grows a view in its own buffer: same buffer, content and room kept, up to maxLength", () => {
   const view = withHeadroom(5, 16, 1000);
   view.set(enc.encode("hello"));

@@ -34,6 +34,32 @@ Deno.test("Input starts with a small buffer, grows for a long line and gives the
   b.close();
 });
 
+Deno.test("Input.expect() lets one read take announced content whole; release() goes back to small reads", async () => {
+  const [a, b] = duplexPair();
+  let reads = 0;
+  const counted: ByteStream = {
+    read: (p) => (reads++, a.read(p)),
+    write: (p) => a.write(p),
+    close: () => a.close(),
+  };
+  const input = new Input(counted);
+  const content = new Uint8Array(10_300).fill(0x61);
+  await b.write(content);
+  input.expect(16 * 1024);
+  assert.ok(await input.fill(1000));
+  assert.equal(reads, 1);
+  assert.equal(input.pending, content.length, "all of it in one read");
+  input.advance(input.pending);
+  input.release();
+  assert.ok(input.capacity <= 1024, `after release the buffer holds ${input.capacity} octets`);
+  // Without expect(), the same content takes reads that start at 1 KiB and double.
+  await b.write(content);
+  reads = 0;
+  while (input.pending < content.length) assert.ok(await input.fill(1000));
+  assert.ok(reads >= 4, `${reads} reads`);
+  b.close();
+});
+
 Deno.test("Input.release() keeps a large pending remainder instead of truncating it", async () => {
   const [a, b] = duplexPair();
   const input = new Input(a);
