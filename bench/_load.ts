@@ -76,44 +76,83 @@ interface Reply {
   lines: string[];
 }
 
+/**
+ * Readers waiting for a reply, with when they started to wait: one watchdog for all of them closes the
+ * connection of any that waited past its deadline (a timer armed and cleared for every read would cost the
+ * load generator CPU that the target under test then lacks).
+ */
+const waiting = new Map<ReplyReader, number>();
+let watchdog: ReturnType<typeof setInterval> | undefined;
+
+function watch(reader: ReplyReader): void {
+  waiting.set(reader, performance.now());
+  watchdog ??= setInterval(() => {
+    const now = performance.now();
+    for (const [r, since] of waiting) if (now - since > r.timeoutMs) r.expire();
+    if (waiting.size === 0) {
+      clearInterval(watchdog);
+      watchdog = undefined;
+    }
+  }, 100);
+}
+
 /** Buffered reader of SMTP replies over a Deno.Conn, with a deadline per reply. */
 class ReplyReader {
   #conn: Deno.Conn;
-  #buf = new Uint8Array(0);
-  #chunk = new Uint8Array(16 * 1024);
-  #timeoutMs: number;
+  #buf = new Uint8Array(16 * 1024);
+  #start = 0;
+  #end = 0;
+  #expired = false;
+  readonly timeoutMs: number;
 
   constructor(conn: Deno.Conn, timeoutMs: number) {
     this.#conn = conn;
-    this.#timeoutMs = timeoutMs;
+    this.timeoutMs = timeoutMs;
+  }
+
+  /** The wait passed its deadline: the connection is closed, which fails the read. */
+  expire(): void {
+    waiting.delete(this);
+    this.#expired = true;
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
   }
 
   async #readLine(): Promise<string> {
     for (;;) {
-      const nl = this.#buf.indexOf(10);
-      if (nl >= 0) {
-        const line = decoder.decode(this.#buf.subarray(0, nl)).replace(/\r$/, "");
-        this.#buf = this.#buf.slice(nl + 1);
+      const nl = this.#buf.indexOf(10, this.#start);
+      if (nl >= 0 && nl < this.#end) {
+        const end = nl > this.#start && this.#buf[nl - 1] === 13 ? nl - 1 : nl;
+        const line = decoder.decode(this.#buf.subarray(this.#start, end));
+        this.#start = nl + 1;
+        if (this.#start === this.#end) this.#start = this.#end = 0;
         return line;
       }
-      const timer = setTimeout(() => {
-        try {
-          this.#conn.close();
-        } catch { /* already closed */ }
-      }, this.#timeoutMs);
-      let n: number | null;
-      try {
-        n = await this.#conn.read(this.#chunk);
-      } catch (e) {
-        throw new Error(`Read failed or timed out after ${this.#timeoutMs} ms: ${(e as Error).message}`);
-      } finally {
-        clearTimeout(timer);
+      if (this.#end === this.#buf.length) {
+        // Full: move what is left to the front, or make room for a longer reply.
+        const rest = this.#buf.subarray(this.#start, this.#end);
+        const next = this.#start > 0 ? this.#buf : new Uint8Array(this.#buf.length * 2);
+        next.set(rest);
+        this.#buf = next;
+        this.#end -= this.#start;
+        this.#start = 0;
       }
-      if (n === null) throw new Error("Connection closed by server");
-      const next = new Uint8Array(this.#buf.length + n);
-      next.set(this.#buf);
-      next.set(this.#chunk.subarray(0, n), this.#buf.length);
-      this.#buf = next;
+      let n: number | null;
+      watch(this);
+      try {
+        n = await this.#conn.read(this.#buf.subarray(this.#end));
+      } catch (e) {
+        throw new Error(`Read failed or timed out after ${this.timeoutMs} ms: ${(e as Error).message}`);
+      } finally {
+        waiting.delete(this);
+      }
+      if (n === null) {
+        throw new Error(
+          this.#expired ? `Read timed out after ${this.timeoutMs} ms` : "Connection closed by server",
+        );
+      }
+      this.#end += n;
     }
   }
 
