@@ -20,6 +20,8 @@ export const ONLY = (Deno.env.get("BENCH_ONLY") ?? "accept,relay,starttls,dane")
   s.trim()
 );
 export const WARMUP_PER_SESSION = 5;
+/** Rounds of the accept phase: its figures are the medians (see main.ts). */
+export const ACCEPT_ROUNDS = Math.max(1, num("BENCH_ROUNDS", 3));
 export const FROM = "sender@client.test";
 export const TO = "rcpt@bench.test";
 // Issue 8: the inbound-accept goal rose from 3× to 4× Postfix measured in the same run.
@@ -68,6 +70,8 @@ export interface Scenario {
 export interface Phase {
   name: string;
   scenarios: Scenario[];
+  /** Times each scenario is measured on each target, alternating which goes first (default 1) */
+  rounds?: number;
   /** Starts the targets; `stop` is registered before anything can fail half way. */
   start(ctx: PhaseContext): Promise<Target[]>;
 }

@@ -12,7 +12,7 @@
  * Run as root with Postfix installed (bench/_postfix.ts builds a throwaway instance).
  */
 
-import { runLoad } from "./_load.ts";
+import { median, runLoad } from "./_load.ts";
 import { freePort, startPostfix, waitForBanner } from "./_postfix.ts";
 import { syncDisks, terminate } from "./_process.ts";
 import { repoRoot } from "./_ferry.ts";
@@ -104,11 +104,6 @@ async function warmUp(t: Sampled): Promise<void> {
   await send(t.port, 1_000);
   t.sent += 1_000;
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 function procStat(pid: number): { cpuTicks: number; rssBytes: number } {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
