@@ -5,6 +5,7 @@
 
 import { SmtpError } from "../core/reply.ts";
 import { isIp } from "../core/ip.ts";
+import { utf8Length } from "../core/utf8.ts";
 
 /** A command line split into its upper-cased verb and the rest. */
 export interface Command {
@@ -46,7 +47,7 @@ function syntax(text: string): SmtpError {
 /** Checks a domain or address literal; returns an error text or undefined. */
 export function checkDomain(domain: string): string | undefined {
   if (domain.length === 0) return "empty domain";
-  if (new TextEncoder().encode(domain).length > 255) return "domain too long";
+  if (utf8Length(domain) > 255) return "domain too long";
   if (domain.startsWith("[")) {
     if (!domain.endsWith("]")) return "bad address literal";
     const inner = domain.slice(1, -1);
@@ -96,7 +97,7 @@ export function parseMailbox(text: string, utf8: boolean): Mailbox {
   if (!utf8 && (/[^\x00-\x7f]/.test(local) || /[^\x00-\x7f]/.test(domain))) {
     throw new SmtpError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8");
   }
-  if (new TextEncoder().encode(local).length > 64) throw new SmtpError(501, "5.1.3", "Local part too long");
+  if (utf8Length(local) > 64) throw new SmtpError(501, "5.1.3", "Local part too long");
   const bad = checkDomain(domain);
   if (bad) throw syntax(`Bad address: ${bad}`);
   return { local, domain };
@@ -140,7 +141,7 @@ export function parsePathArg(arg: string, kind: "MAIL" | "RCPT", utf8Hint = true
   if (end < 0) throw new SmtpError(501, "5.5.4", "Missing closing angle bracket");
   let inner = rest.slice(1, end);
   const params = parseParams(rest.slice(end + 1));
-  if (new TextEncoder().encode(inner).length > 256) throw new SmtpError(501, "5.1.3", "Path too long");
+  if (utf8Length(inner) > 256) throw new SmtpError(501, "5.1.3", "Path too long");
   let sourceRoute = false;
   if (inner.startsWith("@")) {
     const colon = inner.indexOf(":");

@@ -9,6 +9,7 @@ import type { HostList } from "../../core/host_list.ts";
 import type { PolicyMiddleware } from "../context.ts";
 import type { OutboundStep } from "../delivery_context.ts";
 import { isSrs, SrsError, srsForward, type SrsOptions, srsReverse } from "../srs.ts";
+import { utf8Length } from "../../core/utf8.ts";
 
 /** SRS as configured (`srs` in config.ts), secrets loaded. */
 export interface SrsSettings extends SrsOptions {
@@ -43,7 +44,7 @@ export function srsForwardStep(s: SrsSettings): OutboundStep {
         try {
           const rewritten = srsForward(sender, s.domain, s);
           const local = rewritten.slice(0, rewritten.lastIndexOf("@"));
-          if (new TextEncoder().encode(local).length > 64) {
+          if (utf8Length(local) > 64) {
             // RFC 5321 4.5.3.1.1: a longer local part may be refused; sending it unrewritten is safer.
             c.log(`SRS: <${sender}> not rewritten: the SRS local part would be longer than 64 octets`);
           } else {
