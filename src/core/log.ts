@@ -4,6 +4,8 @@
  * bounded queue so a slow output never blocks the event loop.
  */
 
+import { utf8Length } from "./utf8.ts";
+
 /** Where log lines go and in which form. */
 export interface LogOptions {
   /** A file path; stdout when absent */
@@ -56,7 +58,8 @@ export class MainLog implements Logger {
   #file?: Deno.FsFile;
   #output?: LogOutput;
   #maxBuffered: number;
-  #queue: Uint8Array[] = [];
+  /** Lines waiting to be written, with their octet counts in #buffered */
+  #queue: string[] = [];
   #buffered = 0;
   #dropped = 0;
   /** Drops not yet reported in the log itself */
@@ -90,24 +93,26 @@ export class MainLog implements Logger {
   }
 
   write(text: string, fields: LogFields & { id?: string } = {}): void {
-    const bytes = this.#format(text, fields);
+    const line = this.#format(text, fields);
+    const size = utf8Length(line);
     // The count of lines lost goes in where they were lost, as soon as there is room for it.
     if (this.#pendingDrops > 0) {
       const notice = this.#dropNotice();
-      if (this.#buffered + notice.length + bytes.length <= this.#maxBuffered) {
+      if (this.#buffered + utf8Length(notice) + size <= this.#maxBuffered) {
         this.#pendingDrops = 0;
         this.#push(notice);
       }
     }
-    if (this.#buffered + bytes.length > this.#maxBuffered) {
+    if (this.#buffered + size > this.#maxBuffered) {
       this.#dropped++;
       this.#pendingDrops++;
       return;
     }
-    this.#push(bytes);
+    this.#push(line, size);
   }
 
-  #format(text: string, fields: LogFields & { id?: string }): Uint8Array {
+  /** One line of the log, with its newline. */
+  #format(text: string, fields: LogFields & { id?: string }): string {
     const now = new Date();
     let line: string;
     if (this.#opts.format === "json") {
@@ -117,18 +122,18 @@ export class MainLog implements Logger {
     } else {
       line = `${timestamp(now)} ${fields.id ? fields.id + " " : ""}${text}`;
     }
-    return encoder.encode(line + "\n");
+    return line + "\n";
   }
 
   /** The line counting the drops not yet reported. */
-  #dropNotice(): Uint8Array {
+  #dropNotice(): string {
     const n = this.#pendingDrops;
     return this.#format(`log output too slow: ${n} line(s) dropped`, { event: "log_dropped", dropped: n });
   }
 
-  #push(bytes: Uint8Array): void {
-    this.#queue.push(bytes);
-    this.#buffered += bytes.length;
+  #push(line: string, size = utf8Length(line)): void {
+    this.#queue.push(line);
+    this.#buffered += size;
     this.#writing ??= this.#drain().finally(() => (this.#writing = undefined));
   }
 
@@ -145,22 +150,16 @@ export class MainLog implements Logger {
         this.#push(notice);
       }
       if (this.#queue.length === 0) return;
-      const batch = this.#queue;
+      // Encoded once for the whole batch.
+      const bytes = encoder.encode(this.#queue.join(""));
       this.#queue = [];
-      const size = batch.reduce((n, b) => n + b.length, 0);
-      const bytes = new Uint8Array(size);
-      let off = 0;
-      for (const b of batch) {
-        bytes.set(b, off);
-        off += b.length;
-      }
       try {
         const out = this.#target();
         for (let at = 0; at < bytes.length;) at += await out.write(bytes.subarray(at));
       } catch {
         // A log that cannot be written must not stop mail.
       }
-      this.#buffered -= size;
+      this.#buffered -= bytes.length;
     }
   }
 
