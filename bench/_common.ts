@@ -19,7 +19,7 @@ export const IN_FLOW_DELAY = Deno.env.get("BENCH_POSTFIX_IN_FLOW_DELAY");
 export const ONLY = (Deno.env.get("BENCH_ONLY") ?? "accept,relay,starttls,dane").split(",").map((s) =>
   s.trim()
 );
-export const WARMUP_PER_SESSION = 5;
+export const WARMUP_PER_SESSION = num("BENCH_WARMUP", 5);
 /** Rounds of the accept phase: its figures are the medians (see main.ts). */
 export const ACCEPT_ROUNDS = Math.max(1, num("BENCH_ROUNDS", 3));
 export const FROM = "sender@client.test";

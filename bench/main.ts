@@ -17,6 +17,7 @@
  * The accept phase measures each scenario in BENCH_ROUNDS rounds (3), alternating which target goes first,
  * and its summary gives the medians.
  * Knobs (env): BENCH_SESSIONS (50), BENCH_MESSAGES per session (100), BENCH_BODY bytes (10240), BENCH_ROUNDS,
+ * BENCH_WARMUP (5 per session),
  * BENCH_POSTFIX_IN_FLOW_DELAY (0s; Postfix's own default is 1s), BENCH_ONLY (comma list of phases:
  * accept,relay,starttls,dane), BENCH_RELAY_MESSAGES (100) and BENCH_RELAY10_MESSAGES (40) per session,
  * BENCH_RELAY_DRAIN_SECONDS (120), BENCH_POSTFIX_INITIAL_CONCURRENCY (Postfix default 5),
