@@ -35,8 +35,10 @@ const USAGE =
   release ID…                        back to the queue
   retry ID…                          due now, ignoring back-off
   flush [DOMAIN]                     everything (or one domain) due now
-  bounce ID…                         fail pending recipients, send the failure report
+  bounce [--reason TEXT] ID…         fail pending recipients, send the failure report
   delete ID…                         remove without any report
+hold, release, retry, bounce and delete take --reason TEXT: Ferry logs it, and a bounce's failure report
+gives it as the reason.
 The running Ferry is found through <spool.dir>/admin.url and its admin token; --url and --token
 (or FERRY_ADMIN_URL, FERRY_ADMIN_TOKEN) override. --offline works on a stopped Ferry's spool.`;
 
@@ -88,7 +90,7 @@ type Call =
   | { op: "list"; query: Record<string, string | number | undefined>; limit: number }
   | { op: "summary" }
   | { op: "show"; id: string }
-  | { op: "hold" | "release" | "retry" | "bounce" | "delete"; ids: string[] }
+  | { op: "hold" | "release" | "retry" | "bounce" | "delete"; ids: string[]; reason?: string }
   | { op: "flush"; domain?: string };
 
 const LIST_FLAGS: Record<string, string> = {
@@ -117,12 +119,28 @@ function listCall(flags: Record<string, string>): Call {
   return { op: "list", query, limit: Number(query.limit ?? 100) };
 }
 
+/** The admin API's bound on a reason (src/admin/routes/queue_batch.ts). */
+const REASON_MAX = 500;
+
+/** `--reason TEXT` of the actions on ids: what the admin API takes, as is (it logs it; a bounce reports it). */
+function reasonOf(flags: Record<string, string>): string | undefined {
+  const { reason, ...others } = flags;
+  const unknown = Object.keys(others)[0];
+  if (unknown !== undefined) throw new UsageError(`unknown option --${unknown}`);
+  if (reason === undefined) return undefined;
+  if (reason.trim() === "" || reason.length > REASON_MAX) {
+    throw new UsageError(`--reason: expected 1 to ${REASON_MAX} characters`);
+  }
+  return reason;
+}
+
 function callOf(args: Args): Call {
   const ids = () => {
     if (args.rest.length === 0) throw new UsageError(`${args.command} needs at least one message id`);
     return args.rest;
   };
-  if (args.command !== "list" && Object.keys(args.flags).length > 0) {
+  const takesFlags = ["list", "hold", "release", "retry", "bounce", "delete"].includes(args.command);
+  if (!takesFlags && Object.keys(args.flags).length > 0) {
     throw new UsageError(`unknown option --${Object.keys(args.flags)[0]}`);
   }
   switch (args.command) {
@@ -138,7 +156,7 @@ function callOf(args: Args): Call {
     case "retry":
     case "bounce":
     case "delete":
-      return { op: args.command, ids: ids() };
+      return { op: args.command, ids: ids(), reason: reasonOf(args.flags) };
     case "flush":
       if (args.rest.length > 1) throw new UsageError("flush takes at most one domain");
       return { op: "flush", domain: args.rest[0] };
@@ -172,7 +190,10 @@ async function perform(client: AdminClient, call: Call): Promise<unknown> {
         call.domain ? { domain: call.domain } : {},
       );
     default:
-      return await client.post<ResultsAnswer>(`/api/queue/${call.op}`, { ids: call.ids });
+      return await client.post<ResultsAnswer>(`/api/queue/${call.op}`, {
+        ids: call.ids,
+        reason: call.reason,
+      });
   }
 }
 

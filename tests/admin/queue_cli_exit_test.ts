@@ -1,7 +1,7 @@
 /**
  * The queue command's exit codes for the admin API's error answers (a scripted HTTP server stands in for the
  * API: the real one is driven in tests/e2e/queue_cli_test.ts): 503 while Ferry starts → 75, 400 → 64 with the
- * details, 401 → 77, 500 → 70.
+ * details, 401 → 77, 500 → 70; `--reason` sent with the ids, and refused (64) where it does not belong.
  */
 
 import assert from "node:assert/strict";
@@ -57,6 +57,23 @@ Deno.test("queueMain() maps the admin API's error statuses to exit codes", async
       },
     };
     assert.equal(await run("hold", "a", "b"), 1, "one refused");
+
+    // --reason goes with the ids to the API (which logs it, and gives a bounce's in the failure report).
+    answer = { status: 200, body: { results: [{ id: "a", ok: true, message: "bounced" }] } };
+    assert.equal(await run("bounce", "--reason", "gone for good", "a"), 0);
+    assert.equal(
+      seen.at(-1),
+      'POST /api/queue/bounce Bearer t0ken-t0ken-t0ken {"ids":["a"],"reason":"gone for good"}',
+    );
+    const asked = seen.length;
+    assert.equal(await run("flush", "--reason", "x"), 64, "flush takes no reason");
+    assert.match(errors.at(-1)!, /unknown option --reason/);
+    assert.equal(await run("bounce", "--reason", " ", "a"), 64, "a blank reason");
+    assert.match(errors.at(-1)!, /--reason: expected 1 to 500 characters/);
+    assert.equal(await run("bounce", "--reason", "x".repeat(501), "a"), 64, "longer than the API takes");
+    assert.equal(await run("bounce", "--because", "x", "a"), 64);
+    assert.match(errors.at(-1)!, /unknown option --because/);
+    assert.equal(seen.length, asked, "no usage error reached the API");
   } finally {
     console.error = orig.error;
     console.log = orig.log;

@@ -127,7 +127,14 @@ Deno.test("the queue command operates a running Ferry over its admin API: list, 
       15_000,
       "no delivery in progress",
     );
-    const bounced = await json<{ results: Outcome[] }>(ferry.configPath, "bounce", sent[1]);
+    // The operator's --reason is logged and is the failure report's reason.
+    const bounced = await json<{ results: Outcome[] }>(
+      ferry.configPath,
+      "bounce",
+      "--reason",
+      "mailbox moved to the new host",
+      sent[1],
+    );
     assert.equal(bounced.results[0].ok, true, bounced.results[0].message);
     const reportId = /failure report (\S+) to <a@sender.test>/.exec(bounced.results[0].message)?.[1];
     assert.ok(reportId, bounced.results[0].message);
@@ -135,7 +142,12 @@ Deno.test("the queue command operates a running Ferry over its admin API: list, 
     const report = recorder.messages[0];
     assert.deepEqual([report.from, report.rcpts], ["", ["a@sender.test"]]);
     assert.match(report.data, /Status: 5\.0\.0/);
-    assert.match(report.data, /bounced by the administrator/);
+    // (Header fields unfolded: the long Diagnostic-Code is folded.)
+    assert.match(
+      report.data.replace(/\r\n[ \t]+/g, " "),
+      /\r\nDiagnostic-Code: x-ferry; bounced by the administrator: mailbox moved to the new host\r\n/,
+    );
+    await ferry.waitFor(new RegExp(`admin: bounce ${sent[1]} \\(mailbox moved to the new host\\)`));
     assert.match(report.data, /Subject: n1/);
     await ferry.waitFor(new RegExp(`${reportId} Completed`), 15_000);
     assert.equal((await queue(ferry.configPath, ["show", sent[1]])).code, 1, "bounced: gone");
