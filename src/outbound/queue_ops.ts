@@ -8,6 +8,7 @@
 
 import { reportEnvelope } from "./local_message.ts";
 import type { Envelope } from "../core/envelope.ts";
+import { oneLine } from "../core/one_line.ts";
 import type { Logger } from "../core/log.ts";
 import type { QueueQuery, QueueRow, QueueState, QueueSummary, Spool } from "../spool/spool.ts";
 import { buildDsn, type DsnRecipient, shouldSendDsn } from "./dsn_report.ts";
@@ -160,7 +161,7 @@ export class QueueOps {
    */
   bounce(ids: string[], options: { reason?: string } = {}): Promise<OpOutcome[]> {
     // One line: the reason lands in log lines and the report's header fields.
-    const reason = options.reason?.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
+    const reason = options.reason === undefined ? undefined : oneLine(options.reason);
     const text = reason ? `bounced by the administrator: ${reason}` : "bounced by the administrator";
     return this.#after(this.#each(ids, async (id) => {
       await this.#park(id, "being bounced by operator");

@@ -7,6 +7,7 @@
  */
 
 import { errorMessage } from "../core/error_message.ts";
+import { oneLine } from "../core/one_line.ts";
 
 /** rspamd's actions, from worst to best. */
 export type RspamdAction =
@@ -166,9 +167,4 @@ export function parseReply(body: unknown, where = "rspamd"): RspamdResult {
     subject: typeof o.subject === "string" ? oneLine(o.subject) : undefined,
     smtpMessage: typeof messages.smtp_message === "string" ? oneLine(messages.smtp_message) : undefined,
   };
-}
-
-/** Header values and SMTP text must stay on one line. */
-function oneLine(s: string): string {
-  return s.replace(/[\r\n]+\s*/g, " ");
 }
