@@ -2,6 +2,7 @@
 
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
 import { freePort } from "../helpers/sink.ts";
+import { waitFor as sharedWaitFor } from "../helpers/downstream.ts";
 import { runSwaks, spoolIdIn } from "../helpers/peers.ts";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import type { FerryConfig } from "../../mod.ts";
@@ -52,14 +53,9 @@ export async function api(
   return { status: res.status, body, headers: res.headers };
 }
 
-/** Polls `pred` until it holds (a positive signal), failing after `ms`. */
-export async function waitFor(pred: () => boolean | Promise<boolean>, ms = 15000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await pred()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("condition not met in time");
+/** The shared poll (helpers/downstream.ts), with the longer wait the admin tests' Ferry processes need. */
+export function waitFor(pred: () => boolean | Promise<boolean>, ms = 15000): Promise<void> {
+  return sharedWaitFor(pred, ms);
 }
 
 /** A Ferry whose only route leads to a closed port: every message stays queued as deferred. */

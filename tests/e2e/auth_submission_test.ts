@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
 import { createPki, type TestPki } from "../helpers/pki.ts";
 import { runPython, runSwaks, spoolIdIn, swaksAuthArgs } from "../helpers/peers.ts";
+import { waitFor } from "../helpers/downstream.ts";
 import { hashPassword } from "../../src/core/password_hash.ts";
 import { loadOpenSsl } from "../../src/tls/mod.ts";
 import type { FerryConfig } from "../../mod.ts";
@@ -387,15 +388,6 @@ Deno.test("auth.senderLogins binds senders to logins: 553 5.7.1 for someone else
   }
 });
 
-async function waitFor(pred: () => Promise<boolean> | boolean, ms = 15000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await pred()) return;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error("condition not met in time");
-}
-
 Deno.test("client side: a route AUTHs to a smarthost (a second Ferry's submission listener) over TLS; a wrong password defers", async () => {
   const upstream = await rig();
   const mk = (password: string) =>
@@ -414,7 +406,7 @@ Deno.test("client side: a route AUTHs to a smarthost (a second Ferry's submissio
   try {
     const s1 = await runSwaks(good.port, ["--from", "alice@corp.test", "--to", "far@elsewhere.test"]);
     const id1 = spoolIdIn(s1.stdout)!;
-    await waitFor(() => good.memlog.has("Completed"));
+    await waitFor(() => good.memlog.has("Completed"), 15_000, "the message delivered through the smarthost");
     const [got] = await upstream.f.spool.list();
     assert.deepEqual(got.envelope.auth, { mechanism: "PLAIN", user: "alice" });
     assert.deepEqual(got.envelope.recipients.map((x) => x.address), ["far@elsewhere.test"]);
@@ -422,7 +414,7 @@ Deno.test("client side: a route AUTHs to a smarthost (a second Ferry's submissio
 
     const s2 = await runSwaks(bad.port, ["--from", "alice@corp.test", "--to", "far@elsewhere.test"]);
     const id2 = spoolIdIn(s2.stdout)!;
-    await waitFor(() => bad.memlog.has("AUTH failed"));
+    await waitFor(() => bad.memlog.has("AUTH failed"), 15_000, "the AUTH failure logged");
     const env = await bad.spool.get(id2);
     assert.ok(env, "deferred message stays queued");
     assert.equal(env.recipients[0].status, "pending");
@@ -454,7 +446,7 @@ Deno.test("client side: a route with auth never sends the password in clear (pee
   try {
     const s = await runSwaks(f.port, ["--from", "a@corp.test", "--to", "far@elsewhere.test"]);
     const id = spoolIdIn(s.stdout)!;
-    await waitFor(() => f.memlog.has("AUTH needs TLS"));
+    await waitFor(() => f.memlog.has("AUTH needs TLS"), 15_000, "the deferral for AUTH without TLS logged");
     assert.ok(await f.spool.get(id));
     assert.equal(await upstream.spool.count(), 0);
     assert.ok(!upstream.memlog.has("AUTH"), "no AUTH command reached the peer");

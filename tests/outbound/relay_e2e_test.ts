@@ -2,15 +2,7 @@ import assert from "node:assert/strict";
 import { startUnbound } from "../helpers/unbound.ts";
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
 import { freePort, startSink } from "../helpers/sink.ts";
-
-async function waitFor(pred: () => boolean | Promise<boolean>, ms = 8000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await pred()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("condition not met in time");
-}
+import { waitFor } from "../helpers/downstream.ts";
 
 async function swaks(f: TestFerry, rcpts: string[]): Promise<string> {
   const out = await new Deno.Command("swaks", {
@@ -51,7 +43,7 @@ Deno.test("a message sent by swaks is relayed through MX from a real resolver to
   });
   try {
     const id = await swaks(f, ["a@example.test", "b@example.test"]);
-    await waitFor(() => f.memlog.has("Completed"));
+    await waitFor(() => f.memlog.has("Completed"), 8000, "the delivery completed");
     assert.equal(await f.spool.get(id), undefined);
     const delivered = f.memlog.lines.filter((l) => l.text.startsWith("=> ")).map((l) => l.text);
     assert.equal(delivered.length, 2);
@@ -59,7 +51,7 @@ Deno.test("a message sent by swaks is relayed through MX from a real resolver to
       delivered[0],
       /^=> [ab]@example\.test R=mx0 T=smtp H=mx\.example\.test \[127\.0\.0\.1\]:\d+ TLS=none C="250/,
     );
-    await waitFor(async () => (await sink.messages()).length === 1);
+    await waitFor(async () => (await sink.messages()).length === 1, 8000, "the message at the sink");
     const [msg] = await sink.messages();
     assert.match(msg, /relay body/);
     assert.match(msg, /Received: from client\.test/);
