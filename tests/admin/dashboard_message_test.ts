@@ -8,7 +8,7 @@ import { api, waitFor } from "./_admin.ts";
 import { startTestFerry } from "../helpers/ferry.ts";
 import { freePort } from "../helpers/sink.ts";
 import { runSwaks, spoolIdIn } from "../helpers/peers.ts";
-import { createPki } from "../helpers/pki.ts";
+import { createPki, ferryTls } from "../helpers/pki.ts";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import { queueShowResponse } from "../../src/admin/api_schemas.ts";
 import { TOKEN_COOKIE } from "../../src/admin/bearer.ts";
@@ -28,7 +28,7 @@ Deno.test("message page: each recipient's TLS decision, host and the peer's repl
   const leaf = await pki.issue({ cn: "mx.ok.test", dns: ["mx.ok.test"] });
   const down = await startTestFerry({
     relay: { domains: "*", clients: ["127.0.0.0/8"] },
-    tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] },
+    tls: ferryTls(leaf),
   });
   const dead = await freePort();
   const up = await startTestFerry({

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { startAdminFerry, stopFerry, waitFor } from "./_admin.ts";
 import { freePort, startSink } from "../helpers/sink.ts";
 import { runSwaks, swaksAuthArgs } from "../helpers/peers.ts";
-import { createPki } from "../helpers/pki.ts";
+import { createPki, ferryTls } from "../helpers/pki.ts";
 import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import { hashPassword } from "../../src/core/password_hash.ts";
 import { startTestFerry } from "../helpers/ferry.ts";
@@ -74,7 +74,7 @@ Deno.test("/metrics passes promtool and its counters move as mail is received, r
   const resolver = new MemoryResolver({ records: { "sink.test": { A: ["127.0.0.1"] } } });
   const g = await startTestFerry({
     relay: { domains: ["example.test", "down.test"], clients: [] },
-    tls: { certificates: [{ cert: cert.chainFile, key: cert.keyFile }] },
+    tls: ferryTls(cert),
     auth: { users: { alice: await hashPassword("pw", { n: 1024 }) } },
     delivery: { enable: true },
     routes: [
@@ -197,7 +197,7 @@ Deno.test("ferry_outbound_tls_total labels MTA-STS deliveries mta-sts (nginx pol
   const mx = await pki.issue({ cn: "mx.sts.test", dns: ["mx.sts.test", "mx.stsplay.test", "mx.plain.test"] });
   const down = await startTestFerry({
     relay: { domains: "*", clients: ["127.0.0.0/8"] },
-    tls: { certificates: [{ cert: mx.chainFile, key: mx.keyFile }] },
+    tls: ferryTls(mx),
   });
   const web = await pki.issue({ cn: "mta-sts", dns: ["mta-sts.sts.test", "mta-sts.stsplay.test"] });
   const policy = (d: string, mode: string) => ({

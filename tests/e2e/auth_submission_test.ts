@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
-import { createPki, type TestPki } from "../helpers/pki.ts";
+import { createPki, ferryTls, type TestPki } from "../helpers/pki.ts";
 import { runPython, runSwaks, spoolIdIn, swaksAuthArgs } from "../helpers/peers.ts";
 import { waitFor } from "../helpers/downstream.ts";
 import { hashPassword } from "../../src/core/password_hash.ts";
@@ -39,7 +39,7 @@ async function rig(extra: FerryConfig = {}): Promise<Rig> {
       { address: "127.0.0.1", port: 0, mode: "smtps" },
     ],
     relay: { domains: ["example.test"], clients: [] },
-    tls: { certificates: [{ cert: cert.chainFile, key: cert.keyFile }] },
+    tls: ferryTls(cert),
     ...extra,
     auth: { users: { alice: ALICE, bob: BOB }, ...extra.auth },
   });
@@ -319,7 +319,7 @@ Deno.test("auth.check backs logins with a function: a lookup failure is 454 4.7.
   const asked: unknown[] = [];
   const f = await startTestFerry({
     listen: [{ address: "127.0.0.1", port: 0, mode: "smtps" }],
-    tls: { certificates: [{ cert: cert.chainFile, key: cert.keyFile }] },
+    tls: ferryTls(cert),
     auth: {
       check: (req: { user: string; password: string; authzid: string }) => {
         asked.push({ user: req.user, authzid: req.authzid });

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { startTestFerry } from "../helpers/ferry.ts";
-import { createPki } from "../helpers/pki.ts";
+import { createPki, ferryTls } from "../helpers/pki.ts";
 import { runSwaks, spoolIdIn, swaksAuthArgs } from "../helpers/peers.ts";
 import { loadOpenSsl } from "../../src/tls/mod.ts";
 import { dovecotAuth } from "../../mod.ts";
@@ -103,14 +103,14 @@ Deno.test("dovecotAuth: Dovecot's auth-client socket decides logins (235, 535), 
   const cert = await pki.issue({ cn: "ferry.test", dns: ["ferry.test"] });
   const f = await startTestFerry({
     listen: [{ address: "127.0.0.1", port: 0, mode: "smtps" }],
-    tls: { certificates: [{ cert: cert.chainFile, key: cert.keyFile }] },
+    tls: ferryTls(cert),
     relay: { domains: ["example.test"], clients: [] },
     auth: { check: dovecotAuth({ socket: dovecot.socket, timeoutMs: 30_000 }), maxFailures: 100 },
   });
   const brokenDovecot = await startDovecot({ alice: "alice-secret" }, { unreadablePassdb: true });
   const broken = await startTestFerry({
     listen: [{ address: "127.0.0.1", port: 0, mode: "smtps" }],
-    tls: { certificates: [{ cert: cert.chainFile, key: cert.keyFile }] },
+    tls: ferryTls(cert),
     relay: { domains: ["example.test"], clients: [] },
     auth: { check: dovecotAuth({ socket: brokenDovecot.socket }), maxFailures: 100 },
   });

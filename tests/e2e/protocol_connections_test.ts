@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { RawClient, startTestFerry, withFerry } from "../helpers/ferry.ts";
-import { createPki } from "../helpers/pki.ts";
+import { createPki, ferryTls } from "../helpers/pki.ts";
 import { waitFor } from "../helpers/downstream.ts";
 import { runPython } from "../helpers/peers.ts";
 import type { LogFields } from "../../src/core/log.ts";
@@ -222,7 +222,7 @@ Deno.test("a client that resets an SMTPS connection in the middle of DATA is log
     const cert = await pki.issue({ cn: "ferry.test", dns: ["ferry.test"] });
     const f = await startTestFerry({
       listen: [{ address: "127.0.0.1", port: 0, mode: "smtps" }],
-      tls: { certificates: [{ cert: cert.chainFile, key: cert.keyFile }] },
+      tls: ferryTls(cert),
     });
     try {
       const r = await runPython(RESET_MID_DATA, [String(f.port), "DATA", pki.certFile]);

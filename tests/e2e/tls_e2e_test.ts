@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { loadOpenSsl } from "../../src/tls/mod.ts";
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
-import { createPki } from "../helpers/pki.ts";
+import { createPki, ferryTls } from "../helpers/pki.ts";
 import { makeOcspPki } from "../helpers/ocsp_pki.ts";
 
 loadOpenSsl();
@@ -183,7 +183,7 @@ print("send", c.sendmail("a@x.test", ["u@example.test"], "Subject: t\\r\\n\\r\\n
 Deno.test("STARTTLS: plaintext pipelined behind it is discarded, EHLO is required again, a second STARTTLS gets 503", async () => {
   const pki = await createPki();
   const cert = await pki.issue({ cn: "ferry.test", dns: ["ferry.test"] });
-  const f = await startTestFerry({ tls: { certificates: [{ cert: cert.chainFile, key: cert.keyFile }] } });
+  const f = await startTestFerry({ tls: ferryTls(cert) });
   try {
     const r = await run("python3", ["-c", PY_STARTTLS, String(f.port)]);
     assert.equal(r.code, 0, r.out);
@@ -208,7 +208,7 @@ Deno.test("client certificates: the verified subject reaches policy", async () =
   const seen: (string | undefined)[] = [];
   const f = await startTestFerry({
     tls: {
-      certificates: [{ cert: server.chainFile, key: server.keyFile }],
+      ...ferryTls(server),
       requestClientCert: true,
       clientCa: pki.certFile,
     },

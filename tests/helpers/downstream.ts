@@ -13,7 +13,7 @@ import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import { type Ferry, startFerry } from "../../src/main.ts";
 import type { FerryConfig } from "../../mod.ts";
 import { RawClient, startTestFerry, type TestFerry } from "./ferry.ts";
-import { createPki, type Issued, type TestPki } from "./pki.ts";
+import { createPki, ferryTls, type Issued, type TestPki } from "./pki.ts";
 
 /** One message as the downstream received it. */
 export interface ReceivedMessage {
@@ -413,7 +413,7 @@ export async function withTlsDownstream(fn: (rig: TlsDownstream) => Promise<void
   let down: TestFerry | undefined;
   try {
     const leaf = await pki.issue({ cn: "mx.example.test", dns: ["mx.example.test"] });
-    down = await startTestFerry({ tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] } });
+    down = await startTestFerry({ tls: ferryTls(leaf) });
     await fn({ pki, leaf, down });
   } finally {
     await down?.stop();

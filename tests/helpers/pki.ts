@@ -59,6 +59,13 @@ export interface TestPki extends TestCa {
   cleanup(): Promise<void>;
 }
 
+/** A Ferry config's `tls` section that serves `leaf` (its chain and key) as the only certificate. */
+export function ferryTls(leaf: Pick<Issued, "chainFile" | "keyFile">): {
+  certificates: { cert: string; key: string }[];
+} {
+  return { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] };
+}
+
 /** Formats a date as `openssl ca` wants it (YYYYMMDDHHMMSSZ). */
 export function caDate(d: Date): string {
   return d.toISOString().replace(/[-:T]/g, "").slice(0, 14) + "Z";

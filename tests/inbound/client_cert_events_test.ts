@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { EventHandlers } from "../../mod.ts";
 import { loadOpenSsl } from "../../src/tls/mod.ts";
 import { startTestFerry } from "../helpers/ferry.ts";
-import { createPki, type Issued, type TestPki } from "../helpers/pki.ts";
+import { createPki, ferryTls, type Issued, type TestPki } from "../helpers/pki.ts";
 import { runSwaks } from "../helpers/peers.ts";
 
 loadOpenSsl();
@@ -27,7 +27,7 @@ async function deliverWithClientCert(
   const seen: Seen = { certs: [], verified: [] };
   const f = await startTestFerry({
     tls: {
-      certificates: [{ cert: server.chainFile, key: server.keyFile }],
+      ...ferryTls(server),
       requestClientCert: true,
       clientCa: pki.certFile,
     },

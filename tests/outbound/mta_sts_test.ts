@@ -10,7 +10,7 @@ import type { FerryEvents } from "../../src/events/types.ts";
 import { firstOutcome, linesOf, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
 import { startTestFerry, type TestFerry } from "../helpers/ferry.ts";
 import { startNginx } from "../helpers/nginx.ts";
-import { createPki, type TestPki } from "../helpers/pki.ts";
+import { createPki, ferryTls, type TestPki } from "../helpers/pki.ts";
 import { type RigCase, testsOnSharedRig } from "../helpers/shared_rig.ts";
 import { startUnbound } from "../helpers/unbound.ts";
 
@@ -43,7 +43,7 @@ async function startRig(): Promise<Rig> {
   const smtpLeaf = await pki.issue({ cn: "mx.enforce.test", dns: mxNames });
   const down = await startTestFerry({
     relay: { domains: "*", clients: ["127.0.0.0/8"] },
-    tls: { certificates: [{ cert: smtpLeaf.chainFile, key: smtpLeaf.keyFile }] },
+    tls: ferryTls(smtpLeaf),
   });
   const web = await pki.issue({
     cn: "mta-sts",
@@ -240,7 +240,7 @@ Deno.test("MTA-STS: the policy cache survives a restart, and a new TXT id refetc
   const web = await pki.issue({ cn: "mta-sts.cache.test", dns: ["mta-sts.cache.test"] });
   const down = await startTestFerry({
     relay: { domains: "*", clients: ["127.0.0.0/8"] },
-    tls: { certificates: [{ cert: smtpLeaf.chainFile, key: smtpLeaf.keyFile }] },
+    tls: ferryTls(smtpLeaf),
   });
   const nginx = await startNginx([{
     host: "mta-sts.cache.test",
@@ -307,7 +307,7 @@ Deno.test("MTA-STS: a new id whose policy host answers 500: the cached policy st
   const web = await pki.issue({ cn: "mta-sts.fail.test", dns: ["mta-sts.fail.test"] });
   const down = await startTestFerry({
     relay: { domains: "*", clients: ["127.0.0.0/8"] },
-    tls: { certificates: [{ cert: smtpLeaf.chainFile, key: smtpLeaf.keyFile }] },
+    tls: ferryTls(smtpLeaf),
   });
   const nginx = await startNginx([{
     host: "mta-sts.fail.test",

@@ -10,7 +10,7 @@ import type { FerryConfig } from "../../mod.ts";
 import { linesOf, startFerryIn, waitFor, withTlsDownstream } from "../helpers/downstream.ts";
 import { startTestFerry } from "../helpers/ferry.ts";
 import { runPython } from "../helpers/peers.ts";
-import { createPki, type Issued } from "../helpers/pki.ts";
+import { createPki, ferryTls, type Issued } from "../helpers/pki.ts";
 import { spkiSha256 } from "../helpers/dane.ts";
 
 const SEND = `
@@ -70,7 +70,7 @@ function resolver(port: number, tlsaHex: string | undefined, ad: boolean): Memor
 /** The sending Ferry: serves `leaf` to its clients, routes every domain by MX to `port`. */
 async function upstream(port: number, res: MemoryResolver, leaf: Issued, extra: FerryConfig = {}) {
   return await startFerryIn({
-    tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] },
+    tls: ferryTls(leaf),
     routes: [{ domains: "*", mx: true, port }],
     retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
     delivery: { enable: true, mtaSts: { enable: false } },
@@ -216,7 +216,7 @@ async function twoMxRig(
   const down = second === "ferry"
     ? await startTestFerry({
       listen: [{ address: "127.0.0.2", port: postfix.port }],
-      tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] },
+      tls: ferryTls(leaf),
     })
     : undefined;
   try {
@@ -347,10 +347,10 @@ Deno.test("REQUIRETLS: a pooled session whose certificate name was never checked
   // leaves its session in the pool. A REQUIRETLS message needs the name: it must not reuse that session.
   const pki = await createPki();
   const leaf = await pki.issue({ cn: "other.example.test", dns: ["other.example.test"] });
-  const down = await startTestFerry({ tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] } });
+  const down = await startTestFerry({ tls: ferryTls(leaf) });
   const res = new MemoryResolver({ records: { "mx.example.test": { A: ["127.0.0.1"] } } });
   const up = await startFerryIn({
-    tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] },
+    tls: ferryTls(leaf),
     routes: [{ domains: "*", hosts: [`mx.example.test:${down.port}`] }],
     retry: [{ domains: "*", rules: [{ every: "1h", until: "2h" }] }],
     delivery: {

@@ -8,7 +8,7 @@ import { MemoryResolver } from "../../src/dns/memory_resolver.ts";
 import type { FerryEvents } from "../../src/events/types.ts";
 import type { EventHandlers, FerryConfig } from "../../mod.ts";
 import { startTestFerry } from "../helpers/ferry.ts";
-import { createPki } from "../helpers/pki.ts";
+import { createPki, ferryTls } from "../helpers/pki.ts";
 import {
   linesOf,
   startDownstream,
@@ -127,7 +127,7 @@ Deno.test("deliveries name the decision: TLS=opportunistic without a trusted CA,
 async function ipRoute(sans: { dns?: string[]; ips?: string[] }) {
   const pki = await createPki();
   const leaf = await pki.issue({ cn: "mx.example.test", ...sans });
-  const down = await startTestFerry({ tls: { certificates: [{ cert: leaf.chainFile, key: leaf.keyFile }] } });
+  const down = await startTestFerry({ tls: ferryTls(leaf) });
   const up = await startFerryIn({
     routes: [{ domains: "*", hosts: [`127.0.0.1:${down.port}`] }],
     delivery: { enable: true, tlsVerifyCertificates: pki.certFile, tlsVerifyHosts: "*" },

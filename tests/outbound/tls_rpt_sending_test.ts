@@ -11,7 +11,7 @@ import { linesOf, startDownstream, startFerryIn, submit, waitFor } from "../help
 import { startTestFerry } from "../helpers/ferry.ts";
 import { startNginx } from "../helpers/nginx.ts";
 import { runPython } from "../helpers/peers.ts";
-import { createPki } from "../helpers/pki.ts";
+import { createPki, ferryTls } from "../helpers/pki.ts";
 import { freePort, startSink } from "../helpers/sink.ts";
 import { startUnbound } from "../helpers/unbound.ts";
 import { dayOf } from "../../src/outbound/security/tls_rpt.ts";
@@ -97,7 +97,7 @@ Deno.test({
     // The good MX (STARTTLS, test-CA certificate) on 127.0.0.1, and one without STARTTLS on 127.0.0.2, same port.
     const down = await startTestFerry({
       relay: { domains: "*", clients: ["127.0.0.0/8"] },
-      tls: { certificates: [{ cert: smtpLeaf.chainFile, key: smtpLeaf.keyFile }] },
+      tls: ferryTls(smtpLeaf),
     });
     const plain = startDownstream({ hostname: "127.0.0.2", port: down.port });
     // A second MX without STARTTLS, for a domain whose MTA-STS policy is in testing mode.
