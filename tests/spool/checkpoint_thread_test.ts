@@ -3,7 +3,8 @@
  * writer never waits for the copy and for spool.db's fsync. What must still hold: each checkpoint syncs the
  * WAL before it writes spool.db and spool.db after (else a power cut after the WAL starts over loses mail
  * already acknowledged); the WAL does start over (it is not left to grow while writes keep coming); and a
- * checkpoint thread that cannot be brought back gives the work back to the writer.
+ * checkpoint thread that cannot be brought back gives the work back to the writer, also to a writer restarted
+ * after that.
  */
 
 import assert from "node:assert/strict";
@@ -91,33 +92,69 @@ Deno.test({
   },
 });
 
+/** Kills the checkpoint thread until it is not brought back; `lines` is the spool's log. */
+async function loseCheckpointThread(spool: SqliteSpool, lines: string[]): Promise<void> {
+  // The worker engine brings a dead thread back three times a minute; the fourth death is for good.
+  for (let i = 0; i < 4 && !lines.some((l) => l.includes("checkpoint thread is gone")); i++) {
+    await spool.crashCheckpointerForTest();
+    await waitFor(
+      () => lines.filter((l) => /starting a new spool worker|checkpoint thread is gone/.test(l)).length > i,
+      20_000,
+      `a restart (or the end) logged after crash ${i + 1}`,
+    );
+  }
+  assert.ok(lines.some((l) => l.includes("the checkpoint thread is gone, the writer checkpoints itself")));
+}
+
+/**
+ * Stores 50 messages, makes the checkpoint thread die for good, runs `meanwhile`, then stores 1,500 more;
+ * returns the largest WAL seen during those.
+ */
+async function walWithoutCheckpointThread(
+  dir: string,
+  meanwhile?: (spool: SqliteSpool, lines: string[]) => Promise<void>,
+): Promise<number> {
+  const lines: string[] = [];
+  const spool = new SqliteSpool({ dir, log: (line) => lines.push(line) });
+  await spool.open();
+  let largest = 0;
+  try {
+    await storeMany(spool, 50, "before");
+    await loseCheckpointThread(spool, lines);
+    await meanwhile?.(spool, lines);
+    await storeMany(spool, 1_500, "after", () => (largest = Math.max(largest, walSize(dir))));
+    assert.equal(await spool.count(), 1_550);
+  } finally {
+    await spool.close();
+  }
+  return largest;
+}
+
 Deno.test("a checkpoint thread that cannot be brought back gives checkpoints back to the writer", async () => {
   await withSpoolDir("ferry-ckpt-gone-", async (dir) => {
-    const lines: string[] = [];
-    const spool = new SqliteSpool({ dir, log: (line) => lines.push(line) });
-    await spool.open();
-    let largest = 0;
-    try {
-      await storeMany(spool, 50, "before");
-      // The worker engine brings a dead thread back three times a minute; the fourth death is for good.
-      for (let i = 0; i < 4 && !lines.some((l) => l.includes("checkpoint thread is gone")); i++) {
-        await spool.crashCheckpointerForTest();
-        await waitFor(
-          () =>
-            lines.filter((l) => /starting a new spool worker|checkpoint thread is gone/.test(l)).length > i,
-          20_000,
-          `a restart (or the end) logged after crash ${i + 1}`,
-        );
-      }
-      assert.ok(
-        lines.some((l) => l.includes("the checkpoint thread is gone, the writer checkpoints itself")),
-      );
-      await storeMany(spool, 1_500, "after", () => (largest = Math.max(largest, walSize(dir))));
-      assert.equal(await spool.count(), 1_550);
-    } finally {
-      await spool.close();
-    }
+    const largest = await walWithoutCheckpointThread(dir);
     // SQLite's own checkpoint at 1,000 pages again (a batch of 50 stores adds ~200 pages past it).
+    assert.ok(largest > 0 && largest < (AUTO_CHECKPOINT_PAGES + 400) * PAGE, `largest WAL ${largest} octets`);
+  });
+});
+
+Deno.test("a writer restarted after the checkpoint thread is gone for good still checkpoints itself", async () => {
+  await withSpoolDir("ferry-ckpt-gone-restart-", async (dir) => {
+    // With less free space the writer keeps its checkpoints anyway, and this test would prove nothing.
+    const free = availableBytes(dirname(dir));
+    assert.ok(free > 2 * ROOMY, `this test needs ${2 * ROOMY} octets free where it runs, has ${free}`);
+    const largest = await walWithoutCheckpointThread(dir, async (spool, lines) => {
+      // The writer dies too: the one brought back opens the spool with the options it is given, which must
+      // say the checkpoints are its own (a writer that left them to the thread would let the WAL grow).
+      await spool.crashWorkerForTest();
+      // The writer's reopen (the checkpoint thread's found no messages).
+      await waitFor(
+        () => lines.some((l) => /spool worker restarted, 50 message\(s\) queued/.test(l)),
+        20_000,
+        "the writer restarted",
+      );
+    });
+    // SQLite's own checkpoint at 1,000 pages, on the new writer (a batch of 50 stores adds ~200 pages past it).
     assert.ok(largest > 0 && largest < (AUTO_CHECKPOINT_PAGES + 400) * PAGE, `largest WAL ${largest} octets`);
   });
 });
