@@ -96,6 +96,21 @@ interface Group {
   recipients: Recipient[];
 }
 
+/** How a message's run delivers one of its groups. */
+interface GroupOptions {
+  signal: AbortSignal;
+  /** Also write the message's next state with the group's outcomes (the message's only group) */
+  final: boolean;
+  /** Called when the group's outcomes are known and only their writing remains */
+  attempted: () => void;
+}
+
+/**
+ * What trying a group gave: its outcomes, still to be saved; or, when they were saved as each transaction's
+ * replies came in (or nothing was tried: stopping), whether the message's next state was written with them.
+ */
+type Tried = { outcomes: RecipientOutcome[] } | { saved: boolean };
+
 /** A message being delivered, or whose outcomes are being written. */
 interface ActiveRun {
   abort: AbortController;
@@ -476,61 +491,91 @@ export class Scheduler implements QueueManagerHooks {
     env: Envelope,
     data: () => Promise<Uint8Array>,
     g: Group,
-    opts: { signal: AbortSignal; final: boolean; attempted: () => void },
+    opts: GroupOptions,
   ): Promise<boolean> {
-    const { signal, final } = opts;
     let over = false;
     const attempted = () => {
       if (over) return;
       over = true;
       opts.attempted();
     };
-    const local = (kind: RecipientOutcome["kind"], status: string, text: string, internal = true) =>
-      g.recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, internal }));
     try {
-      let outcomes: RecipientOutcome[];
-      if (g.routeError) outcomes = local("deferred", "4.3.0", g.routeError);
-      else if (!g.route) outcomes = local("failed", "5.4.4", `no route for domain "${g.domain}"`);
-      else {
-        const dead = this.#destinations.dead(g.key);
-        if (dead) {
-          // Dead-destination throttling: deferred without trying, until the back-off ends.
-          outcomes = local("deferred", "4.4.1", notTried(dead), false);
-        } else {
-          let release: () => void;
-          try {
-            release = await this.#destinations.acquire(g.key, signal);
-          } catch {
-            return false; // stopping before it started: left as it was
-          }
-          // A transaction's outcomes are saved as soon as its replies are in, before its connection is used
-          // again (deliverGroup calls this); the ones it only returns (no host reached) are saved below.
-          let recorded: Promise<boolean> | undefined;
-          const record = (transaction: RecipientOutcome[]): Promise<void> => {
-            attempted();
-            recorded = this.#record(env, data, g, definite(transaction, signal), final);
-            return recorded.then(() => {});
-          };
-          try {
-            outcomes = await this.#attempt(env, await data(), g, g.route, signal, record);
-          } finally {
-            release();
-          }
-          const answered = outcomes.some((o) => o.kind === "delivered" || o.reply !== undefined);
-          const connectionFailure = outcomes.every((o) => o.kind === "deferred" && !o.reply && !o.internal);
-          if (answered) this.#destinations.succeeded(g.key);
-          else if (connectionFailure && !signal.aborted) {
-            this.#destinations.failed(g.key, outcomes[0]?.text ?? "");
-          }
-          if (recorded !== undefined) return await recorded;
-          outcomes = definite(outcomes, signal);
-        }
-      }
+      const tried = await this.#tryGroup(env, data, g, { ...opts, attempted });
+      if ("saved" in tried) return tried.saved;
       attempted();
-      return await this.#record(env, data, g, outcomes, final);
+      return await this.#record(env, data, g, tried.outcomes, opts.final);
     } finally {
       attempted();
     }
+  }
+
+  /**
+   * The group's outcomes without a connection (routing failed, no route, a dead destination), or what trying
+   * its destination gave ({@link #tryDestination}).
+   */
+  async #tryGroup(
+    env: Envelope,
+    data: () => Promise<Uint8Array>,
+    g: Group,
+    opts: GroupOptions,
+  ): Promise<Tried> {
+    const local = (kind: RecipientOutcome["kind"], status: string, text: string, internal = true): Tried => ({
+      outcomes: g.recipients.map((recipient) => ({ recipient, kind, status, text, internal })),
+    });
+    if (g.routeError) return local("deferred", "4.3.0", g.routeError);
+    if (!g.route) return local("failed", "5.4.4", `no route for domain "${g.domain}"`);
+    const dead = this.#destinations.dead(g.key);
+    // Dead-destination throttling: deferred without trying, until the back-off ends.
+    if (dead) return local("deferred", "4.4.1", notTried(dead), false);
+    return await this.#tryDestination(env, data, g, g.route, opts);
+  }
+
+  /**
+   * Tries the group's destination within its concurrency limit. A transaction's outcomes are saved as soon
+   * as its replies are in, before its connection is used again (the transport's deliverGroup() calls
+   * `record`); the ones it only returns (no host reached) are left to the caller. Stopping before a slot is
+   * free leaves the group as it was.
+   */
+  async #tryDestination(
+    env: Envelope,
+    data: () => Promise<Uint8Array>,
+    g: Group,
+    route: Route,
+    opts: GroupOptions,
+  ): Promise<Tried> {
+    const { signal, final, attempted } = opts;
+    let release: () => void;
+    try {
+      release = await this.#destinations.acquire(g.key, signal);
+    } catch {
+      return { saved: false }; // stopping before it started: left as it was
+    }
+    let recorded: Promise<boolean> | undefined;
+    const record = (transaction: RecipientOutcome[]): Promise<void> => {
+      attempted();
+      recorded = this.#record(env, data, g, definite(transaction, signal), final);
+      return recorded.then(() => {});
+    };
+    let outcomes: RecipientOutcome[];
+    try {
+      outcomes = await this.#attempt(env, await data(), g, route, signal, record);
+    } finally {
+      release();
+    }
+    this.#noteDestination(g.key, outcomes, signal);
+    if (recorded !== undefined) return { saved: await recorded };
+    return { outcomes: definite(outcomes, signal) };
+  }
+
+  /**
+   * Dead-destination bookkeeping after an attempt: any answer clears the destination's failures; only
+   * connection failures (no reply, not Ferry's own) count against it, and not when the attempt was stopped.
+   */
+  #noteDestination(key: string, outcomes: RecipientOutcome[], signal: AbortSignal): void {
+    const answered = outcomes.some((o) => o.kind === "delivered" || o.reply !== undefined);
+    const connectionFailure = outcomes.every((o) => o.kind === "deferred" && !o.reply && !o.internal);
+    if (answered) this.#destinations.succeeded(key);
+    else if (connectionFailure && !signal.aborted) this.#destinations.failed(key, outcomes[0]?.text ?? "");
   }
 
   /**
