@@ -65,6 +65,8 @@ export class MainLog implements Logger {
   /** Drops not yet reported in the log itself */
   #pendingDrops = 0;
   #writing?: Promise<void>;
+  /** A drain is running and will see what is pushed (false from the moment it finds the queue empty) */
+  #draining = false;
 
   /**
    * `output` replaces stdout or the file (tests); `maxBuffered` bounds the octets waiting to be written
@@ -134,7 +136,14 @@ export class MainLog implements Logger {
   #push(line: string, size = utf8Length(line)): void {
     this.#queue.push(line);
     this.#buffered += size;
-    this.#writing ??= this.#drain().finally(() => (this.#writing = undefined));
+    if (this.#draining) return;
+    // Started afresh whenever the last drain has seen an empty queue, even if its promise has not settled
+    // yet: a line pushed in between would otherwise wait for the next line to be written at all.
+    this.#draining = true;
+    const run: Promise<void> = this.#drain().finally(() => {
+      if (this.#writing === run) this.#writing = undefined;
+    });
+    this.#writing = run;
   }
 
   #target(): LogOutput {
@@ -142,24 +151,30 @@ export class MainLog implements Logger {
   }
 
   async #drain(): Promise<void> {
-    for (;;) {
-      // Nothing else queued: the count of dropped lines always fits now.
-      if (this.#queue.length === 0 && this.#pendingDrops > 0) {
-        const notice = this.#dropNotice();
-        this.#pendingDrops = 0;
-        this.#push(notice);
+    try {
+      for (;;) {
+        // Nothing else queued: the count of dropped lines always fits now.
+        if (this.#queue.length === 0 && this.#pendingDrops > 0) {
+          const notice = this.#dropNotice();
+          this.#pendingDrops = 0;
+          this.#push(notice);
+        }
+        if (this.#queue.length === 0) return;
+        // Encoded once for the whole batch.
+        const bytes = encoder.encode(this.#queue.join(""));
+        this.#queue = [];
+        try {
+          const out = this.#target();
+          for (let at = 0; at < bytes.length;) at += await out.write(bytes.subarray(at));
+        } catch {
+          // A log that cannot be written must not stop mail.
+        }
+        this.#buffered -= bytes.length;
       }
-      if (this.#queue.length === 0) return;
-      // Encoded once for the whole batch.
-      const bytes = encoder.encode(this.#queue.join(""));
-      this.#queue = [];
-      try {
-        const out = this.#target();
-        for (let at = 0; at < bytes.length;) at += await out.write(bytes.subarray(at));
-      } catch {
-        // A log that cannot be written must not stop mail.
-      }
-      this.#buffered -= bytes.length;
+    } finally {
+      // In the same step as the last look at the queue (a return runs this at once), not when the promise
+      // settles: from here on a new line starts a new drain.
+      this.#draining = false;
     }
   }
 

@@ -74,3 +74,36 @@ Deno.test("MainLog.close() writes out every queued line to the file before closi
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("MainLog: a line written just as the writer finds its queue empty is written, not left for the next", async () => {
+  // The line is written a few promise steps after the first write returns: at some depth it lands between
+  // the writer's last look at its queue and the settling of the writer's promise.
+  for (let depth = 0; depth < 8; depth++) {
+    let text = "";
+    let first = true;
+    let later: Promise<void> | undefined;
+    const log = new MainLog({
+      format: "exim",
+      output: {
+        write(p: Uint8Array): Promise<number> {
+          text += dec.decode(p);
+          const done = Promise.resolve(p.length);
+          if (first) {
+            first = false;
+            let step: Promise<unknown> = done;
+            for (let i = 0; i < depth; i++) step = step.then(() => {});
+            later = step.then(() => {
+              log.write("late line");
+              return log.flush();
+            });
+          }
+          return done;
+        },
+      },
+    });
+    log.write("first line");
+    await log.flush();
+    await later;
+    assert.match(text, /first line\n.*late line\n$/s, `depth ${depth}: ${JSON.stringify(text)}`);
+  }
+});
