@@ -1,7 +1,7 @@
 /**
  * The synchronous SQLite side of the spool: one `spool.db` (WAL, synchronous=FULL) with the version-3
- * schema of _schema.ts, group commits in which every write has its own savepoint (one refused or failing
- * write never fails the others), and start-up that never reads a body. Bodies are written and read in
+ * schema of _schema.ts, group commits in which one refused or failing write never fails the others (the
+ * batch runs again with a savepoint for each write when one fails), and start-up that never reads a body. Bodies are written and read in
  * chunks, so SQLite never holds a second copy of a whole message.
  * Trusts nothing it reads back: data is checked against its recorded length and SHA-256 when read for
  * delivery, and a mismatch moves the message to `corrupt` instead of serving it.
@@ -313,9 +313,10 @@ export class SpoolDb {
       throw new Error(`Cannot switch spool.db to WAL (got "${mode?.journal_mode}")`);
     }
     db.exec("PRAGMA synchronous = FULL");
-    // Each write of a group commit runs under its own savepoint; SQLite keeps what a savepoint must undo in a
-    // statement journal, a temporary file once it passes 64 KiB: two more pwrite()s per page every store
-    // touched. In memory it costs a page-sized copy instead (measured: 250 → 200 µs per 10 KiB store).
+    // A group commit with a failing write runs again with a savepoint for each; SQLite keeps what a savepoint
+    // must undo in a statement journal, a temporary file once it passes 64 KiB: two more pwrite()s per page
+    // every store touched. In memory it costs a page-sized copy instead (measured: 250 → 200 µs per 10 KiB
+    // store).
     db.exec("PRAGMA temp_store = MEMORY");
     // Reading the schema is enough to tell a database from garbage; PRAGMA quick_check would read every page
     // of the file (~8 s per GB) before Ferry listens. Damage inside a page shows when that page is read.
@@ -498,9 +499,10 @@ export class SpoolDb {
   }
 
   /**
-   * Runs every op in ONE transaction, each under its own savepoint, and returns after COMMIT. An op that is
-   * refused or fails (duplicate id, unknown id, a failing write) is rolled back alone and gets
-   * `{ ok: false }`; only a failing BEGIN or COMMIT throws {@link BatchCommitError} for the whole batch.
+   * Runs every op in ONE transaction and returns after COMMIT. An op that is refused or fails (duplicate id,
+   * unknown id, a failing write) is rolled back alone and gets `{ ok: false }` (the transaction is run again
+   * with a savepoint for each op); only a failing BEGIN or COMMIT, or an error that ends the whole
+   * transaction (a full disk), throws {@link BatchCommitError} for the whole batch.
    */
   commit(ops: BatchOp[]): OpResult[] {
     this.#requireDb();
@@ -782,9 +784,11 @@ export class SpoolDb {
         if (savepoints) db.exec("RELEASE op");
         results.push(value === undefined ? { ok: true } : { ok: true, value });
       } catch (err) {
+        // A full disk or an I/O error can end the whole transaction, not just the statement: that is the
+        // commit's failure (the caller gives up the space reserve for a full disk and tries again).
+        if (!db.isTransaction) throw err;
         if (!savepoints) {
-          // SQLite may have rolled back already (a full disk, an I/O error).
-          if (db.isTransaction) db.exec("ROLLBACK");
+          db.exec("ROLLBACK");
           return undefined;
         }
         db.exec("ROLLBACK TO op");

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 import { SpoolWriteError } from "../../src/spool/spool.ts";
-import { RESERVE_FILE, SPACE_RESERVE } from "../../src/spool/_spool_db.ts";
+import { RESERVE_FILE, SPACE_RESERVE, SpoolDb } from "../../src/spool/_spool_db.ts";
 import { testEnvelope } from "./_helpers.ts";
 import { availableBytes, fillUp, mountTmpfs, umount } from "../helpers/tmpfs.ts";
 
@@ -77,3 +77,40 @@ for (const thread of ["worker", "main"] as const) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "SpoolDb: a store that fills the disk half-way through a group commit does not take the removal with it",
+  ignore: !root,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "ferry-reserve-mid-" });
+    await mountTmpfs(dir, "16m");
+    const logged: string[] = [];
+    const db = new SpoolDb(`${dir}/spool`, { log: (l) => logged.push(l) });
+    try {
+      db.open();
+      assert.deepEqual(
+        db.commit([{ kind: "store", envelope: testEnvelope("m0"), data: new Uint8Array(MB) }]),
+        [
+          { ok: true },
+        ],
+      );
+      fillUp(`${dir}/filler`);
+      // SQLite ends the whole transaction when the disk fills inside a statement: the commit's failure, so the
+      // reserve is given up and the batch runs again with the store refused and the removal kept.
+      const results = db.commit([
+        { kind: "store", envelope: testEnvelope("big"), data: new Uint8Array(8 * MB).fill(65) },
+        { kind: "remove", id: "m0" },
+      ]);
+      assert.equal(results[0].ok, false);
+      assert.match((results[0] as { message: string }).message, /short of space/);
+      assert.deepEqual(results[1], { ok: true });
+      assert.equal(db.get("m0"), undefined, "the removal committed");
+      assert.ok(logged.some((l) => /disk full .*released the \d+ octet reserve/.test(l)), logged.join("\n"));
+    } finally {
+      db.close();
+      await umount(dir);
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
