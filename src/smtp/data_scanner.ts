@@ -144,15 +144,16 @@ export class DataScanner {
         // Only CR and LF (both below 0x0e) need a look of their own; four octets at a time are passed over
         // while none of them is below 0x0e (see hasLow).
         const maxLine = this.#opts.maxLine;
-        const words = new Uint32Array(bytes.buffer, 0, (bytes.byteOffset + n) >>> 2);
+        // Plain arithmetic, not shifts, for the word indices: a view can start 2 GiB or more into its buffer.
+        const words = new Uint32Array(bytes.buffer, 0, Math.floor((bytes.byteOffset + n) / 4));
         const base = bytes.byteOffset;
         let p = i;
         let lineFrom = i - this.#lineLen;
         for (let q = i; q < n; q++) {
           if (((base + q) & 3) === 0) {
-            let w = (base + q) >>> 2;
+            let w = (base + q) / 4;
             while (w < words.length && !hasLow(words[w])) w++;
-            q = (w << 2) - base;
+            q = w * 4 - base;
             if (q >= n) break;
           }
           const b = bytes[q];

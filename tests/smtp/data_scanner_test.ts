@@ -405,3 +405,16 @@ Deno.test("DataScanner agrees with the octet-at-a-time rules on random content c
     if (!want.tooBig) assert.deepEqual([...s.data()], want.kept, input);
   }
 });
+
+Deno.test("DataScanner reads a view that starts 2 GiB into its buffer (word indices past 32-bit shifts)", () => {
+  const at = 2 ** 31;
+  // A resizable buffer: the address space is reserved, and only the page written is backed by memory.
+  const buffer = new ArrayBuffer(16, { maxByteLength: at + 64 });
+  buffer.resize(at + 64);
+  const text = new TextEncoder().encode("abcdefgh\r\nijklmnop\r\n.\r\n");
+  const view = new Uint8Array(buffer, at, text.length);
+  view.set(text);
+  const s = scanner({ maxSize: 1000, maxLine: 1000, bare: "reject", mode: "data" });
+  assert.deepEqual(s.feed(view), { consumed: text.length, ended: true });
+  assert.equal(new TextDecoder().decode(s.data()), "abcdefgh\r\nijklmnop\r\n");
+});
