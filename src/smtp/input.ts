@@ -30,6 +30,8 @@ export class Input {
   #buf = new Uint8Array(INITIAL);
   /** Free space the next read asks for: doubles while reads come back full, back to INITIAL on release */
   #want = INITIAL;
+  /** What expect() announced, taken up by #want at the next read that brings data */
+  #hint = 0;
   #lost = false;
   #start = 0;
   #end = 0;
@@ -70,6 +72,7 @@ export class Input {
   /** Gives back a buffer grown for a burst: keeps what is pending in an allocation of the initial size. */
   release(): void {
     this.#want = INITIAL;
+    this.#hint = 0;
     const live = this.pending;
     if (this.#buf.length <= INITIAL || live > INITIAL) return;
     const next = new Uint8Array(INITIAL);
@@ -80,11 +83,12 @@ export class Input {
   }
 
   /**
-   * The peer is about to send `n` octets (message content): the next read may ask for that much at once
-   * (up to MAX_READ), instead of starting small and doubling, a read and a copy of the buffer each time.
+   * The peer is about to send `n` octets (message content): once a read brings some of it, the next read
+   * asks for that much at once (up to MAX_READ), instead of doubling from small, a read and a copy of the
+   * buffer each time. Only then: a client that announces content and sends nothing keeps a small buffer.
    */
   expect(n: number): void {
-    this.#want = Math.max(this.#want, Math.min(n, MAX_READ));
+    this.#hint = Math.min(n, MAX_READ);
   }
 
   /** Drops everything buffered; returns how many bytes were dropped. */
@@ -150,6 +154,8 @@ export class Input {
       this.#end += n;
       // A read that filled all the space offered means the peer has more: offer more next time.
       if (n === target.length) this.#want = Math.min(this.#want * 2, MAX_READ);
+      if (this.#hint > this.#want) this.#want = this.#hint;
+      this.#hint = 0;
       return true;
     } catch (err) {
       if (!isConnectionLost(err)) throw err;

@@ -544,8 +544,8 @@ export class ServerSession {
     const deadline = this.#bdatDeadline ?? performance.now() + this.#opts.limits.dataTimeoutMs;
     if (performance.now() >= deadline) await this.#dataTimeout();
     let remaining = size;
-    this.#input.expect(remaining);
     const sink = refusal ? undefined : scanner;
+    if (sink) this.#input.expect(remaining);
     while (remaining > 0) {
       if (this.#input.pending === 0 && !(await this.#fillData(deadline))) {
         throw new SessionEnd("connection lost during BDAT");
