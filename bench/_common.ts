@@ -21,7 +21,12 @@ export const ONLY = (Deno.env.get("BENCH_ONLY") ?? "accept,relay,starttls,dane")
 );
 export const WARMUP_PER_SESSION = num("BENCH_WARMUP", 5);
 /** Rounds of the accept phase: its figures are the medians (see main.ts). */
-export const ACCEPT_ROUNDS = Math.max(1, num("BENCH_ROUNDS", 3));
+export const ACCEPT_ROUNDS = num("BENCH_ROUNDS", 3);
+if (!Number.isInteger(ACCEPT_ROUNDS) || ACCEPT_ROUNDS < 1) {
+  throw new Error(
+    `BENCH_ROUNDS must be a whole number of rounds, at least 1 (got "${Deno.env.get("BENCH_ROUNDS")}")`,
+  );
+}
 export const FROM = "sender@client.test";
 export const TO = "rcpt@bench.test";
 // Issue 8: the inbound-accept goal rose from 3× to 4× Postfix measured in the same run.
