@@ -21,6 +21,8 @@ import { AdminApiError, AdminClient, AdminUnreachableError } from "./admin/clien
 import { readUrlFile, URL_FILE } from "./admin/url_file.ts";
 import { tokenFilePath } from "./admin/token_file.ts";
 import type { QueueListAnswer as ListAnswer, QueueShowAnswer as ShowAnswer } from "./admin/api_schemas.ts";
+import { REASON_MAX } from "./admin/api_schemas.ts";
+import { isQueueAction, type QueueAction } from "./admin/queue_access.ts";
 
 /** The spool's lock file (sqlite_spool.ts), named here so the common path need not load the spool. */
 const LOCK_FILE = "ferry.lock";
@@ -90,7 +92,7 @@ type Call =
   | { op: "list"; query: Record<string, string | number | undefined>; limit: number }
   | { op: "summary" }
   | { op: "show"; id: string }
-  | { op: "hold" | "release" | "retry" | "bounce" | "delete"; ids: string[]; reason?: string }
+  | { op: QueueAction; ids: string[]; reason?: string }
   | { op: "flush"; domain?: string };
 
 const LIST_FLAGS: Record<string, string> = {
@@ -119,9 +121,6 @@ function listCall(flags: Record<string, string>): Call {
   return { op: "list", query, limit: Number(query.limit ?? 100) };
 }
 
-/** The admin API's bound on a reason (src/admin/routes/queue_batch.ts). */
-const REASON_MAX = 500;
-
 /** `--reason TEXT` of the actions on ids: what the admin API takes, as is (it logs it; a bounce reports it). */
 function reasonOf(flags: Record<string, string>): string | undefined {
   const { reason, ...others } = flags;
@@ -139,8 +138,8 @@ function callOf(args: Args): Call {
     if (args.rest.length === 0) throw new UsageError(`${args.command} needs at least one message id`);
     return args.rest;
   };
-  const takesFlags = ["list", "hold", "release", "retry", "bounce", "delete"].includes(args.command);
-  if (!takesFlags && Object.keys(args.flags).length > 0) {
+  if (isQueueAction(args.command)) return { op: args.command, ids: ids(), reason: reasonOf(args.flags) };
+  if (args.command !== "list" && Object.keys(args.flags).length > 0) {
     throw new UsageError(`unknown option --${Object.keys(args.flags)[0]}`);
   }
   switch (args.command) {
@@ -151,12 +150,6 @@ function callOf(args: Args): Call {
     case "show":
       if (args.rest.length !== 1) throw new UsageError("show needs one message id");
       return { op: "show", id: args.rest[0] };
-    case "hold":
-    case "release":
-    case "retry":
-    case "bounce":
-    case "delete":
-      return { op: args.command, ids: ids(), reason: reasonOf(args.flags) };
     case "flush":
       if (args.rest.length > 1) throw new UsageError("flush takes at most one domain");
       return { op: "flush", domain: args.rest[0] };

@@ -12,6 +12,11 @@ export const MESSAGE_ID_PATTERN = /^[A-Za-z0-9-]{1,64}$/;
 /** A message id in a request. */
 export const messageId = z.string().regex(MESSAGE_ID_PATTERN, "not a message id");
 
+/** The longest reason an operator may give for an action on the queue (logged; a bounce reports it). */
+export const REASON_MAX = 500;
+/** An operator's reason for an action on the queue. */
+export const operatorReason = z.string().min(1).max(REASON_MAX);
+
 /** A queue state name. */
 export const queueState = z.enum(QUEUE_STATES as [string, ...string[]]);
 

@@ -12,6 +12,11 @@ export const QUEUE_ACTIONS = ["hold", "release", "retry", "bounce", "delete"] as
 /** One of {@link QUEUE_ACTIONS}. */
 export type QueueAction = typeof QUEUE_ACTIONS[number];
 
+/** Whether `name` is one of the operator's actions. */
+export function isQueueAction(name: string): name is QueueAction {
+  return (QUEUE_ACTIONS as readonly string[]).includes(name);
+}
+
 /** A message as listings show it. */
 export interface QueueItem {
   id: string;

@@ -9,16 +9,14 @@ import type { Hono } from "hono";
 import { csrf } from "hono/csrf";
 import type { AdminDeps } from "../deps.ts";
 import { Layout } from "../dashboard/layout.tsx";
-import { QUEUE_ACTIONS, type QueueAction } from "../queue_access.ts";
-
-const isAction = (a: string): a is QueueAction => (QUEUE_ACTIONS as readonly string[]).includes(a);
+import { isQueueAction } from "../queue_access.ts";
 
 /** Registers the routes. */
 export function dashboardActionRoute(app: Hono, deps: AdminDeps): void {
   app.use("/dashboard/messages/:id/:action", csrf());
   app.get("/dashboard/messages/:id/:action", async (c) => {
     const { id, action } = c.req.param();
-    if (!isAction(action)) return c.notFound();
+    if (!isQueueAction(action)) return c.notFound();
     const found = await deps.queue.show(id);
     if (!found) return c.redirect(`/dashboard/messages/${id}`, 303);
     return c.html(
@@ -50,7 +48,7 @@ export function dashboardActionRoute(app: Hono, deps: AdminDeps): void {
   });
   app.post("/dashboard/messages/:id/:action", async (c) => {
     const { id, action } = c.req.param();
-    if (!isAction(action)) return c.notFound();
+    if (!isQueueAction(action)) return c.notFound();
     const form = await c.req.parseBody();
     const reason = typeof form.reason === "string" && form.reason.trim()
       ? form.reason.trim().slice(0, 500)

@@ -8,9 +8,10 @@ import type { Context, Hono } from "hono";
 import { z } from "zod";
 import type { AdminDeps } from "../deps.ts";
 import { jsonError, readJson, validate } from "../http_error.ts";
-import { QUEUE_ACTIONS, type QueueAction } from "../queue_access.ts";
+import { isQueueAction, type QueueAction } from "../queue_access.ts";
+import { operatorReason } from "../api_schemas.ts";
 
-const body = z.object({ reason: z.string().min(1).max(500).optional() }).strict();
+const body = z.object({ reason: operatorReason.optional() }).strict();
 
 async function perform(c: Context, deps: AdminDeps, id: string, action: QueueAction): Promise<Response> {
   const raw = await readJson(c);
@@ -27,8 +28,8 @@ async function perform(c: Context, deps: AdminDeps, id: string, action: QueueAct
 export function queueActionRoute(app: Hono, deps: AdminDeps): void {
   app.post("/api/queue/:id/:action", async (c) => {
     const action = c.req.param("action");
-    if (!(QUEUE_ACTIONS as readonly string[]).includes(action)) return jsonError(c, 404, "no such action");
-    return await perform(c, deps, c.req.param("id"), action as QueueAction);
+    if (!isQueueAction(action)) return jsonError(c, 404, "no such action");
+    return await perform(c, deps, c.req.param("id"), action);
   });
   app.delete("/api/queue/:id", (c) => perform(c, deps, c.req.param("id"), "delete"));
 }

@@ -10,25 +10,25 @@ import type { Hono } from "hono";
 import { z } from "zod";
 import type { AdminDeps } from "../deps.ts";
 import { jsonError, readJson, validate } from "../http_error.ts";
-import { QUEUE_ACTIONS, type QueueAction } from "../queue_access.ts";
-import { messageId } from "../api_schemas.ts";
+import { isQueueAction } from "../queue_access.ts";
+import { messageId, operatorReason } from "../api_schemas.ts";
 
 /** Message ids as the spool makes them (what an operator mistypes but looks like one is refused by the operation). */
 const body = z.object({
   ids: z.array(messageId).min(1).max(1000),
-  reason: z.string().min(1).max(500).optional(),
+  reason: operatorReason.optional(),
 }).strict();
 
 /** Registers the route. */
 export function queueBatchRoute(app: Hono, deps: AdminDeps): void {
   app.post("/api/queue/:action", async (c) => {
     const action = c.req.param("action");
-    if (!(QUEUE_ACTIONS as readonly string[]).includes(action)) return jsonError(c, 404, "no such action");
+    if (!isQueueAction(action)) return jsonError(c, 404, "no such action");
     const raw = await readJson(c);
     if (raw === undefined) return jsonError(c, 400, "body is not JSON");
     const b = validate(c, body, raw);
     if (!b.ok) return b.response;
-    const results = await deps.queue.actMany(action as QueueAction, b.value.ids, { reason: b.value.reason });
+    const results = await deps.queue.actMany(action, b.value.ids, { reason: b.value.reason });
     if (results === undefined) return jsonError(c, 503, "Ferry is still starting");
     const reason = b.value.reason ? ` (${b.value.reason})` : "";
     for (const r of results) if (r.ok) deps.log(`admin: ${action} ${r.id}${reason}`);
