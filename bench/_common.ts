@@ -5,6 +5,15 @@ import { type ChildTarget } from "./_ferry.ts";
 import { type CountingSink } from "./_sink.ts";
 
 export const num = (name: string, dflt: number) => Number(Deno.env.get(name) ?? dflt);
+
+/** A count of rounds or samples from the environment: a whole number, at least 1. */
+export function positiveInt(name: string, dflt: number): number {
+  const n = num(name, dflt);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`${name} must be a whole number, at least 1 (got "${Deno.env.get(name)}")`);
+  }
+  return n;
+}
 export const SESSIONS = num("BENCH_SESSIONS", 50);
 export const PER_SESSION = num("BENCH_MESSAGES", 100);
 export const BODY = num("BENCH_BODY", 10240);
@@ -21,12 +30,7 @@ export const ONLY = (Deno.env.get("BENCH_ONLY") ?? "accept,relay,starttls,dane")
 );
 export const WARMUP_PER_SESSION = num("BENCH_WARMUP", 5);
 /** Rounds of the accept phase: its figures are the medians (see main.ts). */
-export const ACCEPT_ROUNDS = num("BENCH_ROUNDS", 3);
-if (!Number.isInteger(ACCEPT_ROUNDS) || ACCEPT_ROUNDS < 1) {
-  throw new Error(
-    `BENCH_ROUNDS must be a whole number of rounds, at least 1 (got "${Deno.env.get("BENCH_ROUNDS")}")`,
-  );
-}
+export const ACCEPT_ROUNDS = positiveInt("BENCH_ROUNDS", 3);
 export const FROM = "sender@client.test";
 export const TO = "rcpt@bench.test";
 // Issue 8: the inbound-accept goal rose from 3× to 4× Postfix measured in the same run.

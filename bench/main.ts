@@ -269,9 +269,13 @@ async function bench(): Promise<number> {
         const targets = await phase.start(ctx);
         const ferryName = ferry?.name ?? "ferry";
         for (const s of phase.scenarios) {
-          // Rounds alternate which target goes first: this machine's speed drifts over minutes, and a target
-          // measured right after a quiet spell does better than one measured second.
+          // Rounds alternate which target goes first (this machine's speed drifts over minutes), and their
+          // medians set aside a round that stands out: Postfix's first after it starts is its slowest.
           const rounds: Record<string, Figure | undefined>[] = [];
+          const ratioOf = (r: Record<string, Figure | undefined>) => {
+            const f = r[ferryName], p = r["postfix"];
+            return f && p && p.msgsPerSec > 0 ? f.msgsPerSec / p.msgsPerSec : undefined;
+          };
           const count = phase.rounds ?? 1;
           for (let round = 0; round < count; round++) {
             const figures: Record<string, Figure | undefined> = {};
@@ -283,11 +287,10 @@ async function bench(): Promise<number> {
               if (ferry?.exited()) throw new Error(`Ferry exited during "${s.name}":\n${ferry.output()}`);
             }
             rounds.push(figures);
-            const f = figures[ferryName], p = figures["postfix"];
-            const ratio = f && p && p.msgsPerSec > 0 ? f.msgsPerSec / p.msgsPerSec : undefined;
             console.log(
-              `${s.name}${count > 1 ? ` [round ${round + 1}/${count}]` : ""}: ${ferryName} ${fmt(f)}, ` +
-                `postfix ${fmt(p)}, ratio ${ratio?.toFixed(2) ?? "n/a"}`,
+              `${s.name}${count > 1 ? ` [round ${round + 1}/${count}]` : ""}: ${ferryName} ` +
+                `${fmt(figures[ferryName])}, postfix ${fmt(figures["postfix"])}, ratio ` +
+                `${ratioOf(figures)?.toFixed(2) ?? "n/a"}`,
             );
             for (const [name, fig] of Object.entries(figures)) {
               for (const msg of fig?.failures ?? []) console.log(`  ${name} failure: ${msg}`);
@@ -296,10 +299,7 @@ async function bench(): Promise<number> {
           }
           const rates = (name: string) =>
             rounds.map((r) => r[name]?.msgsPerSec).filter((n): n is number => n !== undefined);
-          const ratios = rounds.flatMap((r) => {
-            const f = r[ferryName], p = r["postfix"];
-            return f && p && p.msgsPerSec > 0 ? [f.msgsPerSec / p.msgsPerSec] : [];
-          });
+          const ratios = rounds.map(ratioOf).filter((n): n is number => n !== undefined);
           const known = (n: number) => Number.isFinite(n) ? n : undefined;
           const f = known(median(rates(ferryName))), p = known(median(rates("postfix")));
           const ratio = known(median(ratios));

@@ -16,6 +16,7 @@ import { median, runLoad } from "./_load.ts";
 import { freePort, startPostfix, waitForBanner } from "./_postfix.ts";
 import { syncDisks, terminate } from "./_process.ts";
 import { repoRoot } from "./_ferry.ts";
+import { positiveInt } from "./_common.ts";
 import { AdminClient } from "../src/admin/client.ts";
 import { readUrlFile } from "../src/admin/url_file.ts";
 import type { QueueSummary } from "../src/spool/spool.ts";
@@ -25,7 +26,7 @@ const SESSIONS = 50;
 const BODY = 10 * 1024;
 /** Messages per accept-rate sample, and samples per figure (the figure is their median) */
 const SAMPLE = Math.min(3_000, Math.floor(N / 20));
-const ROUNDS = Number(Deno.env.get("BENCH_QUEUE_ROUNDS") ?? 5);
+const ROUNDS = positiveInt("BENCH_QUEUE_ROUNDS", 5);
 const FROM = "sender@client.test";
 const TO = "rcpt@bench.test";
 
@@ -326,8 +327,9 @@ try {
   const p = await benchPostfix(parent);
   const all = (xs: number[]) => xs.map((x) => fmt(x)).join(" ");
   const fr = f.rates;
-  const ferryRatio = (median(fr.full) / median(fr.empty)) /
-    (median(fr.fullControl) / median(fr.emptyControl));
+  const own = median(fr.full) / median(fr.empty);
+  const drift = median(fr.fullControl) / median(fr.emptyControl);
+  const ferryRatio = own / drift;
   console.log(
     [
       `queue: ${N} x 10 KiB deferred to a dead destination; accept rates are medians of ${ROUNDS} samples of ` +
@@ -340,8 +342,8 @@ try {
       `[${all(p.rates.full)}]`,
       // The control's two figures differ only by the machine's drift between them (both are empty Ferrys):
       // the goal figure is Ferry's own full/empty ratio with that drift taken out.
-      `  full against empty:   ferry ${fmt(median(fr.full) / median(fr.empty), 2)}x of its own empty-queue ` +
-      `rate; the control moved ${fmt(median(fr.fullControl) / median(fr.emptyControl), 2)}x over the same ` +
+      `  full against empty:   ferry ${fmt(own, 2)}x of its own empty-queue ` +
+      `rate; the control moved ${fmt(drift, 2)}x over the same ` +
       `time; corrected for that: ${fmt(ferryRatio, 2)}x (goal >= 0.9x)   postfix ${
         fmt(median(p.rates.full) / median(p.rates.empty), 2)
       }x of its own`,
