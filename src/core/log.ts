@@ -100,9 +100,10 @@ export class MainLog implements Logger {
     // The count of lines lost goes in where they were lost, as soon as there is room for it.
     if (this.#pendingDrops > 0) {
       const notice = this.#dropNotice();
-      if (this.#buffered + utf8Length(notice) + size <= this.#maxBuffered) {
+      const noticeSize = utf8Length(notice);
+      if (this.#buffered + noticeSize + size <= this.#maxBuffered) {
         this.#pendingDrops = 0;
-        this.#push(notice);
+        this.#push(notice, noticeSize);
       }
     }
     if (this.#buffered + size > this.#maxBuffered) {

@@ -23,7 +23,7 @@ import { after } from "../core/deadlines.ts";
 
 const encoder = new TextEncoder();
 
-/** What the first read of DATA content asks for when the client declared no larger SIZE. */
+/** What reads of DATA content ask for once it comes (Input.expect), unless the client declared a larger SIZE. */
 const CONTENT_READ = 16 * 1024;
 
 /** Who the client authenticated as (RFC 4954). */

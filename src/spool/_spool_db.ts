@@ -1,8 +1,8 @@
 /**
  * The synchronous SQLite side of the spool: one `spool.db` (WAL, synchronous=FULL) with the version-3
  * schema of _schema.ts, group commits in which one refused or failing write never fails the others (the
- * batch runs again with a savepoint for each write when one fails), and start-up that never reads a body. Bodies are written and read in
- * chunks, so SQLite never holds a second copy of a whole message.
+ * batch runs again with a savepoint for each write when one fails), and start-up that never reads a body.
+ * Bodies are written and read in chunks, so SQLite never holds a second copy of a whole message.
  * Trusts nothing it reads back: data is checked against its recorded length and SHA-256 when read for
  * delivery, and a mismatch moves the message to `corrupt` instead of serving it.
  * Runs in whichever thread owns it (the spool worker, or the main thread); never call it from two at once.

@@ -1,10 +1,10 @@
 /**
  * The on-disk spool: `<dir>/spool.db`, SQLite through `node:sqlite` in WAL mode with synchronous=FULL.
  * Group commit: writes (store, update, apply, claim, state changes, remove) that arrive while a commit is
- * running, or within a short window, share ONE transaction (one failing write is rolled back alone), and every
- * caller's promise settles only after that COMMIT returned. Reads (bodies, envelopes, listings) go to a second,
- * read-only connection on its own thread: WAL lets it read beside the writer, so a 50 MB body or a long
- * listing never delays an inbound commit. One process a spool: `<dir>/ferry.lock`.
+ * running, or within a short window, share ONE transaction (one failing write is rolled back alone), and
+ * every caller's promise settles only after that COMMIT returned. Reads (bodies, envelopes, listings) go to
+ * a second, read-only connection on its own thread: WAL lets it read beside the writer, so a 50 MB body or a
+ * long listing never delays an inbound commit. One process a spool: `<dir>/ferry.lock`.
  * Trusts the file system's fsync; trusts nothing it reads back (digests are checked on read, _spool_db.ts).
  */
 

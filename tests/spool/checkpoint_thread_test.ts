@@ -34,6 +34,15 @@ async function storeMany(spool: SqliteSpool, n: number, prefix: string, each?: (
   }
 }
 
+/**
+ * With less than ROOMY free the writer keeps its checkpoints (#roomForCheckpointsElsewhere), by design, and a
+ * test of the checkpoint thread would prove nothing: says so instead.
+ */
+function needRoomForCheckpointThread(dir: string): void {
+  const free = availableBytes(dirname(dir));
+  assert.ok(free > 2 * ROOMY, `this test needs ${2 * ROOMY} octets free where it runs, has ${free}`);
+}
+
 function walSize(dir: string): number {
   try {
     return Deno.statSync(`${dir}/spool.db-wal`).size;
@@ -44,9 +53,7 @@ function walSize(dir: string): number {
 
 Deno.test("checkpoints leave the writer, and the WAL still starts over: it stays near RESTART_FRAMES pages", async () => {
   await withSpoolDir("ferry-ckpt-wal-", async (dir) => {
-    // With less free space the writer keeps its checkpoints (#roomForCheckpointsElsewhere), by design.
-    const free = availableBytes(dirname(dir));
-    assert.ok(free > 2 * ROOMY, `this test needs ${2 * ROOMY} octets free where it runs, has ${free}`);
+    needRoomForCheckpointThread(dir);
     const spool = new SqliteSpool({ dir });
     await spool.open();
     let largest = 0;
@@ -140,9 +147,7 @@ Deno.test("a checkpoint thread that cannot be brought back gives checkpoints bac
 
 Deno.test("a writer restarted after the checkpoint thread is gone for good still checkpoints itself", async () => {
   await withSpoolDir("ferry-ckpt-gone-restart-", async (dir) => {
-    // With less free space the writer keeps its checkpoints anyway, and this test would prove nothing.
-    const free = availableBytes(dirname(dir));
-    assert.ok(free > 2 * ROOMY, `this test needs ${2 * ROOMY} octets free where it runs, has ${free}`);
+    needRoomForCheckpointThread(dir);
     const largest = await walWithoutCheckpointThread(dir, async (spool, lines) => {
       // The writer dies too: the one brought back opens the spool with the options it is given, which must
       // say the checkpoints are its own (a writer that left them to the thread would let the WAL grow).
