@@ -47,6 +47,7 @@ import {
   RELAY10_MESSAGES,
   RELAY_GOAL,
   RELAY_MESSAGES,
+  Scenario,
   SESSIONS,
   Target,
   TLS_CONNECTIONS,
@@ -218,6 +219,51 @@ function fmt(f: Figure | undefined): string {
     `${bad}${f.note ? ` [${f.note}]` : ""}`;
 }
 
+/** One round's figures, by target name. */
+type Figures = Record<string, Figure | undefined>;
+
+/** Ferry's rate over Postfix's in one round, when both were measured. */
+function ratioOf(r: Figures, ferryName: string): number | undefined {
+  const f = r[ferryName], p = r["postfix"];
+  return f && p && p.msgsPerSec > 0 ? f.msgsPerSec / p.msgsPerSec : undefined;
+}
+
+/**
+ * Measures `s` on every target `count` times, printing each round. Rounds alternate which target goes first
+ * (this machine's speed drifts over minutes), and their medians set aside a round that stands out: Postfix's
+ * first after it starts is its slowest.
+ */
+async function measureRounds(
+  s: Scenario,
+  targets: Target[],
+  count: number,
+  ferryName: string,
+  ferry: ChildTarget | undefined,
+): Promise<Figures[]> {
+  const rounds: Figures[] = [];
+  for (let round = 0; round < count; round++) {
+    const figures: Figures = {};
+    for (const t of round % 2 === 0 ? targets : [...targets].reverse()) {
+      // Each target starts with the page cache written back: without this the second target's fsyncs wait
+      // behind the writeback of what the first one just stored.
+      await syncDisks();
+      figures[t.name] = await s.measure(t);
+      if (ferry?.exited()) throw new Error(`Ferry exited during "${s.name}":\n${ferry.output()}`);
+    }
+    rounds.push(figures);
+    console.log(
+      `${s.name}${count > 1 ? ` [round ${round + 1}/${count}]` : ""}: ${ferryName} ${
+        fmt(figures[ferryName])
+      }, ` +
+        `postfix ${fmt(figures["postfix"])}, ratio ${ratioOf(figures, ferryName)?.toFixed(2) ?? "n/a"}`,
+    );
+    for (const [name, fig] of Object.entries(figures)) {
+      for (const msg of fig?.failures ?? []) console.log(`  ${name} failure: ${msg}`);
+    }
+  }
+  return rounds;
+}
+
 async function machineFacts(): Promise<string> {
   const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(/model name\s*:\s*(.*)/)?.[1];
   return `machine: nproc ${navigator.hardwareConcurrency}, ${cpu ?? "unknown CPU"}, ` +
@@ -269,37 +315,12 @@ async function bench(): Promise<number> {
         const targets = await phase.start(ctx);
         const ferryName = ferry?.name ?? "ferry";
         for (const s of phase.scenarios) {
-          // Rounds alternate which target goes first (this machine's speed drifts over minutes), and their
-          // medians set aside a round that stands out: Postfix's first after it starts is its slowest.
-          const rounds: Record<string, Figure | undefined>[] = [];
-          const ratioOf = (r: Record<string, Figure | undefined>) => {
-            const f = r[ferryName], p = r["postfix"];
-            return f && p && p.msgsPerSec > 0 ? f.msgsPerSec / p.msgsPerSec : undefined;
-          };
           const count = phase.rounds ?? 1;
-          for (let round = 0; round < count; round++) {
-            const figures: Record<string, Figure | undefined> = {};
-            for (const t of round % 2 === 0 ? targets : [...targets].reverse()) {
-              // Each target starts with the page cache written back: without this the second target's fsyncs
-              // wait behind the writeback of what the first one just stored.
-              await syncDisks();
-              figures[t.name] = await s.measure(t);
-              if (ferry?.exited()) throw new Error(`Ferry exited during "${s.name}":\n${ferry.output()}`);
-            }
-            rounds.push(figures);
-            console.log(
-              `${s.name}${count > 1 ? ` [round ${round + 1}/${count}]` : ""}: ${ferryName} ` +
-                `${fmt(figures[ferryName])}, postfix ${fmt(figures["postfix"])}, ratio ` +
-                `${ratioOf(figures)?.toFixed(2) ?? "n/a"}`,
-            );
-            for (const [name, fig] of Object.entries(figures)) {
-              for (const msg of fig?.failures ?? []) console.log(`  ${name} failure: ${msg}`);
-              if (fig?.failed) broken = true;
-            }
-          }
+          const rounds = await measureRounds(s, targets, count, ferryName, ferry);
+          if (rounds.some((r) => Object.values(r).some((fig) => fig?.failed))) broken = true;
           const rates = (name: string) =>
             rounds.map((r) => r[name]?.msgsPerSec).filter((n): n is number => n !== undefined);
-          const ratios = rounds.map(ratioOf).filter((n): n is number => n !== undefined);
+          const ratios = rounds.map((r) => ratioOf(r, ferryName)).filter((n): n is number => n !== undefined);
           const known = (n: number) => Number.isFinite(n) ? n : undefined;
           const f = known(median(rates(ferryName))), p = known(median(rates("postfix")));
           const ratio = known(median(ratios));
