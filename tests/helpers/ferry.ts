@@ -5,6 +5,7 @@ import { MemoryLog } from "../../src/core/log.ts";
 import { type Ferry, startFerry } from "../../src/main.ts";
 import type { FerryConfig } from "../../mod.ts";
 import type { Resolver } from "../../src/dns/resolver.ts";
+import { dirname } from "node:path";
 
 /** A running test instance. */
 export interface TestFerry extends Ferry {
@@ -13,12 +14,17 @@ export interface TestFerry extends Ferry {
   memlog: MemoryLog;
 }
 
-/** Starts Ferry with `overrides` on top of test defaults (port 0 → a free port, spool in a temp dir). */
+/**
+ * Starts Ferry with `overrides` on top of test defaults (port 0 → a free port, spool in a temp dir).
+ * A test that brings its own spool owns its directory: `dir` is then the spool's parent, and no temp dir is
+ * made that nothing would remove.
+ */
 export async function startTestFerry(
   overrides: FerryConfig = {},
   opts: { resolver?: Resolver } = {},
 ): Promise<TestFerry> {
-  const dir = await Deno.makeTempDir({ prefix: "ferry-test-" });
+  const own = overrides.spool?.dir;
+  const dir = own !== undefined ? dirname(own) : await Deno.makeTempDir({ prefix: "ferry-test-" });
   const config = validateConfig({
     hostname: "ferry.test",
     listen: [{ address: "127.0.0.1", port: 0 }],
