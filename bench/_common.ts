@@ -35,7 +35,8 @@ export const FROM = "sender@client.test";
 export const TO = "rcpt@bench.test";
 // Issue 8: the inbound-accept goal rose from 3× to 4× Postfix measured in the same run.
 export const GOAL = 4;
-export const RELAY_GOAL = 2;
+// The project's goal for relaying (developers' guide): delivered ≥ 6× Postfix in the same run.
+export const RELAY_GOAL = 6;
 
 /** An SMTP endpoint being measured, with ways to see what it did with the mail. */
 export interface Target {

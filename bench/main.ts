@@ -341,7 +341,7 @@ async function bench(): Promise<number> {
               `${s.name} delivered ${ratio.toFixed(2)}× postfix (issue ≥1×: ${
                 ratio >= 1 ? "met" : "NOT met"
               }; ` +
-                `goal ${RELAY_GOAL}×: ${ratio >= RELAY_GOAL ? "met" : "NOT met"})`,
+                `goal ≥${RELAY_GOAL}×: ${ratio >= RELAY_GOAL ? "met" : "NOT met"})${over}`,
             );
           } else if (ratio !== undefined) {
             summary.push(`${s.name} ${ratio.toFixed(2)}× postfix${over}`);
