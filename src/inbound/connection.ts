@@ -272,11 +272,13 @@ export class InboundConnection implements SessionHandler {
     } catch (err) {
       this.#obs.rejected(stage, err instanceof SmtpError ? err.code : 451);
       if (what !== undefined && err instanceof SmtpError) {
+        // A temporary refusal at connect goes out as a 421 greeting (the session closes): log what is sent.
+        const code = stage === "connect" && err.code < 500 ? 421 : err.code;
         this.#logLine(
-          `${this.hostField}${this.#prx} rejected ${what}: ${err.code} ${err.enhanced} ${err.message}`,
+          `${this.hostField}${this.#prx} rejected ${what}: ${code} ${err.enhanced} ${err.message}`,
           {
             event: "rejected",
-            code: err.code,
+            code,
           },
         );
       }

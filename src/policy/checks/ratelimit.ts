@@ -114,7 +114,9 @@ export function ratelimit(opts: RateLimitOptions): Check {
         c.log(`${why} (failOpen: not limited)`);
         return undefined;
       }
-      return defer(why, { code: 451, enhanced: "4.3.0" });
+      // The why (store, server address) goes to the log only; the client gets the usual local-problem text.
+      c.log(`${why} (deferred)`);
+      return defer("Temporary local problem, please try again later", { code: 451, enhanced: "4.3.0" });
     }
     const outcomes = { ...(c.get("ratelimit") ?? {}), [name]: { ...result, key } };
     c.set("ratelimit", outcomes, { scope: per === "conn" ? "connection" : "message" });

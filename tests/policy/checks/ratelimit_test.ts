@@ -81,6 +81,8 @@ Deno.test("ratelimit: per mail reject, per conn at connect, per byte at data, re
       const banner = await c.reply();
       assert.equal(banner?.code, 421);
       assert.ok(f.memlog.has(/ratelimit per_conn: 127\.0\.0\.1 at 3\.0\/1h \(limit 2\)/));
+      // The log line says what the client was sent.
+      assert.ok(f.memlog.has(/rejected connection: 421 4\.7\.1 Rate limit exceeded/));
     } finally {
       c.close();
     }
@@ -137,7 +139,7 @@ Deno.test("ratelimit: the limit from a Redis lookup, rates kept in Redis across 
       assert.equal((await message(f, ["a@example.test"]))[0], 250);
       assert.equal((await message(f, ["a@example.test"]))[0], 451);
       assert.match(await redis.command("EXISTS", "ferry:rl:per_mail/3600s/per_mail/127.0.0.1"), /^:1/);
-      // Redis gone: the check defers with 451 4.3.0 naming the limit.
+      // Redis gone: the limit's lookup fails first, and the check defers with 451 4.3.0.
       await redis.stop();
       const c = await open(f);
       try {
@@ -147,6 +149,30 @@ Deno.test("ratelimit: the limit from a Redis lookup, rates kept in Redis across 
       } finally {
         c.close();
       }
+    });
+  } finally {
+    await redis.cleanup();
+  }
+});
+
+Deno.test("ratelimit: the Redis store down defers with 451 4.3.0, the server named in the log only", async () => {
+  const redis = await TestRedis.start();
+  try {
+    await withFerry({
+      redis: { servers: [{ url: redis.url }], timeout: "1s" },
+      checks: [ratelimit({ limit: 5, period: "1h", per: "mail" })],
+    }, async (f) => {
+      assert.equal((await message(f, ["a@example.test"]))[0], 250);
+      await redis.stop();
+      const c = await open(f);
+      try {
+        const r = await c.cmd("MAIL FROM:<a@sender.test>");
+        assert.equal(r?.code, 451);
+        assert.equal(r!.text, "4.3.0 Temporary local problem, please try again later");
+      } finally {
+        c.close();
+      }
+      assert.ok(f.memlog.has(/ratelimit per_mail for 127\.0\.0\.1: redis:\/\/\S+ .*\(deferred\)/));
     });
   } finally {
     await redis.cleanup();
