@@ -57,7 +57,8 @@ for (const stage of STEPS) {
             assert.equal((await c.cmd("NOOP"))?.code, 250, "session should go on");
           }
           assert.equal(await f.spool.count(), 0);
-          assert.ok(f.memlog.has(`: ${want.code} ${want.enhanced} ${want.text}`), "a 'rejected' log line");
+          // The 'rejected' log line gives the code the client was sent.
+          assert.ok(f.memlog.has(`: ${code} ${want.enhanced} ${want.text}`), "a 'rejected' log line");
         } finally {
           c.close();
         }
