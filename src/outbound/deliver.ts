@@ -79,6 +79,8 @@ export interface DeliverDeps {
   resolver: Resolver;
   pool: ConnectionPool;
   hostRetry: HostRetry;
+  /** Try hosts in back-off too (an operator's retry of this message, `exim -M`) */
+  ignoreBackoff?: boolean;
   events: EventBus;
   self: SelfInfo;
   /** Called for every session's TLS outcome (TLS-RPT, RFC 8460) */
@@ -206,7 +208,7 @@ export async function deliverGroup(
     if (deps.signal?.aborted) break;
     const { target, retry } = queue[qi];
     const hostKey = `${target.ip}:${target.port}`;
-    if (!retry && deps.hostRetry.inBackoff(hostKey)) continue;
+    if (!retry && !deps.ignoreBackoff && deps.hostRetry.inBackoff(hostKey)) continue;
     if (!retry) tried++;
     let req: Requirement;
     current = undefined;

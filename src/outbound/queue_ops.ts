@@ -19,6 +19,8 @@ export interface QueueManagerHooks {
   isActive(id: string): boolean;
   /** Aborts the delivery of `id` in progress and resolves when its results are saved */
   interrupt(id: string): Promise<void>;
+  /** The next run of `id` tries its hosts even in back-off, its destination even when dead (a retry) */
+  force(id: string): void;
   /** Looks at the queue now (after a release, retry or flush) */
   wake(): Promise<void>;
   /** Forgets connection failures and back-off (of one domain's destinations, or all): flush means try now */
@@ -125,7 +127,10 @@ export class QueueOps {
     }));
   }
 
-  /** Makes messages due now, ignoring their back-off (`exim -M`). */
+  /**
+   * Makes messages due now, ignoring their back-off (`exim -M`): their own retry times, and for their next
+   * attempt also the back-off of their hosts and a dead destination.
+   */
   retry(ids: string[]): Promise<OpOutcome[]> {
     return this.#after(this.#each(ids, async (id) => {
       const row = await this.#spool.row(id);
@@ -134,6 +139,7 @@ export class QueueOps {
       if (row.state !== "incoming" && row.state !== "deferred") {
         return this.#notIn(id, "incoming or deferred");
       }
+      this.#manager?.force(id);
       const changed = await this.#spool.setState(id, row.state, {
         from: [row.state],
         nextAttempt: this.#now(),

@@ -103,6 +103,8 @@ interface GroupOptions {
   final: boolean;
   /** Called when the group's outcomes are known and only their writing remains */
   attempted: () => void;
+  /** An operator's retry: a dead destination and hosts in back-off are tried anyway */
+  forced?: boolean;
 }
 
 /**
@@ -152,6 +154,8 @@ export class Scheduler implements QueueManagerHooks {
   /** TLS-RPT results per policy domain and day (RFC 8460), durable in the spool directory */
   #tlsRpt?: TlsRptStore;
   #active = new Map<string, ActiveRun>();
+  /** Messages an operator retried: their next run ignores host back-off and dead destinations */
+  #forced = new Set<string>();
   /** Runs of #active still delivering (the rest only wait for their outcomes to be written) */
   #delivering = 0;
   #pumping: Promise<void> | undefined;
@@ -273,6 +277,14 @@ export class Scheduler implements QueueManagerHooks {
     }
     this.#pumping = this.#pump().finally(() => (this.#pumping = undefined));
     return this.#pumping;
+  }
+
+  /**
+   * The next run of `id` tries its hosts even in back-off or at a dead destination (an operator's retry,
+   * `exim -M`); the back-off of other messages is left as it is.
+   */
+  force(id: string): void {
+    this.#forced.add(id);
   }
 
   /** Forgets connection failures and host back-off (a flush: try every destination now). */
@@ -422,6 +434,7 @@ export class Scheduler implements QueueManagerHooks {
     const { spool } = this.#deps;
     const signal = run.abort.signal;
     const id = claimed.id;
+    const forced = this.#forced.delete(id);
     const env = claimed.envelope ?? await spool.get(id);
     if (!env) return;
     const now = this.#clock.now();
@@ -450,7 +463,7 @@ export class Scheduler implements QueueManagerHooks {
         if (--attempting === 0) this.#attemptsOver(run);
       };
       const done = await Promise.all(
-        groups.map((g) => this.#deliverGroup(env, data, g, { signal, final: lone, attempted })),
+        groups.map((g) => this.#deliverGroup(env, data, g, { signal, final: lone, attempted, forced })),
       );
       if (!signal.aborted) await this.#delayWarning(env, data);
       if (lone && done[0]) return;
@@ -526,7 +539,7 @@ export class Scheduler implements QueueManagerHooks {
     if (!g.route) return local("failed", "5.4.4", `no route for domain "${g.domain}"`);
     const dead = this.#destinations.dead(g.key);
     // Dead-destination throttling: deferred without trying, until the back-off ends.
-    if (dead) return local("deferred", "4.4.1", notTried(dead), false);
+    if (dead && !opts.forced) return local("deferred", "4.4.1", notTried(dead), false);
     return await this.#tryDestination(env, data, g, g.route, opts);
   }
 
@@ -558,7 +571,7 @@ export class Scheduler implements QueueManagerHooks {
     };
     let outcomes: RecipientOutcome[];
     try {
-      outcomes = await this.#attempt(env, await data(), g, route, signal, record);
+      outcomes = await this.#attempt(env, await data(), g, route, signal, record, opts.forced);
     } finally {
       release();
     }
@@ -629,6 +642,7 @@ export class Scheduler implements QueueManagerHooks {
     route: Route,
     signal: AbortSignal,
     record: (outcomes: RecipientOutcome[]) => Promise<void>,
+    forced = false,
   ): Promise<RecipientOutcome[]> {
     const { log } = this.#deps;
     const events = this.#busFor(route);
@@ -637,6 +651,7 @@ export class Scheduler implements QueueManagerHooks {
       resolver: this.#deps.resolver,
       pool: this.#pool,
       hostRetry: this.#hostRetry,
+      ignoreBackoff: forced,
       events,
       self: this.#self,
       signal,

@@ -239,3 +239,39 @@ Deno.test("the queue command without a reachable Ferry: a clear error, --offline
     await first.cleanup();
   }
 });
+
+Deno.test("retry tries its message's hosts at once even in back-off and at a dead destination: the host came back, the message goes", async () => {
+  const port = freePort();
+  const ferry = await FerryProcess.start({
+    set: {
+      delivery: `{ enable: true, queueInterval: "1h", hostRetryBase: "1h", deadDestinationAfter: 2 }`,
+      routes: `[{ domains: "*", hosts: ["127.0.0.1"], port: ${port} }]`,
+      retry: `[{ domains: "*", rules: [{ every: "1h", until: "1d" }] }]`,
+    },
+  });
+  let sink: ReturnType<typeof startDownstream> | undefined;
+  try {
+    const first = await sendMessage(ferry.port, { content: "Subject: first\r\n\r\nbody\r\n" });
+    await ferry.waitFor(new RegExp(`${first} == .*refused`), 15_000);
+    const second = await sendMessage(ferry.port, { content: "Subject: second\r\n\r\nbody\r\n" });
+    await ferry.waitFor(new RegExp(`${second} == .*retry time not reached for any host`), 15_000);
+    // Two connection failures in a row: the destination is dead, and the host in back-off for an hour.
+    const third = await sendMessage(ferry.port, { content: "Subject: third\r\n\r\nbody\r\n" });
+    await ferry.waitFor(new RegExp(`${third} == .*destination not responding`), 15_000);
+
+    sink = startDownstream({ port });
+    const retried = await queue(ferry.configPath, ["retry", second]);
+    assert.equal(retried.code, 0, retried.err);
+    await ferry.waitFor(new RegExp(`${second} => `), 15_000);
+    await waitFor(() => sink!.messages.length === 1, 15_000, "the retried message delivered");
+    assert.match(sink.messages[0].data, /Subject: second/);
+    await ferry.waitFor(new RegExp(`${second} Completed`), 15_000);
+    // Only the retried message was forced: the others wait for their own retry times.
+    const left = await json<{ messages: Row[] }>(ferry.configPath, "list");
+    assert.deepEqual(ids(left).sort(), [first, third].sort());
+    assert.equal(sink.messages.length, 1);
+  } finally {
+    await ferry.cleanup();
+    await sink?.stop();
+  }
+});
