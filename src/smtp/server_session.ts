@@ -178,11 +178,9 @@ export class ServerSession {
       if (quiet) this.#firstFill = first;
     }
     if (this.#input.pending) {
-      this.#handler.protocolError?.(reply(554, "5.5.0", ""), "input before the greeting");
-      await this.#fatal(
-        reply(554, "5.5.0", "SMTP synchronization error"),
-        "synchronization error before greeting",
-      );
+      const r = reply(554, "5.5.0", "SMTP synchronization error");
+      this.#handler.protocolError?.(r, "input before the greeting");
+      await this.#fatal(r, "synchronization error before greeting");
     }
     if (this.#input.eof) throw new SessionEnd("client closed before greeting");
     try {
@@ -256,8 +254,9 @@ export class ServerSession {
   /** After a command that must end a pipelined group, more buffered input is a synchronisation error. */
   async #requireSync(what: string): Promise<void> {
     if (this.#input.pending === 0) return;
-    this.#handler.protocolError?.(reply(554, "5.5.0", ""), `pipelined input after ${what}`);
-    await this.#fatal(reply(554, "5.5.0", "SMTP synchronization error"), "synchronization error");
+    const r = reply(554, "5.5.0", "SMTP synchronization error");
+    this.#handler.protocolError?.(r, `pipelined input after ${what}`);
+    await this.#fatal(r, "synchronization error");
   }
 
   async #loop(): Promise<void> {
@@ -337,10 +336,12 @@ export class ServerSession {
       case "POST":
       case "PUT":
       case "HEAD":
-      case "CONNECT":
-        this.#handler.protocolError?.(reply(554, "5.7.0", ""), `HTTP command "${verb}" on SMTP port`);
-        await this.#fatal(reply(554, "5.7.0", "This is an SMTP server"), "HTTP request on SMTP port");
+      case "CONNECT": {
+        const r = reply(554, "5.7.0", "This is an SMTP server");
+        this.#handler.protocolError?.(r, `HTTP command "${verb}" on SMTP port`);
+        await this.#fatal(r, "HTTP request on SMTP port");
         return;
+      }
       case "":
         return await this.#bad(reply(500, "5.5.2", "Syntax error, empty command"), "empty command");
       default:

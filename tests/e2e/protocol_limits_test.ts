@@ -157,6 +157,8 @@ Deno.test("HTTP spoken to the SMTP port is refused with 554 and closed", async (
       const r = await c.cmd("GET / HTTP/1.1");
       assert.equal(r?.code, 554);
       assert.ok(await c.closed());
+      // The log line carries the reply as it went on the wire, as every refusal's does.
+      assert.ok(f.memlog.has('HTTP command "GET" on SMTP port (554 5.7.0 This is an SMTP server)'));
     } finally {
       c.close();
     }

@@ -47,7 +47,7 @@ Deno.test("message text sent before the 354 is a synchronisation error: 554 5.5.
       assert.match(r!.text, /^5\.5\.0 /);
       assert.ok(await c.closed());
       assert.equal(await f.spool.count(), 0);
-      assert.ok(f.memlog.has("pipelined input after DATA"));
+      assert.ok(f.memlog.has("pipelined input after DATA (554 5.5.0 SMTP synchronization error)"));
     } finally {
       c.close();
     }
