@@ -454,7 +454,10 @@ export class InboundConnection implements SessionHandler {
     const refused: RefusedRecipient[] = [];
     // PRDR (as Exim's acl_smtp_data_prdr): per recipient, before the data stage, only for more than one.
     const prdrChecked = tx.params.prdr && this.#deps.config.prdr.enable && tx.recipients.length > 1;
+    // The queue id is known to the prdr and data stages (rspamd's Queue-Id), as Exim's $message_exim_id is.
+    const id = this.#deps.spool.newId();
     const dataFields = {
+      id,
       headers: parseHeaders(content),
       messageSize: info.size,
       content,
@@ -547,7 +550,6 @@ export class InboundConnection implements SessionHandler {
       return { prdr: prdrReplies, final: err.toReply() };
     }
 
-    const id = this.#deps.spool.newId();
     const final = (r: Reply): MessageOutcome => prdrReplies ? { prdr: prdrReplies, final: r } : { reply: r };
     if (discarded) {
       this.#logLine(`${this.hostField} F=<${tx.sender}> message discarded by policy`, { event: "discarded" });

@@ -100,6 +100,8 @@ export interface RefusedRecipient {
 
 /** The data stage: the whole message is here. */
 export interface DataContext extends MailContext {
+  /** The queue id the message is stored under if accepted (`id=` in the 250 reply and in the log) */
+  readonly id: string;
   /** The recipients still accepted (after the prdr stage, when it ran) */
   readonly recipients: readonly PolicyRecipient[];
   /** The prdr stage ran for this message (PRDR asked for and more than one recipient) */

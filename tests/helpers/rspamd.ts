@@ -6,7 +6,8 @@
  * greylist) on "FERRY-TEST-GREY", FERRY_SUBJECT (score 10: rewrite subject) on "FERRY-TEST-SUBJECT"; the settings id
  * "lenient" disables both and "medium" only FERRY_TEST, so recipients with different settings get different
  * verdicts.
- * milter_headers adds X-Spam-Status, so header edits come back in `milter`.
+ * milter_headers adds X-Spam-Status and X-Rspamd-Queue-Id (the Queue-Id rspamd was given), so header edits
+ * come back in `milter`.
  */
 
 import { freePort } from "./process.ts";
@@ -70,7 +71,7 @@ enable_test_patterns = true;
   await Deno.writeTextFile(`${local}/local.d/actions.conf`, "rewrite_subject = 9;\n");
   await Deno.writeTextFile(
     `${local}/local.d/milter_headers.conf`,
-    `use = ["x-spam-status"];\nskip_authenticated = false;\nskip_local = false;\n`,
+    `use = ["x-spam-status", "x-rspamd-queue-id"];\nskip_authenticated = false;\nskip_local = false;\n`,
   );
   await Deno.writeTextFile(
     `${local}/rspamd.local.lua`,

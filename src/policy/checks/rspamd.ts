@@ -98,6 +98,7 @@ export function rspamd(opts: RspamdOptions = {}): Check {
               hostname: c.client.name,
               from: c.sender,
               rcpt: rcpts,
+              queueId: c.id,
               user: c.auth?.user,
               tls: c.tls ? { cipher: c.tls.cipher, version: c.tls.version } : undefined,
               settingsId,

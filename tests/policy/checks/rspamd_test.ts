@@ -127,8 +127,11 @@ Deno.test("rspamd check: per-recipient verdicts with and without PRDR, saved wit
         await c.send(body("FERRY-TEST-SUBJECT"));
         const rewritten = await c.reply(15_000);
         assert.equal(rewritten?.code, 250, rewritten?.text);
-        const text = dec.decode(await f.spool.readData(/id=(\S+)/.exec(rewritten!.text)![1]));
+        const rewrittenId = /id=(\S+)/.exec(rewritten!.text)![1];
+        const text = dec.decode(await f.spool.readData(rewrittenId));
         assert.match(text, /^Subject: \*\*\* SPAM \*\*\* hello\r$/m);
+        // rspamd was given the queue id the message is stored under (its Queue-Id, echoed by milter_headers).
+        assert.ok(text.includes(`\r\nX-Rspamd-Queue-Id: ${rewrittenId}\r\n`), text.slice(0, 600));
         assert.doesNotMatch(text, /^Subject: hello\r$/m);
 
         // Both recipients strict and the message rejected for both: the client is told.
