@@ -263,6 +263,6 @@ function indexOrEnd(bytes: Uint8Array, byte: number, from: number): number {
  * from each octet sets the top bit of the lowest one that was smaller (a borrow only passes upwards, from an
  * octet that was already smaller); `& ~word` leaves out octets from 0x80 up.
  */
-function hasLow(word: number): boolean {
+export function hasLow(word: number): boolean {
   return ((word - 0x0e0e0e0e) & ~word & 0x80808080) !== 0;
 }

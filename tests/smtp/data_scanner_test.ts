@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { type BareLineEndings, DataScanner } from "../../src/smtp/data_scanner.ts";
+import { seededRandom } from "../helpers/random.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -351,8 +352,7 @@ function referenceScan(
 }
 
 Deno.test("DataScanner agrees with the octet-at-a-time rules on random content cut at random places", () => {
-  let seed = 7;
-  const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  const random = seededRandom(7);
   const alphabets = [[0x61, 0x62, 0x2e, 13, 10, 13, 10], [
     0x61,
     0x61,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { DATA_TERMINATOR, encodeDataPieces } from "../../src/smtp/dot_stuff.ts";
+import { seededRandom } from "../helpers/random.ts";
 
 /** The whole DATA payload from encodeDataPieces(), each piece copied out before the next overwrites it. */
 function encodeData(data: Uint8Array): Uint8Array {
@@ -87,5 +88,44 @@ Deno.test("encodeDataPieces() joined equals encodeData() for every piece size, C
       assert.deepEqual(join(parts), encodeData(data), `${JSON.stringify(text)} in pieces of ${size}`);
       assert.ok(parts.every((p) => p.length <= size * 2 + 5), "a piece is bounded by its input");
     }
+  }
+});
+
+/** Octet-at-a-time statement of the rules, for comparison: a line-start dot doubled, every line end CRLF. */
+function reference(data: Uint8Array): number[] {
+  const out: number[] = [];
+  let lineStart = true;
+  for (let i = 0; i < data.length; i++) {
+    const b = data[i];
+    if (b === 0x0d || b === 0x0a) {
+      out.push(0x0d, 0x0a);
+      if (b === 0x0d && data[i + 1] === 0x0a) i++;
+      lineStart = true;
+      continue;
+    }
+    if (lineStart && b === 0x2e) out.push(0x2e);
+    out.push(b);
+    lineStart = false;
+  }
+  if (!lineStart) out.push(0x0d, 0x0a);
+  return [...out, ...DATA_TERMINATOR];
+}
+
+Deno.test("encodeDataPieces() equals the octet-at-a-time rules on random input, in random piece sizes and alignments", () => {
+  // Mostly CR, LF and dots, so line ends, CRLFs split across pieces and line-start dots come up often.
+  const alphabet = [0x0d, 0x0a, 0x2e, 0x2e, 0x41, 0x20, 0x00, 0xff];
+  const random = seededRandom(42);
+  const rand = (n: number) => Math.floor(random() * n);
+  for (let round = 0; round < 2000; round++) {
+    // A view at any offset of its buffer: the four-octet reads must not depend on alignment.
+    const at = rand(8);
+    const data = new Uint8Array(at + rand(80) + rand(8)).subarray(at, at + rand(80));
+    const runs = rand(3) === 0;
+    for (let i = 0; i < data.length; i++) {
+      data[i] = runs && rand(4) !== 0 ? 0x61 + rand(26) : alphabet[rand(alphabet.length)];
+    }
+    const size = 1 + (rand(2) === 0 ? rand(12) : rand(100));
+    const parts = Array.from(encodeDataPieces(data, size), (p) => [...p]);
+    assert.deepEqual(parts.flat(), reference(data), `${JSON.stringify([...data])} in pieces of ${size}`);
   }
 });
