@@ -23,6 +23,8 @@ import { tokenFilePath } from "./admin/token_file.ts";
 import type { QueueListAnswer as ListAnswer, QueueShowAnswer as ShowAnswer } from "./admin/api_schemas.ts";
 import { REASON_MAX } from "./admin/api_schemas.ts";
 import { isQueueAction, type QueueAction } from "./admin/queue_access.ts";
+import { type HttpsTransport, httpsTransport } from "./queue_https.ts";
+import { openTlsLibrary } from "./tls_setup.ts";
 
 /** The spool's lock file (sqlite_spool.ts), named here so the common path need not load the spool. */
 const LOCK_FILE = "ferry.lock";
@@ -300,7 +302,9 @@ async function readToken(dir: string): Promise<string | undefined> {
 }
 
 /** A client of the running Ferry's admin API, found as the module comment says. */
-async function remoteClient(args: Args): Promise<{ client: AdminClient; urlFileOf?: string }> {
+async function remoteClient(
+  args: Args,
+): Promise<{ client: AdminClient; urlFileOf?: string; transport?: HttpsTransport }> {
   const env = (name: string) => Deno.env.get(name) || undefined;
   const givenUrl = args.url ?? env("FERRY_ADMIN_URL");
   const givenToken = args.token ?? env("FERRY_ADMIN_TOKEN");
@@ -336,10 +340,16 @@ async function remoteClient(args: Args): Promise<{ client: AdminClient; urlFileO
     ].join(" nor ");
     throw new UnavailableError(`no admin token${where ? `: none ${where}` : ""}; pass --token`);
   }
-  let caCerts: string[] | undefined;
+  // With a CA file, HTTPS goes over Ferry's own TLS client (it takes a self-signed admin.tls.cert, which
+  // Deno's fetch refuses when the certificate says CA:TRUE); without one, fetch and the system store.
   const ca = args.ca ?? env("FERRY_ADMIN_CA") ?? config?.admin.tls?.cert;
-  if (url.startsWith("https:") && ca !== undefined) caCerts = [await Deno.readTextFile(ca)];
-  return { client: new AdminClient({ url, token, caCerts }), urlFileOf };
+  if (url.startsWith("https:") && ca !== undefined) {
+    await Deno.stat(ca);
+    if (config) openTlsLibrary(config);
+    const transport = httpsTransport(ca);
+    return { client: new AdminClient({ url, token, fetch: transport.fetch }), urlFileOf, transport };
+  }
+  return { client: new AdminClient({ url, token }), urlFileOf };
 }
 
 /** Runs `call` through the admin app in this process, on the spool of a stopped Ferry. */
@@ -414,12 +424,13 @@ export async function queueMain(argv: string[]): Promise<number> {
   }
   let client: AdminClient | undefined;
   let urlFileOf: string | undefined;
+  let transport: HttpsTransport | undefined;
   try {
     let result: unknown;
     if (args.offline) {
       result = await offline(args, call);
     } else {
-      ({ client, urlFileOf } = await remoteClient(args));
+      ({ client, urlFileOf, transport } = await remoteClient(args));
       result = await perform(client, call);
     }
     console.log(args.json ? JSON.stringify(result, null, 2) : human(call, result, Date.now()));
@@ -463,6 +474,7 @@ export async function queueMain(argv: string[]): Promise<number> {
     return 70;
   } finally {
     client?.close();
+    transport?.close();
   }
 }
 

@@ -24,7 +24,10 @@ export class AdminUnreachableError extends Error {
   /** The URL tried */
   readonly url: string;
   constructor(url: string, cause: unknown) {
-    super(`no answer from the admin API at ${url}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    // fetch's own message is only "fetch failed"; what went wrong is in its cause.
+    const inner = (cause as Error)?.cause as Error | undefined;
+    const why = [(cause as Error)?.message ?? String(cause), inner?.message].filter(Boolean).join(": ");
+    super(`no answer from the admin API at ${url}: ${why}`, { cause });
     this.name = "AdminUnreachableError";
     this.url = url;
   }

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { startAdminFerry, stopFerry } from "./_admin.ts";
 import { createPki } from "../helpers/pki.ts";
-import { REPO_DIR } from "../helpers/process.ts";
+import { FerryProcess, REPO_DIR, sendMessage } from "../helpers/process.ts";
 
 const CLI = fileURLToPath(new URL("../../src/queue_cli.ts", import.meta.url));
 
@@ -52,5 +52,64 @@ Deno.test("the queue command reaches an HTTPS admin listener through admin.url w
   } finally {
     await stopFerry(f);
     await pki.cleanup();
+  }
+});
+
+/** `openssl req -x509` as an operator runs it: `<dir>/<name>.pem` and `.key`, for IP 127.0.0.1. */
+async function selfSigned(dir: string, name: string): Promise<void> {
+  const made = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"],
+      ...["-keyout", `${dir}/${name}.key`, "-out", `${dir}/${name}.pem`],
+      ...["-subj", "/CN=ferry admin", "-addext", "subjectAltName=IP:127.0.0.1"],
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+}
+
+Deno.test("the queue command trusts a self-signed admin.tls.cert made by `openssl req -x509` (CA:TRUE) by default", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-admin-selfsigned-" });
+  let ferry: FerryProcess | undefined;
+  try {
+    // What an operator types: a self-signed certificate for the address the admin listener binds.
+    await selfSigned(dir, "admin");
+    const text = await new Deno.Command("openssl", { args: ["x509", "-in", `${dir}/admin.pem`, "-text"] })
+      .output();
+    assert.match(
+      new TextDecoder().decode(text.stdout),
+      /CA:TRUE/,
+      "a CA certificate too, as openssl makes it",
+    );
+    const token = "selfsigned-token-0123456789";
+    const [cert, key] = [`${dir}/admin.pem`, `${dir}/admin.key`].map((f) => JSON.stringify(f));
+    ferry = await FerryProcess.start({
+      dir,
+      set: {
+        admin: `{ listen: "127.0.0.1:0", tokens: [${
+          JSON.stringify(token)
+        }], tls: { cert: ${cert}, key: ${key} } }`,
+      },
+    });
+    assert.match(await Deno.readTextFile(`${dir}/spool/admin.url`), /^https:\/\/127\.0\.0\.1:\d+\n$/);
+    // No --ca and no --token: admin.tls.cert and admin.tokens[0] from the config.
+    const ok = await queue(["--config", ferry.configPath, "--json", "summary"]);
+    assert.equal(ok.code, 0, ok.err);
+    assert.equal(JSON.parse(ok.out).byState.hold, 0);
+    const id = await sendMessage(ferry.port);
+    const held = await queue(["--config", ferry.configPath, "hold", id]);
+    assert.equal(held.code, 0, held.err);
+    assert.equal(held.out.trim(), `${id}: held`);
+
+    // Another self-signed certificate named as the CA: refused, and the command says why.
+    await selfSigned(dir, "other");
+    const other = await queue(["--config", ferry.configPath, "--ca", `${dir}/other.pem`, "summary"]);
+    assert.equal(other.code, 69);
+    assert.match(other.err, /no answer from the admin API at https:.*Server certificate rejected/);
+  } finally {
+    await ferry?.stop();
+    await ferry?.cleanup();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
