@@ -397,12 +397,7 @@ export class SpoolDb {
       pendingCount: prepare(
         "SELECT count(*) AS n FROM recipients WHERE message_id = ? AND status = 'pending'",
       ),
-      // For the recipients listed in ?2 (a JSON array of indexes): how many exist, and how many others pend.
-      pendingBesides: prepare(
-        `SELECT count(*) FILTER (WHERE idx IN (SELECT value FROM json_each(?2))) AS named,
-           count(*) FILTER (WHERE status = 'pending' AND idx NOT IN (SELECT value FROM json_each(?2))) AS others
-           FROM recipients WHERE message_id = ?1`,
-      ),
+      recipientStates: prepare("SELECT idx, status FROM recipients WHERE message_id = ?"),
       retryAll: prepare(
         "UPDATE recipients SET next_attempt = ? WHERE message_id = ? AND status = 'pending'",
       ),
@@ -911,9 +906,13 @@ export class SpoolDb {
   #finishes(u: DeliveryUpdate): boolean {
     const changes = u.recipients ?? [];
     if (changes.some((r) => r.status === "pending")) return false;
-    const indexes = JSON.stringify(changes.map((r) => r.index));
-    const row = this.#stmts.pendingBesides.get(u.id, indexes) as { named: number; others: number };
-    return Number(row.named) === new Set(changes.map((r) => r.index)).size && Number(row.others) === 0;
+    const named = new Set(changes.map((r) => r.index));
+    let found = 0;
+    for (const row of this.#stmts.recipientStates.all(u.id) as { idx: number; status: string }[]) {
+      if (named.has(Number(row.idx))) found++;
+      else if (row.status === "pending") return false;
+    }
+    return found === named.size;
   }
 
   /**
