@@ -4,7 +4,8 @@
  */
 
 import { z } from "zod";
-import { HostList, type HostListSpec, parseHostListItem } from "../core/host_list.ts";
+import { HostList, type HostListFn, type HostListSpec, parseHostListItem } from "../core/host_list.ts";
+import type { AuthCheckRequest } from "../core/envelope.ts";
 import { parseDuration, parseSize } from "../core/units.ts";
 import { EVENT_KEYS } from "../core/event_names.ts";
 import { parseScryptHash } from "../core/password_hash.ts";
@@ -14,12 +15,18 @@ const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function
   error: "expected a function",
 });
 
+/** A function of a known signature, so config.ts gets its parameters typed (checked to be a function). */
+const fnOf = <F extends (...args: never[]) => unknown>() =>
+  z.custom<F>((v) => typeof v === "function", { error: "expected a function" });
+
 /** A host list: "*", CIDRs, names, "*.suffix", "!negation", as a string, an array, or a function. */
-export const hostList = z.union([z.string(), z.array(z.string()), fn]).superRefine((v, ctx) => {
-  for (const problem of HostList.problems(v as HostListSpec)) {
-    ctx.addIssue({ code: "custom", message: problem });
-  }
-}).transform((v) => v as HostListSpec);
+export const hostList = z.union([z.string(), z.array(z.string()), fnOf<HostListFn>()]).superRefine(
+  (v, ctx) => {
+    for (const problem of HostList.problems(v as HostListSpec)) {
+      ctx.addIssue({ code: "custom", message: problem });
+    }
+  },
+).transform((v) => v as HostListSpec);
 
 /** A duration string, turned into milliseconds. */
 export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -86,10 +93,13 @@ const authSection = z.object({
       error: 'expected a hash "scrypt$N$r$p$salt$hash" (make one with `deno task hash-password`)',
     }),
   ).optional(),
-  check: fn.optional(),
+  check: fnOf<(request: AuthCheckRequest) => boolean | Promise<boolean>>().optional(),
   maxFailures: z.number().int().min(1).max(1000).default(5),
   failureWindow: duration.default(900_000),
-  senderLogins: z.union([z.record(z.string().min(1), z.array(z.string())), fn]).optional(),
+  senderLogins: z.union([
+    z.record(z.string().min(1), z.array(z.string())),
+    fnOf<(address: string) => string[] | undefined | Promise<string[] | undefined>>(),
+  ]).optional(),
 }).strict().refine((a) => a.users !== undefined || a.check !== undefined, {
   error: "auth needs users or check",
 });
@@ -158,7 +168,11 @@ const transportOptions = {
 const route = z.object({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, { error: "letters, digits, _ . - only" }).optional(),
   domains: hostList,
-  hosts: z.union([z.array(z.string().min(1)).min(1), fn]).optional(),
+  hosts: z.union([
+    z.array(z.string().min(1)).min(1),
+    fnOf<(domain: string) => string[] | Promise<string[]>>(),
+  ])
+    .optional(),
   mx: z.boolean().optional(),
   port: port.default(25),
   dsnLasthop: z.boolean().default(false),

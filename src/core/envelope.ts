@@ -70,6 +70,17 @@ export interface TlsInfo {
   peerVerified?: boolean;
 }
 
+/** What an `auth.check` function is asked. */
+export interface AuthCheckRequest {
+  mechanism: string;
+  /** The login (authentication identity) */
+  user: string;
+  /** The authorisation identity; empty when the client gave none */
+  authzid: string;
+  password: string;
+  client: { ip: string; port: number };
+}
+
 /** The SMTP AUTH login of the session (RFC 4954). */
 export interface AuthInfo {
   /** "PLAIN" or "LOGIN" */

@@ -10,16 +10,8 @@ import { SmtpError } from "../core/reply.ts";
 import { verifyPassword } from "../core/password_hash.ts";
 import type { SaslCredentials } from "../smtp/sasl.ts";
 
-/** What an `auth.check` function is asked. */
-export interface AuthCheckRequest {
-  mechanism: string;
-  /** The login (authentication identity) */
-  user: string;
-  /** The authorisation identity; empty when the client gave none */
-  authzid: string;
-  password: string;
-  client: { ip: string; port: number };
-}
+import type { AuthCheckRequest } from "../core/envelope.ts";
+export type { AuthCheckRequest };
 
 /** Settings of the authenticator. */
 export interface AuthenticatorOptions {
