@@ -95,7 +95,20 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
     };
   } catch (err) {
     for (const s of staplers) s.stop();
-    if (err instanceof TlsConfigError) throw new ConfigError([`tls.certificates: ${err.message}`]);
+    if (err instanceof TlsConfigError) throw new ConfigError([`${tlsFilePath(t, err.file)}: ${err.message}`]);
     throw err;
   }
+}
+
+/** The config path of the TLS file at fault (`tls.certificates[1].key`, `tls.clientCa`), else `tls.certificates`. */
+function tlsFilePath(t: ResolvedConfig["tls"], file: string | undefined): string {
+  if (file !== undefined) {
+    for (const [i, c] of t.certificates.entries()) {
+      if (c.cert === file && c.key === file) return `tls.certificates[${i}]`;
+      if (c.cert === file) return `tls.certificates[${i}].cert`;
+      if (c.key === file) return `tls.certificates[${i}].key`;
+    }
+    if (t.clientCa === file) return "tls.clientCa";
+  }
+  return "tls.certificates";
 }

@@ -23,7 +23,7 @@ const cases: [string, string, RegExp][] = [
   [
     "a key file that does not exist",
     `{ listen: [{ port: 0 }], delivery: { enable: false }, tls: { certificates: [{ cert: "CERT", key: "/nonexistent/ferry.key" }] } }`,
-    /^config: tls\.certificates: .*\/nonexistent\/ferry\.key/m,
+    /^config: tls\.certificates\[0\]\.key: .*\/nonexistent\/ferry\.key/m,
   ],
   [
     "a certificate set without its key",
