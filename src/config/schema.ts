@@ -426,6 +426,20 @@ export const configSchema = z.object({
       message: `no route is named "${c.quarantine.route}"`,
     });
   }
+  // srs.routes and arc.routes name routes by `name`, or by the name an unnamed route gets (`mx0`, `route1`):
+  // a misspelt one would silently never rewrite or seal.
+  const routeNames = new Set(c.routes.map((r, i) => r.name ?? `${r.mx ? "mx" : "route"}${i}`));
+  for (const [section, names] of [["srs", c.srs?.routes], ["arc", c.arc.routes]] as const) {
+    names?.forEach((name, i) => {
+      if (!routeNames.has(name)) {
+        ctx.addIssue({
+          code: "custom",
+          path: [section, "routes", i],
+          message: `no route is named "${name}"`,
+        });
+      }
+    });
+  }
   if (c.tlsRpt.enable && !c.delivery.enable) {
     ctx.addIssue({
       code: "custom",

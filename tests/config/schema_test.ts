@@ -258,3 +258,22 @@ Deno.test('validateConfig() accepts event handlers for names, prefixes and "*", 
     /^unknown event/,
   );
 });
+
+Deno.test("validateConfig() wants srs.routes and arc.routes to name routes (given names or mx0/route1)", () => {
+  const routes = [{ name: "out", domains: "*", mx: true }, {
+    domains: ["corp.example"],
+    hosts: ["192.0.2.1"],
+  }];
+  const ok = validateConfig({
+    routes,
+    srs: { domain: "srs.example", secrets: ["s"], routes: ["out", "route1"] },
+  });
+  assert.deepEqual(ok.srs?.routes, ["out", "route1"]);
+  assert.deepEqual(validateConfig({ arc: { routes: ["mx0"] } }).arc.routes, ["mx0"]);
+  onlyProblemAt(
+    { routes, srs: { domain: "srs.example", secrets: ["s"], routes: ["out", "outt"] } },
+    "srs.routes[1]",
+    /^no route is named "outt"$/,
+  );
+  onlyProblemAt({ routes, arc: { routes: ["mx0"] } }, "arc.routes[0]", /^no route is named "mx0"$/);
+});
