@@ -5,7 +5,7 @@
  */
 
 import { SpoolDb } from "./_spool_db.ts";
-import type { WorkerRequest, WorkerResponse } from "./_worker_engine.ts";
+import { CRASH_REQUESTED, type WorkerRequest, type WorkerResponse } from "./_worker_engine.ts";
 
 /** The worker's global scope, as far as this file uses it. */
 interface WorkerScope {
@@ -39,7 +39,7 @@ function handle(request: WorkerRequest): unknown {
     case "crash":
       // Fault injection for tests: an uncaught error kills this worker like a real crash would.
       setTimeout(() => {
-        throw new Error("spool worker crash requested");
+        throw new Error(CRASH_REQUESTED);
       });
       return undefined;
     default: {

@@ -12,6 +12,9 @@ import type { BatchOp, SpoolDbOptions } from "./_spool_db.ts";
 import type { DbArgs, DbMethod, DbResult, SpoolEngine } from "./_spool_engine.ts";
 import { errorMessage } from "../core/error_message.ts";
 
+/** The message of the error a worker dies of when asked to (see {@link WorkerEngine.crash}). */
+export const CRASH_REQUESTED = "spool worker crash requested";
+
 /** A request to the spool worker, without its sequence number. */
 type RequestBody =
   | { method: "open"; dir: string; options: Omit<SpoolDbOptions, "log"> }
@@ -207,9 +210,15 @@ export class WorkerEngine implements SpoolEngine {
     return undefined;
   }
 
-  /** Fault injection for tests: makes the worker die as from an uncaught error. */
+  /**
+   * Fault injection for tests: makes the worker die as from an uncaught error. Resolves once the worker took
+   * the request, also when its death is seen before its answer (the two come on separate channels, in either
+   * order under load).
+   */
   crash(): Promise<void> {
-    return this.#send({ method: "crash" });
+    return this.#send<void>({ method: "crash" }).catch((err: Error) => {
+      if (!err.message.includes(CRASH_REQUESTED)) throw err;
+    });
   }
 
   async close(): Promise<void> {
