@@ -63,7 +63,7 @@ export async function loadDkimKeys(
     try {
       pem = await Deno.readTextFile(s.keyFile);
     } catch (err) {
-      problems.push(`${where}: cannot read "${s.keyFile}": ${(err as Error).message}`);
+      problems.push(`${where}: "${s.keyFile}" cannot be read: ${(err as Error).message}`);
       continue;
     }
     let key: KeyObject;

@@ -203,7 +203,7 @@ Deno.test("dkim.sign: a missing key file, a non-key and a key of the wrong type 
     const err = await startFerry(config, { log: new MemoryLog() }).then(() => undefined, (e) => e);
     assert.ok(err instanceof ConfigError, String(err));
     assert.equal(err.problems.length, 3);
-    assert.match(err.problems[0], /^dkim\.sign\[0\]\.keyFile: cannot read ".*missing\.pem"/);
+    assert.match(err.problems[0], /^dkim\.sign\[0\]\.keyFile: ".*missing\.pem" cannot be read: /);
     assert.match(err.problems[1], /^dkim\.sign\[1\]\.keyFile: ".*junk\.pem" is not a PEM private key/);
     assert.match(
       err.problems[2],
