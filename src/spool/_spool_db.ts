@@ -951,7 +951,7 @@ export class SpoolDb {
         const claimed: Claimed = { id: row.id, from, nextAttempt: Number(row.next_attempt) };
         claimed.envelope = this.#envelope(row);
         if (Number(row.data_length) <= dataUpTo) {
-          const read = this.readData(row.id);
+          const read = this.#readDataOf(row);
           if (read.kind === "ok") claimed.data = read.data;
           else if (read.kind === "corrupt") claimed.corrupt = read.reason;
         }
@@ -1019,6 +1019,12 @@ export class SpoolDb {
     this.#requireDb();
     const row = this.#stmts.getMessage.get(id) as MessageRow | undefined;
     if (row === undefined) return { kind: "missing" };
+    return this.#readDataOf(row);
+  }
+
+  /** The data of the message in `row`, checked against its digest (see {@link readData}). */
+  #readDataOf(row: MessageRow): ReadResult {
+    const id = row.id;
     const read = this.#readChunks(id, Number(row.data_length), row.data_sha256) ??
       this.#readWhole(id, Number(row.data_length), row.data_sha256);
     if (read.kind === "ok") return read;
