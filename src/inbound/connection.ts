@@ -46,6 +46,7 @@ import { errorMessage } from "../core/error_message.ts";
 import type { Authenticator } from "./authenticator.ts";
 import { noObserver, type Observer } from "../core/observer.ts";
 import type { SaslCredentials, SaslMechanism } from "../smtp/sasl.ts";
+import { RepeatedRecipients } from "./repeated_recipient.ts";
 
 /** Performs a server-side TLS handshake over a connected stream. */
 export type TlsAcceptor = (
@@ -116,6 +117,8 @@ export interface InboundDeps {
   spaceGuard?: SpaceGuard;
   /** The configured checks (`checks`), already opened */
   checks?: readonly Check[];
+  /** The original address a valid SRS recipient of ours reverses to (`srs`); undefined for other addresses */
+  srsOriginal?: (address: string) => string | undefined;
 }
 
 /** Answers every question with a DnsError: policy's resolver when Ferry runs without one. */
@@ -163,12 +166,14 @@ export class InboundConnection implements SessionHandler {
   #auth?: AuthInfo;
 
   #obs: Observer;
+  #repeated: RepeatedRecipients;
   #onVerdict = (check: string, stage: string, action: string) => this.#obs.checkVerdict(check, stage, action);
 
   constructor(deps: InboundDeps, facts: ConnectionFacts) {
     this.#deps = deps;
     this.#obs = deps.observer ?? noObserver;
     this.#facts = facts;
+    this.#repeated = new RepeatedRecipients(deps.srsOriginal);
   }
 
   /** `H=(helo) [ip]:port` as Exim writes it. */
@@ -312,6 +317,7 @@ export class InboundConnection implements SessionHandler {
   }
 
   #resetMessage(): void {
+    this.#repeated.reset();
     this.#vars.resetMessage();
     this.#msgSink = new VerdictSink();
     this.#states = [];
@@ -358,6 +364,10 @@ export class InboundConnection implements SessionHandler {
       `RCPT <${rcpt.address}> F=<${tx.sender}>`,
       [...this.#deps.builtinRcpt, ...this.#messageSteps("rcpt", (c) => c.recipient.address)],
     );
+  }
+
+  repeats(tx: Transaction, rcpt: RcptEntry): boolean {
+    return this.#repeated.repeats(tx.recipients.map((r) => r.address), rcpt.address);
   }
 
   async authenticate(mechanism: SaslMechanism, creds: SaslCredentials): Promise<boolean> {

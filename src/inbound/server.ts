@@ -10,7 +10,13 @@ import type { ByteStream } from "../core/stream.ts";
 import { ServerSession } from "../smtp/server_session.ts";
 import type { SessionExtensions, SessionHandler } from "../smtp/session_types.ts";
 import { relayControl } from "../policy/relay_control.ts";
-import { srsPermitted, srsReverseStep, srsRewriteStep, type SrsSettings } from "../policy/checks/srs.ts";
+import {
+  srsOriginal,
+  srsPermitted,
+  srsReverseStep,
+  srsRewriteStep,
+  type SrsSettings,
+} from "../policy/checks/srs.ts";
 import { senderLogin, type SenderLogins } from "../policy/sender_login.ts";
 import { Authenticator, type AuthenticatorOptions } from "./authenticator.ts";
 import type { ResolvedConfig } from "../config/schema.ts";
@@ -30,7 +36,7 @@ const encoder = new TextEncoder();
 
 /** What the server needs besides its config. */
 export type InboundServerDeps =
-  & Omit<InboundDeps, "builtinRcpt" | "builtinMail" | "builtinData" | "authenticator">
+  & Omit<InboundDeps, "builtinRcpt" | "builtinMail" | "builtinData" | "authenticator" | "srsOriginal">
   & {
     /** SRS settings with secrets loaded (`srs`), for reversing SRS recipients */
     srs?: SrsSettings;
@@ -80,6 +86,7 @@ export class InboundServer {
         }),
       ],
       builtinData: deps.srs ? [srsRewriteStep()] : [],
+      srsOriginal: deps.srs ? (address) => srsOriginal(deps.srs!, address) : undefined,
       builtinMail: c.auth?.senderLogins ? [senderLogin(c.auth.senderLogins as SenderLogins)] : [],
       authenticator: c.auth
         ? new Authenticator({

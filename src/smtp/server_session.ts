@@ -445,7 +445,7 @@ export class ServerSession {
       throw err;
     }
     // The same recipient twice would be delivered twice: accept the repeat, keep one.
-    if (tx.recipients.some((r) => r.address === entry.address)) {
+    if (tx.recipients.some((r) => r.address === entry.address) || this.#handler.repeats?.(tx, entry)) {
       return this.#send(reply(250, "2.1.5", "Recipient OK (duplicate ignored)"));
     }
     if (tx.recipients.length >= this.#opts.limits.recipients) {

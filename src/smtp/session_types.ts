@@ -55,6 +55,11 @@ export interface SessionHandler {
   helo?(name: string, esmtp: boolean): Promise<void> | void;
   mail?(tx: Transaction): Promise<void> | void;
   rcpt?(tx: Transaction, rcpt: RcptEntry): Promise<void> | void;
+  /**
+   * True when `rcpt` stands for a recipient `tx` already has though spelt otherwise (asked before `rcpt`): the
+   * session then answers it as a repeated recipient and keeps one
+   */
+  repeats?(tx: Transaction, rcpt: RcptEntry): boolean;
   /** The DATA or first BDAT command, before any content */
   data?(tx: Transaction): Promise<void> | void;
   /** The whole message arrived cleanly; store it and answer (250 only once it is durable). */

@@ -206,3 +206,71 @@ Deno.test("srs in Ferry: a forwarded sender is rewritten over an MX route; an SR
     await Deno.remove(f.dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("srs in Ferry: an SRS recipient given again in other case or form, or as the address it reverses to, is answered as a repeat and stored once", async () => {
+  const f = await startTestFerry({
+    relay: { domains: ["example.test"], clients: ["127.0.0.0/8"] },
+    srs: { domain: "srs.ferry.test", secrets: ["tops3cret"] },
+  });
+  try {
+    const srs = srsForward("user@orig.test", "srs.ferry.test", { secrets: ["tops3cret"] });
+    const [, hash, stamp] = srs.split("=");
+    // Every spelling the SRS decoder accepts: lower-case tag, hash, timestamp and domains; another separator.
+    const lower = `srs0=${hash.toLowerCase()}=${stamp.toLowerCase()}=orig.test=user@srs.ferry.test`;
+    const upper = srs.toUpperCase();
+    const plus = srs.replace(/^SRS0=/, "SRS0+");
+    for (const variant of [lower, upper, plus]) {
+      assert.equal(srsReverse(variant, { secrets: ["tops3cret"] }).toLowerCase(), "user@orig.test", variant);
+    }
+    const c = await RawClient.connect(f.port);
+    await c.reply();
+    await c.cmd("EHLO fwd.test");
+    const send = async (rcpts: string[]) => {
+      assert.equal((await c.cmd("MAIL FROM:<>"))?.code, 250);
+      const replies = [];
+      for (const r of rcpts) replies.push((await c.cmd(`RCPT TO:<${r}>`))!.lines.join("\n"));
+      assert.equal((await c.cmd("DATA"))?.code, 354);
+      const done = await c.cmd("Subject: bounce\r\n\r\nx\r\n.");
+      const id = /id=(\S+)/.exec(done!.text)?.[1];
+      assert.ok(id, done?.text);
+      return { replies, recipients: (await f.spool.get(id))!.recipients.map((r) => r.address) };
+    };
+    const repeat = "250 2.1.5 Recipient OK (duplicate ignored)";
+
+    // The SRS address first: each other spelling, and the original address itself, is a repeat.
+    const first = await send([
+      srs,
+      lower,
+      upper,
+      plus,
+      "user@orig.test",
+      "user@ORIG.TEST",
+      "other@orig.test",
+    ]);
+    assert.deepEqual(first.replies, [
+      "250 2.1.5 Recipient OK",
+      repeat,
+      repeat,
+      repeat,
+      repeat,
+      repeat,
+      "250 2.1.5 Recipient OK",
+    ]);
+    assert.deepEqual(first.recipients, ["user@orig.test", "other@orig.test"]);
+
+    // The original address first, then SRS spellings; a local part in other case is another mailbox.
+    const second = await send(["user@orig.test", "user@Orig.Test", upper, srs, "User@orig.test"]);
+    assert.deepEqual(second.replies, [
+      "250 2.1.5 Recipient OK",
+      repeat,
+      repeat,
+      repeat,
+      "250 2.1.5 Recipient OK",
+    ]);
+    assert.deepEqual(second.recipients, ["user@orig.test", "User@orig.test"]);
+    c.close();
+  } finally {
+    await f.stop();
+    await Deno.remove(f.dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -68,6 +68,19 @@ export function srsPermitted(
   return c.get("srsReverse")?.[address] !== undefined;
 }
 
+/** The original address `address` reverses to when it is a valid SRS address of our domain; else undefined. */
+export function srsOriginal(s: SrsSettings, address: string): string | undefined {
+  const at = address.lastIndexOf("@");
+  if (at < 0 || domainOf(address) !== s.domain.toLowerCase() || !isSrs(address.slice(0, at))) {
+    return undefined;
+  }
+  try {
+    return srsReverse(address, s);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The rcpt step checking SRS addresses of our domain: valid → remembered, invalid or expired → 550 5.1.1. */
 export function srsReverseStep(s: SrsSettings): PolicyMiddleware<"rcpt"> {
   return async function srs_reverse(c, next) {
