@@ -10,6 +10,7 @@ import { parseDuration, parseSize } from "../core/units.ts";
 import { EVENT_KEYS } from "../core/event_names.ts";
 import { parseScryptHash } from "../core/password_hash.ts";
 import { parseAdminListen } from "../core/listen_address.ts";
+import { findRedisNeeds } from "../core/needs_redis.ts";
 
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", {
   error: "expected a function",
@@ -439,6 +440,16 @@ export const configSchema = z.object({
         });
       }
     });
+  }
+  // A rate limit kept in Redis, or a Redis lookup as a host list, would answer 451 to every message.
+  if (!c.redis) {
+    for (const need of findRedisNeeds(c)) {
+      ctx.addIssue({
+        code: "custom",
+        path: need.path,
+        message: `${need.what} needs redis to be configured (redis.servers)`,
+      });
+    }
   }
   if (c.tlsRpt.enable && !c.delivery.enable) {
     ctx.addIssue({

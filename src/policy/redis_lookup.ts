@@ -9,6 +9,7 @@ import type { HostListCallOptions, HostListSubject } from "../core/host_list.ts"
 import { SmtpError } from "../core/reply.ts";
 import { optionDuration } from "../core/units.ts";
 import { errorMessage } from "../core/error_message.ts";
+import { markNeedsRedis } from "../core/needs_redis.ts";
 import type { RedisReply } from "./redis_service.ts";
 import { redisService } from "./services.ts";
 
@@ -81,10 +82,14 @@ export class RedisLookup {
     on: "ip" | "name" = "ip",
   ): (subject: HostListSubject, opts?: Partial<HostListCallOptions>) => Promise<boolean> {
     const has = (value: string, signal?: AbortSignal) => this.has(value, { signal });
-    return async function redis_host_list(subject: HostListSubject, opts?: Partial<HostListCallOptions>) {
-      const value = subject[on];
-      return value === undefined ? false : await has(value, opts?.signal);
-    };
+    // Given as a host list in config.ts without `redis`, every call would defer: a config error instead.
+    return markNeedsRedis(
+      async function redis_host_list(subject: HostListSubject, opts?: Partial<HostListCallOptions>) {
+        const value = subject[on];
+        return value === undefined ? false : await has(value, opts?.signal);
+      },
+      "a Redis lookup",
+    );
   }
 }
 

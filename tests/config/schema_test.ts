@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, formatPath, validateConfig } from "../../src/config/load.ts";
+import { ratelimit } from "../../src/policy/checks/ratelimit.ts";
+import { redisSet } from "../../src/policy/redis_lookup.ts";
 
 /** Validates and returns the problem lines (fails the test when the config is accepted). */
 function problems(input: unknown): string[] {
@@ -276,4 +278,47 @@ Deno.test("validateConfig() wants srs.routes and arc.routes to name routes (give
     /^no route is named "outt"$/,
   );
   onlyProblemAt({ routes, arc: { routes: ["mx0"] } }, "arc.routes[0]", /^no route is named "mx0"$/);
+});
+
+Deno.test('validateConfig() refuses ratelimit store "redis" and Redis lookup host lists without redis, naming the path', () => {
+  const redisLimit = () => ratelimit({ limit: 10, period: "1h", per: "mail", store: "redis" });
+  onlyProblemAt(
+    { checks: [ratelimit({ limit: 5, period: "1m", per: "conn" }), redisLimit()] },
+    "checks[1]",
+    /^ratelimit store "redis" needs redis to be configured \(redis\.servers\)$/,
+  );
+  onlyProblemAt(
+    { relay: { domains: redisSet("relay_domains").hostList("name") } },
+    "relay.domains",
+    /^a Redis lookup needs redis to be configured \(redis\.servers\)$/,
+  );
+  assert.deepEqual(
+    problems({
+      checks: [redisLimit()],
+      delivery: { hostsTryDane: redisSet("dane_hosts").hostList("name") },
+      routes: [{ domains: "*", mx: true, hostsRequireTls: redisSet("tls_hosts").hostList() }],
+    }).sort(),
+    [
+      'checks[0]: ratelimit store "redis" needs redis to be configured (redis.servers)',
+      "delivery.hostsTryDane: a Redis lookup needs redis to be configured (redis.servers)",
+      "routes[0].hostsRequireTls: a Redis lookup needs redis to be configured (redis.servers)",
+    ],
+  );
+  // With redis configured, the same config loads; without it, the default and "memory" stores need nothing.
+  const redis = { servers: [{ url: "redis://127.0.0.1:6379" }] };
+  const ok = validateConfig({
+    redis,
+    checks: [redisLimit()],
+    relay: { domains: redisSet("relay_domains").hostList("name") },
+  });
+  assert.equal(ok.checks.length, 1);
+  assert.equal(
+    validateConfig({
+      checks: [
+        ratelimit({ limit: 10, period: "1h", per: "mail" }),
+        ratelimit({ limit: 10, period: "1h", per: "rcpt", store: "memory" }),
+      ],
+    }).checks.length,
+    2,
+  );
 });

@@ -165,6 +165,40 @@ Deno.test("--check-config reads the files the config names: a missing CA or cert
   }
 });
 
+Deno.test('ratelimit store "redis" or a Redis lookup host list without redis exits 78 naming the field; with redis it is OK', async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-cfg-" });
+  try {
+    const spool = `spool: { dir: ${JSON.stringify(`${dir}/sp`)} }`;
+    const limits = `checks: [ratelimit({ limit: 5, period: "1m", per: "conn" }),
+      ratelimit({ limit: 100, period: "1h", per: "mail", store: "redis" })]`;
+    const lookup = `relay: { domains: redisSet("relay_domains").hostList("name"), clients: [] }`;
+    const redis = `redis: { servers: [{ url: "redis://127.0.0.1:9" }] }`;
+    const imports = ["ratelimit", "redisSet"];
+    const paths = await Promise.all([
+      writeConfig(dir, `{ ${spool}, ${limits} }`, "limit.ts", imports),
+      writeConfig(dir, `{ ${spool}, ${lookup} }`, "lookup.ts", imports),
+      writeConfig(dir, `{ ${spool}, ${limits}, ${lookup}, ${redis} }`, "ok.ts", imports),
+    ]);
+    const [limit, lookupOnly, ok, started] = await Promise.all([
+      ...paths.map((p) => runFerryCli(["--config", p, "--check-config"])),
+      // Not only --check-config: starting with it refuses too, before anything opens.
+      runFerryCli(["--config", paths[0]]),
+    ]);
+    const limitError =
+      /^config: checks\[1\]: ratelimit store "redis" needs redis to be configured \(redis\.servers\)$/;
+    assertConfigErrors(limit, [limitError]);
+    assertConfigErrors(started, [limitError]);
+    assertConfigErrors(lookupOnly, [
+      /^config: relay\.domains: a Redis lookup needs redis to be configured \(redis\.servers\)$/,
+    ]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /configuration OK/);
+    await assert.rejects(Deno.stat(`${dir}/sp`), Deno.errors.NotFound, "no spool was created");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("the repository's own config.ts passes --check-config", async () => {
   const path = fromFileUrl(new URL("../../config.ts", import.meta.url));
   const r = await runFerryCli(["--config", path, "--check-config"]);

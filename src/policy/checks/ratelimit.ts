@@ -15,6 +15,7 @@ import { errorMessage } from "../../core/error_message.ts";
 import { MemoryRateStore, type RateMode, type RateResult, type RateStore } from "../rate_limit.ts";
 import { RedisRateStore } from "../rate_store_redis.ts";
 import { redisService } from "../services.ts";
+import { markNeedsRedis } from "../../core/needs_redis.ts";
 
 /** What is counted. */
 export type RatePer = "conn" | "mail" | "rcpt" | "byte" | "cmd";
@@ -139,6 +140,8 @@ export function ratelimit(opts: RateLimitOptions): Check {
       if (services.redis && opts.store !== "memory") shared = new RedisRateStore({ redis: services.redis });
     },
   };
+  // Without `redis` every event would fail the store: a config error at start instead.
+  if (opts.store === "redis") markNeedsRedis(check, 'ratelimit store "redis"');
   if (per === "conn") {
     check.connect = (c): CheckResult => measure(c);
     return check;
