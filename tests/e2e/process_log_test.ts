@@ -15,10 +15,20 @@ function recipient(i: number): string {
   return `${"u".repeat(60)}${i}@${"d".repeat(60)}.${"e".repeat(60)}.${"f".repeat(50)}.other.test`;
 }
 
-/** A connection that got this Ferry's banner (a port taken meanwhile by another program is not mistaken). */
-async function banner(port: number, hostname: string, ms: number): Promise<RawClient> {
+/**
+ * A connection that got this Ferry's banner (a port taken meanwhile by another program is not mistaken);
+ * fails at once, with what Ferry said, when the process has ended instead.
+ */
+async function banner(
+  port: number,
+  hostname: string,
+  ms: number,
+  ended: () => Promise<string> | undefined,
+): Promise<RawClient> {
   const deadline = Date.now() + ms;
   for (;;) {
+    const why = ended();
+    if (why !== undefined) throw new Error(`Ferry ended before its banner: ${await why}`);
     let c: RawClient | undefined;
     try {
       c = await RawClient.connect(port);
@@ -42,7 +52,9 @@ Deno.test("a stdout pipe nobody reads does not stall sessions, and every line lo
     dir,
     `{ hostname: ${JSON.stringify(hostname)}, listen: [{ address: "127.0.0.1", port: ${port} }],
       spool: { dir: ${JSON.stringify(`${dir}/spool`)} }, relay: { domains: ["example.test"], clients: [] },
-      delivery: { enable: false }, limits: { recipients: 1000, badCommands: 1000 } }`,
+      delivery: { enable: false }, limits: { recipients: 1000, badCommands: 1000 },
+      // Not the default 127.0.0.1:8025: another test's Ferry may hold it (Ferry then exits 78).
+      admin: { enable: false } }`,
   );
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", fileURLToPath(MOD_URL), "--config", config],
@@ -52,9 +64,12 @@ Deno.test("a stdout pipe nobody reads does not stall sessions, and every line lo
     stderr: "piped",
   }).spawn();
   const stderr = new Response(child.stderr).text();
+  let exit: Deno.CommandStatus | undefined;
+  child.status.then((st) => (exit = st));
+  const ended = () => exit && stderr.then((text) => `exit ${exit!.code}: ${text}`);
   let stdout: Promise<string> | undefined;
   try {
-    const c = await banner(port, hostname, 20_000);
+    const c = await banner(port, hostname, 20_000, ended);
     try {
       assert.equal((await c.cmd("EHLO pipe.test"))?.code, 250);
       assert.equal((await c.cmd("MAIL FROM:<a@sender.test>"))?.code, 250);
@@ -69,7 +84,7 @@ Deno.test("a stdout pipe nobody reads does not stall sessions, and every line lo
       c.close();
     }
     // A new session is served while the pipe is still full.
-    const d = await banner(port, hostname, 5000);
+    const d = await banner(port, hostname, 5000, ended);
     assert.equal((await d.cmd("NOOP"))?.code, 250);
     d.close();
 
