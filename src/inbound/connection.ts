@@ -592,7 +592,8 @@ export class InboundConnection implements SessionHandler {
     const envelope: Envelope = {
       id,
       sender,
-      recipients: kept.flatMap((r): Recipient[] => {
+      // Rewrites can land two recipients on one mailbox: it is stored (and delivered) once.
+      recipients: withoutRepeats(kept.flatMap((r): Recipient[] => {
         const why = quarantined ?? this.#msgSink.quarantinedRecipients.get(r.address);
         const extra = why !== undefined ? { quarantine: why } : undefined;
         const to = rewrites.get(r.address);
@@ -600,7 +601,7 @@ export class InboundConnection implements SessionHandler {
         // RFC 3461 4.2: a rewritten recipient keeps the address the client gave as ORCPT.
         const orcpt = r.orcpt ?? { type: "rfc822", address: r.address };
         return to.map((address) => ({ address, notify: r.notify, orcpt, status: "pending", extra }));
-      }),
+      })),
       ret: tx.params.ret,
       envid: tx.params.envid,
       body: tx.params.body,
@@ -693,4 +694,19 @@ export class InboundConnection implements SessionHandler {
     }
     return final(reply(250, "2.0.0", `OK id=${id}`));
   }
+}
+
+/**
+ * `recipients` without the repeats of an earlier one's mailbox, the first kept: the same local part and a
+ * domain differing at most in case (RFC 5321 2.4: a local part's case is the receiving host's to judge).
+ */
+function withoutRepeats(recipients: Recipient[]): Recipient[] {
+  const seen = new Set<string>();
+  return recipients.filter((r) => {
+    const at = r.address.lastIndexOf("@");
+    const key = at < 0 ? r.address : r.address.slice(0, at + 1) + r.address.slice(at + 1).toLowerCase();
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }

@@ -278,6 +278,39 @@ Deno.test("quarantine: without quarantine.route the recipient is held in the que
   }
 });
 
+Deno.test("data stage: rewrites that land on one mailbox store it once (the first kept, the domain's case aside)", async () => {
+  await withFerry({
+    policy: {
+      data: [async function alias(c, next) {
+        // An alias onto a recipient already there, two aliases onto one address, one naming it twice.
+        c.rewriteRecipient("team@example.test", ["c@example.test", "d@EXAMPLE.test", "d@example.test"]);
+        c.rewriteRecipient("boss@example.test", ["d@example.test"]);
+        await next();
+      }],
+    },
+  }, async (f) => {
+    const c = await session(f.port);
+    try {
+      const r = await send(
+        c,
+        "s@sender.test",
+        ["c@example.test", "team@example.test", "boss@example.test", "D@example.test"],
+        "Subject: x\r\n\r\nbody\r\n",
+      );
+      const id = /id=(\S+)/.exec(r.data!.text)![1];
+      const env = await f.spool.get(id);
+      // D@ is another mailbox than d@: a local part's case is the receiving host's to judge.
+      assert.deepEqual(env?.recipients.map((x) => [x.address, x.orcpt?.address]), [
+        ["c@example.test", undefined],
+        ["d@EXAMPLE.test", "team@example.test"],
+        ["D@example.test", undefined],
+      ]);
+    } finally {
+      c.close();
+    }
+  });
+});
+
 Deno.test("the outbound chain sees route and recipients, adds headers and rewrites the envelope per route", async () => {
   const ds = startDownstream();
   const seen: { route: string; recipients: readonly string[]; spf: unknown }[] = [];
