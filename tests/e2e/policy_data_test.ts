@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { RawClient, withFerry } from "../helpers/ferry.ts";
+import { waitFor } from "../helpers/downstream.ts";
 import type { DataContext, MailContext } from "../../src/policy/context.ts";
 import type { MsgReceivedEvent } from "../../src/events/types.ts";
 
@@ -162,11 +163,12 @@ Deno.test("a msg:received handler that throws: the client still gets 250, the me
       assert.equal(r?.code, 250);
       const id = /id=(\S+)/.exec(r!.text)![1];
       assert.ok(await f.spool.get(id));
-      // The handler runs after the reply; give it a moment.
-      for (let i = 0; i < 50 && !f.memlog.has("event msg:received"); i++) {
-        await new Promise((res) => setTimeout(res, 10));
-      }
-      assert.ok(f.memlog.has(`event msg:received: handler boom failed: boom`));
+      // The handler runs after the reply: await its failure line.
+      await waitFor(
+        () => f.memlog.has(`event msg:received: handler boom failed: boom`),
+        8000,
+        "the handler's failure logged",
+      );
       assert.equal((await c.cmd("NOOP"))?.code, 250);
     } finally {
       c.close();
@@ -181,7 +183,8 @@ Deno.test("a msg:received handler gets the id from the 250 reply and the stored 
     try {
       const r = await send(c, "events@sender.test");
       const id = /id=(\S+)/.exec(r!.text)![1];
-      for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((res) => setTimeout(res, 10));
+      // The handler runs after the reply.
+      await waitFor(() => got.length > 0, 8000, "the msg:received handler");
       assert.equal(got.length, 1);
       assert.equal(got[0].id, id);
       assert.equal(got[0].envelope.id, id);
