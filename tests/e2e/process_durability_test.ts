@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { RawClient } from "../helpers/ferry.ts";
-import { FerryProcess, sleep } from "../helpers/process.ts";
+import { FerryProcess } from "../helpers/process.ts";
+import { waitFor } from "../helpers/downstream.ts";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 
 const dec = new TextDecoder();
@@ -52,7 +53,9 @@ Deno.test("after SIGKILL during 20 concurrent senders, every 250'd message is in
     const acked = new Map<string, string>();
     let stopping = false;
     const senders = Array.from({ length: 20 }, (_, i) => sender(first.port, i, acked, () => stopping));
-    await sleep(1000);
+    // Killed mid-stream once 20 messages are acknowledged (a fixed second was too little on a loaded
+    // machine); the senders keep going until then and meanwhile.
+    await waitFor(() => acked.size >= 20, 30_000, "20 messages acknowledged");
     first.signal("SIGKILL");
     const status = await first.wait(10_000);
     assert.equal(status?.signal, "SIGKILL");
