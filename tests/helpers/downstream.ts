@@ -205,7 +205,11 @@ export function startDownstream(opts: DownstreamOptions = {}): Downstream {
   return state;
 }
 
-/** Polls `pred` every 25 ms until it holds; throws naming `what` after `ms`. */
+/**
+ * Polls `pred` every 25 ms until it holds; throws naming `what` after `ms`. `ms` only bounds a wait for a
+ * positive signal: keep it at the default 8 s or above unless the delay itself is what a test asserts (on
+ * a loaded 2-core CI machine a delivery or a log line can take more than 2–3 s).
+ */
 export async function waitFor(
   pred: () => boolean | Promise<boolean>,
   ms = 8000,

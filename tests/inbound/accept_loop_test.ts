@@ -32,7 +32,7 @@ Deno.test("acceptLoop() hands over a connection whose setNoDelay throws instead 
     reopen: () => fake,
     log: (t) => lines.push(t),
   });
-  await waitFor(() => got.length === 1, 2000, "the connection");
+  await waitFor(() => got.length === 1, 8000, "the connection");
   assert.equal(got[0], conn);
   assert.deepEqual(lines, ["setNoDelay failed: Bad resource ID"]);
   stopping = true;
@@ -60,13 +60,13 @@ Deno.test("acceptLoop() reopens a listener that broke (BadResource) while not st
   });
   try {
     (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-    await waitFor(() => served.length === 1, 3000, "the first connection");
+    await waitFor(() => served.length === 1, 8000, "the first connection");
     listener.close(); // accept() now fails with BadResource, though nobody is stopping
-    await waitFor(() => lines.includes("listener reopened"), 3000, "the reopen");
+    await waitFor(() => lines.includes("listener reopened"), 8000, "the reopen");
     assert.match(lines[0], /^listener failed: .*; reopening; retrying in \d+ ms$/);
     const c = await Deno.connect({ hostname: "127.0.0.1", port });
     c.close();
-    await waitFor(() => served.length === 2, 3000, "a connection after the reopen");
+    await waitFor(() => served.length === 2, 8000, "a connection after the reopen");
   } finally {
     stopping = true;
     listener.close();

@@ -42,7 +42,7 @@ Deno.test("a dead destination is retried per the rules, then fails with a full R
     assert.equal(fails.length, 1);
     assert.match(fails[0], /^\*\* user@dead\.test R=dead T=smtp.*retry timeout exceeded/);
     assert.ok(r.up.memlog.has(/host_error|errno ECONNREFUSED/));
-    await waitFor(async () => (await r.up.spool.get(id)) === undefined, 3000, "message removed");
+    await waitFor(async () => (await r.up.spool.get(id)) === undefined, 8000, "message removed");
 
     const [report] = r.reports.messages;
     assert.equal(report.from, "");
@@ -136,7 +136,7 @@ Deno.test("NOTIFY=NEVER: a failed recipient brings no report", async () => {
   try {
     await submit(r.up.port, ["user@dead.test"], { rcptParams: { "user@dead.test": " NOTIFY=NEVER" } });
     await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 6000, "the failure");
-    await waitFor(() => r.up.memlog.has("Completed"), 3000, "Completed");
+    await waitFor(() => r.up.memlog.has("Completed"), 8000, "Completed");
     // Reports are queued (a "<= <>" line) before a message's "Completed": after it, none can come.
     assert.equal(r.reports.messages.length, 0);
     assert.ok(!r.up.memlog.has(/^<= <>/));
@@ -151,7 +151,7 @@ Deno.test("a message from the null sender that fails brings no report", async ()
   try {
     await submit(r.up.port, ["user@dead.test"], { from: "" });
     await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 6000, "the failure");
-    await waitFor(() => r.up.memlog.has("Completed"), 3000, "Completed");
+    await waitFor(() => r.up.memlog.has("Completed"), 8000, "Completed");
     // Reports are queued (a "<= <>" line) before a message's "Completed": after it, none can come.
     assert.equal(r.reports.messages.length, 0);
     assert.ok(!r.up.memlog.has(/^<= <>.*report/));

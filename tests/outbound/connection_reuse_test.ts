@@ -44,7 +44,7 @@ for (
     try {
       await submit(up.port, ["first@example.test"]);
       await waitFor(() => target.messages.length === 1, 5000, "first message");
-      await waitFor(() => up.memlog.has("Completed"), 2000, "first completion");
+      await waitFor(() => up.memlog.has("Completed"), 8000, "first completion");
       await target.kick(reply);
       await new Promise((r) => setTimeout(r, 50));
       const id = await submit(up.port, ["second@example.test"]);
@@ -57,7 +57,7 @@ for (
       assert.equal(target.messages.length, 2);
       assert.equal(target.connections, 2);
       assert.equal(up.memlog.lines.filter((l) => l.fields.event === "host_error").length, 0);
-      await waitFor(async () => (await up.spool.get(id)) === undefined, 2000, "second completion");
+      await waitFor(async () => (await up.spool.get(id)) === undefined, 8000, "second completion");
     } finally {
       await up.dispose();
       await target.stop();

@@ -140,7 +140,7 @@ Deno.test("msg:host:defer names ECONNREFUSED for a dead host; msg:fail:delivery 
       8000,
       "outcomes",
     );
-    await waitFor(() => (seen["msg:fail:delivery"]?.length ?? 0) > 0, 2000, "msg:fail:delivery");
+    await waitFor(() => (seen["msg:fail:delivery"]?.length ?? 0) > 0, 8000, "msg:fail:delivery");
     const defer = seen["msg:host:defer"] ?? [];
     assert.equal(defer.length, 1);
     assert.equal(defer[0].errno, "ECONNREFUSED");

@@ -42,7 +42,7 @@ Deno.test("after a restart a delivered recipient is not sent again and a deferre
     await waitFor(() => linesOf(first!.memlog, "=>").length > 0, 8000, "the delivery");
     await waitFor(
       async () => (await first!.spool.get(id))?.recipients.every((r) => (r.attempts ?? 0) > 0) ?? false,
-      4000,
+      8000,
       "both outcomes saved",
     );
     assert.equal(linesOf(first.memlog, "=>").length, 1);

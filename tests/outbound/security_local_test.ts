@@ -51,7 +51,7 @@ for (const option of ["tlsVerifyHosts", "hostsRequireOcsp"] as const) {
       assert.equal(down.messages.length, 0, "nothing delivered in clear");
       assert.equal(linesOf(up.memlog, "=>").length, 0);
       assert.equal((await up.spool.get(id))?.recipients[0].status, "pending");
-      await waitFor(() => defers.length > 0, 2000, "msg:host:defer");
+      await waitFor(() => defers.length > 0, 8000, "msg:host:defer");
       assert.deepEqual(defers[0].security, {
         policy: "pkix",
         tlsRequired: "authenticated",

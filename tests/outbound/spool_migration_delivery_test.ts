@@ -41,7 +41,7 @@ Deno.test("a spool written by the schema-1 code is converted at start and its me
       "the recipient delivered before is not sent again",
     );
     assert.equal(down.messages[0].data, body);
-    await waitFor(async () => (await ferry!.spool.get(old.id)) === undefined, 4000, "completion");
+    await waitFor(async () => (await ferry!.spool.get(old.id)) === undefined, 8000, "completion");
   } finally {
     await ferry?.stop();
     await down.stop();
@@ -66,7 +66,7 @@ Deno.test("a spool written by the schema-2 code (whole bodies) is converted at s
     await waitFor(() => down.messages.length === 1, 8000, "delivery of the converted message");
     assert.deepEqual(down.messages[0].rcpts, ["big@dest.test"]);
     assert.equal(down.messages[0].data, body);
-    await waitFor(async () => (await ferry!.spool.get(old.id)) === undefined, 4000, "completion");
+    await waitFor(async () => (await ferry!.spool.get(old.id)) === undefined, 8000, "completion");
   } finally {
     await ferry?.stop();
     await down.stop();
@@ -102,11 +102,11 @@ Deno.test("data damaged in the spool is found when read for delivery: corrupt, l
     await waitFor(() => down.messages.length === 2, 8000, "delivery of the two sound messages");
     const corruptLines = () =>
       ferry!.memlog.lines.filter((l) => l.text.includes(`"${victim}" moved to corrupt`));
-    await waitFor(() => corruptLines().length > 0, 4000, "the corrupt log line");
+    await waitFor(() => corruptLines().length > 0, 8000, "the corrupt log line");
     assert.match(corruptLines()[0].text, /digest does not match/);
     const kept = await ferry.spool.row(victim);
     assert.equal(kept?.state, "corrupt");
-    await waitFor(async () => (await ferry!.spool.count()) === 1, 4000, "the sound ones completed");
+    await waitFor(async () => (await ferry!.spool.count()) === 1, 8000, "the sound ones completed");
     assert.equal(corruptLines().length, 1, "read once, not retried");
     assert.equal(down.messages.length, 2);
     assert.deepEqual(down.messages.map((m) => m.rcpts[0]).sort(), ["r0@dest.test", "r2@dest.test"]);
