@@ -275,7 +275,10 @@ export class Scheduler implements QueueManagerHooks {
       this.#again = true;
       return this.#pumping;
     }
-    this.#pumping = this.#pump().finally(() => (this.#pumping = undefined));
+    // #pump clears #pumping itself, in the same step that decides to end (cleared a microtask later, in a
+    // .finally, a wake-up in between was folded into a run already over: new mail waited for the timer). It
+    // always awaits before it ends, so this assignment comes first.
+    this.#pumping = this.#pump();
     return this.#pumping;
   }
 
@@ -323,6 +326,8 @@ export class Scheduler implements QueueManagerHooks {
       if (this.#stopped) return;
       log.write(`queue run failed: ${errorMessage(err)}; trying again in 1s`);
       this.#setTimer(this.#clock.now() + 1000);
+    } finally {
+      this.#pumping = undefined;
     }
   }
 

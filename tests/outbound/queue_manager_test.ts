@@ -374,3 +374,44 @@ Deno.test("stop() aborts deliveries in flight through their signal and saves wha
   assert.equal((await r.spool.row("m"))?.state, "deferred");
   await r.spool.close();
 });
+
+Deno.test("new mail announced just as a queue run ends (after its look-up of the next due time, before the run is over) is claimed at once, not left to the timer", async () => {
+  // The race as it happens with the real spool: a run's next-due look-up is answered before a new message is
+  // stored, and that message's "stored" call (enqueue) comes a few microtasks later, while the run is ending.
+  // Each hop count is one placement of that call; every placement must get the message out at once.
+  for (let hops = 0; hops < 6; hops++) {
+    const r = await rig({ start: T0, delivery: { queueInterval: "1h" } });
+    try {
+      await r.scheduler.start();
+      await settle();
+      const nextDue = r.spool.nextDue.bind(r.spool);
+      let lookedUp = false;
+      r.spool.nextDue = async () => {
+        const due = await nextDue();
+        await r.add("m", [{ address: "m@dest.test" }]);
+        lookedUp = true;
+        return due;
+      };
+      const timer = r.clock.timer.bind(r.clock);
+      r.clock.timer = (ms, fn) => {
+        if (lookedUp) {
+          lookedUp = false;
+          let left = hops;
+          const hop = () => left-- > 0 ? queueMicrotask(hop) : r.scheduler.enqueue("m");
+          queueMicrotask(hop);
+        }
+        return timer(ms, fn);
+      };
+      await r.scheduler.wake();
+      r.spool.nextDue = nextDue;
+      r.clock.timer = timer;
+      await until(
+        () => r.calls.length > 0,
+        `the message enqueued ${hops} microtask(s) after the look-up claimed`,
+      );
+      assert.equal(r.clock.now(), T0, "no timer had to fire");
+    } finally {
+      await r.stop();
+    }
+  }
+});
