@@ -276,10 +276,12 @@ export class Scheduler implements QueueManagerHooks {
       return this.#pumping;
     }
     // #pump clears #pumping itself, in the same step that decides to end (cleared a microtask later, in a
-    // .finally, a wake-up in between was folded into a run already over: new mail waited for the timer). It
-    // always awaits before it ends, so this assignment comes first.
-    this.#pumping = this.#pump();
-    return this.#pumping;
+    // .finally, a wake-up in between was folded into a run already over: new mail waited for the timer). Set
+    // before the run starts, so a run that ended without ever waiting clears it too.
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#pumping = promise;
+    this.#pump().then(resolve, resolve);
+    return promise;
   }
 
   /**
