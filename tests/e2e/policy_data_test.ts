@@ -163,7 +163,7 @@ Deno.test("a msg:received handler that throws: the client still gets 250, the me
       assert.equal(r?.code, 250);
       const id = /id=(\S+)/.exec(r!.text)![1];
       assert.ok(await f.spool.get(id));
-      // The handler runs after the reply: await its failure line.
+      // The 250 does not wait for the handler: await its failure line.
       await waitFor(
         () => f.memlog.has(`event msg:received: handler boom failed: boom`),
         8000,
@@ -183,7 +183,7 @@ Deno.test("a msg:received handler gets the id from the 250 reply and the stored 
     try {
       const r = await send(c, "events@sender.test");
       const id = /id=(\S+)/.exec(r!.text)![1];
-      // The handler runs after the reply.
+      // The 250 does not wait for the handler: await it.
       await waitFor(() => got.length > 0, 8000, "the msg:received handler");
       assert.equal(got.length, 1);
       assert.equal(got[0].id, id);
