@@ -9,6 +9,7 @@
  */
 
 import { errorMessage } from "../core/error_message.ts";
+import { concatBytes } from "../core/bytes.ts";
 
 /** dccifd's overall results. */
 export type DccOverall = "A" | "R" | "S" | "G" | "T";
@@ -127,7 +128,7 @@ export class DccifdClient {
       const buf = new Uint8Array(16384);
       for (let n; (n = await conn.read(buf)) !== null;) chunks.push(buf.slice(0, n));
       if (abort.aborted) throw abort.reason;
-      const text = dec.decode(concat(chunks));
+      const text = dec.decode(concatBytes(chunks));
       return parseDccReply(text, req.recipients.length);
     } catch (err) {
       if (err instanceof DccError) throw err;
@@ -158,14 +159,4 @@ export class DccifdClient {
     });
     return conn;
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }

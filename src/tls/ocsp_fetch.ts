@@ -3,6 +3,8 @@
  * Trusts nothing it receives: the bytes are bounded in size and returned for `checkOcspResponse` to judge.
  */
 
+import { concatBytes } from "../core/bytes.ts";
+
 /** Options for one OCSP fetch. */
 export interface OcspFetchOptions {
   /** Deadline for the whole exchange, body included */
@@ -67,11 +69,5 @@ async function readBounded(res: Response, maxBytes: number, url: string): Promis
     if (total > maxBytes) throw new Error(`OCSP response from "${url}" is larger than ${maxBytes} bytes`);
     chunks.push(chunk);
   }
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
+  return concatBytes(chunks);
 }

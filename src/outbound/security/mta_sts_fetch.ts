@@ -5,6 +5,7 @@
  * whole fetch. Trusts the configured CA file (or the system store) and nothing the server says about itself.
  */
 
+import { type Http1FramingError, responseBody, splitResponse } from "../../core/http1.ts";
 import { writeAll } from "../../core/stream.ts";
 import type { Resolver } from "../../dns/resolver.ts";
 import type { TlsClientContext } from "../../tls/client.ts";
@@ -42,32 +43,6 @@ export interface StsFetchOptions {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-function indexOfCrlfCrlf(b: Uint8Array, end: number): number {
-  for (let i = 0; i + 3 < end; i++) {
-    if (b[i] === 13 && b[i + 1] === 10 && b[i + 2] === 13 && b[i + 3] === 10) return i;
-  }
-  return -1;
-}
-
-/** Decodes a chunked body (RFC 9112 §7.1); throws on malformed framing. */
-function dechunk(body: Uint8Array): Uint8Array {
-  const out: number[] = [];
-  let i = 0;
-  for (;;) {
-    let eol = i;
-    while (eol + 1 < body.length && !(body[eol] === 13 && body[eol + 1] === 10)) eol++;
-    if (eol + 1 >= body.length) throw new Error("truncated chunk size");
-    const size = parseInt(dec.decode(body.subarray(i, eol)).split(";")[0].trim(), 16);
-    if (!Number.isFinite(size) || size < 0) throw new Error("bad chunk size");
-    i = eol + 2;
-    if (size === 0) return new Uint8Array(out);
-    if (i + size > body.length) throw new Error("truncated chunk");
-    for (let k = 0; k < size; k++) out.push(body[i + k]);
-    if (out.length > MAX_POLICY_BYTES) throw new Error("policy larger than 64 KiB");
-    i += size + 2;
-  }
-}
 
 /** Fetches the policy text of `domain`; throws StsFetchError. */
 export async function fetchStsPolicy(domain: string, opts: StsFetchOptions): Promise<string> {
@@ -111,39 +86,26 @@ export async function fetchStsPolicy(domain: string, opts: StsFetchOptions): Pro
         throw new StsFetchError("sts-policy-invalid", `policy from ${host} is larger than 64 KiB`);
       }
     }
-    const head = indexOfCrlfCrlf(buf, len);
-    if (head < 0) throw new StsFetchError("sts-policy-fetch-error", `malformed HTTP response from ${host}`);
-    const lines = dec.decode(buf.subarray(0, head)).split("\r\n");
-    const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0])?.[1];
+    const res = splitResponse(buf.subarray(0, len));
+    if (res === undefined) {
+      throw new StsFetchError("sts-policy-fetch-error", `malformed HTTP response from ${host}`);
+    }
     // RFC 8461 §3.3: "HTTP 3xx redirects MUST NOT be followed"; anything but 200 is a failed fetch.
-    if (status !== "200") {
-      throw new StsFetchError("sts-policy-fetch-error", `HTTP status ${status ?? "?"} from ${host}`);
+    if (res.status !== 200) {
+      throw new StsFetchError("sts-policy-fetch-error", `HTTP status ${res.status ?? "?"} from ${host}`);
     }
-    const headers = new Map<string, string>();
-    for (const l of lines.slice(1)) {
-      const c = l.indexOf(":");
-      if (c > 0) headers.set(l.slice(0, c).trim().toLowerCase(), l.slice(c + 1).trim());
-    }
-    const type = (headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    const type = (res.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
     if (type !== "text/plain") {
       throw new StsFetchError("sts-policy-invalid", `content type "${type}" from ${host}, not text/plain`);
     }
-    let body: Uint8Array = buf.subarray(head + 4, len);
-    if ((headers.get("transfer-encoding") ?? "").toLowerCase().includes("chunked")) {
-      try {
-        body = dechunk(body);
-      } catch (err) {
-        throw new StsFetchError(
-          "sts-policy-invalid",
-          `bad response body from ${host}: ${(err as Error).message}`,
-        );
-      }
-    } else if (headers.has("content-length")) {
-      const cl = Number(headers.get("content-length"));
-      if (!Number.isInteger(cl) || cl > body.length) {
-        throw new StsFetchError("sts-policy-fetch-error", `truncated response from ${host}`);
-      }
-      body = body.subarray(0, cl);
+    let body: Uint8Array;
+    try {
+      body = responseBody(res);
+    } catch (err) {
+      const e = err as Http1FramingError;
+      throw e.framing === "chunked"
+        ? new StsFetchError("sts-policy-invalid", `bad response body from ${host}: ${e.message}`)
+        : new StsFetchError("sts-policy-fetch-error", `truncated response from ${host}`);
     }
     if (body.length > MAX_POLICY_BYTES) {
       throw new StsFetchError("sts-policy-invalid", `policy from ${host} is larger than 64 KiB`);
