@@ -11,6 +11,7 @@ import { EVENT_KEYS } from "../core/event_names.ts";
 import { parseScryptHash } from "../core/password_hash.ts";
 import { parseAdminListen } from "../core/listen_address.ts";
 import { findRedisNeeds } from "../core/needs_redis.ts";
+import { routeName } from "../core/route_name.ts";
 
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", {
   error: "expected a function",
@@ -429,7 +430,7 @@ export const configSchema = z.object({
   }
   // srs.routes and arc.routes name routes by `name`, or by the name an unnamed route gets (`mx0`, `route1`):
   // a misspelt one would silently never rewrite or seal.
-  const routeNames = new Set(c.routes.map((r, i) => r.name ?? `${r.mx ? "mx" : "route"}${i}`));
+  const routeNames = new Set(c.routes.map(routeName));
   for (const [section, names] of [["srs", c.srs?.routes], ["arc", c.arc.routes]] as const) {
     names?.forEach((name, i) => {
       if (!routeNames.has(name)) {

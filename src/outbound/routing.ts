@@ -8,6 +8,7 @@ import { HostList, type HostListSpec, normalizeName } from "../core/host_list.ts
 import { isIp } from "../core/ip.ts";
 import type { DnsAnswer, Resolver } from "../dns/resolver.ts";
 import { DnsError } from "../dns/dns_error.ts";
+import { routeName } from "../core/route_name.ts";
 
 /** A route as the config gives it. */
 export interface RouteSpec {
@@ -84,7 +85,7 @@ export class RoutingError extends Error {
 export function compileRoutes(specs: readonly RouteSpec[], opts: { timeoutMs?: number } = {}): Route[] {
   return specs.map((spec, index) => ({
     index,
-    name: spec.name ?? `${spec.mx ? "mx" : "route"}${index}`,
+    name: routeName(spec, index),
     spec,
     domains: new HostList(spec.domains, { name: `routes[${index}].domains`, timeoutMs: opts.timeoutMs }),
   }));
