@@ -46,7 +46,7 @@ import { errorMessage } from "../core/error_message.ts";
 import type { Authenticator } from "./authenticator.ts";
 import { noObserver, type Observer } from "../core/observer.ts";
 import type { SaslCredentials, SaslMechanism } from "../smtp/sasl.ts";
-import { RepeatedRecipients } from "./repeated_recipient.ts";
+import { RepeatedRecipients, withoutRepeats } from "./repeated_recipient.ts";
 
 /** Performs a server-side TLS handshake over a connected stream. */
 export type TlsAcceptor = (
@@ -694,19 +694,4 @@ export class InboundConnection implements SessionHandler {
     }
     return final(reply(250, "2.0.0", `OK id=${id}`));
   }
-}
-
-/**
- * `recipients` without the repeats of an earlier one's mailbox, the first kept: the same local part and a
- * domain differing at most in case (RFC 5321 2.4: a local part's case is the receiving host's to judge).
- */
-function withoutRepeats(recipients: Recipient[]): Recipient[] {
-  const seen = new Set<string>();
-  return recipients.filter((r) => {
-    const at = r.address.lastIndexOf("@");
-    const key = at < 0 ? r.address : r.address.slice(0, at + 1) + r.address.slice(at + 1).toLowerCase();
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
 }
