@@ -68,12 +68,15 @@ export function srsPermitted(
   return c.get("srsReverse")?.[address] !== undefined;
 }
 
+/** Whether `address` is in SRS form at our SRS domain (valid or not). */
+function srsOfOurs(s: SrsSettings, address: string): boolean {
+  const at = address.lastIndexOf("@");
+  return at >= 0 && domainOf(address) === s.domain.toLowerCase() && isSrs(address.slice(0, at));
+}
+
 /** The original address `address` reverses to when it is a valid SRS address of our domain; else undefined. */
 export function srsOriginal(s: SrsSettings, address: string): string | undefined {
-  const at = address.lastIndexOf("@");
-  if (at < 0 || domainOf(address) !== s.domain.toLowerCase() || !isSrs(address.slice(0, at))) {
-    return undefined;
-  }
+  if (!srsOfOurs(s, address)) return undefined;
   try {
     return srsReverse(address, s);
   } catch {
@@ -84,8 +87,8 @@ export function srsOriginal(s: SrsSettings, address: string): string | undefined
 /** The rcpt step checking SRS addresses of our domain: valid → remembered, invalid or expired → 550 5.1.1. */
 export function srsReverseStep(s: SrsSettings): PolicyMiddleware<"rcpt"> {
   return async function srs_reverse(c, next) {
-    const { address, domain, local } = c.recipient;
-    if (domain.toLowerCase() === s.domain.toLowerCase() && isSrs(local)) {
+    const { address } = c.recipient;
+    if (srsOfOurs(s, address)) {
       let original = "";
       try {
         original = srsReverse(address, s);
