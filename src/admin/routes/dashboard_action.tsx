@@ -10,6 +10,7 @@ import { csrf } from "hono/csrf";
 import type { AdminDeps } from "../deps.ts";
 import { Layout } from "../dashboard/layout.tsx";
 import { isQueueAction } from "../queue_access.ts";
+import { REASON_MAX } from "../api_schemas.ts";
 
 /** Registers the routes. */
 export function dashboardActionRoute(app: Hono, deps: AdminDeps): void {
@@ -51,7 +52,7 @@ export function dashboardActionRoute(app: Hono, deps: AdminDeps): void {
     if (!isQueueAction(action)) return c.notFound();
     const form = await c.req.parseBody();
     const reason = typeof form.reason === "string" && form.reason.trim()
-      ? form.reason.trim().slice(0, 500)
+      ? form.reason.trim().slice(0, REASON_MAX)
       : undefined;
     const r = await deps.queue.act(id, action, { reason });
     if (!r.ok) {
