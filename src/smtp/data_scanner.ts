@@ -151,9 +151,7 @@ export class DataScanner {
         let lineFrom = i - this.#lineLen;
         for (let q = i; q < n; q++) {
           if (((base + q) & 3) === 0) {
-            let w = (base + q) / 4;
-            while (w < words.length && !hasLow(words[w])) w++;
-            q = w * 4 - base;
+            q = skipPlainWords(words, base, q, words.length);
             if (q >= n) break;
           }
           const b = bytes[q];
@@ -263,6 +261,17 @@ function indexOrEnd(bytes: Uint8Array, byte: number, from: number): number {
  * from each octet sets the top bit of the lowest one that was smaller (a borrow only passes upwards, from an
  * octet that was already smaller); `& ~word` leaves out octets from 0x80 up.
  */
-export function hasLow(word: number): boolean {
+function hasLow(word: number): boolean {
   return ((word - 0x0e0e0e0e) & ~word & 0x80808080) !== 0;
+}
+
+/**
+ * From index `q` of a view starting `base` octets into the buffer `words` covers (`base + q` a multiple of
+ * four), passes over the words with no octet below 0x0e ({@link hasLow}), up to word `wordsEnd`; returns the
+ * view's index where they end.
+ */
+export function skipPlainWords(words: Uint32Array, base: number, q: number, wordsEnd: number): number {
+  let w = (base + q) / 4;
+  while (w < wordsEnd && !hasLow(words[w])) w++;
+  return w * 4 - base;
 }

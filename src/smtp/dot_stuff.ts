@@ -5,7 +5,7 @@
  * lenient about line endings ("SMTP smuggling").
  */
 
-import { hasLow } from "./data_scanner.ts";
+import { skipPlainWords } from "./data_scanner.ts";
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -29,7 +29,7 @@ export function* encodeDataPieces(data: Uint8Array, size = 64 * 1024): Generator
   // on the last piece.
   const out = new Uint8Array(Math.min(step, data.length) * 2 + 2 + DATA_TERMINATOR.length);
   // Text goes out as it is except at a dot that starts a line and at a bare CR or LF: everything between
-  // those is copied in one run, found four octets at a time (see hasLow in data_scanner.ts).
+  // those is copied in one run, found four octets at a time (skipPlainWords, as the DATA scanner does).
   const base = data.byteOffset;
   const words = new Uint32Array(data.buffer, 0, Math.floor((base + data.length) / 4));
   while (i < data.length) {
@@ -41,9 +41,7 @@ export function* encodeDataPieces(data: Uint8Array, size = 64 * 1024): Generator
       let stop = end;
       for (let q = i; q < end;) {
         if (((base + q) & 3) === 0) {
-          let w = (base + q) / 4;
-          while (w < wordsEnd && !hasLow(words[w])) w++;
-          q = w * 4 - base;
+          q = skipPlainWords(words, base, q, wordsEnd);
           if (q >= end) break;
         }
         const b = data[q];
