@@ -11,6 +11,8 @@
  * @module
  */
 
+import { concatBytes } from "../src/core/bytes.ts";
+
 /** What to send and how hard. */
 export interface LoadOptions {
   /** Target host (loopback). */
@@ -230,7 +232,7 @@ async function runSession(opts: LoadOptions, message: Uint8Array, tally: Session
     const mail = encoder.encode(`MAIL FROM:<${opts.from}>\r\n`);
     const rcpts = (opts.recipients ?? [opts.to]).map((r) => encoder.encode(`RCPT TO:<${r}>\r\n`));
     const data = encoder.encode("DATA\r\n");
-    const envelope = concat([mail, ...rcpts, data]);
+    const envelope = concatBytes([mail, ...rcpts, data]);
     for (let i = 0; i < opts.messagesPerSession; i++) {
       const t0 = performance.now();
       if (pipelining) {
@@ -268,16 +270,6 @@ async function runSession(opts: LoadOptions, message: Uint8Array, tally: Session
       conn?.close();
     } catch { /* already closed */ }
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /** The middle value of `values` (the mean of the two middle ones for an even count); NaN when empty. */

@@ -1,16 +1,11 @@
 import assert from "node:assert/strict";
 import { DATA_TERMINATOR, encodeDataPieces } from "../../src/smtp/dot_stuff.ts";
+import { concatBytes } from "../../src/core/bytes.ts";
 import { seededRandom } from "../helpers/random.ts";
 
 /** The whole DATA payload from encodeDataPieces(), each piece copied out before the next overwrites it. */
 function encodeData(data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(data.length * 2 + 2 + DATA_TERMINATOR.length);
-  let at = 0;
-  for (const piece of encodeDataPieces(data)) {
-    out.set(piece, at);
-    at += piece.length;
-  }
-  return out.slice(0, at);
+  return concatBytes(Array.from(encodeDataPieces(data), (piece) => piece.slice()));
 }
 
 /** The payload without the terminator. */
@@ -71,21 +66,12 @@ Deno.test("encodeDataPieces() joined equals encodeData() for every piece size, C
     "x\r\n.y\r\n\r\n.\r\nz\r\r\n\n.\r.",
     "line one\r\n.dot\nbare\rcr\r\n" + "é.\r\n".repeat(50),
   ];
-  const join = (parts: Uint8Array[]) => {
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
-  };
   for (const text of samples) {
     const data = enc(text);
     for (const size of [1, 2, 3, 5, 64, 1 << 16]) {
       // Each piece is only valid until the next is made: copy them as a writer would send them.
       const parts = Array.from(encodeDataPieces(data, size), (p) => p.slice());
-      assert.deepEqual(join(parts), encodeData(data), `${JSON.stringify(text)} in pieces of ${size}`);
+      assert.deepEqual(concatBytes(parts), encodeData(data), `${JSON.stringify(text)} in pieces of ${size}`);
       assert.ok(parts.every((p) => p.length <= size * 2 + 5), "a piece is bounded by its input");
     }
   }
