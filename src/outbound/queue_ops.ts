@@ -25,6 +25,8 @@ export interface QueueManagerHooks {
   wake(): Promise<void>;
   /** Forgets connection failures and back-off (of one domain's destinations, or all): flush means try now */
   forgetFailures(domain?: string): void;
+  /** An operator's bounce or delete took the message out of the spool (`msg:complete`) */
+  removed(id: string, sender: string): void;
 }
 
 /** The result of an operation on one message. */
@@ -231,6 +233,7 @@ export class QueueOps {
       const report = reports[0]?.envelope.id;
       const sent = report !== undefined ? `, failure report ${report} to <${env.sender}>` : "";
       this.#log?.write(`bounced by operator${sent}`, { id, event: "bounce" });
+      this.#completed(id, env.sender);
       return { id, ok: true, message: `bounced ${pending.length} recipient(s)${sent}`, report };
     }));
   }
@@ -239,11 +242,19 @@ export class QueueOps {
   delete(ids: string[]): Promise<OpOutcome[]> {
     return this.#each(ids, async (id) => {
       await this.#park(id, "being deleted by operator");
-      if ((await this.#spool.row(id)) === undefined) return { id, ok: false, message: "not in the queue" };
+      const row = await this.#spool.row(id);
+      if (row === undefined) return { id, ok: false, message: "not in the queue" };
       await this.#spool.remove(id);
       this.#log?.write("deleted by operator", { id, event: "delete" });
+      this.#completed(id, row.sender);
       return { id, ok: true, message: "deleted" };
     });
+  }
+
+  /** As Exim after -Mg and -Mrm: the message has left the spool, nothing more happens to it. */
+  #completed(id: string, sender: string): void {
+    this.#log?.write("Completed", { id, event: "Completed" });
+    this.#manager?.removed(id, sender);
   }
 
   /**

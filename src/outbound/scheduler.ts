@@ -292,6 +292,12 @@ export class Scheduler implements QueueManagerHooks {
     this.#forced.add(id);
   }
 
+  /** An operator's bounce or delete removed `id`: it will not run again. */
+  removed(id: string, sender: string): void {
+    this.#forced.delete(id);
+    this.#deps.events.emit("msg:complete", { id, sender });
+  }
+
   /** Forgets connection failures and host back-off (a flush: try every destination now). */
   forgetFailures(_domain?: string): void {
     this.#destinations.forgetFailures();

@@ -158,6 +158,7 @@ Deno.test("the queue command operates a running Ferry over its admin API: list, 
     const gone = await queue(ferry.configPath, ["show", sent[2]]);
     assert.deepEqual([gone.code, gone.out.trim()], [1, "no such message"]);
     assert.equal(recorder.messages.length, 1, "delete sends no report");
+    await ferry.waitFor(new RegExp(`${sent[2]} deleted by operator\n.*${sent[2]} Completed`));
 
     const summary = await json<{ byState: Record<string, number>; byDomain: { domain: string }[] }>(
       ferry.configPath,

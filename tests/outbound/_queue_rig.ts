@@ -80,6 +80,7 @@ export interface Rig {
   clock: FakeClock;
   spool: MemorySpool;
   log: MemoryLog;
+  events: EventBus;
   scheduler: Scheduler;
   calls: DeliverCall[];
   /** Stores a message (state from its recipients) */
@@ -106,6 +107,7 @@ export async function rig(opts: {
     retry: opts.retry ?? [{ domains: "*", rules: [{ every: "10m", until: "1d" }] }],
     delivery: { delayWarning: 0, ...opts.delivery },
   });
+  const events = new EventBus({}, { log });
   const calls: DeliverCall[] = [];
   const script = opts.script ?? (() => ({ kind: "delivered", status: "2.0.0", text: "250 OK" }));
   const deliver: typeof deliverGroup = async (env, _data, recipients, _route, domain, _policy, deps) => {
@@ -126,7 +128,7 @@ export async function rig(opts: {
     spool,
     resolver: new MemoryResolver(),
     log,
-    events: new EventBus({}, { log }),
+    events,
     endpoints: [],
     clock,
     random: opts.random,
@@ -136,6 +138,7 @@ export async function rig(opts: {
     clock,
     spool,
     log,
+    events,
     scheduler,
     calls,
     async add(id, recipients, extra = {}) {

@@ -8,7 +8,7 @@ const deferred = { kind: "deferred" as const, status: "4.4.1", text: "connection
 
 /** The queue operations over a rig's spool and queue manager, on its clock. */
 function opsOn(r: Awaited<ReturnType<typeof rig>>): QueueOps {
-  return new QueueOps({ spool: r.spool, hostname: "ferry.test", manager: r.scheduler, now: r.clock.now });
+  return new QueueOps({ spool: r.spool, hostname: "ferry.test", log: r.log, manager: r.scheduler, now: r.clock.now });
 }
 
 Deno.test("hold, release, retry and flush move messages between queue states and wake the manager", async () => {
@@ -127,6 +127,8 @@ Deno.test("bounce fails the pending recipients with a failure report (and the op
     await r.scheduler.start();
     await until(async () => (await ops.list({ state: "deferred" })).length === 2, "deferrals");
     await r.scheduler.stop(1000); // keep the report in the queue for inspection
+    const completed: string[] = [];
+    r.events.on("msg:complete", (e) => void completed.push(`${e.id} ${e.sender}`));
     const [b] = await ops.bounce(["bounced"]);
     assert.equal(b.ok, true, b.message);
     assert.match(b.message, /bounced 2 recipient\(s\), failure report \S+ to <sender@example.org>/);
@@ -141,6 +143,19 @@ Deno.test("bounce fails the pending recipients with a failure report (and the op
     assert.deepEqual(await ops.delete(["deleted"]), [{ id: "deleted", ok: true, message: "deleted" }]);
     assert.equal(await r.spool.get("deleted"), undefined);
     assert.equal((await r.spool.query({ sender: "" })).length, 1, "no report for a delete");
+    // As Exim after -Mg and -Mrm: the operator's line, then Completed; msg:complete fires for each.
+    const lines = r.log.lines.filter((l) => l.fields.id === "bounced" || l.fields.id === "deleted")
+      .map((l) => `${l.fields.id} ${l.text.replace(/, failure report .*/, "")}`);
+    assert.deepEqual(lines.slice(-6), [
+      "bounced ** x@one.test: bounced by the administrator",
+      "bounced ** y@one.test: bounced by the administrator",
+      "bounced bounced by operator",
+      "bounced Completed",
+      "deleted deleted by operator",
+      "deleted Completed",
+    ]);
+    await until(() => completed.length === 2, "msg:complete for both");
+    assert.deepEqual(completed, ["bounced sender@example.org", "deleted sender@example.org"]);
 
     // The operator's reason follows, on the same line: a line break in it cannot start a header field.
     await r.add("reasoned", [{ address: "w@one.test" }]);
