@@ -8,7 +8,13 @@ const deferred = { kind: "deferred" as const, status: "4.4.1", text: "connection
 
 /** The queue operations over a rig's spool and queue manager, on its clock. */
 function opsOn(r: Awaited<ReturnType<typeof rig>>): QueueOps {
-  return new QueueOps({ spool: r.spool, hostname: "ferry.test", log: r.log, manager: r.scheduler, now: r.clock.now });
+  return new QueueOps({
+    spool: r.spool,
+    hostname: "ferry.test",
+    log: r.log,
+    manager: r.scheduler,
+    now: r.clock.now,
+  });
 }
 
 Deno.test("hold, release, retry and flush move messages between queue states and wake the manager", async () => {
