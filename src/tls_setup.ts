@@ -95,7 +95,10 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
     };
   } catch (err) {
     for (const s of staplers) s.stop();
-    if (err instanceof TlsConfigError) throw new ConfigError([`${tlsFilePath(t, err.file)}: ${err.message}`]);
+    if (err instanceof TlsConfigError) {
+      const path = err.setting ? `tls.${err.setting}` : tlsFilePath(t, err.file);
+      throw new ConfigError([`${path}: ${err.message}`]);
+    }
     throw err;
   }
 }

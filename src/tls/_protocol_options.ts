@@ -30,21 +30,30 @@ const versions: Record<TlsVersion, number> = { "TLS1.2": TLS1_2_VERSION, "TLS1.3
 export function applyProtocolOptions(ctx: NativeContext, opts: TlsProtocolOptions): void {
   const min = versions[opts.minVersion ?? "TLS1.2"], max = versions[opts.maxVersion ?? "TLS1.3"];
   if (min === undefined || max === undefined || min > max) {
-    throw new TlsConfigError(`Invalid TLS version range "${opts.minVersion}"–"${opts.maxVersion}"`);
+    throw new TlsConfigError(`Invalid TLS version range "${opts.minVersion}"–"${opts.maxVersion}"`, {
+      setting: "protocols",
+    });
   }
   if (!ctx.setProtocolVersions(min, max)) {
-    throw new TlsConfigError(`OpenSSL refused the TLS version range: ${takeErrors()}`);
+    throw new TlsConfigError(`OpenSSL refused the TLS version range: ${takeErrors()}`, {
+      setting: "protocols",
+    });
   }
   if (opts.ciphers !== undefined && !ctx.setCipherList(opts.ciphers)) {
-    throw new TlsConfigError(`OpenSSL refused the cipher list "${opts.ciphers}": ${takeErrors()}`);
+    throw new TlsConfigError(`OpenSSL refused the cipher list "${opts.ciphers}": ${takeErrors()}`, {
+      setting: "ciphers",
+    });
   }
   if (opts.ciphersuites !== undefined && !ctx.setCiphersuites(opts.ciphersuites)) {
     throw new TlsConfigError(
       `OpenSSL refused the TLS 1.3 ciphersuites "${opts.ciphersuites}": ${takeErrors()}`,
+      { setting: "ciphersuites" },
     );
   }
   if (opts.groups !== undefined && !ctx.setGroups(opts.groups)) {
-    throw new TlsConfigError(`OpenSSL refused the groups "${opts.groups}": ${takeErrors()}`);
+    throw new TlsConfigError(`OpenSSL refused the groups "${opts.groups}": ${takeErrors()}`, {
+      setting: "groups",
+    });
   }
 }
 

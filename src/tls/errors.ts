@@ -21,11 +21,14 @@ export class TlsError extends Error {
 export class TlsConfigError extends Error {
   /** The certificate, key or CA file at fault */
   readonly file?: string;
+  /** The protocol setting at fault (`ciphers`, `ciphersuites`, `groups`, `protocols`), when it is not a file */
+  readonly setting?: string;
 
-  /** Creates a configuration error naming `file`. */
-  constructor(message: string, options?: { file?: string; cause?: unknown }) {
+  /** Creates a configuration error naming `file` or `setting`. */
+  constructor(message: string, options?: { file?: string; setting?: string; cause?: unknown }) {
     super(message, { cause: options?.cause });
     this.name = "TlsConfigError";
     this.file = options?.file;
+    this.setting = options?.setting;
   }
 }

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { MOD_URL, runFerryCli, writeConfig } from "../helpers/process.ts";
+import { createPki } from "../helpers/pki.ts";
 
 /** Asserts a config-error run: exit 78, every expected path named on its own line, nothing else, no stack. */
 function assertConfigErrors(r: { code: number; stdout: string; stderr: string }, expected: RegExp[]): void {
@@ -161,6 +162,30 @@ Deno.test("--check-config reads the files the config names: a missing CA or cert
     assertConfigErrors(a, [/^config: delivery\.tlsVerifyCertificates: .*\/nonexistent\/ca\.pem/]);
     assertConfigErrors(b, [/^config: tls\.certificates.*\/nonexistent\/c\.pem/]);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a TLS cipher list, suites or groups OpenSSL refuses exit 78 naming tls.ciphers, tls.ciphersuites or tls.groups", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-cfg-" });
+  const pki = await createPki();
+  try {
+    const leaf = await pki.issue({ cn: "mx.test", dns: ["mx.test"] });
+    const certificates = `[{ cert: ${JSON.stringify(leaf.chainFile)}, key: ${
+      JSON.stringify(leaf.keyFile)
+    } }]`;
+    const cases: [string, RegExp][] = [
+      [`ciphers: "NOTACIPHER"`, /^config: tls\.ciphers: .*NOTACIPHER/],
+      [`ciphersuites: "TLS_NOT_A_SUITE"`, /^config: tls\.ciphersuites: .*TLS_NOT_A_SUITE/],
+      [`groups: "nogroup"`, /^config: tls\.groups: .*nogroup/],
+    ];
+    const runs = await Promise.all(cases.map(async ([field], i) => {
+      const path = await writeConfig(dir, `{ tls: { certificates: ${certificates}, ${field} } }`, `c${i}.ts`);
+      return runFerryCli(["--config", path, "--check-config"]);
+    }));
+    runs.forEach((r, i) => assertConfigErrors(r, [cases[i][1]]));
+  } finally {
+    await pki.cleanup();
     await Deno.remove(dir, { recursive: true });
   }
 });
