@@ -93,9 +93,9 @@ export async function evaluateDmarc(
   resolver: ReturnType<typeof mailauthResolver>,
   random: () => number = Math.random,
 ): Promise<DmarcOutcome> {
-  const spfDomains = input.spf?.result === "pass" && input.spf.identity === "mailfrom"
-    ? [input.spf.domain]
-    : [];
+  // The SPF result is the MAIL FROM identity's, which for the null sender is postmaster@HELO (RFC 7208 2.4):
+  // DMARC uses it either way (RFC 7489 4.1), as libopendmarc does with Exim's HELO-origin SPF result.
+  const spfDomains = input.spf?.result === "pass" ? [input.spf.domain] : [];
   const dkimDomains = input.dkim.signatures.filter((s) => s.result === "pass").map((s) => ({
     domain: s.domain,
     underSized: s.unsignedBodyOctets,

@@ -222,6 +222,25 @@ Deno.test("evaluateDmarc(): alignment relaxed and strict, p and sp, pct sampling
   assert.equal(nofrom.status, "nofrom");
 });
 
+Deno.test("evaluateDmarc(): for the null sender the SPF result of postmaster@HELO (RFC 7208 2.4) aligns as the MAIL FROM identity", async () => {
+  const r = new MemoryResolver({ records: { "_dmarc.bounces.test": { TXT: ["v=DMARC1; p=reject"] } } });
+  const judged = (identity: "mailfrom" | "helo", domain: string) =>
+    evaluateDmarc(
+      {
+        headerFrom: ["mailer-daemon@bounces.test"],
+        fromFields: 1,
+        spf: { result: "pass", domain, identity },
+        dkim: { signatures: [], headerFrom: ["mailer-daemon@bounces.test"], fromFields: 1 },
+      },
+      mailauthResolver(r),
+    );
+  // An unsigned bounce from a host whose HELO name passes SPF in the From domain: aligned, accepted.
+  const bounce = await judged("helo", "mx1.bounces.test");
+  assert.deepEqual([bounce.status, bounce.result, bounce.alignedSpf], ["accept", "pass", "mx1.bounces.test"]);
+  // A HELO name outside the From domain still does not align.
+  assert.equal((await judged("helo", "elsewhere.test")).status, "reject");
+});
+
 Deno.test("dmarc(): dmarcDisableVerify skips it; p=quarantine puts the message on hold; temperror is 451", async () => {
   const r = new MemoryResolver({
     records: {
