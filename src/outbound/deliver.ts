@@ -1,8 +1,8 @@
 /**
  * One delivery attempt for a group of recipients that share a route and a destination: try the hosts in
  * order (skipping those in back-off), send one transaction, and classify every recipient (RFC 5321 4.2.1):
- * a host error (connect, greeting, TLS, 4xx MAIL, dropped connection) moves on to the next host; a 5xx MAIL
- * fails the message for the group; per-recipient 4xx/5xx decide only that recipient.
+ * a host error (connect, greeting, TLS, 4xx MAIL, 421 to any command, dropped connection) moves on to the next
+ * host; a 5xx MAIL fails the message for the group; per-recipient 4xx/5xx decide only that recipient.
  */
 
 import type { Envelope, Recipient } from "../core/envelope.ts";
@@ -11,7 +11,7 @@ import type { Resolver } from "../dns/resolver.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { HostFacts, OutboundTlsFacts, SecurityTrace } from "../events/types.ts";
 import { replyText } from "../smtp/reply_parser.ts";
-import { SmtpClientError } from "../smtp/client.ts";
+import { type SendResult, SmtpClientError } from "../smtp/client.ts";
 import type { ConnectionPool } from "./connection_pool.ts";
 import type { HostRetry } from "./host_retry.ts";
 import {
@@ -63,6 +63,20 @@ const SECURITY_ERRNOS = new Set(["TLS", "DANE", "MTA-STS", "REQUIRETLS", "DNSSEC
 /** A local refusal because the peer does not offer REQUIRETLS (client_envelope.ts: 5.7.10). */
 function isRequireTlsRefusal(err: SmtpClientError): boolean {
   return err.reply.enhanced === "5.7.10";
+}
+
+/**
+ * The 421 that ended a transaction in which nothing was delivered (at RCPT, DATA or after the data), with
+ * the stage it answered; undefined when there was none or the message was delivered to someone.
+ */
+function closedWith421(result: SendResult): { stage: string; reply: Reply } | undefined {
+  if (result.delivered.length > 0 || result.mail.code >= 300) return undefined;
+  // The first 421 is the one that ended it; every reply owed after it reads as the same 421.
+  const rcpt = result.recipients.find((r) => r.rcpt?.code === 421);
+  if (rcpt?.rcpt) return { stage: "rcpt", reply: rcpt.rcpt };
+  if (result.dataCommand?.code === 421) return { stage: "data", reply: result.dataCommand };
+  if (result.data?.code === 421) return { stage: "data", reply: result.data };
+  return undefined;
 }
 
 /** Whether the message's header says `TLS-Required: No` (RFC 8689 §5). */
@@ -120,12 +134,24 @@ export async function deliverGroup(
   policy: TransportPolicy,
   deps: DeliverDeps,
 ): Promise<RecipientOutcome[]> {
+  /**
+   * Recipients a host refused for good (5xx to RCPT) before it closed the session with 421: their outcome
+   * stands, and only the others go on to the next host.
+   */
+  const settled = new Map<Recipient, RecipientOutcome>();
+  let pending = recipients;
+  /** The outcomes of every recipient, in the order given: `outcomes` (for `pending`) and the settled ones. */
+  const merged = (outcomes: RecipientOutcome[]): RecipientOutcome[] => {
+    if (settled.size === 0) return outcomes;
+    const of = new Map(outcomes.map((o) => [o.recipient, o]));
+    return recipients.map((r) => settled.get(r) ?? of.get(r)!);
+  };
   const all = (
     kind: RecipientOutcome["kind"],
     status: string,
     text: string,
     extra: Partial<RecipientOutcome> = {},
-  ) => recipients.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, ...extra }));
+  ) => merged(pending.map((recipient): RecipientOutcome => ({ recipient, kind, status, text, ...extra })));
 
   let targets: TargetHost[];
   const dnssec: RouteDnssec = { viaMx: false, mxSecure: false };
@@ -300,7 +326,7 @@ export async function deliverGroup(
       const result = await session.client.send(
         {
           from: envelope.sender,
-          recipients: recipients.map((r) =>
+          recipients: pending.map((r) =>
             lasthop ? { address: r.address } : { address: r.address, notify: r.notify, orcpt: r.orcpt }
           ),
           ret: lasthop ? undefined : envelope.ret,
@@ -323,8 +349,32 @@ export async function deliverGroup(
         hostFailed(target, he, statusOf(result.mail, "4.0.0"), false, result.mail);
         continue;
       }
+      const closing = closedWith421(result);
+      if (closing) {
+        // RFC 5321 §3.8: 421 is the server closing the channel, whatever command it answered: a host error
+        // like a dropped connection, so the recipients it did not refuse for good go on to the next host.
+        deps.pool.release(poolKey, session, false);
+        result.recipients.forEach((r, i) => {
+          if (r.stage !== "rcpt" || r.reply.code < 500) return;
+          settled.set(pending[i], {
+            recipient: pending[i],
+            kind: "failed",
+            status: statusOf(r.reply, "5.0.0"),
+            text: replyText(r.reply),
+            reply: r.reply,
+            stage: r.stage,
+            dsnPassed: result.dsnPassed && !lasthop,
+            ...facts,
+          });
+        });
+        pending = pending.filter((r) => !settled.has(r));
+        const he = new HostError(`${closing.stage}: ${replyText(closing.reply)}`, "SMTP_421");
+        hostFailed(target, he, statusOf(closing.reply, "4.0.0"), true, closing.reply);
+        if (pending.length === 0) return merged([]);
+        continue;
+      }
       deps.hostRetry.succeeded(hostKey);
-      const outcomes = recipients.map((recipient, i): RecipientOutcome => {
+      const outcomes = pending.map((recipient, i): RecipientOutcome => {
         const r = result.recipients[i];
         const reply = r.reply;
         const kind = r.delivered ? "delivered" : reply.code >= 500 ? "failed" : "deferred";
@@ -341,11 +391,11 @@ export async function deliverGroup(
       });
       // Saved at once; the next transaction on this connection holds its data until it is (DeliverDeps.record).
       recording = true;
-      const recorded = deps.record?.(outcomes) ?? Promise.resolve();
+      const recorded = deps.record?.(merged(outcomes)) ?? Promise.resolve();
       session.recorded = recorded.catch(() => {});
       deps.pool.release(poolKey, session, !session.client.closed);
       await recorded;
-      return outcomes;
+      return merged(outcomes);
     } catch (err) {
       if (recording) throw err;
       deps.pool.release(poolKey, session, false);

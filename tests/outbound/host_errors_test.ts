@@ -228,3 +228,85 @@ Deno.test("an MX pointing at this host fails the recipient at once as a mail loo
     await up.dispose();
   }
 });
+
+/** Postfix's smtp-sink on `hostname:port` that answers 421 and hangs up after `command` (`-Q`). */
+async function closingSink(hostname: string, port: number, command: string): Promise<() => Promise<void>> {
+  const child = new Deno.Command("/usr/sbin/smtp-sink", {
+    args: ["-u", "nobody", "-Q", command, `${hostname}:${port}`, "10"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  await waitFor(
+    async () => {
+      try {
+        (await Deno.connect({ hostname, port })).close();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    8000,
+    "smtp-sink listening",
+  );
+  return async () => {
+    child.kill("SIGTERM");
+    await child.status;
+  };
+}
+
+for (const command of ["rcpt", "data"]) {
+  Deno.test(`a 421 to ${command.toUpperCase()} (smtp-sink -Q ${command}) is a host error: the next MX gets the message, the first stays in back-off`, async () => {
+    await withHosts("dead", {}, async ({ mx2, port }) => {
+      const stopSink = await closingSink("127.0.0.2", port, command);
+      const up = await upstream(port);
+      try {
+        await submit(up.port, ["one@mx.test"]);
+        await waitFor(() => up.memlog.has("Completed"), 8000, "delivery over the second MX");
+        assert.match(linesOf(up.memlog, "=>")[0], /^=> one@mx\.test .* H=mx2\.mx\.test \[127\.0\.0\.3\]:/);
+        assert.equal(linesOf(up.memlog, "==").length, 0, "nothing deferred");
+        const hostErrors = () => up.memlog.lines.filter((l) => l.fields.event === "host_error");
+        assert.equal(hostErrors().length, 1);
+        assert.equal(hostErrors()[0].fields.errno, "SMTP_421");
+        assert.match(
+          hostErrors()[0].text,
+          new RegExp(`^H=mx1\\.mx\\.test \\[127\\.0\\.0\\.2\\]:\\d+ ${command}: 421 `),
+        );
+        // mx1 is in back-off: the next message goes straight to mx2.
+        await submit(up.port, ["two@mx.test"]);
+        await waitFor(() => linesOf(up.memlog, "=>").length === 2, 8000, "second delivery");
+        assert.match(linesOf(up.memlog, "=>")[1], / H=mx2\.mx\.test /);
+        assert.equal(hostErrors().length, 1);
+        assert.equal(mx2.messages.length, 2);
+      } finally {
+        await up.dispose();
+        await stopSink();
+      }
+    });
+  });
+}
+
+Deno.test("a 550 to one RCPT before a 421 stands; the other recipients go on to the next MX", async () => {
+  const first: DownstreamOptions = {
+    rcpt: (a) => a.startsWith("bad@") ? "550 5.1.1 No such user" : "421 4.3.2 Shutting down",
+  };
+  await withHosts(first, {}, async ({ mx1, mx2, port }) => {
+    const up = await upstream(port);
+    try {
+      const id = await submit(up.port, ["bad@mx.test", "good@mx.test", "also@mx.test"], {
+        rcptParams: { "bad@mx.test": " NOTIFY=NEVER" },
+      });
+      await waitFor(() => up.memlog.has("Completed"), 8000, "completion");
+      const failed = linesOf(up.memlog, "**");
+      assert.equal(failed.length, 1);
+      assert.match(failed[0], /^\*\* bad@mx\.test R=mx0 T=smtp H=mx1\.mx\.test .*550 5\.1\.1 No such user/);
+      const delivered = linesOf(up.memlog, "=>");
+      assert.equal(delivered.length, 2);
+      for (const l of delivered) assert.match(l, / H=mx2\.mx\.test /);
+      assert.equal(mx1!.messages.length, 0);
+      assert.deepEqual(mx2.messages.map((m) => m.rcpts), [["good@mx.test", "also@mx.test"]]);
+      assert.equal(await up.spool.get(id), undefined, "the message left the spool");
+    } finally {
+      await up.dispose();
+    }
+  });
+});
