@@ -41,7 +41,7 @@ import { DnsError } from "../dns/dns_error.ts";
 import { TypedLookups } from "../dns/_typed_lookups.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { Resolver } from "../dns/resolver.ts";
-import { receivedHeader } from "./received_header.ts";
+import { receivedHeader, tlsPeer } from "./received_header.ts";
 import { errorMessage } from "../core/error_message.ts";
 import type { Authenticator } from "./authenticator.ts";
 import { noObserver, type Observer } from "../core/observer.ts";
@@ -659,7 +659,9 @@ export class InboundConnection implements SessionHandler {
     this.#deps.log.write(
       `<= ${sender || "<>"} ${this.hostField} P=${protocol}` +
         (this.#auth ? ` A=${this.#auth.mechanism.toLowerCase()}:${this.#auth.user}` : "") +
-        (tls ? ` X=${tls.version}:${tls.cipher}:${tls.bits}${tls.sni ? ` SNI=${tls.sni}` : ""}` : "") +
+        (tls
+          ? ` X=${tls.version}:${tls.cipher}:${tls.bits}${tlsPeer(tls)}${tls.sni ? ` SNI=${tls.sni}` : ""}`
+          : "") +
         ` S=${envelope.size}${msgId ? ` id=${msgId.replace(/^<|>$/g, "")}` : ""}${this.#prx}` +
         (quarantine.length
           ? ` Q=${quarantine.length === envelope.recipients.length ? "all" : quarantine.join(",")}`
@@ -673,6 +675,7 @@ export class InboundConnection implements SessionHandler {
         port: client.port,
         protocol,
         auth: this.#auth?.user,
+        peerDn: tls?.peerSubject,
         size: envelope.size,
         recipients: envelope.recipients.map((r) => r.address),
         proxy: this.#facts.proxy ? `${this.#facts.proxy.proxyIp}:${this.#facts.proxy.proxyPort}` : undefined,

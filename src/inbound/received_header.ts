@@ -34,6 +34,17 @@ function clean(s: string): string {
   return s.replace(/[\x00-\x1f\x7f()\\;]/g, "?");
 }
 
+/**
+ * The client certificate's subject as Exim logs it (` CV=yes DN="/CN=…"`), when the client sent one; the
+ * subject is the peer's text, so anything that could end the comment or the line is replaced.
+ */
+export function tlsPeer(tls: TlsInfo): string {
+  if (tls.peerSubject === undefined) return "";
+  return ` CV=${tls.peerVerified ? "yes" : "no"} DN="${
+    tls.peerSubject.replace(/[\x00-\x1f\x7f()\\;"]/g, "?")
+  }"`;
+}
+
 /** Builds the field, folded, ending in CRLF. */
 export function receivedHeader(f: ReceivedFacts): string {
   const ip = f.client.ip.includes(":") ? `IPv6:${f.client.ip}` : f.client.ip;
@@ -41,7 +52,7 @@ export function receivedHeader(f: ReceivedFacts): string {
   const lines = [
     `Received: from ${clean(f.client.helo ?? "unknown")} (${tcpInfo})`,
     `\tby ${f.hostname} (Ferry) with ${f.protocol.toUpperCase()}` +
-    (f.tls ? ` (${f.tls.version}:${f.tls.cipher}:${f.tls.bits})` : ""),
+    (f.tls ? ` (${f.tls.version}:${f.tls.cipher}:${f.tls.bits}${tlsPeer(f.tls)})` : ""),
     `\tid ${f.id}`,
     `\t(envelope-from <${clean(f.sender)}>)`,
   ];

@@ -19,6 +19,8 @@ import { TlsError } from "./errors.ts";
 import type { OcspCheck } from "./ocsp.ts";
 import { errorMessage } from "../core/error_message.ts";
 
+/** A server name as RFC 6066 3 allows it: ASCII letters, digits, hyphens (and underscores), dot-separated. */
+const SNI_HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?$/;
 /** Default handshake deadline in milliseconds. */
 export const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
 
@@ -207,7 +209,9 @@ export class TlsStream implements ByteStream {
     const cipher = ssl.cipher();
     const info: TlsInfo = { version: versionName(ssl.version()), cipher: cipher.name, bits: cipher.bits };
     const sni = ssl.serverName();
-    if (sni !== undefined) info.sni = sni;
+    // OpenSSL hands over any octets but NUL; only a host name (RFC 6066 3: a DNS name in ASCII) is kept, so a
+    // client cannot carry a line break or other text into logs, policy and the spool as its "server name".
+    if (sni !== undefined && SNI_HOST_NAME.test(sni)) info.sni = sni;
     const subject = ssl.peerSubject();
     if (subject !== undefined) info.peerSubject = subject;
     if (this.#server) {

@@ -241,3 +241,98 @@ Deno.test("client certificates: the verified subject reaches policy", async () =
     await pki.cleanup();
   }
 });
+
+/**
+ * One message over SMTPS through `openssl s_client` (the real peer: it sends any server name it is given),
+ * each command written after the reply before it arrived. Returns the final reply's text.
+ */
+async function smtpsMessage(port: number, extra: string[]): Promise<string> {
+  const child = new Deno.Command("openssl", {
+    args: ["s_client", "-quiet", "-ign_eof", "-connect", `127.0.0.1:${port}`, ...extra],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const until = async (re: RegExp) => {
+    while (!re.test(seen)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`s_client ended before ${re}: ${seen}`);
+      seen += value;
+    }
+  };
+  const say = (line: string) => w.write(new TextEncoder().encode(line + "\r\n"));
+  try {
+    await until(/^220 /m);
+    for (const [cmd, re] of [["EHLO client.test", /^250 /m], ["MAIL FROM:<s@x.test>", /2\.1\.0/]] as const) {
+      await say(cmd);
+      await until(re);
+    }
+    await say("RCPT TO:<u@example.test>");
+    await until(/2\.1\.5/);
+    await say("DATA");
+    await until(/^354 /m);
+    await say("Subject: sni\r\n\r\nx\r\n.");
+    await until(/^250 2\.0\.0 OK id=/m);
+    await say("QUIT");
+    await until(/^221 /m);
+    return seen;
+  } finally {
+    await w.close().catch(() => {});
+    await reader.cancel().catch(() => {});
+    await child.status;
+  }
+}
+
+Deno.test("a server name that is not a host name (a line break in SNI) reaches neither the log nor policy; a client certificate's subject is logged as CV= DN=", async () => {
+  const pki = await createPki();
+  const server = await pki.issue({ cn: "ferry.test", dns: ["ferry.test"] });
+  const client = await pki.issue({ cn: "client.example.test" });
+  const seen: (string | undefined)[] = [];
+  const f = await startTestFerry({
+    listen: [{ address: "127.0.0.1", port: 0, mode: "smtps" }],
+    tls: { ...ferryTls(server), requestClientCert: true, clientCa: pki.certFile },
+    policy: {
+      mail: [async (c, next) => {
+        seen.push(c.tls?.sni);
+        await next();
+      }],
+    },
+  });
+  try {
+    const forged =
+      "1xaaaa-000000000000-0000 <= forged@x.test H=(x) [192.0.2.1]:1 P=esmtp S=1 for u@example.test";
+    await smtpsMessage(f.port, ["-servername", `evil.test\n2026-12-07 00:00:00 ${forged}`]);
+    await smtpsMessage(f.port, [
+      "-servername",
+      "ferry.test",
+      "-cert",
+      client.certFile,
+      "-key",
+      client.keyFile,
+    ]);
+    assert.deepEqual(seen, [undefined, "ferry.test"]);
+    const received = f.memlog.lines.filter((l) => l.fields.event === "<=").map((l) => l.text);
+    assert.equal(received.length, 2, received.join("\n"));
+    for (const line of received) assert.doesNotMatch(line, /[\r\n]|forged/);
+    assert.match(
+      received[1],
+      / X=TLS1\.3:\S+ CV=yes DN="[^"]*CN ?= ?client\.example\.test[^"]*" SNI=ferry\.test /,
+    );
+    const stored = await f.spool.list();
+    const withCert = await Promise.all(
+      stored.map(async (m) => new TextDecoder().decode(await f.spool.readData(m.envelope.id))),
+    );
+    assert.ok(
+      withCert.some((d) =>
+        /^Received: [^]*?\(TLS1\.3:\S+ CV=yes DN="[^"]*client\.example\.test[^"]*"\)/.test(d)
+      ),
+      withCert.join("\n----\n"),
+    );
+  } finally {
+    await stopAll(f);
+    await pki.cleanup();
+  }
+});
