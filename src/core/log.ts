@@ -39,6 +39,24 @@ function timestamp(d: Date): string {
 
 const encoder = new TextEncoder();
 
+// deno-lint-ignore no-control-regex
+const NON_PRINTING = /[\x00-\x1f\x7f]/g;
+const ESCAPES: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+/**
+ * `text` with every control character written out as Exim's `string_printing()` does (`\n`, `\r`, `\t`,
+ * else `\xHH`): a line holds client text (HELO names, AUTH logins, commands, TLS server names), and a line
+ * break in it must not start a line of its own that log readers would take for one of ours.
+ */
+export function printable(text: string): string {
+  NON_PRINTING.lastIndex = 0;
+  if (!NON_PRINTING.test(text)) return text;
+  return text.replace(
+    NON_PRINTING,
+    (c) => ESCAPES[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
 /** Where MainLog's bytes go: Deno.stdout, a Deno.FsFile, or a stand-in in tests. */
 export interface LogOutput {
   write(p: Uint8Array): Promise<number>;
@@ -123,7 +141,7 @@ export class MainLog implements Logger {
       for (const [k, v] of Object.entries(fields)) if (v !== undefined) obj[k] = v;
       line = JSON.stringify(obj);
     } else {
-      line = `${timestamp(now)} ${fields.id ? fields.id + " " : ""}${text}`;
+      line = `${timestamp(now)} ${fields.id ? fields.id + " " : ""}${printable(text)}`;
     }
     return line + "\n";
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type LogOutput, MainLog } from "../../src/core/log.ts";
+import { type LogOutput, MainLog, printable } from "../../src/core/log.ts";
 
 const dec = new TextDecoder();
 
@@ -106,4 +106,30 @@ Deno.test("MainLog: a line written just as the writer finds its queue empty is w
     await later;
     assert.match(text, /first line\n.*late line\n$/s, `depth ${depth}: ${JSON.stringify(text)}`);
   }
+});
+
+Deno.test("MainLog writes client text with line breaks and other controls escaped (\\n, \\r, \\t, \\xHH), one line per write", async () => {
+  const out = new GatedOutput();
+  out.open();
+  const log = new MainLog({ format: "exim", output: out });
+  log.write("plain line");
+  log.write(
+    "set_id=alice\n2026-12-07 00:00:00 1xaaaa-000000000000-0000 <= forged@x.test\r\tH=(a\x1b[2J\x00b)",
+  );
+  await log.flush();
+  const lines = out.text.trimEnd().split("\n");
+  assert.equal(lines.length, 2, out.text);
+  assert.match(lines[0], / plain line$/);
+  assert.match(
+    lines[1],
+    / set_id=alice\\n2026-12-07 00:00:00 1xaaaa-000000000000-0000 <= forged@x\.test\\r\\tH=\(a\\x1b\[2J\\x00b\)$/,
+  );
+  assert.equal(printable("nothing to do: ü"), "nothing to do: ü");
+  // JSON lines escape controls by JSON's own rules.
+  const json = new GatedOutput();
+  json.open();
+  const jlog = new MainLog({ format: "json", output: json });
+  jlog.write("a\nb");
+  await jlog.flush();
+  assert.equal(JSON.parse(json.text).msg, "a\nb");
 });
