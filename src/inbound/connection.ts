@@ -277,8 +277,9 @@ export class InboundConnection implements SessionHandler {
     } catch (err) {
       this.#obs.rejected(stage, err instanceof SmtpError ? err.code : 451);
       if (what !== undefined && err instanceof SmtpError) {
-        // A temporary refusal at connect goes out as a 421 greeting (the session closes): log what is sent.
-        const code = stage === "connect" && err.code < 500 ? 421 : err.code;
+        // A refusal at connect goes out as a 554 greeting, a temporary one as 421 (the session closes, RFC
+        // 5321 4.3.2): log what is sent.
+        const code = stage !== "connect" ? err.code : err.code < 500 ? 421 : 554;
         this.#logLine(
           `${this.hostField}${this.#prx} rejected ${what}: ${code} ${err.enhanced} ${err.message}`,
           {

@@ -187,7 +187,11 @@ export class ServerSession {
       await this.#handler.connect?.();
     } catch (err) {
       const r = replyForError(err);
-      await this.#fatal(r.code >= 500 ? r : reply(421, r.enhanced ?? "4.3.0", r.lines), "refused at connect");
+      // RFC 5321 4.3.2 allows only 554 (and 421, 3.8) instead of the greeting: a 550 from policy becomes 554.
+      const greeting = r.code >= 500
+        ? reply(554, r.enhanced ?? "5.7.1", r.lines)
+        : reply(421, r.enhanced ?? "4.3.0", r.lines);
+      await this.#fatal(greeting, "refused at connect");
     }
     this.#send(reply(220, undefined, `${this.#opts.hostname} ${this.#opts.banner}`));
     await this.#flush();

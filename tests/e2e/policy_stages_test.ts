@@ -47,8 +47,13 @@ for (const stage of STEPS) {
         try {
           const r = await runUntil(c, stage);
           const want = EXPECT[verdict];
-          // At connect a temporary refusal is a 421 (RFC 5321 3.8): the session cannot go on.
-          const code = stage === "connect" && verdict === "defer" ? 421 : want.code;
+          // At connect a temporary refusal is a 421 (RFC 5321 3.8): the session cannot go on; a permanent one is
+          // 554, the only other code RFC 5321 4.3.2 allows instead of the greeting.
+          const code = stage === "connect" && verdict === "defer"
+            ? 421
+            : stage === "connect" && verdict === "reject"
+            ? 554
+            : want.code;
           assert.equal(r?.code, code, `${r?.code} ${r?.text}`);
           assert.equal(r?.text, `${want.enhanced} ${want.text}`);
           if (verdict === "drop" || stage === "connect") {
