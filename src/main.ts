@@ -45,6 +45,7 @@ import { observedResolver } from "./dns/observed_resolver.ts";
 import { Activity } from "./admin/activity.ts";
 import { opsQueueAccess } from "./admin/queue_access.ts";
 import { combineObservers } from "./core/observer.ts";
+import { installPanicHandlers, PANIC_EXIT } from "./panic.ts";
 
 /** A running Ferry. */
 export interface Ferry {
@@ -550,17 +551,35 @@ export async function main(args: string[]): Promise<number> {
   }
   const signals: [Deno.Signal, () => void][] = [];
   let opened: MainLog | undefined;
+  // Set once the log is open: what a panic (or a signal) calls to stop gracefully.
+  let requestStop: (() => void) | undefined;
+  let hardExit: ReturnType<typeof setTimeout> | undefined;
+  let stopGraceMs: number | undefined;
+  // An error nothing caught ends the process gracefully, logged, with a status the supervisor sees.
+  const panics = installPanicHandlers({
+    log: () => opened,
+    stop: () => {
+      // A stop that hangs (the state that panicked may be what it waits for) is cut short.
+      hardExit = setTimeout(async () => {
+        await opened?.close().catch(() => {});
+        Deno.exit(PANIC_EXIT);
+      }, (stopGraceMs ?? 30_000) + 10_000);
+      Deno.unrefTimer(hardExit);
+      requestStop?.();
+    },
+  });
   // First thing: from here on a SIGUSR1 cannot open Deno's inspector on 127.0.0.1:9229.
   const inspectorSignal = ignoreInspectorSignal();
   try {
     const config = await loadConfigFile(configPath);
+    stopGraceMs = config.limits.shutdownGrace;
     if (checkOnly) {
       openTlsLibrary(config);
       if (config.tls.certificates.length > 0) (await buildTlsAcceptor(config, { write() {} })).close();
       (await deliveryTlsContext(config))?.close();
       await outboundChain(config, await srsSettings(config));
       console.log(`${configPath}: configuration OK`);
-      return 0;
+      return panics.panicked ? PANIC_EXIT : 0;
     }
     let log: MainLog;
     try {
@@ -580,12 +599,19 @@ export async function main(args: string[]): Promise<number> {
       ferry.stop().catch((err) => log.write(`error while stopping: ${errorMessage(err)}`)).finally(
         resolveDone,
       );
-    const stop = (signal: Deno.Signal) => () => {
+    const stopNow = () => {
       if (stopRequested) return;
       stopRequested = true;
-      log.write(`${signal} received: stopping`);
       if (running.ferry) finish(running.ferry);
     };
+    const stop = (signal: Deno.Signal) => () => {
+      if (stopRequested) return;
+      log.write(`${signal} received: stopping`);
+      stopNow();
+    };
+    requestStop = stopNow;
+    // A panic before this point (while the config loaded) stops the start here.
+    if (panics.panicked) stopNow();
     const usr2 = () => {
       const tlsRpt = running.ferry?.tlsRptReports;
       if (tlsRpt) {
@@ -639,7 +665,7 @@ export async function main(args: string[]): Promise<number> {
     markStarted();
     if (stopRequested) finish(running.ferry);
     await done;
-    return 0;
+    return panics.panicked ? PANIC_EXIT : 0;
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const p of err.problems) console.error(`config: ${p}`);
@@ -652,6 +678,7 @@ export async function main(args: string[]): Promise<number> {
     console.error(`ferry: ${errorMessage(err)}`);
     return 70;
   } finally {
+    clearTimeout(hardExit);
     for (const [sig, fn] of signals) Deno.removeSignalListener(sig, fn);
     // Every line queued before the stop (or a failed start) is written out before the process exits.
     await opened?.close();
