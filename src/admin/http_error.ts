@@ -37,6 +37,19 @@ export async function readJson(c: Context): Promise<unknown> {
   }
 }
 
+/** Reads a form body (urlencoded or multipart) as its string fields; undefined when it is not one. */
+export async function readForm(c: Context): Promise<Record<string, string> | undefined> {
+  let form;
+  try {
+    form = await c.req.parseBody();
+  } catch {
+    return undefined;
+  }
+  const fields: Record<string, string> = {};
+  for (const [k, v] of Object.entries(form)) if (typeof v === "string") fields[k] = v;
+  return fields;
+}
+
 /**
  * Answers 200 with `value` after checking it against the response schema `schema`; a mismatch is a bug
  * on our side and throws (the app answers 500 and logs it).

@@ -11,6 +11,7 @@ import type { AdminDeps } from "../deps.ts";
 import { Layout } from "../dashboard/layout.tsx";
 import { isQueueAction } from "../queue_access.ts";
 import { REASON_MAX } from "../api_schemas.ts";
+import { readForm } from "../http_error.ts";
 
 /** Registers the routes. */
 export function dashboardActionRoute(app: Hono, deps: AdminDeps): void {
@@ -50,10 +51,20 @@ export function dashboardActionRoute(app: Hono, deps: AdminDeps): void {
   app.post("/dashboard/messages/:id/:action", async (c) => {
     const { id, action } = c.req.param();
     if (!isQueueAction(action)) return c.notFound();
-    const form = await c.req.parseBody();
-    const reason = typeof form.reason === "string" && form.reason.trim()
-      ? form.reason.trim().slice(0, REASON_MAX)
-      : undefined;
+    const form = await readForm(c);
+    if (form === undefined) {
+      deps.log(`admin: POST ${c.req.path} refused: the body is not a form`);
+      return c.html(
+        <Layout title={`Could not ${action} ${id}`} hostname={deps.hostname}>
+          <p class="err">The form could not be read; nothing was done.</p>
+          <p>
+            <a href={`/dashboard/messages/${id}`}>Back to the message</a>
+          </p>
+        </Layout>,
+        400,
+      );
+    }
+    const reason = form.reason?.trim() ? form.reason.trim().slice(0, REASON_MAX) : undefined;
     const r = await deps.queue.act(id, action, { reason });
     if (!r.ok) {
       return c.html(

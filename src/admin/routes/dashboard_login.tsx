@@ -9,6 +9,7 @@ import { setCookie } from "hono/cookie";
 import type { AdminDeps } from "../deps.ts";
 import { TOKEN_COOKIE, tokenMatches } from "../bearer.ts";
 import { Layout } from "../dashboard/layout.tsx";
+import { readForm } from "../http_error.ts";
 
 function LoginPage(props: { hostname: string; error?: string }) {
   return (
@@ -29,8 +30,12 @@ function LoginPage(props: { hostname: string; error?: string }) {
 export function dashboardLoginRoute(app: Hono, deps: AdminDeps): void {
   app.get("/dashboard/login", (c) => c.html(<LoginPage hostname={deps.hostname} />));
   app.post("/dashboard/login", async (c) => {
-    const form = await c.req.parseBody();
-    const token = typeof form.token === "string" ? form.token.trim() : "";
+    const form = await readForm(c);
+    if (form === undefined) {
+      deps.log(`admin: POST /dashboard/login refused: the body is not a form`);
+      return c.html(<LoginPage hostname={deps.hostname} error="The form could not be read." />, 400);
+    }
+    const token = form.token?.trim() ?? "";
     if (!token || !tokenMatches(token, deps.tokens)) {
       return c.html(<LoginPage hostname={deps.hostname} error="That token is not valid." />, 401);
     }
