@@ -39,8 +39,10 @@ function timestamp(d: Date): string {
 
 const encoder = new TextEncoder();
 
+// C0 controls, DEL, and the C1 controls (U+0080–U+009F: a client's octets C2 9B decode to U+009B, the
+// one-character CSI that terminals honouring C1 read as the start of an escape sequence).
 // deno-lint-ignore no-control-regex
-const NON_PRINTING = /[\x00-\x1f\x7f]/g;
+const NON_PRINTING = /[\x00-\x1f\x7f-\x9f]/g;
 const ESCAPES: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
 
 /**

@@ -125,6 +125,11 @@ Deno.test("MainLog writes client text with line breaks and other controls escape
     / set_id=alice\\n2026-12-07 00:00:00 1xaaaa-000000000000-0000 <= forged@x\.test\\r\\tH=\(a\\x1b\[2J\\x00b\)$/,
   );
   assert.equal(printable("nothing to do: ü"), "nothing to do: ü");
+  // C1 controls too: U+009B is CSI in one character (the octets C2 9B from a client), U+0085 is NEL.
+  assert.equal(
+    printable('unknown command "\u009b2J\u0085x\u0080\u009f\u00a0"'),
+    'unknown command "\\x9b2J\\x85x\\x80\\x9f\u00a0"',
+  );
   // JSON lines escape controls by JSON's own rules.
   const json = new GatedOutput();
   json.open();
