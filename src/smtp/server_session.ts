@@ -631,7 +631,10 @@ export class ServerSession {
         "AUTH in transaction",
       );
     }
-    await this.#requireSync("AUTH");
+    // AUTH must end a pipelined group, except with an initial response for a mechanism that completes in that
+    // one round trip, such as PLAIN (RFC 4954 4): then the client may pipeline MAIL and RCPT behind it.
+    const [mechanism, initial] = arg.split(/ +/);
+    if (!(initial !== undefined && mechanism.toUpperCase() === "PLAIN")) await this.#requireSync("AUTH");
     const got = await collectCredentials(arg, auth.mechanisms, {
       challenge: async (r) => {
         this.#send(r);

@@ -291,6 +291,61 @@ Deno.test("AUTH replies: empty PLAIN gets '334 ', '*' cancels (501), bad base64 
   }
 });
 
+/** One pipelined group after STARTTLS on `port`: every line in one write; prints each reply as one line. */
+const PIPELINED = `
+import socket, ssl, sys, json
+port, group, replies = int(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+f = s.makefile("rb")
+def reply():
+    lines = []
+    while True:
+        l = f.readline().decode()
+        if not l: return "EOF"
+        lines.append(l.rstrip("\\r\\n"))
+        if l[3:4] != "-": return lines[-1]
+reply(); s.sendall(b"EHLO raw.test\\r\\n"); reply(); s.sendall(b"STARTTLS\\r\\n"); reply()
+s = ctx.wrap_socket(s); f = s.makefile("rb")
+s.sendall(b"EHLO raw.test\\r\\n"); reply()
+s.sendall("".join(line + "\\r\\n" for line in group).encode())
+for _ in range(replies): print(reply())
+`;
+
+Deno.test("AUTH PLAIN with an initial response may be pipelined with MAIL and RCPT (RFC 4954 4); AUTH LOGIN may not", async () => {
+  const r = await rig();
+  try {
+    const group = async (lines: string[], replies: number) => {
+      const out = await runPython(PIPELINED, [
+        String(r.ports.submission),
+        JSON.stringify(lines),
+        String(replies),
+      ]);
+      assert.equal(out.code, 0, out.stdout + out.stderr);
+      return out.stdout.trimEnd().split("\n");
+    };
+    const mail = ["MAIL FROM:<alice@corp.test>", "RCPT TO:<x@far.test>"];
+    assert.deepEqual(await group(["AUTH PLAIN " + plainResp("alice", "alice-secret"), ...mail], 3), [
+      "235 2.7.0 Authentication successful",
+      "250 2.1.0 Sender OK",
+      "250 2.1.5 Recipient OK",
+    ]);
+    // A wrong password: each pipelined command still gets its own answer (the submission listener's 530).
+    assert.deepEqual(await group(["AUTH PLAIN " + plainResp("alice", "wrong"), ...mail], 3), [
+      "535 5.7.8 Authentication credentials invalid",
+      "530 5.7.0 Authentication required",
+      "503 5.5.1 MAIL first",
+    ]);
+    // LOGIN needs a second round trip for the password: input behind it is a synchronisation error.
+    assert.deepEqual(await group(["AUTH LOGIN " + b64("alice"), ...mail], 2), [
+      "554 5.5.0 SMTP synchronization error",
+      "EOF",
+    ]);
+  } finally {
+    await r.stop();
+  }
+});
+
 Deno.test("failed AUTH attempts per client address: 421 4.7.0 at the limit, and the next connection is refused too", async () => {
   const r = await rig({ auth: { maxFailures: 3 } });
   try {
