@@ -3,7 +3,7 @@
  */
 
 import { ConfigError, loadConfigFile } from "./config/load.ts";
-import type { ResolvedConfig } from "./config/schema.ts";
+import { MAX_TIMER_MS, type ResolvedConfig } from "./config/schema.ts";
 import { type Logger, MainLog } from "./core/log.ts";
 import { EventBus } from "./events/bus.ts";
 import { type BoundAddress, InboundServer } from "./inbound/server.ts";
@@ -563,7 +563,7 @@ export async function main(args: string[]): Promise<number> {
       hardExit = setTimeout(async () => {
         await opened?.close().catch(() => {});
         Deno.exit(PANIC_EXIT);
-      }, (stopGraceMs ?? 30_000) + 10_000);
+      }, Math.min((stopGraceMs ?? 30_000) + 10_000, MAX_TIMER_MS));
       Deno.unrefTimer(hardExit);
       requestStop?.();
     },

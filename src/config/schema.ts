@@ -43,6 +43,17 @@ export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => 
   }
 });
 
+/** The longest wait a JavaScript timer can make (2^31 − 1 ms, about 24.8 days); longer ones fire at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A duration Ferry waits with a timer (a deadline, a timeout, an interval): at most {@link MAX_TIMER_MS}. Deno
+ * turns a longer setTimeout into one of 1 ms, so "30d" would be a deadline that has always passed.
+ */
+export const timerDuration = duration.refine((ms) => ms <= MAX_TIMER_MS, {
+  error: `at most ${MAX_TIMER_MS} ms ("24d" fits), the longest wait a timer can make`,
+});
+
 /** The largest `limits.messageSize` the spool can store (900 MiB). */
 export const MAX_MESSAGE_SIZE = 900 * 1024 * 1024;
 
@@ -218,14 +229,14 @@ export const configSchema = z.object({
     }).default(50 * 1024 * 1024),
     recipients: z.number().int().min(1).max(100_000).default(100),
     badCommands: z.number().int().min(1).max(1000).default(10),
-    greetingDelay: duration.default(0),
-    commandTimeout: duration.default(300_000),
-    dataTimeout: duration.default(300_000),
+    greetingDelay: timerDuration.default(0),
+    commandTimeout: timerDuration.default(300_000),
+    dataTimeout: timerDuration.default(300_000),
     connections: z.number().int().min(1).default(1000),
     connectionsPerIp: z.number().int().min(1).default(50),
-    policyTimeout: duration.default(30_000),
-    eventTimeout: duration.default(5_000),
-    shutdownGrace: duration.default(30_000),
+    policyTimeout: timerDuration.default(30_000),
+    eventTimeout: timerDuration.default(5_000),
+    shutdownGrace: timerDuration.default(30_000),
   }).strict().prefault({}),
   smtp: z.object({
     banner: z.string().regex(/^[^\r\n]*$/, { error: "must be one line" }).default("ESMTP Ferry"),
@@ -247,7 +258,7 @@ export const configSchema = z.object({
     tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
   }).strict().prefault({}),
   proxyRequiredHosts: hostList.default([]),
-  proxyTimeout: duration.default(3000),
+  proxyTimeout: timerDuration.default(3000),
   tls: z.object({
     certificates: z.array(certificateSet).default([]),
     advertiseHosts: hostList.default("*"),
@@ -257,7 +268,7 @@ export const configSchema = z.object({
     groups: z.string().optional(),
     requestClientCert: z.boolean().default(false),
     clientCa: z.string().optional(),
-    handshakeTimeout: duration.default(30_000),
+    handshakeTimeout: timerDuration.default(30_000),
     library: z.object({ ssl: z.string(), crypto: z.string() }).strict().optional(),
   }).strict().refine((t) => t.requestClientCert === (t.clientCa !== undefined), {
     error: "requestClientCert and clientCa go together: client certificates are verified against clientCa",
@@ -291,7 +302,9 @@ export const configSchema = z.object({
   }).optional(),
   dmarc: z.object({
     reports: z.object({
-      interval: duration.refine((ms) => ms >= 60_000, { error: "at least one minute" }).default(86_400_000),
+      interval: timerDuration.refine((ms) => ms >= 60_000, { error: "at least one minute" }).default(
+        86_400_000,
+      ),
       orgName: z.string().min(1).optional(),
       email: z.string().regex(/^[^\s@<>]+@[^\s@<>]+$/, {
         error: "expected an address like dmarc@example.org",
@@ -309,7 +322,7 @@ export const configSchema = z.object({
       error: "expected an address like tlsrpt@example.org",
     }).optional(),
     caFile: z.string().min(1).optional(),
-    timeout: duration.refine((ms) => ms > 0, { error: "must be more than zero" }).default(30_000),
+    timeout: timerDuration.refine((ms) => ms > 0, { error: "must be more than zero" }).default(30_000),
   }).strict().prefault({}),
   arc: z.object({
     seal: z.object({
@@ -370,10 +383,10 @@ export const configSchema = z.object({
     deadDestinationAfter: z.number().int().min(0).max(1000).default(3),
     retryJitter: z.number().min(0).max(1).default(0.1),
     connectionsPerHost: z.number().int().min(1).max(1000).default(10),
-    connectTimeout: duration.default(30_000),
-    commandTimeout: duration.default(300_000),
-    dataTimeout: duration.default(600_000),
-    idleTimeout: duration.default(5_000),
+    connectTimeout: timerDuration.default(30_000),
+    commandTimeout: timerDuration.default(300_000),
+    dataTimeout: timerDuration.default(600_000),
+    idleTimeout: timerDuration.default(5_000),
     hostRetryBase: duration.default(60_000),
     hostRetryMax: duration.default(3_600_000),
     delayWarning: duration.default(14_400_000),
@@ -393,7 +406,7 @@ export const configSchema = z.object({
       enable: z.boolean().default(true),
       port: port.default(443),
       caFile: z.string().min(1).optional(),
-      timeout: duration.default(10_000),
+      timeout: timerDuration.default(10_000),
     }).strict().prefault({}),
   }).strict().prefault({}),
   dns: z.object({
@@ -404,7 +417,7 @@ export const configSchema = z.object({
         trusted: z.boolean().default(false),
       }).strict(),
     ).optional(),
-    timeout: duration.default(2000),
+    timeout: timerDuration.default(2000),
   }).strict().prefault({}),
   redis: z.object({
     servers: z.array(
@@ -414,7 +427,7 @@ export const configSchema = z.object({
         password: z.string().optional(),
       }).strict(),
     ).min(1, { error: "at least one server" }),
-    timeout: duration.refine((ms) => ms > 0, { error: "must be more than zero" }).default(1000),
+    timeout: timerDuration.refine((ms) => ms > 0, { error: "must be more than zero" }).default(1000),
   }).strict().optional(),
   log: z.object({
     file: z.string().optional(),

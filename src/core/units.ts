@@ -9,15 +9,35 @@ const DURATION_UNITS: Record<string, number> = {
   w: 604_800_000,
 };
 
-/** Parses a duration given to a factory in config.ts; a bad one is a TypeError naming the factory and option. */
-export function optionDuration(factory: string, option: string, input: string | number): number {
+/** The longest wait a JavaScript timer can make (2^31 − 1 ms); Deno fires a longer one after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Parses a duration given to a factory in config.ts; a bad one is a TypeError naming the factory and option.
+ * With `timer`, the duration is waited out with a timer and must be at most 2^31 − 1 ms.
+ */
+export function optionDuration(
+  factory: string,
+  option: string,
+  input: string | number,
+  opts: { timer?: boolean } = {},
+): number {
+  let ms: number;
   try {
-    return parseDuration(input);
+    ms = parseDuration(input);
   } catch {
     throw new TypeError(
       `${factory}: ${option}: expected a duration like "30s" or "5m", got ${JSON.stringify(input)}`,
     );
   }
+  if (opts.timer && ms > MAX_TIMER_MS) {
+    throw new TypeError(
+      `${factory}: ${option}: at most ${MAX_TIMER_MS} ms ("24d" fits), the longest wait a timer can make, got ${
+        JSON.stringify(input)
+      }`,
+    );
+  }
+  return ms;
 }
 
 /** Parses a duration into milliseconds; a bare number is milliseconds. Throws RangeError on bad input. */

@@ -322,3 +322,25 @@ Deno.test('validateConfig() refuses ratelimit store "redis" and Redis lookup hos
     2,
   );
 });
+
+Deno.test('a duration Ferry waits with a timer is at most 2^31-1 ms: "30d" is a config error naming the field', () => {
+  // Deno fires a longer setTimeout after 1 ms: tls.handshakeTimeout "30d" timed out every handshake at once.
+  const cases: [Record<string, unknown>, string][] = [
+    [{ tls: { handshakeTimeout: "30d" } }, "tls.handshakeTimeout"],
+    [{ limits: { commandTimeout: "1000d" } }, "limits.commandTimeout"],
+    [{ limits: { shutdownGrace: 2 ** 31 } }, "limits.shutdownGrace"],
+    [{ proxyTimeout: "25d" }, "proxyTimeout"],
+    [{ delivery: { idleTimeout: "4w" } }, "delivery.idleTimeout"],
+    [{ dns: { timeout: "52w" } }, "dns.timeout"],
+    [{ dmarc: { reports: { interval: "30d" } } }, "dmarc.reports.interval"],
+  ];
+  for (const [input, path] of cases) onlyProblemAt(input, path, /at most 2147483647 ms \("24d" fits\)/);
+  // The longest that fits is accepted, and durations that are not timers (retry rules) may be longer.
+  const c = validateConfig({
+    tls: { handshakeTimeout: "24d" },
+    limits: { commandTimeout: 2 ** 31 - 1 },
+    retry: [{ domains: "*", rules: [{ every: "1d", until: "60d" }] }],
+  });
+  assert.equal(c.tls.handshakeTimeout, 24 * 86_400_000);
+  assert.equal(c.limits.commandTimeout, 2 ** 31 - 1);
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseDuration, parseSize } from "../../src/core/units.ts";
+import { optionDuration, parseDuration, parseSize } from "../../src/core/units.ts";
 
 Deno.test("parseDuration() reads units and combinations into milliseconds", () => {
   const cases: [string | number, number][] = [
@@ -52,4 +52,14 @@ Deno.test("parseSize() refuses unknown units, negative and fractional numbers", 
     assert.throws(() => parseSize(bad), RangeError, JSON.stringify(bad));
   }
   for (const bad of [-1, 1.5, NaN, Infinity]) assert.throws(() => parseSize(bad), RangeError, String(bad));
+});
+
+Deno.test("optionDuration() with timer refuses more than a timer can wait, naming the factory and option", () => {
+  assert.equal(optionDuration("rspamd", "timeout", "24d", { timer: true }), 24 * 86_400_000);
+  assert.throws(
+    () => optionDuration("rspamd", "timeout", "30d", { timer: true }),
+    (e) => e instanceof TypeError && /^rspamd: timeout: at most 2147483647 ms \("24d" fits\)/.test(e.message),
+  );
+  // A period that is not waited out with a timer (a rate limit's) may be longer.
+  assert.equal(optionDuration("ratelimit", "period", "30d"), 30 * 86_400_000);
 });

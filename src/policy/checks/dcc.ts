@@ -53,7 +53,7 @@ export interface DccOptions {
 export function dcc(opts: DccOptions = {}): Check {
   const client = new DccifdClient({
     address: opts.address ?? "/var/dcc/dccifd",
-    timeoutMs: optionDuration("dcc", "timeout", opts.timeout ?? "10s"),
+    timeoutMs: optionDuration("dcc", "timeout", opts.timeout ?? "10s", { timer: true }),
   });
   const failVerdict = (text: string): Verdict =>
     opts.fail === "reject"

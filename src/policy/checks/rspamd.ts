@@ -68,7 +68,7 @@ function verdictOf(action: RspamdAction, quarantined: readonly RspamdAction[]): 
 export function rspamd(opts: RspamdOptions = {}): Check {
   const client = new RspamdClient({
     url: opts.url ?? "http://127.0.0.1:11333",
-    timeoutMs: optionDuration("rspamd", "timeout", opts.timeout ?? "20s"),
+    timeoutMs: optionDuration("rspamd", "timeout", opts.timeout ?? "20s", { timer: true }),
   });
   const quarantined = opts.quarantine ?? [];
   const headers = opts.headers ?? true;
