@@ -6,6 +6,7 @@
 
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
 import type { AdminDeps } from "./deps.ts";
 import { requireToken } from "./bearer.ts";
 import { jsonError } from "./http_error.ts";
@@ -70,6 +71,8 @@ export function createAdminApp(deps: AdminDeps): Hono {
   app.get("/", (c) => c.redirect("/dashboard", 303));
   app.notFound((c) => jsonError(c, 404, "not found"));
   app.onError((err, c) => {
+    // A refusal a middleware chose (hono/csrf's 403 for a cross-origin form) is its answer, not our failure.
+    if (err instanceof HTTPException) return err.getResponse();
     deps.log(`admin: ${c.req.method} ${c.req.path} failed: ${errorMessage(err)}`);
     return jsonError(c, 500, "internal error");
   });

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { api, queueFerry } from "./_admin.ts";
+import { api, queueFerry, stopFerry } from "./_admin.ts";
 import { TOKEN_COOKIE } from "../../src/admin/bearer.ts";
 
 Deno.test("admin /api: the dashboard cookie alone is 401, a non-JSON body is 415, the bearer header still works", async () => {
@@ -70,6 +70,7 @@ Deno.test("admin /api: the dashboard cookie alone is 401, a non-JSON body is 415
     // The dashboard's cookie is scoped to /dashboard, so browsers do not even send it to /api.
     const login = await fetch(`${f.base}/dashboard/login`, {
       method: "POST",
+      headers: { origin: new URL(f.base).origin },
       body: new URLSearchParams({ token: f.adminToken! }),
       redirect: "manual",
     });
@@ -79,5 +80,57 @@ Deno.test("admin /api: the dashboard cookie alone is 401, a non-JSON body is 415
   } finally {
     await f.stop();
     await Deno.remove(f.dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("dashboard: a form posted from another origin is 403 (not a 500), changes nothing and sets no cookie", async () => {
+  const f = await queueFerry();
+  try {
+    const [a] = f.ids;
+    const cookie = `${TOKEN_COOKIE}=${f.adminToken}`;
+    const form = { "content-type": "application/x-www-form-urlencoded" };
+    for (const origin of ["http://evil.example", undefined]) {
+      const res = await fetch(`${f.base}/dashboard/messages/${a}/hold`, {
+        method: "POST",
+        headers: { cookie, ...form, ...(origin ? { origin } : {}) },
+        body: "reason=csrf",
+        redirect: "manual",
+      });
+      assert.equal(res.status, 403, `action with Origin ${origin}`);
+      await res.body?.cancel();
+      const login = await fetch(`${f.base}/dashboard/login`, {
+        method: "POST",
+        headers: { ...form, ...(origin ? { origin } : {}) },
+        body: `token=${f.adminToken}`,
+        redirect: "manual",
+      });
+      assert.equal(login.status, 403, `login with Origin ${origin}`);
+      assert.equal(login.headers.get("set-cookie"), null);
+      await login.body?.cancel();
+    }
+    assert.equal((await f.spool.row(a))?.state, "deferred", "not held");
+    assert.ok(!f.memlog.lines.some((l) => /admin: POST .* failed/.test(l.text)), "no internal error logged");
+    // From the dashboard's own origin both work.
+    const own = { ...form, origin: new URL(f.base).origin };
+    const login = await fetch(`${f.base}/dashboard/login`, {
+      method: "POST",
+      headers: own,
+      body: `token=${f.adminToken}`,
+      redirect: "manual",
+    });
+    assert.equal(login.status, 303);
+    assert.match(login.headers.get("set-cookie") ?? "", /HttpOnly/);
+    await login.body?.cancel();
+    const held = await fetch(`${f.base}/dashboard/messages/${a}/hold`, {
+      method: "POST",
+      headers: { cookie, ...own },
+      body: "reason=ok",
+      redirect: "manual",
+    });
+    assert.equal(held.status, 303);
+    await held.body?.cancel();
+    assert.equal((await f.spool.row(a))?.state, "hold");
+  } finally {
+    await stopFerry(f);
   }
 });

@@ -6,6 +6,7 @@
 
 import type { Hono } from "hono";
 import { setCookie } from "hono/cookie";
+import { csrf } from "hono/csrf";
 import type { AdminDeps } from "../deps.ts";
 import { TOKEN_COOKIE, tokenMatches } from "../bearer.ts";
 import { Layout } from "../dashboard/layout.tsx";
@@ -28,6 +29,8 @@ function LoginPage(props: { hostname: string; error?: string }) {
 
 /** Registers the routes. */
 export function dashboardLoginRoute(app: Hono, deps: AdminDeps): void {
+  // The sign-in form is a form like the actions: posts from other origins are refused (403).
+  app.use("/dashboard/login", csrf());
   app.get("/dashboard/login", (c) => c.html(<LoginPage hostname={deps.hostname} />));
   app.post("/dashboard/login", async (c) => {
     const form = await readForm(c);
