@@ -287,7 +287,11 @@ export async function deliverGroup(
       const he = hostErrorOf(err);
       // A veto or a hung host-list function is about this delivery, not the host: no back-off for others.
       const local = he.errno === "VETO" || he.errno === "HOSTLIST";
-      hostFailed(target, he, he.errno === "TLS" ? "4.7.5" : local ? "4.3.0" : "4.4.1", !local);
+      // So is a requirement of this domain's policy that the host definitely did not meet (a certificate that
+      // matches none of its TLSA records or not its MTA-STS names, no STARTTLS where it needs TLS): other
+      // domains whose mail goes to the same address and port may well be delivered there.
+      const unmetHere = he.security !== undefined && he.definite;
+      hostFailed(target, he, he.errno === "TLS" ? "4.7.5" : local ? "4.3.0" : "4.4.1", !local && !unmetHere);
       continue;
     }
     // RFC 8460 §4.4: the counts are of sessions, so a reused pooled connection is not counted again (it was

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { startPostfix } from "../../bench/_postfix.ts";
 import type { FerryConfig } from "../../mod.ts";
-import { startDownstream, waitFor } from "../helpers/downstream.ts";
+import { linesOf, startDownstream, startFerryIn, submit, waitFor } from "../helpers/downstream.ts";
 import {
   type DaneOutcome,
   fingerConfigDir,
@@ -440,6 +440,38 @@ const cases: RigCase<Rig>[] = [
       assert.match(bad.line, /dnssecRequireDomains: MX of plain\.test is not DNSSEC-validated/);
       const good = await send(r, "good.test", { dnssecRequireDomains: "*" });
       assert.equal(good.kind, "=>", good.line);
+    },
+  },
+  {
+    name:
+      "a DANE failure of one domain puts no back-off on the MX host: domains sharing it are delivered at once",
+    async fn(r) {
+      // One Ferry for all: back-off lives in its memory. wrong.test's TLSA matches nothing and nostarttls.test
+      // has TLSA records for a host without STARTTLS; good.test and nostarttls-pkix.test use the same hosts.
+      const up = await startFerryIn({
+        routes: [
+          { domains: ["nostarttls.test", "nostarttls-pkix.test"], mx: true, port: r.noTlsPort },
+          { domains: "*", mx: true, port: r.postfixPort },
+        ],
+        delivery: { enable: true },
+        dns: { nameservers: [{ address: "127.0.0.1", port: r.unboundPort }] },
+      });
+      try {
+        const outcomes = () => [...linesOf(up.memlog, "=>"), ...linesOf(up.memlog, "==")];
+        for (const [i, [refused, fine]] of [["wrong", "good"], ["nostarttls", "nostarttls-pkix"]].entries()) {
+          await submit(up.port, [`user@${refused}.test`]);
+          await waitFor(() => outcomes().length === 2 * i + 1, 15_000, `an outcome for ${refused}.test`);
+          assert.match(outcomes().at(-1)!, new RegExp(`^== user@${refused}\\.test .*TLS=dane: dane: `));
+          await submit(up.port, [`user@${fine}.test`]);
+          await waitFor(() => outcomes().length === 2 * i + 2, 15_000, `an outcome for ${fine}.test`);
+        }
+        const delivered = linesOf(up.memlog, "=>");
+        assert.equal(delivered.length, 2, outcomes().join("\n"));
+        assert.match(delivered[0], /^=> user@good\.test .* CV=dane TLS=dane\(3\) /);
+        assert.match(delivered[1], /^=> user@nostarttls-pkix\.test .* TLS=none /);
+      } finally {
+        await up.dispose();
+      }
     },
   },
 ];
