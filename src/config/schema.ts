@@ -12,6 +12,7 @@ import { parseScryptHash } from "../core/password_hash.ts";
 import { parseAdminListen } from "../core/listen_address.ts";
 import { findRedisNeeds } from "../core/needs_redis.ts";
 import { routeName } from "../core/route_name.ts";
+import { isIp } from "../core/ip.ts";
 
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === "function", {
   error: "expected a function",
@@ -178,11 +179,37 @@ const transportOptions = {
   dnssecRequireDomains: hostList.optional(),
 };
 
+/**
+ * A route host as routing reads it: a name, `name:port`, an IP address, `[address]` or `[address]:port`
+ * (port 1–65535). Anything else would only be found out at delivery, as a name that never resolves.
+ */
+function routeHostProblem(text: string): string | undefined {
+  const bracket = /^\[([^\]]*)\](?::(\d+))?$/.exec(text);
+  let port: string | undefined;
+  if (bracket) {
+    if (!isIp(bracket[1])) return `"${text}": not an IP address between the brackets`;
+    port = bracket[2];
+  } else if (!isIp(text)) {
+    const m = /^([A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?)(?::(\d+))?$/.exec(text);
+    if (!m) return `"${text}": expected a host name, "name:port", "[address]" or "[address]:port"`;
+    port = m[3];
+  }
+  if (port !== undefined && !(Number(port) >= 1 && Number(port) <= 65535)) {
+    return `"${text}": the port must be 1–65535`;
+  }
+  return undefined;
+}
+
+const routeHost = z.string().min(1).superRefine((text, ctx) => {
+  const problem = routeHostProblem(text);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
 const route = z.object({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, { error: "letters, digits, _ . - only" }).optional(),
   domains: hostList,
   hosts: z.union([
-    z.array(z.string().min(1)).min(1),
+    z.array(routeHost).min(1),
     fnOf<(domain: string) => string[] | Promise<string[]>>(),
   ])
     .optional(),

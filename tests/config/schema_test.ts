@@ -344,3 +344,20 @@ Deno.test('a duration Ferry waits with a timer is at most 2^31-1 ms: "30d" is a 
   assert.equal(c.tls.handshakeTimeout, 24 * 86_400_000);
   assert.equal(c.limits.commandTimeout, 2 ** 31 - 1);
 });
+
+Deno.test("validateConfig() refuses route hosts that routing could never use, naming the host", () => {
+  onlyProblemAt(
+    { routes: [{ domains: "*", hosts: ["mx1.example", "[300.1.1.1]:25"] }] },
+    "routes[0].hosts[1]",
+    /"\[300\.1\.1\.1\]:25": not an IP address/,
+  );
+  onlyProblemAt(
+    { routes: [{ domains: "*", hosts: ["[127.0.0.1]:99999"] }] },
+    "routes[0].hosts[0]",
+    /1–65535/,
+  );
+  onlyProblemAt({ routes: [{ domains: "*", hosts: ["mx.example:0"] }] }, "routes[0].hosts[0]", /1–65535/);
+  onlyProblemAt({ routes: [{ domains: "*", hosts: ["mx example"] }] }, "routes[0].hosts[0]", /host name/);
+  const hosts = ["mx1.corp:2525", "[192.0.2.5]:25", "[::1]:2525", "::1", "192.0.2.7", "[192.0.2.8]", "mx."];
+  assert.deepEqual(validateConfig({ routes: [{ domains: "*", hosts }] }).routes[0].hosts, hosts);
+});
