@@ -49,7 +49,7 @@ Deno.test("admin: a body over ADMIN_BODY_MAX gets 413 before the token is looked
     // A body under the limit is served as before.
     const wrong = await fetch(`${f.base}/dashboard/login`, {
       method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded" },
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: f.base },
       body: `token=${"x".repeat(ADMIN_BODY_MAX - 10)}`,
     });
     assert.equal(wrong.status, 401);
@@ -65,7 +65,7 @@ Deno.test("admin: a login or dashboard action whose body is not a form gets 400 
     const id = await sendMessage(f.port);
     const login = await fetch(`${f.base}/dashboard/login`, {
       method: "POST",
-      headers: { "content-type": "multipart/form-data" }, // no boundary
+      headers: { "content-type": "multipart/form-data", origin: f.base }, // no boundary
       body: "token=x",
     });
     assert.equal(login.status, 400);
