@@ -207,7 +207,7 @@ export async function deliverGroup(
     deps.onHostError(target, he);
     lastError = he.message;
     lastStatus = status;
-    lastHost = { host: hostFacts(target), reply };
+    lastHost = { host: hostFacts(target), reply, tls: he.tls };
     lastSecurity = he.security;
     // The session's TLS itself was fine when the peer only lacks REQUIRETLS: nothing for TLS-RPT.
     if (tlsRpt && he.security && SECURITY_ERRNOS.has(he.errno)) {

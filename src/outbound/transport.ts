@@ -34,6 +34,8 @@ export class HostError extends Error {
   security?: SecurityTrace;
   /** Our address on the session, when one was open (TLS-RPT's sending-mta-ip) */
   sendingIp?: string;
+  /** The TLS session, when the handshake completed before the host failed (its certificate, CV) */
+  tls?: OutboundTlsFacts;
   /**
    * A security refusal that a retry would meet again (a certificate or DANE mismatch, no STARTTLS or
    * REQUIRETLS offered, an MX no policy authenticates); false for temporary ones (DNS errors, timeouts,
@@ -49,6 +51,7 @@ export class HostError extends Error {
       security?: SecurityTrace;
       sendingIp?: string;
       definite?: boolean;
+      tls?: OutboundTlsFacts;
     },
   ) {
     super(message, options);
@@ -57,6 +60,7 @@ export class HostError extends Error {
     this.tryClear = options?.tryClear ?? false;
     this.security = options?.security;
     this.sendingIp = options?.sendingIp;
+    this.tls = options?.tls;
     this.definite = options?.definite ?? false;
   }
 }
@@ -239,12 +243,13 @@ export async function openSession(
     events.emit("tcp:close", { ...facts, id });
   };
   /** A requirement not met: the host is deferred, naming the policy that required it. */
-  const unmet = (message: string, cause?: unknown, definite = true) =>
+  const unmet = (message: string, cause?: unknown, definite = true, tls?: OutboundTlsFacts) =>
     new HostError(`${req.tlsBy ?? "tls"}: ${message}`, "TLS", {
       cause,
       security: req.trace(),
       sendingIp: local.hostname,
       definite,
+      tls,
     });
   try {
     const banner = await client.greeting();
@@ -320,6 +325,15 @@ export async function openSession(
       achieved.ocsp = v?.ocsp?.ok === true;
       // DANE-TA(2) checks the TLSA base domain and MX names; PKIX checked a name only when names were given.
       achieved.named = verified && (isDane ? tlsaUsage === 2 : checkNames);
+      // The session as it stood when a requirement failed: it reached TLS (metrics and the message page say so).
+      const reached: OutboundTlsFacts = {
+        ...t.info,
+        peerCertificate: chain[0],
+        peerChain: chain,
+        cv: isDane ? "dane" : verified ? "yes" : "no",
+        dane: isDane,
+        tlsaUsage,
+      };
       if (req.requireOcsp && !achieved.ocsp) {
         // A missing or unreachable OCSP response may come next time; a revoked certificate will not.
         const status = v?.ocsp?.status;
@@ -327,13 +341,16 @@ export async function openSession(
           `OCSP check failed: ${v?.ocsp?.reason ?? status ?? "no OCSP check"}`,
           undefined,
           status === "revoked",
+          reached,
         );
       }
       if (req.tls === 2 && !verified) {
         if (dane) events.emit("dane:fail", { ...facts, id, error: why ?? "not authenticated" });
-        throw unmet(`certificate verification failed: ${why}`);
+        throw unmet(`certificate verification failed: ${why}`, undefined, true, reached);
       }
-      if (req.minTls12 && !achieved.tls12) throw unmet(`TLS 1.2 or later required, got ${t.info.version}`);
+      if (req.minTls12 && !achieved.tls12) {
+        throw unmet(`TLS 1.2 or later required, got ${t.info.version}`, undefined, true, reached);
+      }
       tls = {
         ...t.info,
         peerCertificate: chain[0],

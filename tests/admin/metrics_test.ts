@@ -270,3 +270,46 @@ Deno.test("tlsPolicyLabel() keeps the decision's base name, bounded, and falls b
   assert.equal(tlsPolicyLabel("no"), "opportunistic");
   assert.equal(tlsPolicyLabel("none"), "none");
 });
+
+Deno.test("ferry_outbound_tls_total counts a session that reached TLS and then failed its requirement (pkix, CV=no)", async () => {
+  const pki = await createPki();
+  const mx = await pki.issue({ cn: "mx.example.test", dns: ["mx.example.test"] });
+  const down = await startTestFerry({ relay: { domains: "*", clients: ["127.0.0.0/8"] }, tls: ferryTls(mx) });
+  const up = await startFerryIn({
+    routes: [
+      // The certificate names mx.example.test, not 127.0.0.1: it verifies only with tlsVerifyNames.
+      { name: "bad", domains: "bad.test", hosts: [`[127.0.0.1]:${down.port}`], tlsVerifyHosts: "*" },
+      {
+        name: "ok",
+        domains: "ok.test",
+        hosts: [`[127.0.0.1]:${down.port}`],
+        tlsVerifyHosts: "*",
+        tlsVerifyNames: ["mx.example.test"],
+      },
+    ],
+    delivery: { enable: true, tlsVerifyCertificates: pki.certFile },
+    admin: { listen: "127.0.0.1:0" },
+  }, { resolver: new MemoryResolver() });
+  try {
+    const id = await submit(up.port, ["a@bad.test"]);
+    await waitFor(() => linesOf(up.memlog, "==").length === 1);
+    assert.match(linesOf(up.memlog, "==")[0], /TLS=pkix: tlsVerifyHosts: certificate verification failed/);
+    await submit(up.port, ["b@ok.test"]);
+    await waitFor(() => linesOf(up.memlog, "=>").length === 1);
+    const text = await (await fetch(`${up.admin!.url}/metrics`)).text();
+    const m = await parse(text);
+    assert.equal(m['ferry_outbound_tls_total{cv="no",policy="pkix"}'], 1, "the failed session");
+    assert.equal(m['ferry_outbound_tls_total{cv="yes",policy="pkix"}'], 1, "the delivered one");
+    // The message page's TLS facts of that attempt say the same.
+    const shown = await fetch(`${up.admin!.url}/api/queue/${id}`, {
+      headers: { authorization: `Bearer ${up.adminToken}` },
+    }).then((r) => r.json());
+    const tls = shown.envelope.recipients[0].extra.tls;
+    assert.deepEqual([tls.policy, tls.cv, /^TLS1\.[23]$/.test(tls.version)], ["pkix", "no", true]);
+  } finally {
+    await up.dispose();
+    await down.stop();
+    await Deno.remove(down.dir, { recursive: true }).catch(() => {});
+    await pki.cleanup();
+  }
+});
