@@ -251,12 +251,13 @@ export class InboundServer {
       }
     } catch (err) {
       if (!(err instanceof HostListError)) throw err;
-      // A host-list function hung or failed before the banner: a temporary refusal naming the list.
+      // A host-list function hung or failed before the banner: a temporary refusal naming the list, as 421 (the
+      // connection closes; RFC 5321 4.3.2 allows no other temporary code in place of the greeting).
       log.write(
         `SMTP connection from [${peer.hostname}]:${peer.port} refused: ${err.message}`,
         { event: "host_list_error", list: err.list, client: peer.hostname },
       );
-      await this.#refuse(stream, 451, "4.3.0", "Temporary local problem, please try again later");
+      await this.#refuse(stream, 421, "4.3.0", "Temporary local problem, please try again later");
     } finally {
       this.#open--;
       obs.connection("closed");
