@@ -83,8 +83,8 @@ export async function buildTlsAcceptor(config: ResolvedConfig, log: Logger): Pro
       handshakeTimeout: t.handshakeTimeout,
     });
     return {
-      accept: async (stream) => {
-        const tls = await tlsAccept(stream, ctx);
+      accept: async (stream, opts) => {
+        const tls = await tlsAccept(stream, ctx, { initial: opts?.initial });
         return { stream: tls, info: tls.info, certificates: tls.peerCertificates };
       },
       close() {

@@ -51,7 +51,10 @@ import { RepeatedRecipients, withoutRepeats } from "./repeated_recipient.ts";
 /** Performs a server-side TLS handshake over a connected stream. */
 export type TlsAcceptor = (
   stream: ByteStream,
-  sni?: undefined,
+  opts?: {
+    /** Handshake bytes already read off the connection (behind a PROXY header that came in the same read) */
+    initial?: Uint8Array;
+  },
 ) => Promise<{ stream: ByteStream; info: TlsInfo; certificates?: Uint8Array[] }>;
 
 /**

@@ -214,9 +214,14 @@ export class InboundServer {
       }
       client.name = await this.#clientName(client.ip);
       const facts = layer.facts;
+      let initialInput = layer.initialInput;
       if (mode === "smtps") {
+        // A proxy may send its header and the client's ClientHello in one segment: those bytes open the
+        // handshake (on a plain listener they are an early talker's, for the session to judge).
+        const initial = initialInput;
+        initialInput = undefined;
         try {
-          const upgraded = await this.#deps.tls!(stream);
+          const upgraded = await this.#deps.tls!(stream, { initial });
           stream = upgraded.stream;
           facts.tls = await vetClientCertificates(this.#deps, client, upgraded);
           obs.inboundTls("ok");
@@ -234,7 +239,7 @@ export class InboundServer {
       const extensions = await this.#extensions({ ip: client.ip, name: client.name });
       const handler = new InboundConnection(this.#deps, facts);
       const session = new ServerSession(stream, handler, {
-        ...this.#sessionOptions(layer.initialInput),
+        ...this.#sessionOptions(initialInput),
         extensions,
         clientIp: client.ip,
         refuseAll: layer.facts.proxyFailed
