@@ -107,7 +107,8 @@ const authSection = z.object({
       error: 'expected a hash "scrypt$N$r$p$salt$hash" (make one with `deno task hash-password`)',
     }),
   ).optional(),
-  check: fnOf<(request: AuthCheckRequest) => boolean | Promise<boolean>>().optional(),
+  check: fnOf<(request: AuthCheckRequest, opts: { signal: AbortSignal }) => boolean | Promise<boolean>>()
+    .optional(),
   maxFailures: z.number().int().min(1).max(1000).default(5),
   failureWindow: duration.default(900_000),
   senderLogins: z.union([

@@ -8,6 +8,7 @@
 
 import { SmtpError } from "../core/reply.ts";
 import { verifyPassword } from "../core/password_hash.ts";
+import { after } from "../core/deadlines.ts";
 import type { SaslCredentials } from "../smtp/sasl.ts";
 
 import type { AuthCheckRequest } from "../core/envelope.ts";
@@ -17,10 +18,15 @@ export type { AuthCheckRequest };
 export interface AuthenticatorOptions {
   /** Login → `scrypt$…` hash */
   users?: Record<string, string>;
-  /** Answers true for good credentials; throwing means the lookup failed (454 4.7.0) */
-  check?: (request: AuthCheckRequest) => boolean | Promise<boolean>;
+  /**
+   * Answers true for good credentials; throwing, or not answering within `timeoutMs` (its `signal` is then
+   * aborted), means the lookup failed (454 4.7.0)
+   */
+  check?: (request: AuthCheckRequest, opts: { signal: AbortSignal }) => boolean | Promise<boolean>;
   maxFailures: number;
   failureWindowMs: number;
+  /** Deadline of one `check` call in ms (`limits.policyTimeout`; default 30 s) */
+  timeoutMs?: number;
 }
 
 /** The outcome of one attempt. */
@@ -61,16 +67,31 @@ export class Authenticator {
     let outcome: AuthOutcome;
     if (this.#opts.check) {
       let ok: boolean;
+      const timeoutMs = this.#opts.timeoutMs ?? 30_000;
+      const abort = new AbortController();
+      let cancel: (() => void) | undefined;
       try {
-        ok = await this.#opts.check({
+        const request = {
           mechanism,
           user: creds.authcid,
           authzid: creds.authzid,
           password: creds.password,
           client,
-        });
+        };
+        ok = await Promise.race([
+          Promise.resolve().then(() => this.#opts.check!(request, { signal: abort.signal })),
+          new Promise<never>((_, reject) => {
+            cancel = after(timeoutMs, () => {
+              const why = new Error(`auth.check did not answer within ${timeoutMs} ms`);
+              abort.abort(why);
+              reject(why);
+            });
+          }),
+        ]);
       } catch (err) {
         throw new SmtpError(454, "4.7.0", "Temporary authentication failure", { cause: err });
+      } finally {
+        cancel?.();
       }
       outcome = ok === true ? { ok: true } : { ok: false, reason: "credentials refused by auth.check" };
     } else {

@@ -94,6 +94,7 @@ export class InboundServer {
           check: c.auth.check as AuthenticatorOptions["check"],
           maxFailures: c.auth.maxFailures,
           failureWindowMs: c.auth.failureWindow,
+          timeoutMs: c.limits.policyTimeout,
         })
         : undefined,
     };

@@ -37,8 +37,11 @@ Deno.test("config types: documented function forms are typed, validate, and work
   assert.equal(await new HostList(c.relay.clients).match({ ip: "192.0.2.7" }), true);
   const check = c.auth!.check!;
   const request = { mechanism: "PLAIN", user: "alice", authzid: "", password: "pw" };
-  assert.equal(await check({ ...request, client: { ip: "127.0.0.1", port: 4000 } }), true);
-  assert.equal(await check({ ...request, password: "no", client: { ip: "127.0.0.1", port: 4000 } }), false);
+  assert.equal(await check({ ...request, client: { ip: "127.0.0.1", port: 4000 } }, { signal }), true);
+  assert.equal(
+    await check({ ...request, password: "no", client: { ip: "127.0.0.1", port: 4000 } }, { signal }),
+    false,
+  );
   const hosts = c.routes[0].hosts;
   assert.ok(typeof hosts === "function");
   assert.deepEqual(await hosts("Corp.Example"), ["mx.corp.example"]);
