@@ -39,6 +39,9 @@ export function parseNotify(value: string | undefined): NotifyKeyword[] {
   return [...seen];
 }
 
+/** Text whose every backslash starts an RFC 6533 EmbeddedUnicodeChar: `\x{`, a code point in hex up to 10FFFF, `}`. */
+const UTF8_ADDR_ESCAPES = /^(?:[^\\]|\\x\{(?:[0-9A-F]{2,5}|10[0-9A-F]{4})\})*$/i;
+
 /** Parses ORCPT=addr-type;xtext (RFC 3461 4.2); the address must decode and be printable. */
 export function parseOrcpt(value: string | undefined): OriginalRecipient {
   if (!value) throw bad("Bad ORCPT");
@@ -48,7 +51,10 @@ export function parseOrcpt(value: string | undefined): OriginalRecipient {
   if (!/^[A-Za-z0-9][A-Za-z0-9-]*$/.test(type)) throw bad("Bad ORCPT address type");
   const raw = value.slice(semi + 1);
   if (raw.length === 0 || raw.length > 500) throw bad("Bad ORCPT address");
-  const address = type.toLowerCase() === "utf-8" ? raw : decodeXtext(raw);
+  // utf-8 (RFC 6533 3) is kept as written; a backslash there may only start an \x{HEXPOINT} escape.
+  const utf8 = type.toLowerCase() === "utf-8";
+  if (utf8 && !UTF8_ADDR_ESCAPES.test(raw)) throw bad("ORCPT has a bad \\x{…} escape");
+  const address = utf8 ? raw : decodeXtext(raw);
   if (address === undefined || /[\x00-\x1f\x7f]/.test(address)) throw bad("ORCPT is not valid xtext");
   return { type, address };
 }

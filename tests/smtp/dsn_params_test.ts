@@ -47,6 +47,19 @@ Deno.test("parseOrcpt() decodes the xtext address and keeps the type as given", 
   assert.deepEqual(parseOrcpt("x-local;+20x"), { type: "x-local", address: " x" });
   // utf-8 address type (RFC 6533) is taken as is.
   assert.deepEqual(parseOrcpt("utf-8;jörg@example.test"), { type: "utf-8", address: "jörg@example.test" });
+  assert.deepEqual(parseOrcpt("utf-8;j\\x{00F6}rg@example.test"), {
+    type: "utf-8",
+    address: "j\\x{00F6}rg@example.test",
+  });
+  for (
+    const bad of [
+      "utf-8;j\\x{zz}rg@example.test",
+      "utf-8;j\\rg@example.test",
+      "utf-8;j\\x{110000}@example.test",
+    ]
+  ) {
+    assert.throws(() => parseOrcpt(bad), (e: unknown) => e instanceof SmtpError && e.code === 501, bad);
+  }
 });
 
 Deno.test("parseOrcpt() refuses bad xtext and bad shapes (501 5.5.4)", () => {
