@@ -321,7 +321,12 @@ export async function deliverGroup(
       sendingIp: session.sendingIp,
       sendingPort: session.sendingPort,
     };
-    const abort = () => void session.close();
+    // Stopping, or an operator's bounce or delete: the connection is dropped at once. A QUIT would wait behind
+    // the reply the peer owes (a tarpit, a slow RCPT check) for up to its own 10 s.
+    const abort = () => {
+      session.client.close();
+      void session.close();
+    };
     deps.signal?.addEventListener("abort", abort, { once: true });
     let recording = false;
     // The previous transaction on a reused connection may still be writing its outcomes.
@@ -430,6 +435,8 @@ export async function deliverGroup(
       ) {
         continue;
       }
+      // Our own abort says nothing about the host: no host error, no back-off for the other messages.
+      if (deps.signal?.aborted) break;
       hostFailed(target, hostErrorOf(err), "4.4.2");
     } finally {
       deps.signal?.removeEventListener("abort", abort);
