@@ -111,4 +111,10 @@ export function defineConfig(config: FerryConfig): FerryConfig {
 }
 
 // Not awaited: config.ts imports this module, so its evaluation must finish before main() loads config.ts.
-if (import.meta.main) main(Deno.args).then((code) => Deno.exit(code));
+if (import.meta.main) {
+  main(Deno.args).then((code) => Deno.exit(code), (err) => {
+    // main() answers every error with an exit status; one escaping it is a bug, and never exit 0.
+    console.error(`ferry: panic: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    Deno.exit(70);
+  });
+}
