@@ -182,19 +182,18 @@ export class DataScanner {
           this.#state = MID;
           continue;
         case DOT_SEEN:
-          // A leading dot is removed (RFC 5321 4.5.2) unless it starts the terminator.
+          // A leading dot is removed (RFC 5321 4.5.2) unless it starts the terminator; it does not count
+          // towards the line's length (4.5.3.1.6: "not counting the leading dot duplicated for transparency").
           if (b === CR) {
             this.#state = DOT_CR;
             i++;
             continue;
           }
-          this.#countLine(1);
           this.#state = MID;
           continue;
         case DOT_CR:
           if (b === LF) return { consumed: i + 1, ended: true };
           // ".<CR>x": the dot was stuffing, the CR is bare.
-          this.#countLine(1);
           this.#bare(CR);
           this.#state = MID;
           continue;

@@ -217,13 +217,19 @@ Deno.test("DataScanner flags a line longer than maxLine, CRLF included", () => {
   long.feed(enc("123456789\r\nshort\r\n.\r\n"));
   assert.equal(long.lineTooLong, true);
   assert.equal(dec(long.data()), "123456789\r\nshort\r\n");
-  // The stuffed dot counts as a wire octet of the line.
+  // RFC 5321 4.5.3.1.6: the dot added for transparency does not count towards the line's length.
   const stuffed = scanner({ maxLine: 10 });
-  stuffed.feed(enc("..234567\r\n.\r\n"));
+  stuffed.feed(enc("..2345678\r\n.\r\n"));
   assert.equal(stuffed.lineTooLong, false);
+  assert.equal(dec(stuffed.data()), ".2345678\r\n");
   const stuffedLong = scanner({ maxLine: 10 });
-  stuffedLong.feed(enc("..2345678\r\n.\r\n"));
+  stuffedLong.feed(enc("..23456789\r\n.\r\n"));
   assert.equal(stuffedLong.lineTooLong, true);
+  // Also when the line arrives in pieces, the dot in a piece of its own.
+  const stuffedPieces = scanner({ maxLine: 10 });
+  for (const c of [".", ".234", "5678", "\r", "\n.\r\n"]) stuffedPieces.feed(enc(c));
+  assert.equal(stuffedPieces.lineTooLong, false);
+  assert.equal(dec(stuffedPieces.data()), ".2345678\r\n");
   // A long line in one piece or many pieces is caught alike.
   const pieces = scanner({ maxLine: 10 });
   for (const c of "abcdefghijklmnop") pieces.feed(enc(c));
@@ -316,13 +322,11 @@ function referenceScan(
         state = "dotcr";
         i++;
       } else {
-        count(1);
-        state = "mid";
+        state = "mid"; // the stuffing dot is not counted (RFC 5321 4.5.3.1.6)
       }
     } else if (state === "dotcr") {
       if (b === 10) ended = i + 1;
       else {
-        count(1);
         bare(13);
         state = "mid";
       }
