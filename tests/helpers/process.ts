@@ -119,6 +119,11 @@ export class FerryProcess {
   #readers: Promise<void>;
   #status: Promise<Deno.CommandStatus>;
   #exited: Deno.CommandStatus | undefined;
+  /**
+   * The host name the banner must name, when the config gives it as a literal: a 220 from another server
+   * that took the port first (a test's scripted downstream) is not Ferry being ready
+   */
+  #bannerHost: string | undefined;
 
   private constructor(
     dir: string,
@@ -201,6 +206,11 @@ export class FerryProcess {
     };
     const literal = `{\n${Object.entries(props).map(([k, v]) => `  ${k}: ${v},\n`).join("")}  ${extra}\n}`;
     const configPath = await writeConfig(dir, literal, undefined, opts.imports);
+    let bannerHost: string | undefined;
+    try {
+      const host = JSON.parse(props.hostname);
+      if (typeof host === "string") bannerHost = host;
+    } catch { /* an expression: any 220 will do */ }
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", ...(opts.permissions ?? ["--allow-all"]), fromFileUrl(MOD_URL), "--config", configPath],
       cwd: REPO_DIR,
@@ -208,10 +218,12 @@ export class FerryProcess {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    return new FerryProcess(dir, port, configPath, child, ownsDir);
+    const p = new FerryProcess(dir, port, configPath, child, ownsDir);
+    p.#bannerHost = bannerHost;
+    return p;
   }
 
-  /** Polls the port until a 220 banner arrives (then QUITs); false when the child exited or time ran out. */
+  /** Polls the port until Ferry's 220 banner arrives (then QUITs); false when the child exited or time ran out. */
   async #waitReady(ms: number): Promise<boolean> {
     const deadline = Date.now() + ms;
     while (Date.now() < deadline && this.#exited === undefined) {
@@ -225,7 +237,7 @@ export class FerryProcess {
           if (n === null) break;
           got += dec.decode(buf.subarray(0, n));
         }
-        if (got.startsWith("220")) {
+        if (got.startsWith(this.#bannerHost === undefined ? "220" : `220 ${this.#bannerHost} `)) {
           await conn.write(new TextEncoder().encode("QUIT\r\n")).catch(() => 0);
           return true;
         }
