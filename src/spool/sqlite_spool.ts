@@ -651,20 +651,28 @@ export class SqliteSpool implements Spool {
 
   async #commit(batch: Queued[]): Promise<void> {
     const started = performance.now();
+    let results: OpResult[];
     try {
-      const results: OpResult[] = await this.#engine.call("commit", batch.map((q) => q.op));
-      this.#commits++;
-      this.#writes += batch.length;
-      this.#onCommit?.((performance.now() - started) / 1000, batch.length);
-      this.#written();
-      batch.forEach((q, i) => {
-        const result = results[i];
-        if (result?.ok) q.resolve(result.value);
-        else q.reject(new SpoolWriteError(result?.message ?? "Spool commit returned no result"));
-      });
+      results = await this.#engine.call("commit", batch.map((q) => q.op));
     } catch (err) {
       const message = errorMessage(err);
       for (const q of batch) q.reject(new SpoolWriteError(message, { cause: err }));
+      return;
     }
+    // Committed: each write is answered by its own result, whatever the bookkeeping after it does (an
+    // observer that threw here once turned every stored write of the batch into a refusal, and a resend).
+    batch.forEach((q, i) => {
+      const result = results[i];
+      if (result?.ok) q.resolve(result.value);
+      else q.reject(new SpoolWriteError(result?.message ?? "Spool commit returned no result"));
+    });
+    this.#commits++;
+    this.#writes += batch.length;
+    try {
+      this.#onCommit?.((performance.now() - started) / 1000, batch.length);
+    } catch (err) {
+      this.#log(`spool: commit observer failed: ${errorMessage(err)}`);
+    }
+    this.#written();
   }
 }

@@ -220,3 +220,26 @@ Deno.test("SqliteSpool: a second close() waits for the first, and writes queued 
     await again.close();
   });
 });
+
+Deno.test("SqliteSpool answers a committed write with its result even when the commit observer throws", () =>
+  withSpoolDir("ferry-spool-observer-", async (dir) => {
+    const lines: string[] = [];
+    const spool = new SqliteSpool({ dir, thread: "main", log: (line) => lines.push(line) });
+    await spool.open();
+    try {
+      let observed = 0;
+      spool.observeCommits(() => {
+        observed++;
+        throw new Error("metrics broke");
+      });
+      const id = spool.newId();
+      const data = bytes("Subject: observed\r\n\r\nbody\r\n");
+      // Stored: the store resolves (no 451 and resend for a message that is in the spool).
+      await spool.store(testEnvelope(id, { size: data.length }), data);
+      assert.equal(observed, 1);
+      assert.deepEqual(await spool.readData(id), data);
+      assert.ok(lines.some((l) => l.includes("commit observer failed: metrics broke")), lines.join("\n"));
+    } finally {
+      await spool.close();
+    }
+  }));
