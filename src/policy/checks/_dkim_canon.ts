@@ -8,12 +8,23 @@ import { createHash, type KeyObject, sign } from "node:crypto";
 import { headerEnd } from "../../core/headers.ts";
 import { rawFields } from "../../core/header_edit.ts";
 
-const decoder = new TextDecoder("latin1");
+/**
+ * The octets as a string of code points 0–255, one per octet, so that `charCodeAt` gives each octet back.
+ * Not `TextDecoder("latin1")`: the Encoding Standard makes that label windows-1252, which maps 0x80–0x9F to
+ * other code points (0x9C → U+0153), and a UTF-8 field or body with such an octet (✉, Ü, €) was hashed wrongly.
+ */
+export function octetString(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    out += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
+  return out;
+}
 
 /** The relaxed body canonicalization (RFC 6376 3.4.4) of the message body. */
 export function relaxedBody(message: Uint8Array): Uint8Array {
   const body = message.subarray(headerEnd(message));
-  const lines = decoder.decode(body).split(/\r\n/);
+  const lines = octetString(body).split(/\r\n/);
   // A final CRLF leaves an empty last element: it is the end of the last line, not a line.
   if (lines.length && lines[lines.length - 1] === "") lines.pop();
   const out = lines.map((l) => l.replace(/[ \t]+/g, " ").replace(/ $/, ""));
@@ -30,11 +41,11 @@ export function relaxedHeader(raw: string): string {
   return `${name}:${value}`;
 }
 
-/** Raw header fields as latin1 strings (octets kept as they are) with lower-case names. */
+/** Raw header fields as octet strings (see `octetString`) with lower-case names. */
 export function headerFields(message: Uint8Array): { key: string; raw: string }[] {
   return rawFields(message).map((f) => ({
     key: f.name.toLowerCase(),
-    raw: decoder.decode(message.subarray(f.start, f.end)),
+    raw: octetString(message.subarray(f.start, f.end)),
   }));
 }
 

@@ -183,6 +183,50 @@ Deno.test("dkim.sign: Ferry signs at delivery with rsa and ed25519, over-signed;
   }
 });
 
+Deno.test("dkim.sign: UTF-8 header fields and an 8-bit body with octets 0x80-0x9F (€, Ü, ✉) sign so that dkimpy verifies", async () => {
+  // The canonicalization once decoded octets with TextDecoder("latin1"), which is windows-1252: 0x80-0x9F
+  // became other code points and were hashed as different octets, so dkimpy failed such a message.
+  const dir = await Deno.makeTempDir({ prefix: "ferry-dkim-8bit-" });
+  await Deno.writeTextFile(`${dir}/rsa.pem`, rsa.pem);
+  await Deno.writeTextFile(`${dir}/ed.pem`, ed.pem);
+  const ds = startDownstream();
+  const f = await startFerryIn({
+    routes: [{ domains: "*", hosts: ["127.0.0.1"], port: ds.port }],
+    dkim: {
+      sign: [
+        { domain: "signed.test", selector: "rsa1", keyFile: `${dir}/rsa.pem` },
+        { domain: "signed.test", selector: "ed1", keyFile: `${dir}/ed.pem`, algorithm: "ed25519-sha256" },
+      ],
+    },
+  }, { resolver: new MemoryResolver() });
+  try {
+    const message = "From: \u00c5lice \u00dcn\u00efcode <alice@signed.test>\r\nTo: bob@example.test\r\n" +
+      "Subject: h\u00e9llo \u2709 \u20ac5\r\nDate: Sun, 06 Dec 2026 10:00:00 +0000\r\n" +
+      "Message-ID: <m8@signed.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+      "Content-Transfer-Encoding: 8bit\r\n\r\nPreis: 5 \u20ac, \u00dcbung \u2709\r\n";
+    // The octets this test is about are there: 0x82 (in €), 0x9C (in Ü and ✉).
+    const octets = enc.encode(message);
+    assert.ok(octets.includes(0x82) && octets.includes(0x9c));
+    await submit(f.port, ["bob@dest.test"], {
+      from: "alice@signed.test",
+      mailParams: " BODY=8BITMIME",
+      body: message,
+    });
+    await waitFor(() => ds.messages.length === 1, 8000, "the delivery");
+    const sent = ds.messages[0].data;
+    assert.equal((sent.match(/^DKIM-Signature:/gm) ?? []).length, 2);
+    assert.ok(sent.endsWith(message), "the message arrives unchanged below the added fields");
+    assert.deepEqual(await dkimpyVerify(enc.encode(sent), [rsa, ed]), [true, true]);
+    // The signature still covers those octets: another 8-bit character in the Subject breaks it.
+    const changed = enc.encode(sent.replace("\u2709 \u20ac5", "\u2709 \u20ac6"));
+    assert.deepEqual(await dkimpyVerify(changed, [rsa, ed]), [false, false]);
+  } finally {
+    await f.dispose();
+    await ds.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("dkim.sign: a missing key file, a non-key and a key of the wrong type are config errors naming the file", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ferry-dkim-" });
   await Deno.writeTextFile(`${dir}/junk.pem`, "not a key");
