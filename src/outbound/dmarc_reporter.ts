@@ -166,7 +166,9 @@ export class DmarcReporter implements DmarcReportSink {
     if (!this.#o.failureReports && !opts.forced) return;
     if (!failureWanted(entry.tags.fo, entry)) return;
     const uris = parseReportUris(entry.tags.ruf);
-    const text = new TextDecoder("latin1").decode(message);
+    // UTF-8, as the report is encoded: a UTF-8 header field (RFC 6532) reaches the report as it was. ("latin1"
+    // is windows-1252 to TextDecoder, which turned every non-ASCII character into mojibake.)
+    const text = new TextDecoder().decode(message);
     const end = text.search(/\r?\n\r?\n/);
     const headers = end < 0 ? text : text.slice(0, end + 2);
     for (const uri of uris) {

@@ -16,7 +16,7 @@ import { dmarc } from "../../src/policy/checks/dmarc.ts";
 const SCHEMA = "/usr/share/perl5/auto/share/dist/Mail-DMARC/rua-schema.xsd";
 const dec = new TextDecoder();
 
-async function send(port: number, sender: string, from: string) {
+async function send(port: number, sender: string, from: string, subject = "s") {
   const c = await RawClient.connect(port);
   try {
     await c.reply();
@@ -25,7 +25,7 @@ async function send(port: number, sender: string, from: string) {
     await c.cmd("RCPT TO:<r@example.test>");
     await c.cmd("DATA");
     return await c.cmd(
-      `From: ${from}\r\nSubject: s\r\nMessage-ID: <${crypto.randomUUID()}@x>\r\n\r\nbody\r\n.`,
+      `From: ${from}\r\nSubject: ${subject}\r\nMessage-ID: <${crypto.randomUUID()}@x>\r\n\r\nbody\r\n.`,
     );
   } finally {
     c.close();
@@ -226,7 +226,10 @@ Deno.test("failure reports only where dmarcEnableForensic is set when dmarc.repo
   }, { resolver });
   try {
     assert.equal((await send(f.port, "x@evil.test", "ceo@sender.test"))?.code, 250);
-    assert.equal((await send(f.port, "traced@evil.test", "ceo@sender.test"))?.code, 250);
+    // A UTF-8 Subject (RFC 6532) reaches the report's header section unchanged (it was mojibake: the headers
+    // were decoded as windows-1252 and encoded again as UTF-8).
+    const subject = "\u00dcberweisung \u2709 5 \u20ac";
+    assert.equal((await send(f.port, "traced@evil.test", "ceo@sender.test", subject))?.code, 250);
     const reports = (await f.spool.list()).filter((e) =>
       e.envelope.recipients[0].address === "fail@sender.test"
     );
@@ -234,6 +237,7 @@ Deno.test("failure reports only where dmarcEnableForensic is set when dmarc.repo
     const text = dec.decode(await f.spool.readData(reports[0].envelope.id));
     assert.match(text, /Original-Mail-From: <traced@evil\.test>/);
     assert.match(text, /^From: postmaster@ferry\.test\r$/m);
+    assert.ok(text.includes(`\r\nSubject: ${subject}\r\n`), "the original Subject, as it was sent");
   } finally {
     await f.stop();
     await Deno.remove(f.dir, { recursive: true }).catch(() => {});
