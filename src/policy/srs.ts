@@ -43,7 +43,9 @@ function lower(s: string): string {
 
 function hash(secret: string, parts: readonly string[], length: number, url: boolean): string {
   const h = createHmac("sha1", secret);
-  for (const p of parts) h.update(lower(p), "latin1");
+  // The address's octets as they travel (UTF-8 under SMTPUTF8), as postsrsd hashes them; "latin1" kept only the
+  // low byte of each character, so a non-ASCII sender got a hash postsrsd refused.
+  for (const p of parts) h.update(lower(p), "utf8");
   const b64 = h.digest("base64").slice(0, length);
   return url ? b64.replace(/\+/g, "-").replace(/\//g, "_") : b64;
 }

@@ -121,6 +121,9 @@ Deno.test("postsrsd 1.10 and Ferry: identical SRS0 and SRS1 addresses, and each 
       "SRS0=abcd=XY=example.org=alice@other.test",
       "SRS1=abcd=fwd.test==xyzw=XY=example.org=alice@other.test",
       "o'brien@sub.example.co.uk",
+      // SMTPUTF8 senders (RFC 6531): postsrsd hashes the UTF-8 octets.
+      "\u00e5lice@example.org",
+      "J\u00fcrgen.M\u00fcller@b\u00fccher.example",
     ];
     for (const s of senders) {
       const theirs = await p.forward(s);
