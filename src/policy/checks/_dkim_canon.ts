@@ -4,6 +4,7 @@
  * (list a field once more than it occurs, so that an added copy breaks the signature, RFC 6376 8.15).
  */
 
+import { Buffer } from "node:buffer";
 import { createHash, type KeyObject, sign } from "node:crypto";
 import { headerEnd } from "../../core/headers.ts";
 import { rawFields } from "../../core/header_edit.ts";
@@ -14,11 +15,14 @@ import { rawFields } from "../../core/header_edit.ts";
  * other code points (0x9C → U+0153), and a UTF-8 field or body with such an octet (✉, Ü, €) was hashed wrongly.
  */
 export function octetString(bytes: Uint8Array): string {
-  let out = "";
-  for (let i = 0; i < bytes.length; i += 8192) {
-    out += String.fromCharCode(...bytes.subarray(i, i + 8192));
-  }
-  return out;
+  // Node's "latin1" is ISO-8859-1 proper: each octet becomes the code point of the same value.
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
+}
+
+/** The inverse of `octetString`: each code point (0–255) as one octet. */
+function octets(text: string): Uint8Array {
+  const b = Buffer.from(text, "latin1");
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
 /** The relaxed body canonicalization (RFC 6376 3.4.4) of the message body. */
@@ -30,7 +34,7 @@ export function relaxedBody(message: Uint8Array): Uint8Array {
   const out = lines.map((l) => l.replace(/[ \t]+/g, " ").replace(/ $/, ""));
   while (out.length && out[out.length - 1] === "") out.pop();
   const text = out.length ? out.join("\r\n") + "\r\n" : "";
-  return Uint8Array.from(text, (ch) => ch.charCodeAt(0));
+  return octets(text);
 }
 
 /** The relaxed header canonicalization (RFC 6376 3.4.2) of one raw field (name through final CRLF). */
@@ -127,7 +131,7 @@ export function dkimSignatureValue(message: Uint8Array, p: SignParams): string {
   const unsigned = fold(tags);
   const data = signedFields(fields, h).map((raw) => relaxedHeader(raw) + "\r\n").join("") +
     relaxedHeader(`DKIM-Signature:${unsigned}`);
-  const bytes = Uint8Array.from(data, (ch) => ch.charCodeAt(0));
+  const bytes = octets(data);
   const b = p.algorithm === "rsa-sha256"
     ? sign("sha256", bytes, p.key).toString("base64")
     // RFC 8463 3: Ed25519 signs the SHA-256 hash of the data (PureEdDSA over the digest).
