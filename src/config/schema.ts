@@ -55,6 +55,9 @@ export const timerDuration = duration.refine((ms) => ms <= MAX_TIMER_MS, {
   error: `at most ${MAX_TIMER_MS} ms ("24d" fits), the longest wait a timer can make`,
 });
 
+/** `limits.dataMemory` unless the message size asks for more (512 MiB). */
+export const DATA_MEMORY_DEFAULT = 512 * 1024 * 1024;
+
 /** The largest `limits.messageSize` the spool can store (900 MiB). */
 export const MAX_MESSAGE_SIZE = 900 * 1024 * 1024;
 
@@ -255,6 +258,9 @@ export const configSchema = z.object({
     messageSize: size.refine((v) => v <= MAX_MESSAGE_SIZE, {
       error: `at most "900MB" (${MAX_MESSAGE_SIZE} octets): the spool's SQLite stores at most 1 GB a message`,
     }).default(50 * 1024 * 1024),
+    // What the messages being received may hold in memory together; default: 512 MiB, or room for two
+    // messages of the largest size when that is more.
+    dataMemory: size.optional(),
     recipients: z.number().int().min(1).max(100_000).default(100),
     badCommands: z.number().int().min(1).max(1000).default(10),
     greetingDelay: timerDuration.default(0),
@@ -265,7 +271,20 @@ export const configSchema = z.object({
     policyTimeout: timerDuration.default(30_000),
     eventTimeout: timerDuration.default(5_000),
     shutdownGrace: timerDuration.default(30_000),
-  }).strict().prefault({}),
+  }).strict().superRefine((l, ctx) => {
+    if (l.dataMemory !== undefined && l.dataMemory < l.messageSize) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["dataMemory"],
+        message:
+          `must be at least limits.messageSize (${l.messageSize} octets): a message that size could never be kept`,
+      });
+    }
+  }).transform((l) => ({
+    ...l,
+    dataMemory: l.dataMemory ?? Math.max(DATA_MEMORY_DEFAULT, 2 * l.messageSize),
+  }))
+    .prefault({}),
   smtp: z.object({
     banner: z.string().regex(/^[^\r\n]*$/, { error: "must be one line" }).default("ESMTP Ferry"),
     bareLineEndings: z.enum(["reject", "normalize"]).default("reject"),

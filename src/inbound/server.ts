@@ -4,6 +4,7 @@
  * transactions finish up to a deadline, answer 421 to the rest.
  */
 
+import { DataMemory } from "../smtp/data_scanner.ts";
 import { HostList, HostListError } from "../core/host_list.ts";
 import { formatReply, reply } from "../core/reply.ts";
 import type { ByteStream } from "../core/stream.ts";
@@ -70,10 +71,13 @@ export class InboundServer {
   #stopping = false;
   #loops: Promise<void>[] = [];
   #lists;
+  /** limits.dataMemory, shared by every session of every listener */
+  #dataMemory: DataMemory;
 
   constructor(deps: InboundServerDeps) {
     const r = deps.config.relay;
     const c = deps.config;
+    this.#dataMemory = new DataMemory(c.limits.dataMemory);
     this.#deps = {
       ...deps,
       builtinRcpt: [
@@ -293,6 +297,7 @@ export class InboundServer {
       },
       bareLineEndings: config.smtp.bareLineEndings,
       initialInput,
+      dataMemory: this.#dataMemory,
     };
   }
 

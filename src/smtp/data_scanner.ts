@@ -15,6 +15,51 @@ const SMALL = 64 * 1024;
 /** Free octets in front of a small message: enough for Ferry's Received: field and a few more. */
 const SMALL_ROOM = 4 * 1024;
 
+/**
+ * The memory all messages being received may hold together (`limits.dataMemory`): past it a message is read
+ * to its end but not kept, and refused for now (452 4.3.1). Only the buffers of messages from SMALL octets on
+ * are counted, by their current length, until the session is done with the message ({@link
+ * DataScanner.finished}). They are held weakly, so a path that never says so (a connection lost mid-data)
+ * cannot leave memory counted that is gone: a buffer collected, or handed to the spool's thread
+ * (transferred), counts nothing.
+ */
+export class DataMemory {
+  readonly limit: number;
+  #held = new Set<WeakRef<ArrayBuffer>>();
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Octets the counted buffers hold now. */
+  used(): number {
+    let used = 0;
+    for (const ref of this.#held) {
+      const n = ref.deref()?.byteLength ?? 0;
+      if (n === 0) this.#held.delete(ref);
+      used += n;
+    }
+    return used;
+  }
+
+  /** Whether `more` octets fit beside what is held now. */
+  fits(more: number): boolean {
+    return this.used() + more <= this.limit;
+  }
+
+  /** Counts `buffer` from now on, at its length at each look; the token {@link forget} takes. */
+  hold(buffer: ArrayBuffer): WeakRef<ArrayBuffer> {
+    const ref = new WeakRef(buffer);
+    this.#held.add(ref);
+    return ref;
+  }
+
+  /** Stops counting a buffer {@link hold} took. */
+  forget(ref: WeakRef<ArrayBuffer> | undefined): void {
+    if (ref !== undefined) this.#held.delete(ref);
+  }
+}
+
 const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
@@ -35,6 +80,8 @@ export interface DataScannerOptions {
   mode: "data" | "bdat";
   /** The size the client declared (MAIL SIZE=): room for that much is taken at once */
   expectedSize?: number;
+  /** The budget of memory for messages being received (`limits.dataMemory`); none: unbounded */
+  memory?: DataMemory;
 }
 
 /** Scans content bytes, keeping the unstuffed message and noting what was wrong with it. */
@@ -50,6 +97,8 @@ export class DataScanner {
   #outLen = 0;
   /** #out grows in place */
   #growable = false;
+  /** #out's buffer as the memory budget counts it */
+  #held: WeakRef<ArrayBuffer> | undefined;
   #state = LINE_START;
   #lineLen = 0;
   /** Octets of content seen (after unstuffing), whether kept or not */
@@ -60,13 +109,16 @@ export class DataScanner {
   lineTooLong = false;
   /** The content passed maxSize */
   tooBig = false;
+  /** Keeping the content would have passed the memory budget (`limits.dataMemory`): it is not kept */
+  overMemory = false;
 
   constructor(opts: DataScannerOptions) {
     this.#opts = opts;
     const expected = opts.expectedSize ?? 0;
-    if (expected >= SMALL && expected <= opts.maxSize) {
+    if (expected >= SMALL && expected <= opts.maxSize && this.#room(expected + HEADROOM)) {
       this.#out = withHeadroom(expected, HEADROOM, opts.maxSize);
       this.#growable = true;
+      this.#held = opts.memory?.hold(this.#out.buffer);
     } else {
       this.#out = withHeadroom(16 * 1024, SMALL_ROOM);
     }
@@ -82,26 +134,57 @@ export class DataScanner {
       this.tooBig = true;
       return;
     }
-    if (this.#outLen + n > this.#out.length) this.#grow(this.#outLen + n);
+    if (this.overMemory) return;
+    if (this.#outLen + n > this.#out.length && !this.#grow(this.#outLen + n)) return;
     this.#out.set(src.subarray(from, to), this.#outLen);
     this.#outLen += n;
   }
 
-  /** Makes room for `need` octets (never more than maxSize, past which nothing is kept). */
-  #grow(need: number): void {
+  /**
+   * Whether `more` octets of buffer fit the memory budget; when not, the content is no longer kept (what was
+   * kept is let go) and the message will be refused for now.
+   */
+  #room(more: number): boolean {
+    const memory = this.#opts.memory;
+    if (memory === undefined || memory.fits(more)) return true;
+    this.overMemory = true;
+    // Nobody else holds the buffer before the end of data: its memory goes now, not at the next collection.
+    if (this.#growable) this.#out.buffer.transfer(0);
+    this.finished();
+    this.#out = new Uint8Array(0);
+    this.#outLen = 0;
+    this.#growable = false;
+    return false;
+  }
+
+  /**
+   * Makes room for `need` octets (never more than maxSize, past which nothing is kept); false when the memory
+   * budget has no room for them.
+   */
+  #grow(need: number): boolean {
     const length = Math.min(Math.max(need, this.#out.length * 2), this.#opts.maxSize);
-    const grown = this.#growable ? growInPlace(this.#out, length) : undefined;
-    if (grown) {
-      this.#out = grown;
-      return;
+    if (this.#growable) {
+      if (!this.#room(length - this.#out.length)) return false;
+      const grown = growInPlace(this.#out, length);
+      if (grown) {
+        this.#out = grown;
+        return true;
+      }
     }
     // The small buffer outgrown (or, never expected, a growable one at its end): one copy of what it holds.
-    this.#growable = length >= SMALL;
-    const next = this.#growable
+    const growable = length >= SMALL;
+    if (growable && !this.#room(length + HEADROOM)) return false;
+    this.#growable = growable;
+    const next = growable
       ? withHeadroom(length, HEADROOM, this.#opts.maxSize)
       : withHeadroom(length, SMALL_ROOM);
+    if (growable) {
+      this.finished();
+      this.#held = this.#opts.memory?.hold(next.buffer);
+    }
     next.set(this.#out.subarray(0, this.#outLen));
     this.#out = next;
+    return true;
   }
 
   #byte(b: number): void {
@@ -227,6 +310,15 @@ export class DataScanner {
       }
     }
     return { consumed: n, ended: false };
+  }
+
+  /**
+   * The message is over (stored, refused or dropped): its buffer no longer counts against the memory budget,
+   * whoever still holds it.
+   */
+  finished(): void {
+    this.#opts.memory?.forget(this.#held);
+    this.#held = undefined;
   }
 
   /** Ends a BDAT LAST body: a trailing CR with nothing after it is bare. */

@@ -471,6 +471,7 @@ export class ServerSession {
       mode,
       // The declared SIZE lets the scanner keep the message in one buffer from the start (no join copy).
       expectedSize: this.#tx?.params.size,
+      memory: this.#opts.dataMemory,
     });
   }
 
@@ -581,6 +582,9 @@ export class ServerSession {
         problem = reply(550, "5.6.0", "Message contains bare CR or LF characters, which are not allowed");
       } else if (scanner.lineTooLong) {
         problem = reply(550, "5.6.0", `Message has a line longer than ${this.#opts.limits.textLine} octets`);
+      } else if (scanner.overMemory) {
+        // limits.dataMemory: too many messages being received at once to keep this one as well; later it fits.
+        problem = reply(452, "4.3.1", "Insufficient system resources, try again later");
       }
       if (problem) {
         this.#send(problem);
@@ -602,6 +606,7 @@ export class ServerSession {
       if (err instanceof SmtpError && err.close) await this.#fatal(err.toReply(), "closed by policy");
       this.#send(replyForError(err));
     } finally {
+      scanner.finished();
       this.#resetTx();
     }
   }

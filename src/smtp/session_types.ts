@@ -4,7 +4,7 @@ import type { NotifyKeyword, OriginalRecipient, TlsInfo } from "../core/envelope
 import type { Reply } from "../core/reply.ts";
 import type { ByteStream } from "../core/stream.ts";
 import type { Mailbox } from "./command.ts";
-import type { BareLineEndings } from "./data_scanner.ts";
+import type { BareLineEndings, DataMemory } from "./data_scanner.ts";
 import type { SaslCredentials, SaslMechanism } from "./sasl.ts";
 
 /** Parameters given with MAIL FROM. */
@@ -129,4 +129,6 @@ export interface ServerSessionOptions {
   tls?: TlsInfo;
   /** SMTP AUTH; absent when no credentials are configured */
   auth?: SessionAuth;
+  /** The memory budget shared by every session's message being received (`limits.dataMemory`) */
+  dataMemory?: DataMemory;
 }

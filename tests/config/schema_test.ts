@@ -33,6 +33,7 @@ Deno.test("validateConfig() fills defaults for an empty config", () => {
     assert.deepEqual(c.relay.domains, []);
     assert.equal(c.limits.commandLine, 512);
     assert.equal(c.limits.messageSize, 50 * 1024 * 1024);
+    assert.equal(c.limits.dataMemory, 512 * 1024 * 1024);
     assert.equal(c.limits.commandTimeout, 300_000);
     assert.equal(c.limits.greetingDelay, 0);
     assert.equal(c.smtp.bareLineEndings, "reject");
@@ -77,6 +78,11 @@ Deno.test("validateConfig() reports bad sizes and durations with the value given
   // More than SQLite can store in one blob: a config error naming the field, not a failing store later.
   onlyProblemAt({ limits: { messageSize: "2GB" } }, "limits.messageSize", /at most "900MB".*SQLite/);
   assert.equal(validateConfig({ limits: { messageSize: "900MB" } }).limits.messageSize, 900 * 1024 * 1024);
+  // limits.dataMemory: room for two of the largest messages unless given; never less than one.
+  assert.equal(validateConfig({ limits: { messageSize: "900MB" } }).limits.dataMemory, 1800 * 1024 * 1024);
+  assert.equal(validateConfig({ limits: { dataMemory: "1GB" } }).limits.dataMemory, 1024 * 1024 * 1024);
+  onlyProblemAt({ limits: { dataMemory: "10MB" } }, "limits.dataMemory", /at least limits.messageSize/);
+  onlyProblemAt({ limits: { dataMemory: "plenty" } }, "limits.dataMemory", /size.*"plenty"/);
   onlyProblemAt(
     { limits: { commandTimeout: "5 minutes" } },
     "limits.commandTimeout",

@@ -191,3 +191,36 @@ Deno.test("unsynchronised pipelining without EHLO (after HELO) ends the session 
     }
   });
 });
+
+Deno.test("limits.dataMemory: a message that would pass the memory budget gets 452 4.3.1 and is accepted once room returns", async () => {
+  await withFerry({ limits: { messageSize: "600KB", dataMemory: "900KB" } }, async (f) => {
+    const body = ("y".repeat(98) + "\r\n").repeat(5000); // 500,000 octets
+    const begin = async (c: RawClient) => {
+      assert.equal((await c.cmd(`MAIL FROM:<a@sender.test> SIZE=${body.length + 20}`))?.code, 250);
+      assert.equal((await c.cmd("RCPT TO:<b@example.test>"))?.code, 250);
+      assert.equal((await c.cmd("DATA"))?.code, 354);
+    };
+    const a = await greeted(f.port);
+    const b = await greeted(f.port);
+    try {
+      // A has its room (its DATA was answered) and sends half; B's declared size no longer fits beside it.
+      await begin(a);
+      await a.send(`Subject: a\r\n\r\n${body.slice(0, 250_000)}`);
+      await begin(b);
+      const refused = await b.cmd(`Subject: b\r\n\r\n${body}.`);
+      assert.equal(refused?.code, 452);
+      assert.match(refused!.text, /^4\.3\.1 /);
+      assert.ok(f.memlog.has("message content refused"), "logged");
+      assert.equal(await f.spool.count(), 0);
+      // A completes; its data went to the spool, and B's retry fits.
+      const stored = await a.cmd(`${body.slice(250_000)}.`);
+      assert.equal(stored?.code, 250, stored?.text);
+      await begin(b);
+      assert.equal((await b.cmd(`Subject: b\r\n\r\n${body}.`))?.code, 250);
+      assert.equal(await f.spool.count(), 2);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type BareLineEndings, DataScanner } from "../../src/smtp/data_scanner.ts";
+import { type BareLineEndings, DataMemory, DataScanner } from "../../src/smtp/data_scanner.ts";
 import { seededRandom } from "../helpers/random.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -421,4 +421,55 @@ Deno.test("DataScanner reads a view that starts 2 GiB into its buffer (word indi
   const s = scanner({ maxSize: 1000, maxLine: 1000, bare: "reject", mode: "data" });
   assert.deepEqual(s.feed(view), { consumed: text.length, ended: true });
   assert.equal(new TextDecoder().decode(s.data()), "abcdefgh\r\nijklmnop\r\n");
+});
+
+Deno.test("DataScanner keeps within limits.dataMemory: past it the content is read but not kept, and the budget frees itself", () => {
+  const KiB = 1024;
+  const memory = new DataMemory(500 * KiB);
+  const make = (expectedSize?: number) =>
+    new DataScanner({
+      maxSize: 1024 * KiB,
+      maxLine: 1000,
+      bareLineEndings: "reject",
+      mode: "data",
+      expectedSize,
+      memory,
+    });
+  const body = (n: number) => enc(("x".repeat(98) + "\r\n").repeat(n / 100));
+  // A declared 300 KB takes its room at once.
+  const a = make(300_000);
+  assert.ok(memory.used() >= 300_000, String(memory.used()));
+  // Another declared 200 KB does not fit: read to the end, nothing kept, and A is untouched.
+  const b = make(200_000);
+  assert.equal(b.overMemory, true);
+  assert.equal(b.feed(body(200_000)).ended, false);
+  assert.equal(b.feed(enc(".\r\n")).ended, true);
+  assert.equal(b.data().length, 0);
+  assert.equal(b.size, 200_000, "the size is still counted");
+  // Without SIZE= a message grows until the budget stops it; what it had kept is let go at once.
+  const c = make();
+  c.feed(body(90_000));
+  assert.equal(c.overMemory, false, "90 KB fit beside A");
+  const before = memory.used();
+  c.feed(body(200_000));
+  assert.equal(c.overMemory, true);
+  assert.equal(c.data().length, 0);
+  assert.ok(memory.used() < before, `${memory.used()} < ${before}: C's buffer no longer counts`);
+  // A finishes and its buffer moves to the spool's thread (transferred): it no longer counts either.
+  a.feed(body(300_000));
+  a.feed(enc(".\r\n"));
+  assert.equal(a.data().length, 300_000);
+  assert.equal(a.overMemory, false);
+  structuredClone(a.data(), { transfer: [a.data().buffer] });
+  assert.equal(memory.used(), 0);
+  const d = make(300_000);
+  d.feed(body(300_000));
+  d.feed(enc(".\r\n"));
+  assert.equal(d.overMemory, false);
+  assert.equal(d.data().length, 300_000);
+  // The session is done with D (stored by copy, or refused): it no longer counts, though its data is intact.
+  assert.ok(memory.used() >= 300_000);
+  d.finished();
+  assert.equal(memory.used(), 0);
+  assert.equal(d.data().length, 300_000);
 });
