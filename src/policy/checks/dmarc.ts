@@ -11,7 +11,7 @@
 
 import { accept, type Check, type CheckState, type Verdict, type VerdictAction } from "../check.ts";
 import type { DataContext } from "../context.ts";
-import { mailauthResolver } from "./_mailauth_dns.ts";
+import { type MailauthResolver, mailauthResolver } from "./_mailauth_dns.ts";
 import { dkimVerifyModule, dmarcModule } from "./_mailauth.ts";
 import { type DkimOutcome, verifyDkim } from "./dkim.ts";
 import type { SpfOutcome } from "./spf.ts";
@@ -106,7 +106,7 @@ export async function evaluateDmarc(
     fromFields: input.fromFields,
     spfDomains,
     dkimDomains,
-    resolver,
+    resolver: tldFailuresAsNone(resolver),
     strict: true,
   });
   if (!res) {
@@ -212,6 +212,43 @@ function historyEntry(o: DmarcOutcome, c: DataContext, dkim: DkimOutcome, action
       scope: spf?.identity === "helo" ? "helo" : "mfrom",
       result: spf?.result ?? "none",
     },
+  };
+}
+
+/** A TXT question for a top-level domain's DMARC record: `_dmarc.<one label>`. */
+const TLD_RECORD = /^_dmarc\.[^.]+\.?$/i;
+/** How long a TLD's failed lookup is not asked again (RFC 2308 7.1: server failures up to 5 minutes). */
+const TLD_FAILURE_MS = 5 * 60_000;
+/** TLD record names whose lookup failed, and until when they are not asked again */
+const failedTlds = new Map<string, number>();
+
+function noRecord(name: string, why: string): Error & { code: string } {
+  const none = new Error(`${name}: ${why}, taken as no record`) as Error & { code: string };
+  none.code = "ENOTFOUND";
+  return none;
+}
+
+/**
+ * mailauth finds Organizational Domains by RFC 9989's DNS Tree Walk, which goes up to `_dmarc.<tld>`; RFC
+ * 7489, which Ferry follows, takes them from the public suffix list and never asks a top-level domain. So a
+ * failing lookup of a TLD's record (a resolver that cannot reach the root: a test or split-horizon setup)
+ * counts as no record there, instead of making every walk that reaches it, and with it the evaluation of
+ * every subdomain's mail, a temperror. Failures of any other name stay failures.
+ */
+function tldFailuresAsNone(resolver: MailauthResolver): MailauthResolver {
+  return async (name, type) => {
+    const tld = type.toUpperCase() === "TXT" && TLD_RECORD.test(name) ? name.toLowerCase() : undefined;
+    // A failure is remembered for a while, so a resolver that times out there delays one message, not each.
+    if (tld !== undefined && (failedTlds.get(tld) ?? 0) > Date.now()) throw noRecord(name, "failed lately");
+    try {
+      return await resolver(name, type);
+    } catch (err) {
+      const code = (err as { code?: string })?.code;
+      if (tld === undefined || code === "ENOTFOUND" || code === "ENODATA") throw err;
+      if (failedTlds.size > 1000) failedTlds.clear();
+      failedTlds.set(tld, Date.now() + TLD_FAILURE_MS);
+      throw noRecord(name, `no answer (${code})`);
+    }
   };
 }
 

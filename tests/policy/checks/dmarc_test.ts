@@ -152,6 +152,34 @@ Deno.test("acceptance: a dkimpy-signed message with SPF and DMARC in unbound get
   }
 });
 
+Deno.test("DMARC with unbound serving only the sender's zone (no root, as the DNSSEC recipe's setup): a subdomain gets sp, not temperror", async () => {
+  const unbound = await startUnbound({
+    zones: [{ name: "sender.test", records: `_dmarc IN TXT "v=DMARC1; p=none; sp=reject"` }],
+  });
+  const f = await startTestFerry({
+    relay: { domains: ["example.test"], clients: [] },
+    dns: { nameservers: [{ address: "127.0.0.1", port: unbound.port }], timeout: "1s" },
+    checks: [spf(), dkim(), dmarc()],
+  });
+  try {
+    // _dmarc.test gets no answer (the root is a dead port); news.sender.test falls under sender.test's sp.
+    for (let i = 0; i < 2; i++) {
+      const r = await send(
+        f.port,
+        "alice@news.sender.test",
+        enc.encode(message("Alice <alice@news.sender.test>")),
+      );
+      assert.equal(r.data?.code, 550, f.memlog.lines.map((l) => l.text).join("\n"));
+      assert.equal(r.data?.text, "5.7.1 Rejected by the DMARC policy of news.sender.test");
+    }
+    assert.equal(await f.spool.count(), 0);
+  } finally {
+    await f.stop();
+    await unbound.stop();
+    await Deno.remove(f.dir, { recursive: true }).catch(() => {});
+  }
+});
+
 /** Evaluates DMARC for a From domain with SPF passing for `spfDomain` and DKIM passing for `dkimDomain`. */
 async function judge(
   r: MemoryResolver,
@@ -220,6 +248,27 @@ Deno.test("evaluateDmarc(): alignment relaxed and strict, p and sp, pct sampling
     mailauthResolver(r),
   );
   assert.equal(nofrom.status, "nofrom");
+});
+
+Deno.test("evaluateDmarc(): a top-level domain whose DMARC record cannot be looked up counts as having none (RFC 7489 never asks it)", async () => {
+  // A resolver that cannot reach the root, as unbound serving only its own zones: _dmarc.test is SERVFAIL.
+  const r = new MemoryResolver({
+    records: {
+      "_dmarc.example.test": { TXT: ["v=DMARC1; p=reject; sp=quarantine"] },
+      "sub.example.test": { A: ["192.0.2.1"] },
+    },
+  });
+  r.fail("_dmarc.test", "TXT", "SERVFAIL");
+  // A subdomain gets the organisational domain's sp, not a temperror.
+  const sub = await judge(r, "sub.example.test");
+  assert.deepEqual([sub.status, sub.result, sub.usedDomain], ["quarantine", "fail", "example.test"]);
+  assert.equal((await judge(r, "sub.example.test", { dkimDomain: "example.test" })).status, "accept");
+  // A signature from another domain under the same TLD does not align: fail per p=reject, not temperror.
+  const other = await judge(r, "example.test", { dkimDomain: "other.test" });
+  assert.deepEqual([other.status, other.result], ["reject", "fail"]);
+  // Any other name that fails is still a temperror.
+  r.fail("_dmarc.broken.example.test", "TXT", "SERVFAIL");
+  assert.equal((await judge(r, "broken.example.test")).status, "temperror");
 });
 
 Deno.test("evaluateDmarc(): for the null sender the SPF result of postmaster@HELO (RFC 7208 2.4) aligns as the MAIL FROM identity", async () => {
