@@ -4,6 +4,8 @@
  * the foreground and stopped by its PID.
  */
 
+import { freePort } from "./process.ts";
+
 /** One policy host. */
 export interface PolicySite {
   /** The host name, e.g. "mta-sts.example.test" */
@@ -29,13 +31,6 @@ export interface Nginx {
   /** How many policy requests nginx has logged for `host` so far (its access log, written per request) */
   requests(host: string): Promise<number>;
   stop(): Promise<void>;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** Starts nginx with `sites`; stop it in a finally block. */

@@ -5,6 +5,9 @@
  * Everything lives in one temp dir; call `cleanup()` in a finally block.
  */
 import { caDate } from "./pki.ts";
+import { freePort } from "./process.ts";
+
+export { freePort };
 
 /** Files of one certificate issued by the test CA. */
 export interface OcspIssued {
@@ -71,14 +74,6 @@ export interface OcspPki {
   startResponder(): Promise<OcspResponder>;
   /** Removes the temp dir */
   cleanup(): Promise<void>;
-}
-
-/** Returns a TCP port that was free a moment ago (bound on loopback, then closed). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** Runs a command and throws with its stderr when it fails. */

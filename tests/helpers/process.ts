@@ -14,12 +14,40 @@ export const REPO_DIR: string = fromFileUrl(new URL("../../", import.meta.url));
 
 const dec = new TextDecoder();
 
-/** A free TCP port on `hostname` (listen on port 0, read the port, close). */
+/**
+ * Where {@link freePort} notes the ports it handed out, one empty file per port, shared by every test
+ * module and process of the run (`deno test --parallel` runs modules side by side).
+ */
+const PORT_NOTES = `${Deno.env.get("TMPDIR") || "/tmp"}/ferry-test-ports`;
+/** A note older than this no longer reserves its port: its owner bound it long ago, or has gone. */
+const PORT_NOTE_MS = 120_000;
+
+/**
+ * A free TCP port on `hostname` (listen on port 0, read the port, close) that no other freePort() of this
+ * run handed out in the last two minutes. Linux picks port-0 binds at random, so two test modules could get
+ * the same port a moment apart and the slower peer then failed to bind, or the faster one's client talked to
+ * the wrong server; a note file made with createNew settles who got it.
+ */
 export function freePort(hostname = "127.0.0.1"): number {
-  const l = Deno.listen({ hostname, port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  Deno.mkdirSync(PORT_NOTES, { recursive: true });
+  for (let i = 0;; i++) {
+    const l = Deno.listen({ hostname, port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    const note = `${PORT_NOTES}/${port}`;
+    try {
+      Deno.openSync(note, { write: true, createNew: true }).close();
+      return port;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+    }
+    const mtime = Deno.statSync(note).mtime?.getTime() ?? 0;
+    if (Date.now() - mtime > PORT_NOTE_MS || i >= 100) {
+      const now = new Date();
+      Deno.utimeSync(note, now, now);
+      return port;
+    }
+  }
 }
 
 /** Sleeps `ms` milliseconds. */

@@ -1,12 +1,11 @@
 /** Postfix's smtp-sink as a real downstream SMTP server for delivery tests (messages dumped to files). */
 
-/** A free loopback TCP port (bound and released). */
+import { freePort as processFreePort } from "./process.ts";
+
+/** A free loopback TCP port (process.ts's freePort(): not handed to another test of the run). */
 export async function freePort(): Promise<number> {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
   await Promise.resolve();
-  return port;
+  return processFreePort();
 }
 
 /** A running smtp-sink. */

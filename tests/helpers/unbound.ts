@@ -5,6 +5,8 @@
  * Needs the Debian packages unbound and ldnsutils.
  */
 
+import { freePort } from "./process.ts";
+
 /** A zone served by unbound. The helper writes $ORIGIN, $TTL, SOA and NS; `records` holds the rest. */
 export interface TestZone {
   /** Zone apex, e.g. "example.test" */
@@ -53,13 +55,6 @@ async function run(cmd: string, args: string[], cwd: string): Promise<string> {
   const text = new TextDecoder().decode(out.stdout).trim();
   if (!out.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
   return text;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 async function writeZone(

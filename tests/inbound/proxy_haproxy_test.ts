@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { PP2_TYPE, type ProxyHeader } from "../../src/inbound/proxy_protocol.ts";
 import { readProxyHeader } from "../../src/inbound/proxy_reader.ts";
 import { type HaproxyProcess, spawnHaproxy } from "../helpers/haproxy.ts";
+import { freePort } from "../helpers/process.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -75,13 +76,6 @@ function backend(): { port: number; seen: Seen[]; changed: EventTarget; close: (
       await Promise.allSettled(tasks);
     },
   };
-}
-
-function freePort(hostname: string): number {
-  const l = Deno.listen({ hostname, port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
 }
 
 /** Waits until `pred` holds, re-checking whenever the backend reports a change. */

@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { SmtpClient, SmtpClientError, SmtpTimeoutError } from "../../src/smtp/client.ts";
+import { freePort } from "../helpers/process.ts";
 
 const SINK = "/usr/sbin/smtp-sink";
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -26,13 +27,6 @@ interface Sink {
   dir: string;
   dumps(): Promise<string[]>;
   stop(): Promise<void>;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 async function startSink(flags: string[]): Promise<Sink> {
