@@ -113,14 +113,14 @@ Deno.test("SIGHUP reopens the log file: after a rename the next lines go to a ne
   const f = await FerryProcess.start({ dir, extra: `log: { file: ${JSON.stringify(logFile)} },` });
   try {
     const read = () => Deno.readTextFile(logFile);
-    await f.waitFor(/Ferry started/, 5000, read);
+    await f.waitFor(/Ferry started/, 15_000, read);
     await Deno.rename(logFile, `${logFile}.1`);
     f.signal("SIGHUP");
-    await f.waitFor(/SIGHUP received: log file reopened/, 5000, read);
+    await f.waitFor(/SIGHUP received: log file reopened/, 15_000, read);
     const id = await sendMessage(f.port, {
       content: "Message-ID: <hup@client.test>\r\n\r\nafter rotation\r\n",
     });
-    const line = await f.waitFor(/^.* <= .*$/m, 5000, read);
+    const line = await f.waitFor(/^.* <= .*$/m, 15_000, read);
     assert.match(
       line[0],
       new RegExp(`${id} <= a@sender\\.test H=\\(client\\.test\\) \\[127\\.0\\.0\\.1\\]:\\d+ `),
@@ -146,7 +146,7 @@ Deno.test("SIGHUP when the log path cannot be opened keeps the process serving; 
   const f = await FerryProcess.start({ dir, extra: `log: { file: ${JSON.stringify(logFile)} },` });
   try {
     const read = () => Deno.readTextFile(logFile);
-    await f.waitFor(/Ferry started/, 5000, read);
+    await f.waitFor(/Ferry started/, 15_000, read);
     await Deno.remove(logDir, { recursive: true });
     f.signal("SIGHUP");
     // Still alive and taking mail.
@@ -154,9 +154,9 @@ Deno.test("SIGHUP when the log path cannot be opened keeps the process serving; 
     assert.equal(f.exited, undefined, `the process survived the SIGHUP; stderr:\n${f.stderr}`);
     await Deno.mkdir(logDir);
     f.signal("SIGHUP");
-    await f.waitFor(/SIGHUP received: log file reopened/, 5000, read);
+    await f.waitFor(/SIGHUP received: log file reopened/, 15_000, read);
     const second = await sendMessage(f.port);
-    await f.waitFor(new RegExp(`${second} <= `), 5000, read);
+    await f.waitFor(new RegExp(`${second} <= `), 15_000, read);
     assert.doesNotMatch(await read(), new RegExp(first), "the first message was logged to the old file");
     assert.equal((await f.stop()).code, 0);
     assert.equal(f.stderr, "");

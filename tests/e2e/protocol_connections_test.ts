@@ -204,7 +204,7 @@ for (const mode of ["DATA", "BDAT"]) {
       assert.match(r.stdout, /reset sent/);
       // The positive signal: the session's end is logged.
       const isClosed = (l: { fields: LogFields }) => l.fields.event === "closed";
-      await waitFor(() => f.memlog.lines.some(isClosed), 5000, "the close line");
+      await waitFor(() => f.memlog.lines.some(isClosed), 15_000, "the close line");
       const closed = f.memlog.lines.find(isClosed)!;
       assert.match(closed.text, new RegExp(`closed: connection lost during ${mode}`), closed.text);
       const noise = f.memlog.lines.filter((l) =>
@@ -228,7 +228,7 @@ Deno.test("a client that resets an SMTPS connection in the middle of DATA is log
       const r = await runPython(RESET_MID_DATA, [String(f.port), "DATA", pki.certFile]);
       assert.equal(r.code, 0, r.stderr + r.stdout);
       const isClosed = (l: { fields: LogFields }) => l.fields.event === "closed";
-      await waitFor(() => f.memlog.lines.some(isClosed), 5000, "the close line");
+      await waitFor(() => f.memlog.lines.some(isClosed), 15_000, "the close line");
       assert.match(f.memlog.lines.find(isClosed)!.text, /closed: connection lost during DATA/);
       const noise = f.memlog.lines.filter((l) =>
         /internal error|protocol error|connection error/i.test(l.text)
@@ -275,7 +275,7 @@ Deno.test("commandTimeout also bounds writing replies: a client that pipelines a
     const m = /closed after ([\d.]+) s/.exec(r.stdout);
     assert.ok(m, r.stdout + r.stderr);
     assert.ok(Number(m[1]) < 6, `closed only after ${m[1]} s`);
-    await waitFor(() => f.memlog.has("closed: timeout sending reply"), 5000, "the close line");
+    await waitFor(() => f.memlog.has("closed: timeout sending reply"), 15_000, "the close line");
   });
 });
 

@@ -117,7 +117,7 @@ Deno.test("behind HAProxy send-proxy and send-proxy-v2, the log and the envelope
       assert.ok(id, `swaks got a 250 with an id:\n${transcript}`);
       const line = await f.waitFor(
         new RegExp(`^.* ${id} <= .*$`, "m"),
-        5000,
+        15_000,
         () => Deno.readTextFile(logFile),
       );
       const m = new RegExp(

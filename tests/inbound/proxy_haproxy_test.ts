@@ -173,7 +173,7 @@ async function expectProxied(
   const seen = await waitFor(
     be.changed,
     () => be.seen.find((s) => s.header?.command === "PROXY" && s.header.source?.port === me.port),
-    5000,
+    15_000,
     "the proxied connection",
   );
   const h = seen.header!;
@@ -233,13 +233,13 @@ Deno.test("readProxyHeader() reads HAProxy's v2 LOCAL header on a health check",
     const local = await waitFor(
       be.changed,
       () => be.seen.find((s) => s.header?.command === "LOCAL"),
-      5000,
+      15_000,
       "a LOCAL health check",
     );
     assert.equal(local.header?.version, 2);
     assert.equal(local.header?.source, undefined);
     assert.equal(local.header?.family, "UNKNOWN");
-    await waitFor(be.changed, () => local.data === "PING\r\n" || undefined, 5000, "the check's PING");
+    await waitFor(be.changed, () => local.data === "PING\r\n" || undefined, 15_000, "the check's PING");
     await expectProxied(be, client, fePort, 2);
     assert.deepEqual(be.seen.filter((s) => s.error === "invalid"), [], "every header HAProxy sent parsed");
   });

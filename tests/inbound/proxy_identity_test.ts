@@ -66,7 +66,11 @@ Deno.test("a PROXY v2 LOCAL or v1 UNKNOWN header gives no identity: banner and Q
         c.close();
       }
       const kind = what.split(" ")[1];
-      await waitFor(() => f.memlog.has(`PROXY ${kind} connection via [127.0.0.1]`), 5000, `${what} log line`);
+      await waitFor(
+        () => f.memlog.has(`PROXY ${kind} connection via [127.0.0.1]`),
+        15_000,
+        `${what} log line`,
+      );
     }
     assert.ok(
       f.memlog.has(/^PROXY LOCAL connection via \[127\.0\.0\.1\]:\d+ \(no client address\) closed: QUIT$/),
@@ -114,7 +118,11 @@ Deno.test("behind HAProxy on a unix-socket frontend (v1 UNKNOWN, v2 LOCAL) a cli
           c.close();
         }
         const kind = v === "v1" ? "UNKNOWN" : "LOCAL";
-        await waitFor(() => f.memlog.has(`PROXY ${kind} connection via [127.0.0.1]`), 5000, `${v} log line`);
+        await waitFor(
+          () => f.memlog.has(`PROXY ${kind} connection via [127.0.0.1]`),
+          15_000,
+          `${v} log line`,
+        );
       }
       assert.ok(!f.memlog.has(" <= "));
     } finally {

@@ -31,7 +31,7 @@ Deno.test("a dead destination is retried per the rules, then fails with a full R
       mailParams: " RET=FULL ENVID=env+2D42",
       rcptParams: { "user@dead.test": " ORCPT=rfc822;Orig+2Buser@dead.test" },
     });
-    await waitFor(() => r.reports.messages.length > 0, 6000, "a failure report");
+    await waitFor(() => r.reports.messages.length > 0, 15_000, "a failure report");
     const defers = linesOf(r.up.memlog, "==");
     assert.ok(defers.length >= 2, `expected several deferrals, got ${defers.length}`);
     assert.match(
@@ -72,7 +72,7 @@ Deno.test("RET=HDRS returns only the original header (text/rfc822-headers)", asy
   const r = await rig(1);
   try {
     await submit(r.up.port, ["user@dead.test"], { mailParams: " RET=HDRS" });
-    await waitFor(() => r.reports.messages.length > 0, 6000, "a failure report");
+    await waitFor(() => r.reports.messages.length > 0, 15_000, "a failure report");
     const p = await parseReport(r.reports.messages[0].data);
     assert.equal(p.returned.type, "text/rfc822-headers");
     assert.match(p.returned.text, /Subject: test/);
@@ -93,7 +93,7 @@ Deno.test("NOTIFY=SUCCESS to a host without DSN (smtp-sink -N) brings a 'relayed
     await submit(r.up.port, ["a@ok.test", "b@ok.test"], {
       rcptParams: { "a@ok.test": " NOTIFY=SUCCESS" },
     });
-    await waitFor(() => r.reports.messages.length > 0, 6000, "a success report");
+    await waitFor(() => r.reports.messages.length > 0, 15_000, "a success report");
     assert.equal(linesOf(r.up.memlog, "=>").filter((l) => l.includes("@ok.test")).length, 2);
     const p = await parseReport(r.reports.messages[0].data);
     assert.equal(p.reportType, "delivery-status");
@@ -104,7 +104,7 @@ Deno.test("NOTIFY=SUCCESS to a host without DSN (smtp-sink -N) brings a 'relayed
     assert.equal(p.returned.type, "text/rfc822-headers");
     // Nothing more comes: b@ok.test did not ask for a success notice. Once the upstream spool is empty the
     // message is done and every report it caused has been delivered: the counts are final.
-    await waitFor(async () => (await r.up.spool.count()) === 0, 6000, "an empty upstream spool");
+    await waitFor(async () => (await r.up.spool.count()) === 0, 15_000, "an empty upstream spool");
     assert.equal(r.reports.messages.length, 1);
     assert.equal((await sink.messages()).length, 1);
   } finally {
@@ -120,7 +120,7 @@ Deno.test("NOTIFY=SUCCESS to a DSN-aware host passes the request on and sends no
     await submit(r.up.port, ["a@ok.test"], {
       rcptParams: { "a@ok.test": " NOTIFY=SUCCESS ORCPT=rfc822;a@ok.test" },
     });
-    await waitFor(() => r.up.memlog.has("Completed"), 6000, "delivery");
+    await waitFor(() => r.up.memlog.has("Completed"), 15_000, "delivery");
     assert.match(aware.messages[0].rcptLines[0], /NOTIFY=SUCCESS/);
     // Reports are queued (a "<= <>" line) before a message's "Completed": after it, none can come.
     assert.equal(r.reports.messages.length, 0);
@@ -135,7 +135,7 @@ Deno.test("NOTIFY=NEVER: a failed recipient brings no report", async () => {
   const r = await rig(1);
   try {
     await submit(r.up.port, ["user@dead.test"], { rcptParams: { "user@dead.test": " NOTIFY=NEVER" } });
-    await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 6000, "the failure");
+    await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 15_000, "the failure");
     await waitFor(() => r.up.memlog.has("Completed"), 8000, "Completed");
     // Reports are queued (a "<= <>" line) before a message's "Completed": after it, none can come.
     assert.equal(r.reports.messages.length, 0);
@@ -150,7 +150,7 @@ Deno.test("a message from the null sender that fails brings no report", async ()
   const r = await rig(1);
   try {
     await submit(r.up.port, ["user@dead.test"], { from: "" });
-    await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 6000, "the failure");
+    await waitFor(() => linesOf(r.up.memlog, "**").length > 0, 15_000, "the failure");
     await waitFor(() => r.up.memlog.has("Completed"), 8000, "Completed");
     // Reports are queued (a "<= <>" line) before a message's "Completed": after it, none can come.
     assert.equal(r.reports.messages.length, 0);
@@ -167,7 +167,7 @@ Deno.test("delayWarning sends 'delayed' reports with Will-Retry-Until while retr
     await submit(r.up.port, ["user@dead.test"]);
     await waitFor(
       () => r.reports.messages.some((m) => m.data.includes("Action: failed")),
-      6000,
+      15_000,
       "the failure report",
     );
     const parsed = await Promise.all(r.reports.messages.map((m) => parseReport(m.data)));
@@ -194,7 +194,7 @@ Deno.test("a message needing SMTPUTF8 to a peer without it fails at once: the **
   const r = await rig(peer.port);
   try {
     await submit(r.up.port, ["a@ok.test"], { mailParams: " SMTPUTF8" });
-    await waitFor(() => r.reports.messages.length > 0, 6000, "a failure report");
+    await waitFor(() => r.reports.messages.length > 0, 15_000, "a failure report");
     const [line] = linesOf(r.up.memlog, "**").filter((l) => l.includes("a@ok.test"));
     assert.match(
       line ?? "",

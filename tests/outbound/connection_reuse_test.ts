@@ -22,7 +22,7 @@ Deno.test("messages to the same host reuse one open connection", async () => {
   try {
     for (let i = 1; i <= 3; i++) {
       await submit(up.port, [`r${i}@example.test`]);
-      await waitFor(() => linesOf(up.memlog, "=>").length === i, 5000, `message ${i}`);
+      await waitFor(() => linesOf(up.memlog, "=>").length === i, 15_000, `message ${i}`);
     }
     assert.equal(target.connections, 1);
     assert.equal(target.messages.length, 3);
@@ -43,14 +43,14 @@ for (
     const up = await rig(target);
     try {
       await submit(up.port, ["first@example.test"]);
-      await waitFor(() => target.messages.length === 1, 5000, "first message");
+      await waitFor(() => target.messages.length === 1, 15_000, "first message");
       await waitFor(() => up.memlog.has("Completed"), 8000, "first completion");
       await target.kick(reply);
       await new Promise((r) => setTimeout(r, 50));
       const id = await submit(up.port, ["second@example.test"]);
       await waitFor(
         () => target.messages.length === 2 || linesOf(up.memlog, "==").length > 0,
-        5000,
+        15_000,
         "an outcome for the second message",
       );
       assert.deepEqual(linesOf(up.memlog, "=="), []);

@@ -251,10 +251,10 @@ Deno.test("observer handlers that throw never lose or duplicate mail: exactly on
       const id = await submit(up.port, ["user@example.test"]);
       await waitFor(() => up.memlog.has("Completed"), 8000, "completion");
       assert.match(linesOf(up.memlog, "=>")[0], / CV=yes /);
-      await waitFor(() => up.memlog.has(/event msg:complete: handler .* failed: handler bug/), 5000, "log");
+      await waitFor(() => up.memlog.has(/event msg:complete: handler .* failed: handler bug/), 15_000, "log");
       assert.ok(up.memlog.has(/event msg:delivery: handler .* failed: handler bug$/));
       // Gone from the upstream spool, the message cannot be delivered again: the counts below are final.
-      await waitFor(async () => (await up.spool.get(id)) === undefined, 5000, "removal from the spool");
+      await waitFor(async () => (await up.spool.get(id)) === undefined, 15_000, "removal from the spool");
       assert.equal(await down.spool.count(), 1);
       assert.equal(linesOf(up.memlog, "=>").length, 1);
       assert.equal(linesOf(up.memlog, "==").length, 0);
@@ -357,7 +357,7 @@ Deno.test("a tcp:connect or smtp:connect veto defers that delivery only: the nex
       assert.equal((await up.spool.get(first))?.recipients[0].status, "pending");
       await waitFor(
         async () => (await up.spool.get(second)) === undefined,
-        5000,
+        15_000,
         `${name}: second completed`,
       );
     } finally {

@@ -185,7 +185,7 @@ Deno.test("a host-level deferral's == line names the host with H= as a recipient
   const r = await rig(dead);
   try {
     await submit(r.up.port, ["user@ok.test"]);
-    await waitFor(() => linesOf(r.up.memlog, "==").length > 0, 6000, "a deferral");
+    await waitFor(() => linesOf(r.up.memlog, "==").length > 0, 15_000, "a deferral");
     assert.match(
       linesOf(r.up.memlog, "==")[0],
       new RegExp(`^== user@ok\\.test R=ok T=smtp defer H=127\\.0\\.0\\.1 \\[127\\.0\\.0\\.1\\]:${dead}: `),

@@ -218,7 +218,7 @@ Deno.test("an MX pointing at this host fails the recipient at once as a mail loo
   }, { resolver });
   try {
     await submit(up.port, ["u@loop.test"], { rcptParams: { "u@loop.test": " NOTIFY=NEVER" } });
-    await waitFor(() => up.memlog.has("Completed"), 5000, "completion");
+    await waitFor(() => up.memlog.has("Completed"), 15_000, "completion");
     const failed = linesOf(up.memlog, "**");
     assert.equal(failed.length, 1);
     assert.match(failed[0], /^\*\* u@loop\.test R=mx0 T=smtp: .*mail loop/);

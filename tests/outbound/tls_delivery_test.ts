@@ -69,7 +69,7 @@ Deno.test("STARTTLS to a downstream Ferry: TLS 1.3, CV=no without a trusted CA, 
         /^=> user@example\.test R=mx0 T=smtp H=mx\.example\.test \[127\.0\.0\.1\]:\d+ X=TLS1\.3:/,
       );
       assert.match(line, / CV=no /);
-      await waitFor(() => up.memlog.has("Completed"), 5000, "Completed");
+      await waitFor(() => up.memlog.has("Completed"), 15_000, "Completed");
       assert.equal(await up.spool.get(id), undefined);
       const queued = await down.spool.list();
       assert.equal(queued.length, 1);

@@ -98,7 +98,7 @@ async function startPostsrsd(secret: string, domain: string) {
         return false;
       }
     },
-    5000,
+    15_000,
     "postsrsd listening",
   );
   return {

@@ -58,7 +58,7 @@ class Client {
     const p = new Uint8Array(64 * 1024);
     const n = await withTimeout(
       this.stream.read(p),
-      5000,
+      15_000,
       `server output (have ${JSON.stringify(this.#buf)})`,
     );
     if (n === null) this.#eof = true;
