@@ -35,6 +35,7 @@ const SSL_TLSEXT_ERR_OK = 0; // tls1.h
 const SSL_TLSEXT_ERR_NOACK = 3; // tls1.h
 const SSL_FILETYPE_PEM = 1; // ssl.h (= X509_FILETYPE_PEM, x509.h)
 const SSL_MODE_RELEASE_BUFFERS = 0x10; // ssl.h
+const OPENSSL_INIT_NO_ATEXIT = 0x00080000n; // crypto.h
 const SSL_OP_NO_COMPRESSION = 1n << 17n; // ssl.h SSL_OP_BIT(17)
 const SSL_OP_NO_RENEGOTIATION = 1n << 30n; // ssl.h SSL_OP_BIT(30)
 const DANE_FLAG_NO_DANE_EE_NAMECHECKS = 1n; // x509_vfy.h (1L << 0)
@@ -140,6 +141,7 @@ const cryptoSymbols = {
   ERR_get_error: { parameters: [], result: "u64" },
   ERR_error_string_n: { parameters: ["u64", "buffer", "usize"], result: "void" },
   ERR_clear_error: { parameters: [], result: "void" },
+  OPENSSL_init_crypto: { parameters: ["u64", "pointer"], result: "i32" },
   X509_free: { parameters: ["pointer"], result: "void" },
   X509_get_subject_name: { parameters: ["pointer"], result: "pointer" },
   X509_NAME_oneline: { parameters: ["pointer", "buffer", "i32"], result: "pointer" },
@@ -182,6 +184,12 @@ function lib(): Lib {
   if (!opened) {
     // libcrypto first, so a custom libssl finds the matching libcrypto already loaded.
     const crypto = Deno.dlopen(paths.crypto, cryptoSymbols).symbols;
+    // No atexit cleanup: OPENSSL_cleanup() at exit() frees OpenSSL's global state while other threads may
+    // still be running their own OpenSSL thread-exit cleanup (OpenSSL assumes every thread has stopped).
+    // `deno test --parallel` exits while test-module threads that made TLS connections are still ending,
+    // and a full test run once aborted there with "double free or corruption". The first init call in the
+    // process decides, so it comes before anything else of OpenSSL runs; the OS reclaims the memory anyway.
+    crypto.OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, null);
     const ssl = Deno.dlopen(paths.ssl, sslSymbols).symbols;
     opened = { ssl, crypto };
   }
