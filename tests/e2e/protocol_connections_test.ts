@@ -274,7 +274,9 @@ Deno.test("commandTimeout also bounds writing replies: a client that pipelines a
     const r = await runPython(NEVER_READS, [String(f.port)], { timeoutMs: 30_000 });
     const m = /closed after ([\d.]+) s/.exec(r.stdout);
     assert.ok(m, r.stdout + r.stderr);
-    assert.ok(Number(m[1]) < 6, `closed only after ${m[1]} s`);
+    // Well before the 15 s the client keeps trying: Ferry first answers NOOPs until its send buffer is full,
+    // which a loaded machine has taken 6.9 s to do (the bound was 6 s), then waits the 1 s commandTimeout.
+    assert.ok(Number(m[1]) < 12, `closed only after ${m[1]} s`);
     await waitFor(() => f.memlog.has("closed: timeout sending reply"), 15_000, "the close line");
   });
 });
