@@ -36,6 +36,7 @@ async function runChild(withFerry: boolean): Promise<Deno.CommandOutput> {
     await Deno.writeTextFile(file, CHILD(withFerry));
     return await new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", file],
+      cwd: dir, // where a core dump of the aborting child goes, if the machine keeps them: removed below
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
