@@ -3,7 +3,8 @@
  */
 
 import { ConfigError, loadConfigFile } from "./config/load.ts";
-import { MAX_TIMER_MS, type ResolvedConfig } from "./config/schema.ts";
+import type { ResolvedConfig } from "./config/schema.ts";
+import { MAX_TIMER_MS } from "./core/units.ts";
 import { type Logger, MainLog } from "./core/log.ts";
 import { EventBus } from "./events/bus.ts";
 import { type BoundAddress, InboundServer } from "./inbound/server.ts";

@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { HostList, type HostListFn, type HostListSpec, parseHostListItem } from "../core/host_list.ts";
 import type { AuthCheckRequest } from "../core/envelope.ts";
-import { parseDuration, parseSize } from "../core/units.ts";
+import { MAX_TIMER_MS, parseDuration, parseSize, TIMER_LIMIT_TEXT } from "../core/units.ts";
 import { EVENT_KEYS } from "../core/event_names.ts";
 import { parseScryptHash } from "../core/password_hash.ts";
 import { parseAdminListen } from "../core/listen_address.ts";
@@ -44,15 +44,12 @@ export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => 
   }
 });
 
-/** The longest wait a JavaScript timer can make (2^31 − 1 ms, about 24.8 days); longer ones fire at once. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
-
 /**
  * A duration Ferry waits with a timer (a deadline, a timeout, an interval): at most {@link MAX_TIMER_MS}. Deno
  * turns a longer setTimeout into one of 1 ms, so "30d" would be a deadline that has always passed.
  */
 export const timerDuration = duration.refine((ms) => ms <= MAX_TIMER_MS, {
-  error: `at most ${MAX_TIMER_MS} ms ("24d" fits), the longest wait a timer can make`,
+  error: TIMER_LIMIT_TEXT,
 });
 
 /** `limits.dataMemory` unless the message size asks for more (512 MiB). */

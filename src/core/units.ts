@@ -9,8 +9,10 @@ const DURATION_UNITS: Record<string, number> = {
   w: 604_800_000,
 };
 
-/** The longest wait a JavaScript timer can make (2^31 − 1 ms); Deno fires a longer one after 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The longest wait a JavaScript timer can make (2^31 − 1 ms, about 24.8 days); Deno fires a longer one after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Why a duration waited out with a timer is refused: the text of both the config and the factory check. */
+export const TIMER_LIMIT_TEXT = `at most ${MAX_TIMER_MS} ms ("24d" fits), the longest wait a timer can make`;
 
 /**
  * Parses a duration given to a factory in config.ts; a bad one is a TypeError naming the factory and option.
@@ -31,11 +33,7 @@ export function optionDuration(
     );
   }
   if (opts.timer && ms > MAX_TIMER_MS) {
-    throw new TypeError(
-      `${factory}: ${option}: at most ${MAX_TIMER_MS} ms ("24d" fits), the longest wait a timer can make, got ${
-        JSON.stringify(input)
-      }`,
-    );
+    throw new TypeError(`${factory}: ${option}: ${TIMER_LIMIT_TEXT}, got ${JSON.stringify(input)}`);
   }
   return ms;
 }
