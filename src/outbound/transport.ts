@@ -325,12 +325,13 @@ export async function openSession(
       achieved.ocsp = v?.ocsp?.ok === true;
       // DANE-TA(2) checks the TLSA base domain and MX names; PKIX checked a name only when names were given.
       achieved.named = verified && (isDane ? tlsaUsage === 2 : checkNames);
-      // The session as it stood when a requirement failed: it reached TLS (metrics and the message page say so).
+      // The session's TLS facts; also carried by a requirement's failure below, since the session did reach TLS
+      // (metrics and the message page say so).
       const reached: OutboundTlsFacts = {
         ...t.info,
         peerCertificate: chain[0],
         peerChain: chain,
-        cv: isDane ? "dane" : verified ? "yes" : "no",
+        cv: isDane ? "dane" : verified && (req.tryVerify || req.tls === 2) ? "yes" : "no",
         dane: isDane,
         tlsaUsage,
       };
@@ -351,14 +352,7 @@ export async function openSession(
       if (req.minTls12 && !achieved.tls12) {
         throw unmet(`TLS 1.2 or later required, got ${t.info.version}`, undefined, true, reached);
       }
-      tls = {
-        ...t.info,
-        peerCertificate: chain[0],
-        peerChain: chain,
-        cv: isDane ? "dane" : verified && (req.tryVerify || req.tls === 2) ? "yes" : "no",
-        dane: isDane,
-        tlsaUsage,
-      };
+      tls = reached;
       await client.ehlo(policy.heloName);
     } else if (req.tls > 0) {
       throw unmet(`TLS required but STARTTLS not offered by ${target.name} [${target.ip}]`);
