@@ -46,6 +46,24 @@ export function after(ms: number, fn: () => void): () => void {
   };
 }
 
+/**
+ * `work`'s outcome, unless `ms` pass first: then `expired()` is called (to abort what the work holds) and its
+ * error is the rejection. The deadline is cancelled however the race ends.
+ */
+export async function withinDeadline<T>(work: Promise<T>, ms: number, expired: () => Error): Promise<T> {
+  let cancel: (() => void) | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        cancel = after(ms, () => reject(expired()));
+      }),
+    ]);
+  } finally {
+    cancel?.();
+  }
+}
+
 /** Deadlines set and not yet run or cancelled (tests). */
 export function pendingDeadlines(): number {
   return live;

@@ -8,7 +8,7 @@
 
 import { SmtpError } from "../core/reply.ts";
 import { verifyPassword } from "../core/password_hash.ts";
-import { after } from "../core/deadlines.ts";
+import { withinDeadline } from "../core/deadlines.ts";
 import type { SaslCredentials } from "../smtp/sasl.ts";
 
 import type { AuthCheckRequest } from "../core/envelope.ts";
@@ -69,29 +69,25 @@ export class Authenticator {
       let ok: boolean;
       const timeoutMs = this.#opts.timeoutMs ?? 30_000;
       const abort = new AbortController();
-      let cancel: (() => void) | undefined;
+      const request = {
+        mechanism,
+        user: creds.authcid,
+        authzid: creds.authzid,
+        password: creds.password,
+        client,
+      };
       try {
-        const request = {
-          mechanism,
-          user: creds.authcid,
-          authzid: creds.authzid,
-          password: creds.password,
-          client,
-        };
-        ok = await Promise.race([
+        ok = await withinDeadline(
           Promise.resolve().then(() => this.#opts.check!(request, { signal: abort.signal })),
-          new Promise<never>((_, reject) => {
-            cancel = after(timeoutMs, () => {
-              const why = new Error(`auth.check did not answer within ${timeoutMs} ms`);
-              abort.abort(why);
-              reject(why);
-            });
-          }),
-        ]);
+          timeoutMs,
+          () => {
+            const why = new Error(`auth.check did not answer within ${timeoutMs} ms`);
+            abort.abort(why);
+            return why;
+          },
+        );
       } catch (err) {
         throw new SmtpError(454, "4.7.0", "Temporary authentication failure", { cause: err });
-      } finally {
-        cancel?.();
       }
       outcome = ok === true ? { ok: true } : { ok: false, reason: "credentials refused by auth.check" };
     } else {

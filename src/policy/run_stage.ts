@@ -6,7 +6,7 @@
 import { compose, type Middleware } from "../core/compose.ts";
 import { SmtpError } from "../core/reply.ts";
 import { errorMessage } from "../core/error_message.ts";
-import { after } from "../core/deadlines.ts";
+import { withinDeadline } from "../core/deadlines.ts";
 
 /** Options for a stage run. */
 export interface RunStageOptions {
@@ -38,25 +38,12 @@ export async function runStage<C>(
       });
     };
   });
-  let cancel: (() => void) | undefined;
   try {
-    await Promise.race([
-      compose(named)(ctx, opts.final),
-      new Promise<never>((_, reject) => {
-        cancel = after(
-          opts.timeoutMs,
-          () => {
-            const why = new Error(
-              `policy step "${current}" at ${stage} took longer than ${opts.timeoutMs} ms`,
-            );
-            opts.abort?.abort(why);
-            reject(
-              new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", { cause: why }),
-            );
-          },
-        );
-      }),
-    ]);
+    await withinDeadline(compose(named)(ctx, opts.final), opts.timeoutMs, () => {
+      const why = new Error(`policy step "${current}" at ${stage} took longer than ${opts.timeoutMs} ms`);
+      opts.abort?.abort(why);
+      return new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", { cause: why });
+    });
   } catch (err) {
     if (err instanceof SmtpError) {
       if (err.cause instanceof Error) opts.log(`${stage} policy: ${err.cause.message}`);
@@ -64,7 +51,5 @@ export async function runStage<C>(
     }
     opts.log(`${stage} policy step "${current}" failed: ${errorMessage(err)}`);
     throw new SmtpError(451, "4.3.0", "Temporary local problem, please try again later", { cause: err });
-  } finally {
-    cancel?.();
   }
 }
