@@ -7,18 +7,7 @@
 
 import assert from "node:assert/strict";
 import { RawClient } from "../helpers/ferry.ts";
-import { FerryProcess } from "../helpers/process.ts";
-import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
-
-async function spoolIds(dir: string): Promise<string[]> {
-  const spool = new SqliteSpool({ dir, thread: "main" });
-  await spool.open();
-  try {
-    return (await spool.list()).map((e) => e.envelope.id);
-  } finally {
-    await spool.close();
-  }
-}
+import { FerryProcess, spoolIds } from "../helpers/process.ts";
 
 // A helo step that, for one name, leaves behind what a careless config might: a throwing timer callback or a
 // promise rejected with nobody listening.

@@ -7,7 +7,14 @@
 
 import assert from "node:assert/strict";
 import { RawClient } from "../helpers/ferry.ts";
-import { FerryProcess, freePort, REPO_DIR, sendMessage, startTaskFlags } from "../helpers/process.ts";
+import {
+  FerryProcess,
+  freePort,
+  REPO_DIR,
+  sendMessage,
+  spoolIds,
+  startTaskFlags,
+} from "../helpers/process.ts";
 import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 
 /** Opens a transaction and sends the first half of the content; returns the client. */
@@ -27,16 +34,6 @@ async function idle(port: number): Promise<RawClient> {
   assert.equal((await c.reply())?.code, 220);
   assert.equal((await c.cmd("EHLO idle.test"))?.code, 250);
   return c;
-}
-
-async function spoolIds(dir: string): Promise<string[]> {
-  const spool = new SqliteSpool({ dir, thread: "main" });
-  await spool.open();
-  try {
-    return (await spool.list()).map((e) => e.envelope.id);
-  } finally {
-    await spool.close();
-  }
 }
 
 Deno.test("SIGTERM: idle sessions get 421, new connections are refused, an open transaction finishes, exit 0", async () => {

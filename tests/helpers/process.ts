@@ -6,6 +6,7 @@
 
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { RawClient } from "./ferry.ts";
+import { SqliteSpool } from "../../src/spool/sqlite_spool.ts";
 
 /** `file://` URL of the repository's mod.ts, computed from this file so any clone location works. */
 export const MOD_URL: string = new URL("../../mod.ts", import.meta.url).href;
@@ -364,5 +365,16 @@ export async function sendMessage(
     return id;
   } finally {
     c.close();
+  }
+}
+
+/** The ids of the messages in a (stopped) Ferry's spool at `dir`. */
+export async function spoolIds(dir: string): Promise<string[]> {
+  const spool = new SqliteSpool({ dir, thread: "main" });
+  await spool.open();
+  try {
+    return (await spool.list()).map((e) => e.envelope.id);
+  } finally {
+    await spool.close();
   }
 }

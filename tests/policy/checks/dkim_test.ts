@@ -130,8 +130,14 @@ Deno.test("dkim(): malformed signatures and a DNS timeout give results, never a 
   }
 });
 
-Deno.test("dkim.sign: Ferry signs at delivery with rsa and ed25519, over-signed; dkimpy verifies, tampering breaks it", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "ferry-dkim-" });
+/** A Ferry that signs signed.test with an RSA and an Ed25519 key at delivery to a scripted downstream. */
+async function withSigningFerry(
+  body: (
+    f: Awaited<ReturnType<typeof startFerryIn>>,
+    ds: ReturnType<typeof startDownstream>,
+  ) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-dkim-sign-" });
   await Deno.writeTextFile(`${dir}/rsa.pem`, rsa.pem);
   await Deno.writeTextFile(`${dir}/ed.pem`, ed.pem);
   const ds = startDownstream();
@@ -145,6 +151,16 @@ Deno.test("dkim.sign: Ferry signs at delivery with rsa and ed25519, over-signed;
     },
   }, { resolver: new MemoryResolver() });
   try {
+    await body(f, ds);
+  } finally {
+    await f.dispose();
+    await ds.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("dkim.sign: Ferry signs at delivery with rsa and ed25519, over-signed; dkimpy verifies, tampering breaks it", () =>
+  withSigningFerry(async (f, ds) => {
     await submit(f.port, ["bob@dest.test"], { from: "alice@signed.test", body: MESSAGE });
     await submit(f.port, ["bob@dest.test"], {
       from: "x@other.test",
@@ -176,30 +192,12 @@ Deno.test("dkim.sign: Ferry signs at delivery with rsa and ed25519, over-signed;
       mine.data.replace("\r\nSubject: hello", "\r\nSubject: buy now\r\nSubject: hello"),
     );
     assert.deepEqual(await dkimpyVerify(extraSubject, [rsa, ed]), [false, false]);
-  } finally {
-    await f.dispose();
-    await ds.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
 Deno.test("dkim.sign: UTF-8 header fields and an 8-bit body with octets 0x80-0x9F (€, Ü, ✉) sign so that dkimpy verifies", async () => {
   // The canonicalization once decoded octets with TextDecoder("latin1"), which is windows-1252: 0x80-0x9F
   // became other code points and were hashed as different octets, so dkimpy failed such a message.
-  const dir = await Deno.makeTempDir({ prefix: "ferry-dkim-8bit-" });
-  await Deno.writeTextFile(`${dir}/rsa.pem`, rsa.pem);
-  await Deno.writeTextFile(`${dir}/ed.pem`, ed.pem);
-  const ds = startDownstream();
-  const f = await startFerryIn({
-    routes: [{ domains: "*", hosts: ["127.0.0.1"], port: ds.port }],
-    dkim: {
-      sign: [
-        { domain: "signed.test", selector: "rsa1", keyFile: `${dir}/rsa.pem` },
-        { domain: "signed.test", selector: "ed1", keyFile: `${dir}/ed.pem`, algorithm: "ed25519-sha256" },
-      ],
-    },
-  }, { resolver: new MemoryResolver() });
-  try {
+  await withSigningFerry(async (f, ds) => {
     const message = "From: \u00c5lice \u00dcn\u00efcode <alice@signed.test>\r\nTo: bob@example.test\r\n" +
       "Subject: h\u00e9llo \u2709 \u20ac5\r\nDate: Sun, 06 Dec 2026 10:00:00 +0000\r\n" +
       "Message-ID: <m8@signed.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" +
@@ -220,11 +218,7 @@ Deno.test("dkim.sign: UTF-8 header fields and an 8-bit body with octets 0x80-0x9
     // The signature still covers those octets: another 8-bit character in the Subject breaks it.
     const changed = enc.encode(sent.replace("\u2709 \u20ac5", "\u2709 \u20ac6"));
     assert.deepEqual(await dkimpyVerify(changed, [rsa, ed]), [false, false]);
-  } finally {
-    await f.dispose();
-    await ds.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("dkim.sign: a missing key file, a non-key and a key of the wrong type are config errors naming the file", async () => {
