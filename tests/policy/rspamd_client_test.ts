@@ -51,9 +51,10 @@ Deno.test("RspamdClient against rspamd 3.4: facts, actions, Settings-ID and head
     assert.equal(lenient.symbols.FERRY_TEST, undefined);
     const header = await client.check({ ...base, message: message("FERRY-TEST-HEADER") });
     assert.equal(header.action, "add header");
-    assert.deepEqual(header.addHeaders, [
-      ["X-Spam-Status", `Yes, score=${header.score.toFixed(2)}`],
+    // rspamd's milter add_headers is a JSON object whose key order it does not keep the same from run to run.
+    assert.deepEqual([...header.addHeaders].sort(([a], [b]) => a.localeCompare(b)), [
       ["X-Rspamd-Queue-Id", "1tE3Xz-0001Ab-Cd"],
+      ["X-Spam-Status", `Yes, score=${header.score.toFixed(2)}`],
     ]);
     assert.ok(header.removeHeaders.includes("X-Spam-Status"));
     // GTUBE is rejected whatever the settings (rspamd skips settings for it).
